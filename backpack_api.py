@@ -1,0 +1,487 @@
+"""Signed REST client for Backpack Exchange: signing, transport, retries and the one error boundary.
+
+Rules this module keeps (backpack_api.md §2-§8, STYLE.md 1-5):
+- The signing string is built by one pure function, ``signing_payload``, pinned by the golden vectors
+  of backpack_api.md §2.5: instruction first, parameters sorted by key, raw values (no
+  percent-encoding), booleans ``true``/``false``, decimals as plain text, ``&timestamp=&window=`` last;
+  a batch signs each order with its own ``instruction=`` prefix.
+- ``BackpackAuth`` signs the final prepared request, looking the instruction up in one table. It
+  holds no per-request state, so the WebSocket thread reuses the same ``Signer``.
+- This is the only module that catches ``requests`` exceptions or reads error bodies. It raises our
+  own exceptions, named by what the caller must do, classified by HTTP status and Backpack ``code``
+  (never by message text).
+- Reads and cancels are retried with capped backoff (honouring ``Retry-After``), re-signed on every
+  attempt. An order placement is never retried here: a timeout, a dropped connection, a 5xx or a 429
+  leaves its outcome unknown (``UnknownOutcome``) and the caller looks it up by ``clientId``.
+- Secrets never reach a log line or an exception message; requests are logged at DEBUG without
+  headers.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Callable, Iterable, Mapping, Sequence
+from urllib.parse import parse_qsl, urlsplit
+
+import requests
+from nacl.signing import SigningKey
+
+import models
+from models import BatchError, Fill, MarketRules, Order, ParseError, Side
+
+log = logging.getLogger("grid_bot.api")
+
+DEFAULT_WINDOW_MS = 5000
+MAX_WINDOW_MS = 60000
+
+# (METHOD, path) -> instruction (backpack_api.md §3). Paths not listed are public and unsigned.
+INSTRUCTIONS: dict[tuple[str, str], str] = {
+    ("GET", "/api/v1/capital"): "balanceQuery",
+    ("GET", "/api/v1/order"): "orderQuery",
+    ("POST", "/api/v1/order"): "orderExecute",
+    ("DELETE", "/api/v1/order"): "orderCancel",
+    ("GET", "/api/v1/orders"): "orderQueryAll",
+    ("POST", "/api/v1/orders"): "orderExecute",
+    ("DELETE", "/api/v1/orders"): "orderCancelAll",
+    ("GET", "/wapi/v1/history/fills"): "fillHistoryQueryAll",
+    ("GET", "/wapi/v1/history/orders"): "orderHistoryQueryAll",
+}
+
+RETRYABLE_STATUS = (429, 500, 502, 503, 504)
+
+
+# ---------------------------------------------------------------------------------------- errors
+class BackpackError(Exception):
+    """Anything that went wrong talking to the exchange."""
+
+
+class TransientError(BackpackError):
+    """Try again later: a timeout, a dropped connection, a 5xx, a 429 (after retries ran out)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class UnknownOutcome(BackpackError):
+    """An order placement that may or may not have reached the book: look it up by clientId."""
+
+
+class ApiError(BackpackError):
+    """The exchange answered with an error: HTTP status plus Backpack's code and message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message} (HTTP {status})")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class OrderRejected(ApiError):
+    """The exchange refused this order (post-only cross, funds, price band...): mark the level, go on."""
+
+
+class NotFound(ApiError):
+    """RESOURCE_NOT_FOUND: the order is not (or no longer) on the book."""
+
+
+class RequestRejected(ApiError):
+    """A read or cancel the exchange refused: bad signature, expired timestamp, bad parameter."""
+
+
+class KeyFormatError(ValueError):
+    """A key that is not base64 of 32 bytes. The message never contains the key."""
+
+
+# ------------------------------------------------------------------------------------ signing
+def format_value(value: Any) -> str:
+    """A parameter value as Backpack signs it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Decimal):
+        return f"{value:f}"
+    if isinstance(value, (int, str)):
+        return str(value)
+    raise TypeError(f"cannot sign a value of type {type(value).__name__}")
+
+
+def _render(instruction: str, params: Mapping[str, Any]) -> str:
+    parts = [f"instruction={instruction}"]
+    parts.extend(f"{k}={format_value(params[k])}" for k in sorted(params))
+    return "&".join(parts)
+
+
+def signing_payload(instruction: str, params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None,
+                    ts_ms: int, window_ms: int) -> str:
+    """The exact string to sign. ``params`` is the query (GET) or the body: an object, or a list of
+    objects for a batch."""
+    if isinstance(params, Sequence) and not isinstance(params, (str, bytes)):
+        head = "&".join(_render(instruction, p) for p in params) or f"instruction={instruction}"
+    else:
+        head = _render(instruction, params or {})
+    return f"{head}&timestamp={ts_ms}&window={window_ms}"
+
+
+def decode_key(text: Any, name: str) -> bytes:
+    """Base64 of exactly 32 bytes, or KeyFormatError naming ``name`` (never the value)."""
+    if not isinstance(text, str) or not text.strip():
+        raise KeyFormatError(f"{name} is empty")
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise KeyFormatError(f"{name} is not valid base64") from None
+    if len(raw) != 32:
+        raise KeyFormatError(f"{name} decodes to {len(raw)} bytes, expected 32 (an ED25519 key)")
+    return raw
+
+
+class Signer:
+    """An ED25519 signing key. Its repr and str never show the secret."""
+
+    def __init__(self, secret_b64: str) -> None:
+        self._key = SigningKey(decode_key(secret_b64, "api_secret"))
+        self.api_key = base64.b64encode(bytes(self._key.verify_key)).decode()
+
+    def __repr__(self) -> str:
+        return f"Signer(api_key={self.api_key!r})"
+
+    def sign(self, message: str) -> str:
+        return base64.b64encode(self._key.sign(message.encode("utf-8")).signature).decode()
+
+    def headers(self, instruction: str, params: Any, ts_ms: int,
+                window_ms: int = DEFAULT_WINDOW_MS) -> dict[str, str]:
+        message = signing_payload(instruction, params, ts_ms, window_ms)
+        return {"X-API-Key": self.api_key, "X-Signature": self.sign(message),
+                "X-Timestamp": str(ts_ms), "X-Window": str(window_ms)}
+
+    def ws_signature(self, ts_ms: int, window_ms: int = DEFAULT_WINDOW_MS) -> list[str]:
+        """The four strings of a private-stream SUBSCRIBE (backpack_api.md §9.4)."""
+        sig = self.sign(signing_payload("subscribe", None, ts_ms, window_ms))
+        return [self.api_key, sig, str(ts_ms), str(window_ms)]
+
+
+def generate_keypair() -> tuple[str, str]:
+    """A fresh (api_key, api_secret) pair, both base64."""
+    key = SigningKey.generate()
+    return (base64.b64encode(bytes(key.verify_key)).decode(), base64.b64encode(bytes(key)).decode())
+
+
+def public_key_of(secret_b64: str) -> str:
+    return Signer(secret_b64).api_key
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class BackpackAuth(requests.auth.AuthBase):
+    """Signs the final prepared request; leaves public endpoints alone."""
+
+    def __init__(self, signer: Signer, window_ms: int = DEFAULT_WINDOW_MS,
+                 clock_ms: Callable[[], int] = wall_clock_ms) -> None:
+        self.signer = signer
+        self.window_ms = window_ms
+        self.clock_ms = clock_ms
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        url = urlsplit(r.url or "")
+        instruction = INSTRUCTIONS.get(((r.method or "").upper(), url.path))
+        if instruction is None:
+            return r
+        params: Any
+        if r.method == "GET":
+            params = dict(parse_qsl(url.query, keep_blank_values=True))
+        else:
+            params = json.loads(r.body) if r.body else {}
+        r.headers.update(self.signer.headers(instruction, params, self.clock_ms(), self.window_ms))
+        return r
+
+
+# ------------------------------------------------------------------------------------ requests
+@dataclass(frozen=True)
+class OrderRequest:
+    symbol: str
+    side: Side
+    price: Decimal
+    quantity: Decimal
+    client_id: int
+    post_only: bool = True
+    time_in_force: str = "GTC"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"symbol": self.symbol, "side": self.side.value, "orderType": "Limit",
+                "price": f"{self.price:f}", "quantity": f"{self.quantity:f}",
+                "timeInForce": self.time_in_force, "postOnly": self.post_only,
+                "clientId": self.client_id, "selfTradePrevention": "RejectTaker"}
+
+
+CANCEL_PENDING = "cancel-pending"  # a 202: the cancel was accepted but not yet executed
+
+
+def _error_of(resp: requests.Response) -> tuple[str, str]:
+    """Backpack's (code, message) from an error body; proxies answer HTML, so be lenient."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return "HTTP_" + str(resp.status_code), (resp.text or "").strip()[:200]
+    if isinstance(body, dict):
+        return str(body.get("code") or f"HTTP_{resp.status_code}"), str(body.get("message") or "")
+    return f"HTTP_{resp.status_code}", str(body)[:200]
+
+
+def _retry_after(resp: requests.Response) -> float | None:
+    value = resp.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+class BackpackClient:
+    """Backpack's REST API as Python calls returning domain values."""
+
+    def __init__(self, base_url: str, signer: Signer | None = None, *,
+                 timeout: tuple[float, float] = (5.0, 10.0), window_ms: int = DEFAULT_WINDOW_MS,
+                 max_attempts: int = 4, backoff_base: float = 0.5, backoff_cap: float = 8.0,
+                 clock_ms: Callable[[], int] = wall_clock_ms,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.signer = signer
+        self.timeout = timeout
+        self.window_ms = window_ms
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.sleep = sleep
+        self.clock_ms = clock_ms
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = "backpack-grid-bot/1"
+        self._auth = BackpackAuth(signer, window_ms, clock_ms) if signer else None
+        self.requests_sent = 0
+
+    def close(self) -> None:
+        self.session.close()
+
+    # -- transport
+    def _send(self, method: str, path: str, params: Mapping[str, Any] | None,
+              body: Any) -> requests.Response:
+        signed = (method, path) in INSTRUCTIONS
+        if signed and self._auth is None:
+            raise RequestRejected(0, "NO_KEYS", f"{method} {path} needs API keys")
+        data = json.dumps(body, separators=(",", ":")) if body is not None else None
+        headers = {"Content-Type": "application/json; charset=utf-8"} if data is not None else None
+        query = {k: format_value(v) for k, v in params.items()} if params else None
+        log.debug("-> %s %s %s%s", method, path, query or "", f" {data}" if data else "")
+        self.requests_sent += 1
+        started = time.monotonic()
+        resp = self.session.request(method, self.base_url + path, params=query, data=data,
+                                    headers=headers, timeout=self.timeout,
+                                    auth=self._auth if signed else None)
+        log.debug("<- %s %s %s in %.1f ms", resp.status_code, method, path,
+                  (time.monotonic() - started) * 1000)
+        return resp
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        delay = min(self.backoff_cap, self.backoff_base * (2 ** attempt))
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, 60.0))
+        return delay
+
+    def _call(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+              body: Any = None, retry: bool = True,
+              reject: type[ApiError] = RequestRejected) -> requests.Response:
+        """A read or a cancel: retried on transient failures; 4xx raised as ``reject`` (or NotFound)."""
+        attempts = self.max_attempts if retry else 1
+        last: TransientError | None = None
+        for attempt in range(attempts):
+            if attempt:
+                self.sleep(self._backoff(attempt - 1, last.retry_after if last else None))
+            try:
+                resp = self._send(method, path, params, body)
+            except requests.RequestException as e:
+                last = TransientError(f"{method} {path}: {type(e).__name__}")
+                log.warning("%s %s failed (%s), attempt %d of %d", method, path, type(e).__name__,
+                            attempt + 1, attempts)
+                continue
+            if resp.status_code in RETRYABLE_STATUS:
+                code, message = _error_of(resp)
+                last = TransientError(f"{method} {path}: HTTP {resp.status_code} {code}",
+                                      _retry_after(resp))
+                log.warning("%s %s answered %s %s, attempt %d of %d", method, path, resp.status_code,
+                            code, attempt + 1, attempts)
+                continue
+            if resp.status_code >= 400:
+                code, message = _error_of(resp)
+                if resp.status_code == 404 or code == "RESOURCE_NOT_FOUND":
+                    raise NotFound(resp.status_code, code, message)
+                raise reject(resp.status_code, code, message)
+            return resp
+        assert last is not None
+        raise last
+
+    @staticmethod
+    def _json(resp: requests.Response) -> Any:
+        try:
+            return resp.json()
+        except ValueError:
+            raise TransientError(f"{resp.request.method} {urlsplit(resp.url).path}: "
+                                 f"answer is not JSON") from None
+
+    def _parse(self, fn: Callable[[Any], Any], data: Any) -> Any:
+        try:
+            return fn(data)
+        except ParseError as e:
+            # A malformed answer is treated like a failed request: nothing is assumed from it.
+            raise TransientError(f"unexpected answer from the exchange: {e}") from None
+
+    # -- public
+    def markets(self) -> list[MarketRules]:
+        data = self._json(self._call("GET", "/api/v1/markets"))
+        if not isinstance(data, list):
+            raise TransientError("markets: expected a list")
+        out = []
+        for item in data:
+            try:
+                out.append(models.parse_market(item))
+            except ParseError:
+                continue  # a perp or an exotic market with fields we do not need
+        return out
+
+    def ticker_price(self, symbol: str) -> Decimal:
+        data = self._json(self._call("GET", "/api/v1/ticker", params={"symbol": symbol}))
+        return self._parse(models.parse_ticker, data).last_price
+
+    def server_time_ms(self) -> int:
+        resp = self._call("GET", "/api/v1/time")
+        try:
+            return int(resp.text.strip())
+        except ValueError:
+            raise TransientError("time: not an integer") from None
+
+    def klines(self, symbol: str, interval: str, start_s: int, end_s: int | None = None) -> list[dict]:
+        params: dict[str, Any] = {"symbol": symbol, "interval": interval, "startTime": start_s}
+        if end_s is not None:
+            params["endTime"] = end_s
+        data = self._json(self._call("GET", "/api/v1/klines", params=params))
+        if not isinstance(data, list):
+            raise TransientError("klines: expected a list")
+        return data
+
+    # -- signed reads
+    def balances(self) -> dict[str, tuple[Decimal, Decimal]]:
+        return self._parse(models.parse_balances, self._json(self._call("GET", "/api/v1/capital")))
+
+    def open_orders(self, symbol: str) -> list[Order]:
+        data = self._json(self._call("GET", "/api/v1/orders", params={"symbol": symbol}))
+        if not isinstance(data, list):
+            raise TransientError("orders: expected a list")
+        return [self._parse(models.parse_order, d) for d in data]
+
+    def open_order(self, symbol: str, *, client_id: int | None = None,
+                   order_id: str | None = None) -> Order | None:
+        """The order if it is still on the book, else None (Backpack's GET /order only sees open ones)."""
+        params: dict[str, Any] = {"symbol": symbol}
+        if client_id is not None:
+            params["clientId"] = client_id
+        else:
+            params["orderId"] = order_id
+        try:
+            data = self._json(self._call("GET", "/api/v1/order", params=params))
+        except NotFound:
+            return None
+        return self._parse(models.parse_order, data)
+
+    def _pages(self, path: str, params: dict[str, Any], page_size: int) -> Iterable[list[dict]]:
+        offset = 0
+        while True:
+            page = self._json(self._call("GET", path, params={**params, "limit": page_size,
+                                                               "offset": offset}))
+            if not isinstance(page, list):
+                raise TransientError(f"{path}: expected a list")
+            yield page
+            if len(page) < page_size:
+                return
+            offset += len(page)
+
+    def fills(self, symbol: str, from_ms: int | None = None, *, page_size: int = 1000) -> list[Fill]:
+        """Every fill of ours on ``symbol`` since ``from_ms``, oldest first (all pages)."""
+        params: dict[str, Any] = {"symbol": symbol, "sortDirection": "Asc", "fillType": "User"}
+        if from_ms is not None:
+            params["from"] = from_ms
+        out: list[Fill] = []
+        for page in self._pages("/wapi/v1/history/fills", params, page_size):
+            out.extend(self._parse(models.parse_fill, d) for d in page)
+        return out
+
+    def find_order(self, symbol: str, client_id: int, *, since_ms: int,
+                   page_size: int = 1000) -> Order | None:
+        """Look an order up by clientId: on the book, else in order history back to ``since_ms``."""
+        found = self.open_order(symbol, client_id=client_id)
+        if found is not None:
+            return found
+        params = {"symbol": symbol, "sortDirection": "Desc"}
+        for page in self._pages("/wapi/v1/history/orders", params, page_size):
+            for d in page:
+                o = self._parse(models.parse_order, d)
+                if o.client_id == client_id:
+                    return o
+                if o.created_at_ms and o.created_at_ms < since_ms:
+                    return None
+        return None
+
+    # -- orders
+    def place_order(self, req: OrderRequest) -> Order:
+        """Place one order. Raises OrderRejected, or UnknownOutcome when the answer never came."""
+        try:
+            resp = self._send("POST", "/api/v1/order", None, req.to_wire())
+        except requests.ConnectTimeout as e:
+            # The connection was never made, so the order was never sent.
+            raise TransientError(f"POST /api/v1/order: {type(e).__name__}") from e
+        except requests.RequestException as e:
+            raise UnknownOutcome(f"order clientId {req.client_id}: {type(e).__name__}") from e
+        if resp.status_code in RETRYABLE_STATUS:
+            raise UnknownOutcome(f"order clientId {req.client_id}: HTTP {resp.status_code}")
+        if resp.status_code >= 400:
+            code, message = _error_of(resp)
+            raise OrderRejected(resp.status_code, code, message)
+        try:
+            return models.parse_order(resp.json())
+        except (ValueError, ParseError) as e:
+            raise UnknownOutcome(f"order clientId {req.client_id}: unreadable answer") from e
+
+    def place_orders(self, reqs: Sequence[OrderRequest]) -> list[Order | BatchError]:
+        """Batch placement: one result per request, in order. UnknownOutcome covers the whole batch."""
+        body = [r.to_wire() for r in reqs]
+        try:
+            resp = self._send("POST", "/api/v1/orders", None, body)
+        except requests.ConnectTimeout as e:
+            raise TransientError(f"POST /api/v1/orders: {type(e).__name__}") from e
+        except requests.RequestException as e:
+            raise UnknownOutcome(f"batch of {len(reqs)}: {type(e).__name__}") from e
+        if resp.status_code in RETRYABLE_STATUS:
+            raise UnknownOutcome(f"batch of {len(reqs)}: HTTP {resp.status_code}")
+        if resp.status_code >= 400:
+            code, message = _error_of(resp)
+            raise OrderRejected(resp.status_code, code, message)
+        try:
+            data = resp.json()
+            if not isinstance(data, list) or len(data) != len(reqs):
+                raise ParseError("batch answer does not have one item per order")
+            return [models.parse_batch_item(d) for d in data]
+        except (ValueError, ParseError) as e:
+            raise UnknownOutcome(f"batch of {len(reqs)}: unreadable answer") from e
+
+    def cancel_order(self, symbol: str, order_id: str) -> Order | str:
+        """Cancel one order (retried). Returns the cancelled order, or CANCEL_PENDING on a 202.
+        Raises NotFound when it is no longer on the book (filled, or already cancelled)."""
+        resp = self._call("DELETE", "/api/v1/order", body={"symbol": symbol, "orderId": order_id})
+        if resp.status_code == 202 or not resp.content:
+            return CANCEL_PENDING
+        return self._parse(models.parse_order, self._json(resp))

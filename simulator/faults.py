@@ -1,0 +1,126 @@
+"""Scheduled faults for the simulator's control API (``POST /_sim/faults``).
+
+Kinds:
+- ``http_status``: answer ``status`` to matching requests without processing them (500, 502, 503,
+  429 with ``retry_after``). Status 202 is different: the request *is* processed and the answer is
+  an empty 202, as Backpack may answer a cancel.
+- ``delay``: hold matching requests ``seconds`` before processing them.
+- ``drop_response``: process matching requests, then drop the connection without an answer (an
+  order that is accepted but whose response never arrives).
+- ``ws_drop``: drop every WebSocket connection now; with ``seconds``, refuse new ones for that long.
+- ``ws_silent``: the WebSocket server sends nothing (no data, no pongs) for ``seconds``.
+
+HTTP faults match ``method`` (or any) and ``path`` (exact, or ``*`` for every Backpack path) and last
+for ``count`` matching requests or ``duration`` seconds (default: one request).
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+HTTP_KINDS = ("http_status", "delay", "drop_response")
+WS_KINDS = ("ws_drop", "ws_silent")
+
+
+class FaultSpecError(ValueError):
+    pass
+
+
+@dataclass
+class Fault:
+    id: int
+    kind: str
+    method: str | None = None
+    path: str = "*"
+    status: int | None = None
+    retry_after: float | None = None
+    seconds: float | None = None
+    count: int | None = None
+    until: float | None = None  # monotonic deadline
+    hits: int = 0
+
+    def active(self, now: float) -> bool:
+        if self.until is not None:
+            return now < self.until
+        return self.count is None or self.hits < self.count
+
+    def public(self) -> dict:
+        d = asdict(self)
+        d.pop("until")
+        return d
+
+
+class FaultBoard:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[Fault] = []
+        self._ids = itertools.count(1)
+        self._clock = clock
+
+    def add(self, spec: Any) -> Fault:
+        if not isinstance(spec, dict):
+            raise FaultSpecError("a fault is a JSON object")
+        kind = spec.get("kind")
+        if kind not in HTTP_KINDS + WS_KINDS:
+            raise FaultSpecError(f"unknown fault kind {kind!r}; one of {', '.join(HTTP_KINDS + WS_KINDS)}")
+        f = Fault(id=next(self._ids), kind=kind)
+        method = spec.get("method")
+        if method is not None:
+            if not isinstance(method, str):
+                raise FaultSpecError("method must be a string")
+            f.method = method.upper()
+        path = spec.get("path", "*")
+        if not isinstance(path, str):
+            raise FaultSpecError("path must be a string")
+        f.path = path
+        if kind == "http_status":
+            status = spec.get("status")
+            if not isinstance(status, int) or not (status == 202 or 400 <= status <= 599):
+                raise FaultSpecError("http_status needs a status: 202 or 400..599")
+            f.status = status
+            if spec.get("retry_after") is not None:
+                f.retry_after = float(spec["retry_after"])
+        if kind in ("delay", "ws_silent") or (kind == "ws_drop" and spec.get("seconds") is not None):
+            try:
+                f.seconds = float(spec["seconds"])
+            except (KeyError, TypeError, ValueError):
+                raise FaultSpecError(f"{kind} needs seconds") from None
+        if kind in HTTP_KINDS:
+            if spec.get("duration") is not None:
+                f.until = self._clock() + float(spec["duration"])
+            else:
+                count = spec.get("count", 1)
+                if not isinstance(count, int) or count < 1:
+                    raise FaultSpecError("count must be a positive integer")
+                f.count = count
+            with self._lock:
+                self._faults.append(f)
+        return f
+
+    def take(self, kind: str, method: str, path: str) -> Fault | None:
+        """The first active fault of ``kind`` matching the request; counts it as used."""
+        now = self._clock()
+        with self._lock:
+            self._faults = [f for f in self._faults if f.active(now)]
+            for f in self._faults:
+                if f.kind != kind:
+                    continue
+                if f.method is not None and f.method != method:
+                    continue
+                if f.path != "*" and f.path != path:
+                    continue
+                f.hits += 1
+                return f
+        return None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def list(self) -> list[dict]:
+        now = self._clock()
+        with self._lock:
+            return [f.public() for f in self._faults if f.active(now)]

@@ -1,0 +1,189 @@
+"""Price feeds: what moves the simulated market.
+
+- ``none``: the price moves only when told (``POST /_sim/price``).
+- ``random``: a seeded, reproducible random walk in log-price, ``volatility`` per tick, every
+  ``tick_seconds``; ``reversion`` pulls it back toward its starting price (paper mode uses this so the
+  price keeps moving inside the grid).
+- ``replay:FILE``: a klines CSV (Backpack's field names; ``start,open,high,low,close`` required) replayed
+  along each candle's path ``candle_path`` at ``speed`` seconds per candle, or one candle per
+  ``step()`` when ``speed`` is 0.
+
+``candle_path`` is the intra-candle path the backtester uses too, so a paper run on a replay and a
+backtest of the same file see the same prices in the same order.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import random
+import threading
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Callable, Iterator
+
+REQUIRED_COLUMNS = ("start", "open", "high", "low", "close")
+
+
+class FeedError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Candle:
+    start: str
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+
+
+def candle_path(c: Candle) -> list[Decimal]:
+    """open -> the nearer extreme -> the farther extreme -> close, without repeats.
+
+    When both extremes are equally near, the low comes first (a grid is hurt more by a fall it
+    cannot sell into, so the path that fills bids first is the conservative one).
+    """
+    if c.high - c.open < c.open - c.low:
+        points = [c.open, c.high, c.low, c.close]
+    else:
+        points = [c.open, c.low, c.high, c.close]
+    path: list[Decimal] = []
+    for p in points:
+        if not path or path[-1] != p:
+            path.append(p)
+    return path
+
+
+def read_klines_csv(path: str) -> Iterator[Candle]:
+    """Candles from a CSV with a header row; a clear FeedError names a bad row or column."""
+    try:
+        fh = open(path, newline="")
+    except OSError as e:
+        raise FeedError(f"cannot read klines file {path}: {e.strerror}") from None
+    with fh:
+        reader = csv.reader(fh)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise FeedError(f"{path} is empty: expected a header row with {','.join(REQUIRED_COLUMNS)}") from None
+        cols = [h.strip() for h in header]
+        missing = [c for c in REQUIRED_COLUMNS if c not in cols]
+        if missing:
+            raise FeedError(f"{path}: missing column(s) {', '.join(missing)} in the header row")
+        idx = [cols.index(c) for c in REQUIRED_COLUMNS]
+        for lineno, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            try:
+                start = row[idx[0]]
+                o, h, l, c = (Decimal(row[i]) for i in idx[1:])
+            except (IndexError, InvalidOperation):
+                raise FeedError(f"{path}:{lineno}: not a candle row: {','.join(row)[:80]}") from None
+            if not (l <= o <= h and l <= c <= h) or l <= 0:
+                raise FeedError(f"{path}:{lineno}: inconsistent candle (low {l}, high {h}, open {o}, close {c})")
+            yield Candle(start, o, h, l, c)
+
+
+class Feed:
+    """Base: a feed owns at most one thread and calls ``move(symbol, price, volume)``."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"sim-feed-{type(self).__name__}",
+                                            daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:  # pragma: no cover - overridden
+        pass
+
+    def step(self, n: int = 1) -> int:
+        return 0
+
+    def describe(self) -> dict:
+        return {"kind": "none"}
+
+
+class RandomFeed(Feed):
+    def __init__(self, move: Callable[[str, Decimal, Decimal], None], prices: dict[str, Decimal],
+                 *, seed: int, volatility: float, tick_seconds: float, reversion: float = 0.0,
+                 symbols: list[str] | None = None) -> None:
+        super().__init__()
+        self._move = move
+        self._rng = random.Random(seed)
+        self.volatility = volatility
+        self.tick_seconds = tick_seconds
+        self.reversion = reversion
+        self._anchor = {s: math.log(float(p)) for s, p in prices.items()
+                        if symbols is None or s in symbols}
+        self._log = dict(self._anchor)
+
+    def next_prices(self) -> dict[str, Decimal]:
+        """One step of the walk for every market (deterministic for a seed)."""
+        out = {}
+        for sym in sorted(self._log):
+            x = self._log[sym]
+            x += self.reversion * (self._anchor[sym] - x) + self.volatility * self._rng.gauss(0.0, 1.0)
+            self._log[sym] = x
+            # Floats drive the walk only; the engine rounds the result to the tick as a Decimal.
+            out[sym] = Decimal(repr(math.exp(x)))
+        return out
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.tick_seconds):
+            for sym, price in self.next_prices().items():
+                volume = Decimal(self._rng.randint(1, 50))
+                self._move(sym, price, volume)
+
+    def describe(self) -> dict:
+        return {"kind": "random", "volatility": self.volatility, "tick_seconds": self.tick_seconds,
+                "reversion": self.reversion}
+
+
+class ReplayFeed(Feed):
+    def __init__(self, move: Callable[[str, Decimal, Decimal], None], symbol: str, path: str,
+                 *, speed: float) -> None:
+        super().__init__()
+        self._move = move
+        self.symbol = symbol
+        self.path = path
+        self.candles = list(read_klines_csv(path))
+        if not self.candles:
+            raise FeedError(f"{path} has no candles")
+        self.speed = speed
+        self.position = 0
+        self._lock = threading.Lock()
+
+    def first_price(self) -> Decimal:
+        return self.candles[0].open
+
+    def step(self, n: int = 1) -> int:
+        """Replay the next ``n`` candles now; returns how many were replayed."""
+        done = 0
+        with self._lock:
+            while done < n and self.position < len(self.candles):
+                c = self.candles[self.position]
+                self.position += 1
+                for price in candle_path(c):
+                    self._move(self.symbol, price, Decimal(0))
+                done += 1
+        return done
+
+    def _run(self) -> None:
+        if self.speed <= 0:
+            return  # stepped through the control API
+        while not self._stop.wait(self.speed):
+            if self.step(1) == 0:
+                return
+
+    def describe(self) -> dict:
+        return {"kind": "replay", "file": self.path, "speed": self.speed,
+                "position": self.position, "candles": len(self.candles)}

@@ -1,0 +1,485 @@
+"""The simulator's REST server: Backpack's public and signed endpoints plus the ``/_sim/`` control API.
+
+One handler per ``(method, path)``. A request passes, in order: the control-API check (loopback only),
+scheduled faults (delay, error status), body parsing, signature check (signed routes), rate limiting,
+the handler, and the after-faults (dropped response, 202). Every response is written in one
+``sendall`` with TCP_NODELAY, so keep-alive clients never wait on Nagle's algorithm.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any, Callable
+from urllib.parse import parse_qsl, urlsplit
+
+from . import signing
+from .engine import SimError, fill_json, order_history_json, order_json, s
+from .faults import FaultSpecError
+from .markets import market_json
+from .wsserver import KLINE_INTERVALS
+
+if TYPE_CHECKING:
+    from .server import Simulator
+
+log = logging.getLogger("simulator.rest")
+
+KLINE_SECONDS = {"1s": 1, "1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600,
+                 "2h": 7200, "4h": 14400, "6h": 21600, "8h": 28800, "12h": 43200, "1d": 86400,
+                 "3d": 259200, "1w": 604800, "1month": 2592000}
+DEPTH_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
+HISTORICAL_PATHS = ("/api/v1/klines", "/api/v1/trades/history")
+REASONS = {200: "OK", 202: "Accepted", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
+           403: "Forbidden", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error",
+           502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: list[tuple[str, str]]
+    body: Any
+    account: str | None
+    client: str
+
+    def q(self, name: str) -> str | None:
+        for k, v in self.query:
+            if k == name:
+                return v
+        return None
+
+    def need(self, name: str) -> str:
+        v = self.q(name)
+        if v is None or v == "":
+            raise SimError(400, "INVALID_CLIENT_REQUEST", f"Missing parameter `{name}`")
+        return v
+
+    def int_param(self, name: str, default: int | None = None, *, lo: int | None = None,
+                  hi: int | None = None) -> int | None:
+        v = self.q(name)
+        if v is None or v == "":
+            return default
+        try:
+            n = int(v)
+        except ValueError:
+            raise SimError(400, "INVALID_CLIENT_REQUEST",
+                           f"failed to parse parameter `{name}`: invalid digit found in string") from None
+        if (lo is not None and n < lo) or (hi is not None and n > hi):
+            raise SimError(400, "INVALID_CLIENT_REQUEST", f"Invalid value for parameter `{name}`")
+        return n
+
+
+class Reply:
+    def __init__(self, status: int, payload: Any = None, *, text: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        self.status = status
+        self.payload = payload
+        self.text = text
+        self.headers = headers or {}
+
+
+class RateLimiter:
+    """Fixed one-minute windows per key: Backpack's 2000 requests/minute, 30 for historical data."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._windows: dict[str, tuple[float, int]] = {}
+
+    def check(self, key: str, limit: int | None = None) -> float | None:
+        """None when allowed, else the seconds until the window resets."""
+        limit = self.per_minute if limit is None else limit
+        if limit <= 0:
+            return None
+        now = self._clock()
+        with self._lock:
+            start, n = self._windows.get(key, (now, 0))
+            if now - start >= 60:
+                start, n = now, 0
+            if n >= limit:
+                return max(0.0, 60 - (now - start))
+            self._windows[key] = (start, n + 1)
+        return None
+
+
+def _paged(req: Request, items: list, key: Callable[[Any], Any], render: Callable[[Any], dict]) -> Reply:
+    limit = req.int_param("limit", 100, lo=1, hi=1000)
+    offset = req.int_param("offset", 0, lo=0)
+    direction = req.q("sortDirection") or "Desc"
+    if direction not in ("Asc", "Desc"):
+        raise SimError(400, "INVALID_CLIENT_REQUEST", "Invalid value for parameter `sortDirection`")
+    items = sorted(items, key=key, reverse=direction == "Desc")
+    total = len(items)
+    page = items[offset:offset + limit]
+    pages = (total + limit - 1) // limit
+    headers = {"X-PAGE-COUNT": str(pages), "X-CURRENT-PAGE": str(offset // limit + 1),
+               "X-PAGE-SIZE": str(limit), "X-TOTAL": str(total),
+               "ACCESS-CONTROL-EXPOSE-HEADERS": "X-PAGE-COUNT, X-CURRENT-PAGE, X-PAGE-SIZE, X-TOTAL",
+               "CACHE-CONTROL": "no-store"}
+    return Reply(200, [render(x) for x in page], headers=headers)
+
+
+class Routes:
+    """Backpack's endpoints on top of one simulator."""
+
+    def __init__(self, sim: "Simulator") -> None:
+        self.sim = sim
+        self.ex = sim.exchange
+        self.public: dict[tuple[str, str], Callable[[Request], Reply]] = {
+            ("GET", "/api/v1/markets"): self.markets,
+            ("GET", "/api/v1/market"): self.market,
+            ("GET", "/api/v1/ticker"): self.ticker,
+            ("GET", "/api/v1/tickers"): self.tickers,
+            ("GET", "/api/v1/depth"): self.depth,
+            ("GET", "/api/v1/klines"): self.klines,
+            ("GET", "/api/v1/trades"): self.trades,
+            ("GET", "/api/v1/time"): lambda r: Reply(200, text=str(self.ex.clock_us() // 1000)),
+            ("GET", "/api/v1/ping"): lambda r: Reply(200, text="pong"),
+            ("GET", "/api/v1/status"): lambda r: Reply(200, {"status": "Ok", "message": None}),
+        }
+        self.signed: dict[tuple[str, str], Callable[[Request], Reply]] = {
+            ("GET", "/api/v1/capital"): self.capital,
+            ("GET", "/api/v1/order"): self.get_order,
+            ("POST", "/api/v1/order"): self.post_order,
+            ("DELETE", "/api/v1/order"): self.delete_order,
+            ("GET", "/api/v1/orders"): self.get_orders,
+            ("POST", "/api/v1/orders"): self.post_orders,
+            ("DELETE", "/api/v1/orders"): self.delete_orders,
+            ("GET", "/wapi/v1/history/fills"): self.fill_history,
+            ("GET", "/wapi/v1/history/orders"): self.order_history,
+        }
+        assert set(self.signed) == set(signing.INSTRUCTIONS)
+
+    # -- public
+    def markets(self, r: Request) -> Reply:
+        types = [v for k, v in r.query if k == "marketType"]
+        if types and "SPOT" not in types:
+            return Reply(200, [])
+        return Reply(200, [market_json(m.spec) for m in self.ex.markets.values()])
+
+    def market(self, r: Request) -> Reply:
+        return Reply(200, market_json(self.ex.market(r.need("symbol")).spec))
+
+    def ticker(self, r: Request) -> Reply:
+        interval = r.q("interval")
+        if interval not in (None, "1d", "1w"):
+            raise SimError(400, "INVALID_CLIENT_REQUEST", "Invalid value for parameter `interval`")
+        return Reply(200, self.ex.ticker(r.need("symbol")))
+
+    def tickers(self, r: Request) -> Reply:
+        return Reply(200, [self.ex.ticker(sym) for sym in self.ex.markets])
+
+    def depth(self, r: Request) -> Reply:
+        limit = r.int_param("limit", 1000)
+        if limit not in DEPTH_LIMITS:
+            raise SimError(400, "INVALID_CLIENT_REQUEST", "Invalid value for parameter `limit`")
+        return Reply(200, self.ex.depth(r.need("symbol"), limit))
+
+    def klines(self, r: Request) -> Reply:
+        symbol = r.need("symbol")
+        interval = r.need("interval")
+        if interval not in KLINE_INTERVALS:
+            raise SimError(400, "INVALID_CLIENT_REQUEST",
+                           f"failed to parse parameter `interval`: unknown variant `{interval}`")
+        start = r.int_param("startTime")
+        if start is None:
+            raise SimError(400, "INVALID_CLIENT_REQUEST", "Missing parameter `startTime`")
+        end = r.int_param("endTime")
+        price_type = r.q("priceType")
+        if price_type not in (None, "Last", "Index", "Mark"):
+            raise SimError(400, "INVALID_CLIENT_REQUEST", "Invalid value for parameter `priceType`")
+        return Reply(200, self.ex.klines(symbol, KLINE_SECONDS[interval], start, end))
+
+    def trades(self, r: Request) -> Reply:
+        symbol = r.need("symbol")
+        limit = r.int_param("limit", 100, lo=1, hi=1000)
+        m = self.ex.market(symbol)
+        with self.ex.lock:
+            recent = list(m.trades)[-limit:]
+        return Reply(200, recent)
+
+    # -- signed
+    def capital(self, r: Request) -> Reply:
+        acct = self.ex.account(r.account)
+        with self.ex.lock:
+            return Reply(200, {a: {"available": s(b.available), "locked": s(b.locked), "staked": "0"}
+                               for a, b in acct.balances.items()})
+
+    def get_order(self, r: Request) -> Reply:
+        o = self.ex.get_open_order(r.account, r.need("symbol"), r.q("orderId"), r.q("clientId"))
+        return Reply(200, order_json(o))
+
+    def post_order(self, r: Request) -> Reply:
+        return Reply(200, order_json(self.ex.place(r.account, r.body)))
+
+    def post_orders(self, r: Request) -> Reply:
+        if isinstance(r.body, list) and len(r.body) > self.sim.config.max_batch:
+            # Backpack's batch limit is undocumented; the simulator enforces a conservative one.
+            raise SimError(400, "INVALID_CLIENT_REQUEST",
+                           f"Batch contains too many orders (at most {self.sim.config.max_batch})")
+        out = []
+        for res in self.ex.place_batch(r.account, r.body):
+            if isinstance(res, SimError):
+                out.append({"operation": "Err", "code": res.code, "message": res.message})
+            else:
+                item = order_json(res)
+                item["operation"] = "Ok"
+                out.append(item)
+        return Reply(200, out)
+
+    def delete_order(self, r: Request) -> Reply:
+        return Reply(200, order_json(self.ex.cancel(r.account, r.body)))
+
+    def get_orders(self, r: Request) -> Reply:
+        mt = r.q("marketType")
+        if mt not in (None, "SPOT"):
+            return Reply(200, [])
+        return Reply(200, [order_json(o) for o in self.ex.open_orders(r.account, r.q("symbol"))])
+
+    def delete_orders(self, r: Request) -> Reply:
+        return Reply(200, [order_json(o) for o in self.ex.cancel_all(r.account, r.body)])
+
+    def fill_history(self, r: Request) -> Reply:
+        fill_type = r.q("fillType")
+        fills = self.ex.fill_history(r.account, symbol=r.q("symbol"), order_id=r.q("orderId"),
+                                     from_ms=r.int_param("from"), to_ms=r.int_param("to"))
+        if fill_type not in (None, "User", "AllLiquidation"):
+            fills = []  # the simulator has no system fills
+        return _paged(r, fills, key=lambda f: (f.ts_us, f.trade_id), render=fill_json)
+
+    def order_history(self, r: Request) -> Reply:
+        orders = self.ex.order_history(r.account, symbol=r.q("symbol"), order_id=r.q("orderId"))
+        return _paged(r, orders, key=lambda o: (o.created_us, o.id), render=order_history_json)
+
+
+class ControlRoutes:
+    """``/_sim/``: not Backpack's; loopback only, no auth."""
+
+    def __init__(self, sim: "Simulator") -> None:
+        self.sim = sim
+
+    def handle(self, method: str, path: str, query: list[tuple[str, str]], body: Any) -> Reply:
+        sim = self.sim
+        ex = sim.exchange
+        if (method, path) == ("GET", "/_sim/state"):
+            since = dict(query).get("journal_since_us")
+            state = ex.state(int(since) if since else 0)
+            state["feed"] = sim.feed.describe()
+            state["faults"] = sim.faults.list()
+            state["ws"] = {"connections": len(sim.hub.connections), "messages_sent": sim.hub.messages_sent,
+                           "streams": sim.hub.streams()}
+            state["urls"] = sim.urls()
+            return Reply(200, state)
+        if (method, path) == ("POST", "/_sim/price"):
+            if not isinstance(body, dict) or "price" not in body:
+                return Reply(400, {"error": "body must be {\"symbol\": ..., \"price\": \"...\"}"})
+            symbol = body.get("symbol", sim.config.symbol)
+            try:
+                price = Decimal(str(body["price"]))
+                liquidity = Decimal(str(body["liquidity"])) if body.get("liquidity") is not None else None
+            except InvalidOperation:
+                return Reply(400, {"error": "price and liquidity must be decimals"})
+            fills = ex.set_price(symbol, price, liquidity=liquidity)
+            return Reply(200, {"symbol": symbol, "price": s(ex.markets[symbol].price),
+                               "fills": [{"tradeId": f.trade_id, "orderId": f.order_id,
+                                          "side": f.side, "price": s(f.price),
+                                          "quantity": s(f.quantity)} for f in fills]})
+        if path == "/_sim/faults":
+            if method == "GET":
+                return Reply(200, {"faults": sim.faults.list()})
+            if method == "DELETE":
+                sim.faults.clear()
+                return Reply(200, {"faults": []})
+            if method == "POST":
+                specs = body if isinstance(body, list) else [body]
+                try:
+                    added = [sim.add_fault(spec) for spec in specs]
+                except FaultSpecError as e:
+                    return Reply(400, {"error": str(e)})
+                return Reply(200, {"faults": added})
+        if (method, path) == ("POST", "/_sim/balance"):
+            if not isinstance(body, dict) or not {"api_key", "asset", "available"} <= set(body):
+                return Reply(400, {"error": "body must be {\"api_key\", \"asset\", \"available\"}"})
+            try:
+                signing.decode_key(body["api_key"])
+                amount = Decimal(str(body["available"]))
+            except (signing.AuthFailure, InvalidOperation):
+                return Reply(400, {"error": "api_key must be base64 of 32 bytes, available a decimal"})
+            ex.set_balance(body["api_key"], body["asset"], amount)
+            return Reply(200, {"ok": True})
+        if (method, path) == ("POST", "/_sim/feed"):
+            n = int((body or {}).get("step", 1))
+            return Reply(200, {"stepped": sim.feed.step(n), "feed": sim.feed.describe()})
+        return Reply(404, {"error": f"no control route {method} {path}"})
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: "RestServer"
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        log.debug("%s " + format, self.client_address[0], *args)
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._dispatch("POST")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._dispatch("DELETE")
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._dispatch("PUT")
+
+    def do_PATCH(self) -> None:  # noqa: N802
+        self._dispatch("PATCH")
+
+    def _send(self, reply: Reply) -> None:
+        if reply.text is not None:
+            body, ctype = reply.text.encode(), "text/plain; charset=utf-8"
+        elif reply.payload is None:
+            body, ctype = b"", None
+        else:
+            body = json.dumps(reply.payload, separators=(",", ":")).encode()
+            ctype = "application/json; charset=utf-8"
+        lines = [f"HTTP/1.1 {reply.status} {REASONS.get(reply.status, 'Status')}",
+                 f"Content-Length: {len(body)}"]
+        if ctype:
+            lines.append(f"Content-Type: {ctype}")
+        lines.extend(f"{k}: {v}" for k, v in reply.headers.items())
+        if self.close_connection:
+            lines.append("Connection: close")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        self.wfile.write(head + body)
+        self.wfile.flush()
+
+    def _drop(self) -> None:
+        """Close the connection without a response (the client sees the connection reset)."""
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _dispatch(self, method: str) -> None:
+        sim = self.server.sim
+        url = urlsplit(self.path)
+        path = url.path
+        query = parse_qsl(url.query, keep_blank_values=True)
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length > 0 else b""
+        client = self.client_address[0]
+
+        if path.startswith("/_sim/"):
+            if not ipaddress.ip_address(client).is_loopback:
+                self._send(Reply(403, {"error": "the control API answers loopback clients only"}))
+                return
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                self._send(Reply(400, {"error": "body is not JSON"}))
+                return
+            self._send(ControlRoutes(sim).handle(method, path, query, body))
+            return
+
+        account: str | None = None
+        status = 500
+        try:
+            delay = sim.faults.take("delay", method, path)
+            if delay is not None:
+                time.sleep(delay.seconds or 0)
+            fault = sim.faults.take("http_status", method, path)
+            if fault is not None and fault.status != 202:
+                status = fault.status or 500
+                self._send(self._fault_reply(fault.status or 500, fault.retry_after))
+                return
+            reply, account = self._process(method, path, query, raw, client)
+            status = reply.status
+            if reply.status < 400 and sim.faults.take("drop_response", method, path) is not None:
+                status = 0
+                self._drop()
+                return
+            if fault is not None and fault.status == 202 and reply.status == 200:
+                reply = Reply(202)
+                status = 202
+            self._send(reply)
+        finally:
+            sim.exchange.count_request(method, path, account, status)
+
+    @staticmethod
+    def _fault_reply(status: int, retry_after: float | None) -> Reply:
+        if status == 429:
+            headers = {"Retry-After": str(int(retry_after if retry_after is not None else 1))}
+            return Reply(429, {"code": "TOO_MANY_REQUESTS", "message": "Too many requests"}, headers=headers)
+        if status in (502, 504):
+            # What a proxy in front of the exchange answers: not JSON.
+            return Reply(status, text=f"<html><body><h1>{status} {REASONS[status]}</h1></body></html>")
+        if status == 503:
+            return Reply(503, {"code": "SERVER_ERROR",
+                               "message": "Unknown error, please check your request or try again later."})
+        if status >= 500:
+            return Reply(status, {"code": "SERVER_ERROR", "message": "Internal server error"})
+        return Reply(status, {"code": "INVALID_CLIENT_REQUEST", "message": REASONS.get(status, "Error")})
+
+    def _process(self, method: str, path: str, query: list[tuple[str, str]], raw: bytes,
+                 client: str) -> tuple[Reply, str | None]:
+        sim = self.server.sim
+        routes = self.server.routes
+        key = (method, path)
+        handler = routes.public.get(key)
+        signed = handler is None
+        if signed:
+            handler = routes.signed.get(key)
+        if handler is None:
+            return Reply(404, {"code": "RESOURCE_NOT_FOUND", "message": "Not Found"}), None
+        try:
+            body = json.loads(raw, parse_float=Decimal) if raw and method != "GET" else None
+        except ValueError as e:
+            return Reply(400, {"code": "INVALID_CLIENT_REQUEST",
+                               "message": f"parse request payload error: {e}"}), None
+        account = None
+        if signed:
+            try:
+                h = signing.parse_headers(self.headers.get)
+                signing.decode_key(h.api_key)
+                signing.check_time(h.timestamp_ms, h.window_ms, sim.exchange.clock_us() // 1000)
+                instruction = signing.INSTRUCTIONS[key]
+                message = signing.signing_string(instruction, query, body, h.timestamp_ms, h.window_ms)
+                signing.verify(h.api_key, h.signature, message)
+            except signing.AuthFailure as e:
+                return Reply(400, {"code": "INVALID_CLIENT_REQUEST", "message": e.message}), None
+            account = h.api_key
+        limit = 30 if path in HISTORICAL_PATHS else None
+        wait = sim.limiter.check(account or f"ip:{client}:{'hist' if limit else 'std'}", limit)
+        if wait is not None:
+            return Reply(429, {"code": "TOO_MANY_REQUESTS", "message": "Too many requests"},
+                         headers={"Retry-After": str(max(1, int(wait + 0.999)))}), account
+        req = Request(method, path, query, body, account, client)
+        try:
+            return handler(req), account
+        except SimError as e:
+            return Reply(e.status, e.body()), account
+
+
+class RestServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, addr: tuple[str, int], sim: "Simulator") -> None:
+        super().__init__(addr, Handler)
+        self.sim = sim
+        self.routes = Routes(sim)

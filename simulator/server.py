@@ -1,0 +1,236 @@
+"""The simulator as a whole: an ``Exchange``, its REST and WebSocket servers, a price feed and the
+periodic pushers (ticker every ``ticker_interval``, klines at most once a second, server pings).
+
+``Simulator(config).start()`` binds (port 0 = any free port) and returns once both servers accept
+connections; ``running_simulator(...)`` is the context manager tests and paper mode use.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Iterator
+
+import requests
+
+from .engine import Exchange
+from .faults import FaultBoard
+from .feeds import Feed, RandomFeed, ReplayFeed
+from .markets import DEFAULT_MARKETS, DEFAULT_SYMBOL, MarketSpec
+from .rest import KLINE_SECONDS, RateLimiter, RestServer
+from .wsserver import Hub, WsServer
+
+log = logging.getLogger("simulator")
+
+DEFAULT_BALANCES = {"USDC": Decimal("100000"), "SOL": Decimal("1000"), "BTC": Decimal("10"),
+                    "ETH": Decimal("100")}
+
+
+@dataclass
+class SimConfig:
+    host: str = "127.0.0.1"
+    port: int = 0
+    ws_port: int = 0
+    symbol: str = DEFAULT_SYMBOL
+    price: Decimal | None = None          # starting price of ``symbol``
+    feed: str = "random"                  # random | none | replay:FILE
+    seed: int = 1
+    volatility: float = 0.001             # per tick, in log-price
+    tick_seconds: float = 1.0
+    reversion: float = 0.0                # pull toward the starting price per tick (0..1)
+    liquidity: Decimal | None = None      # random feed: most filled per crossed order per tick
+    replay_speed: float = 1.0             # seconds per candle; 0 = step through /_sim/feed
+    maker_fee: Decimal = Decimal("0.0008")
+    taker_fee: Decimal = Decimal("0.001")
+    balances: dict[str, Decimal] = field(default_factory=lambda: dict(DEFAULT_BALANCES))
+    ticker_interval: float = 1.0
+    ping_interval: float = 60.0
+    pong_timeout: float = 120.0
+    rate_limit: int = 2000                # requests per minute per account; 0 = off
+    max_batch: int = 50
+    markets: tuple[MarketSpec, ...] = DEFAULT_MARKETS
+
+
+class Simulator:
+    def __init__(self, config: SimConfig | None = None) -> None:
+        self.config = cfg = config or SimConfig()
+        if cfg.symbol not in {m.symbol for m in cfg.markets}:
+            raise ValueError(f"unknown market {cfg.symbol}")
+        self.replay: ReplayFeed | None = None
+        prices: dict[str, Decimal] = {}
+        if cfg.feed.startswith("replay:"):
+            self.replay = ReplayFeed(self._move, cfg.symbol, cfg.feed[len("replay:"):],
+                                     speed=cfg.replay_speed)
+            prices[cfg.symbol] = self.replay.first_price()
+        if cfg.price is not None:
+            prices[cfg.symbol] = cfg.price
+        self.exchange = Exchange(cfg.markets, maker_fee=cfg.maker_fee, taker_fee=cfg.taker_fee,
+                                 starting_balances=cfg.balances, prices=prices, seed=cfg.seed)
+        self.hub = Hub(set(self.exchange.markets), lambda: self.exchange.clock_us() // 1000)
+        self.exchange.sink = self.hub
+        self.faults = FaultBoard()
+        self.limiter = RateLimiter(cfg.rate_limit)
+        self.feed: Feed
+        if self.replay is not None:
+            self.feed = self.replay
+        elif cfg.feed == "random":
+            self.feed = RandomFeed(self._move, {s: m.price for s, m in self.exchange.markets.items()},
+                                   seed=cfg.seed, volatility=cfg.volatility,
+                                   tick_seconds=cfg.tick_seconds, reversion=cfg.reversion)
+        elif cfg.feed == "none":
+            self.feed = Feed()
+        else:
+            raise ValueError(f"unknown feed {cfg.feed!r}: random, none or replay:FILE")
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.rest: RestServer | None = None
+        self.ws: WsServer | None = None
+
+    def _move(self, symbol: str, price: Decimal, volume: Decimal) -> None:
+        self.exchange.set_price(symbol, price, liquidity=self.config.liquidity, volume=volume)
+        if volume > 0:
+            self.exchange.record_market_trade(symbol, volume)
+
+    # -- lifecycle
+    def start(self) -> "Simulator":
+        cfg = self.config
+        self.rest = RestServer((cfg.host, cfg.port), self)
+        self.ws = WsServer((cfg.host, cfg.ws_port), self.hub)
+        for name, target in (("sim-rest", self.rest.serve_forever), ("sim-ws", self.ws.serve_forever),
+                             ("sim-pusher", self._push_loop), ("sim-pinger", self._ping_loop)):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        self.feed.start()
+        log.info("simulator listening: %s", json.dumps(self.urls()))
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.feed.stop()
+        self.hub.drop_all()
+        for server in (self.rest, self.ws):
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+        for t in self._threads:
+            t.join(timeout=5)
+
+    def urls(self) -> dict[str, str]:
+        assert self.rest is not None and self.ws is not None
+        host = self.config.host
+        return {"rest": f"http://{host}:{self.rest.server_address[1]}",
+                "ws": f"ws://{host}:{self.ws.server_address[1]}"}
+
+    @property
+    def rest_url(self) -> str:
+        return self.urls()["rest"]
+
+    @property
+    def ws_url(self) -> str:
+        return self.urls()["ws"]
+
+    def add_fault(self, spec: dict) -> dict:
+        fault = self.faults.add(spec)
+        if fault.kind == "ws_drop":
+            if fault.seconds:
+                self.hub.refuse_until = time.monotonic() + fault.seconds
+            dropped = self.hub.drop_all()
+            log.info("fault: dropped %d WebSocket connection(s)", dropped)
+        elif fault.kind == "ws_silent":
+            self.hub.silent_until = time.monotonic() + (fault.seconds or 0)
+            log.info("fault: WebSocket silent for %.1f s", fault.seconds or 0)
+        return fault.public()
+
+    # -- periodic pushers
+    def _push_loop(self) -> None:
+        last_bucket: dict[str, int] = {}
+        next_kline = 0.0
+        while not self._stop.wait(self.config.ticker_interval):
+            for stream in self.hub.streams("ticker."):
+                sym = stream[len("ticker."):]
+                self.hub.public_event(stream, self.exchange.ticker_event(sym))
+            now = time.monotonic()
+            if now >= next_kline:
+                next_kline = now + 1.0
+                self._push_klines(last_bucket)
+
+    def _push_klines(self, last_bucket: dict[str, int]) -> None:
+        now_s = self.exchange.clock_us() // 1_000_000
+        for stream in self.hub.streams("kline."):
+            _, interval, sym = stream.split(".", 2)
+            secs = KLINE_SECONDS[interval]
+            bucket = now_s // secs * secs
+            prev = last_bucket.get(stream)
+            if prev is not None and prev != bucket:
+                closed = self.exchange.klines(sym, secs, prev, prev + secs - 1)
+                if closed:
+                    self.hub.public_event(stream, _kline_event(sym, closed[-1], True, self.exchange))
+            last_bucket[stream] = bucket
+            current = self.exchange.klines(sym, secs, bucket, None)
+            if current:
+                self.hub.public_event(stream, _kline_event(sym, current[-1], False, self.exchange))
+
+    def _ping_loop(self) -> None:
+        while not self._stop.wait(self.config.ping_interval):
+            self.hub.ping_all(self.config.pong_timeout)
+
+
+def _kline_event(symbol: str, k: dict, closed: bool, ex: Exchange) -> dict:
+    now = ex.clock_us()
+    return {"e": "kline", "E": now, "s": symbol, "t": k["start"].replace(" ", "T"),
+            "T": k["end"].replace(" ", "T"), "o": k["open"], "c": k["close"], "h": k["high"],
+            "l": k["low"], "v": k["volume"], "n": int(k["trades"]), "X": closed}
+
+
+class SimControl:
+    """A small client of the ``/_sim/`` control API (tests, paper mode, benchmarks)."""
+
+    def __init__(self, rest_url: str) -> None:
+        self.base = rest_url.rstrip("/")
+        self.http = requests.Session()
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        r = self.http.request(method, self.base + path, json=body, timeout=10)
+        r.raise_for_status()
+        return r.json()
+
+    def state(self, journal_since_us: int = 0) -> dict:
+        path = "/_sim/state" + (f"?journal_since_us={journal_since_us}" if journal_since_us else "")
+        return self._call("GET", path)
+
+    def set_price(self, price: Any, symbol: str = DEFAULT_SYMBOL, liquidity: Any = None) -> dict:
+        body: dict[str, Any] = {"symbol": symbol, "price": str(price)}
+        if liquidity is not None:
+            body["liquidity"] = str(liquidity)
+        return self._call("POST", "/_sim/price", body)
+
+    def fault(self, **spec: Any) -> dict:
+        return self._call("POST", "/_sim/faults", spec)["faults"][0]
+
+    def clear_faults(self) -> None:
+        self._call("DELETE", "/_sim/faults")
+
+    def set_balance(self, api_key: str, asset: str, available: Any) -> None:
+        self._call("POST", "/_sim/balance", {"api_key": api_key, "asset": asset,
+                                             "available": str(available)})
+
+    def step_feed(self, n: int = 1) -> dict:
+        return self._call("POST", "/_sim/feed", {"step": n})
+
+
+@contextlib.contextmanager
+def running_simulator(config: SimConfig | None = None, **options: Any) -> Iterator[Simulator]:
+    """Start a simulator in this process (port 0 by default) and stop it afterwards."""
+    cfg = config or SimConfig(**options)
+    sim = Simulator(cfg).start()
+    try:
+        # Both sockets listen before start() returns; one ping proves the REST loop serves.
+        requests.get(sim.rest_url + "/api/v1/ping", timeout=5).raise_for_status()
+        yield sim
+    finally:
+        sim.stop()

@@ -1,0 +1,353 @@
+"""The simulator's WebSocket server: RFC 6455 on plain sockets, Backpack's streams on top.
+
+Why not a library: the simulator must misbehave on command (fall silent, drop every connection,
+withhold pongs), which is simplest when it owns every frame.
+
+Protocol (backpack_api.md §9): ``{"method": "SUBSCRIBE"|"UNSUBSCRIBE", "params": [...]}``; data in
+``{"stream", "data"}`` envelopes; private ``account.*`` streams need the four-string ``signature``
+array; an invalid stream gets ``{"id": null, "error": {"code": 4006, "message": "Invalid stream"}}``.
+The server pings every ``ping_interval`` seconds and closes a connection with no pong for
+``pong_timeout`` seconds.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import queue
+import re
+import socket
+import socketserver
+import struct
+import threading
+import time
+from typing import Any, Callable
+
+from . import signing
+
+log = logging.getLogger("simulator.ws")
+
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+OP_CONT, OP_TEXT, OP_BIN, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+KLINE_INTERVALS = ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d",
+                   "3d", "1w", "1month")
+_STREAM = re.compile(
+    r"^(?:(?P<pub>ticker|bookTicker|trade|depth|depth\.200ms|depth\.600ms|depth\.1000ms)\.(?P<sym>[A-Z0-9_]+)"
+    r"|kline\.(?P<iv>[0-9a-z]+)\.(?P<ksym>[A-Z0-9_]+)"
+    r"|(?P<acct>account\.orderUpdate)(?:\.(?P<asym>[A-Z0-9_]+))?)$")
+
+
+class ProtocolError(Exception):
+    pass
+
+
+def frame(opcode: int, payload: bytes) -> bytes:
+    """A server frame: FIN set, never masked."""
+    n = len(payload)
+    if n < 126:
+        head = struct.pack("!BB", 0x80 | opcode, n)
+    elif n < 1 << 16:
+        head = struct.pack("!BBH", 0x80 | opcode, 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 127, n)
+    return head + payload
+
+
+class Connection:
+    def __init__(self, sock: socket.socket, hub: "Hub") -> None:
+        self.sock = sock
+        self.hub = hub
+        self.out: queue.Queue[bytes | None] = queue.Queue()
+        self.alive = True
+        self.last_pong = time.monotonic()
+        self.rfile = sock.makefile("rb")
+        self.writer = threading.Thread(target=self._write_loop, name="sim-ws-writer", daemon=True)
+        self.writer.start()
+
+    # -- outbound
+    def send(self, data: bytes) -> None:
+        if self.alive and not self.hub.is_silent():
+            self.out.put(data)
+
+    def send_json(self, obj: Any) -> None:
+        self.send(frame(OP_TEXT, json.dumps(obj, separators=(",", ":")).encode()))
+
+    def _write_loop(self) -> None:
+        while True:
+            data = self.out.get()
+            if data is None:
+                return
+            try:
+                self.sock.sendall(data)
+            except OSError:
+                self.kill()
+                return
+
+    def kill(self) -> None:
+        """Drop the TCP connection without a close handshake."""
+        if not self.alive:
+            return
+        self.alive = False
+        self.out.put(None)
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.hub.forget(self)
+
+    # -- inbound
+    def _read_exact(self, n: int) -> bytes:
+        data = self.rfile.read(n)
+        if data is None or len(data) < n:
+            raise ConnectionError("client went away")
+        return data
+
+    def read_message(self) -> tuple[int, bytes]:
+        """One complete message (fragments joined); control frames are handled here."""
+        parts: list[bytes] = []
+        first_op: int | None = None
+        while True:
+            b1, b2 = self._read_exact(2)
+            fin, op = b1 & 0x80, b1 & 0x0F
+            masked, n = b2 & 0x80, b2 & 0x7F
+            if n == 126:
+                n = struct.unpack("!H", self._read_exact(2))[0]
+            elif n == 127:
+                n = struct.unpack("!Q", self._read_exact(8))[0]
+            if not masked:
+                raise ProtocolError("client frames must be masked")
+            mask = self._read_exact(4)
+            raw = self._read_exact(n)
+            payload = _unmask(raw, mask)
+            if op == OP_PING:
+                self.send(frame(OP_PONG, payload))
+                continue
+            if op == OP_PONG:
+                self.last_pong = time.monotonic()
+                continue
+            if op == OP_CLOSE:
+                return op, payload
+            if op != OP_CONT:
+                first_op = op
+            parts.append(payload)
+            if fin:
+                return first_op or OP_TEXT, b"".join(parts)
+
+
+def _unmask(raw: bytes, mask: bytes) -> bytes:
+    """XOR the payload with the repeating 4-byte mask, as one big-integer operation."""
+    if not raw:
+        return b""
+    rep = (mask * (len(raw) // 4 + 1))[:len(raw)]
+    return (int.from_bytes(raw, "big") ^ int.from_bytes(rep, "big")).to_bytes(len(raw), "big")
+
+
+class Hub:
+    """Subscriptions and fan-out; the engine's EventSink."""
+
+    def __init__(self, known_symbols: set[str], clock_ms: Callable[[], int]) -> None:
+        self._lock = threading.Lock()
+        self.connections: set[Connection] = set()
+        # stream -> {connection: account or None}
+        self.subscribers: dict[str, dict[Connection, str | None]] = {}
+        self.known_symbols = known_symbols
+        self.clock_ms = clock_ms
+        self.silent_until = 0.0
+        self.refuse_until = 0.0
+        self.messages_sent = 0
+
+    def is_silent(self) -> bool:
+        return time.monotonic() < self.silent_until
+
+    def add(self, conn: Connection) -> None:
+        with self._lock:
+            self.connections.add(conn)
+
+    def forget(self, conn: Connection) -> None:
+        with self._lock:
+            self.connections.discard(conn)
+            for subs in self.subscribers.values():
+                subs.pop(conn, None)
+
+    def streams(self, prefix: str = "") -> list[str]:
+        with self._lock:
+            return [s for s, subs in self.subscribers.items() if subs and s.startswith(prefix)]
+
+    def _publish(self, stream: str, data: dict, account: str | None = None) -> None:
+        subs = self.subscribers.get(stream)
+        if not subs:
+            return
+        text: bytes | None = None
+        for conn, acct in list(subs.items()):
+            if account is not None and acct != account:
+                continue
+            if text is None:
+                text = frame(OP_TEXT, json.dumps({"stream": stream, "data": data},
+                                                 separators=(",", ":")).encode())
+            conn.send(text)
+            self.messages_sent += 1
+
+    def public_event(self, stream: str, data: dict) -> None:
+        with self._lock:
+            self._publish(stream, data)
+            if stream.startswith("depth."):
+                sym = stream[len("depth."):]
+                for speed in ("200ms", "600ms", "1000ms"):
+                    self._publish(f"depth.{speed}.{sym}", data)
+
+    def order_event(self, account: str, symbol: str, data: dict) -> None:
+        with self._lock:
+            self._publish("account.orderUpdate", data, account)
+            self._publish(f"account.orderUpdate.{symbol}", data, account)
+
+    def drop_all(self) -> int:
+        with self._lock:
+            conns = list(self.connections)
+        for c in conns:
+            c.kill()
+        return len(conns)
+
+    def ping_all(self, pong_timeout: float) -> None:
+        now = time.monotonic()
+        with self._lock:
+            conns = list(self.connections)
+        for c in conns:
+            if now - c.last_pong > pong_timeout:
+                log.info("closing a WebSocket connection with no pong for %.0f s", now - c.last_pong)
+                c.kill()
+            else:
+                c.send(frame(OP_PING, b""))
+
+    # -- subscription handling
+    def handle_text(self, conn: Connection, text: bytes) -> None:
+        try:
+            msg = json.loads(text)
+        except ValueError:
+            conn.send_json({"id": None, "error": {"code": 4000, "message": "Invalid message"}})
+            return
+        if not isinstance(msg, dict):
+            conn.send_json({"id": None, "error": {"code": 4000, "message": "Invalid message"}})
+            return
+        method = msg.get("method")
+        params = msg.get("params")
+        mid = msg.get("id")
+        if method not in ("SUBSCRIBE", "UNSUBSCRIBE") or not isinstance(params, list):
+            conn.send_json({"id": mid, "error": {"code": 4000, "message": "Invalid method"}})
+            return
+        if method == "UNSUBSCRIBE":
+            # The docs' UNSUBSCRIBE has no signature; ccxt signs it. Both are accepted.
+            with self._lock:
+                for p in params:
+                    if isinstance(p, str) and p in self.subscribers:
+                        self.subscribers[p].pop(conn, None)
+            return
+        account: str | None = None
+        if any(isinstance(p, str) and p.startswith("account.") for p in params):
+            account = self._check_signature(msg.get("signature"))
+            if account is None:
+                conn.send_json({"id": mid, "error": {"code": 4006, "message": "Invalid signature"}})
+                return
+        for p in params:
+            if not isinstance(p, str) or not self.valid_stream(p):
+                conn.send_json({"id": mid, "error": {"code": 4006, "message": "Invalid stream"}})
+                continue
+            with self._lock:
+                self.subscribers.setdefault(p, {})[conn] = account if p.startswith("account.") else None
+
+    def valid_stream(self, name: str) -> bool:
+        m = _STREAM.match(name)
+        if not m:
+            return False
+        if m.group("pub"):
+            return m.group("sym") in self.known_symbols
+        if m.group("iv"):
+            return m.group("iv") in KLINE_INTERVALS and m.group("ksym") in self.known_symbols
+        sym = m.group("asym")
+        return sym is None or sym in self.known_symbols
+
+    def _check_signature(self, sig: Any) -> str | None:
+        """The account of a valid ``[key, signature, timestamp, window]`` array, else None."""
+        if not (isinstance(sig, list) and len(sig) == 4 and all(isinstance(x, str) for x in sig)):
+            return None
+        key, signature, ts, window = sig
+        try:
+            ts_ms, win = int(ts), int(window)
+            if win <= 0 or win > signing.MAX_WINDOW_MS:
+                return None
+            signing.check_time(ts_ms, win, self.clock_ms())
+            message = signing.signing_string("subscribe", [], None, ts_ms, win)
+            signing.verify(key, signature, message)
+        except (ValueError, signing.AuthFailure):
+            return None
+        return key
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    server: "WsServer"
+
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        hub = self.server.hub
+        try:
+            if not self._handshake(sock):
+                return
+        except (OSError, ValueError):
+            return
+        conn = Connection(sock, hub)
+        hub.add(conn)
+        try:
+            while conn.alive:
+                op, payload = conn.read_message()
+                if op == OP_CLOSE:
+                    conn.send(frame(OP_CLOSE, payload[:2]))
+                    break
+                if op == OP_TEXT:
+                    hub.handle_text(conn, payload)
+        except (ConnectionError, OSError, ProtocolError, struct.error, ValueError):
+            pass
+        finally:
+            conn.out.put(None)
+            conn.writer.join(timeout=2)
+            conn.alive = False
+            hub.forget(conn)
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def _handshake(self, sock: socket.socket) -> bool:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                return False
+            data += chunk
+            if len(data) > 65536:
+                return False
+        head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+        headers = {}
+        for line in head[1:]:
+            k, _, v = line.partition(":")
+            headers[k.strip().lower()] = v.strip()
+        key = headers.get("sec-websocket-key")
+        if time.monotonic() < self.server.hub.refuse_until:
+            sock.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            return False
+        if not key or headers.get("upgrade", "").lower() != "websocket":
+            sock.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            return False
+        accept = base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
+        sock.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                      f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n").encode())
+        return True
+
+
+class WsServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, addr: tuple[str, int], hub: Hub) -> None:
+        super().__init__(addr, _Handler)
+        self.hub = hub
