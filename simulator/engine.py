@@ -74,6 +74,11 @@ def s(d: Decimal | None) -> str | None:
     return None if d is None else f"{d:f}"
 
 
+def plain(d: Decimal) -> str:
+    """A balance as Backpack shows it: no exponent, no trailing zeros (``"120"``, ``"0.5"``)."""
+    return f"{d.normalize():f}" if d else "0"
+
+
 def naive_utc(us: int, with_micros: bool = False) -> str:
     """A naive UTC datetime string: ms precision (history endpoints) or µs."""
     dt = datetime.fromtimestamp(us / 1_000_000, tz=timezone.utc).replace(tzinfo=None)
@@ -753,7 +758,7 @@ class Exchange:
                                   "quote": m.spec.quote}
                             for sym, m in self.markets.items()},
                 "fees": {"maker": s(self.maker_fee), "taker": s(self.taker_fee)},
-                "accounts": {k: {a: {"available": s(b.available), "locked": s(b.locked)}
+                "accounts": {k: {a: {"available": plain(b.available), "locked": plain(b.locked)}
                                  for a, b in acct.balances.items()}
                              for k, acct in self.accounts.items()},
                 "orders": [order_state(o) for o in self.orders.values()],

@@ -35,7 +35,7 @@ DEFAULT_MARKETS: tuple[MarketSpec, ...] = (
                D("0.01"), None, D("1.25"), D("0.75"), D("150.00")),
     MarketSpec("BTC_USDC", "BTC", "USDC", D("0.1"), D("0.00001"), D("0.00001"), D("100"),
                D("0.1"), None, D("1.25"), D("0.75"), D("95000.0")),
-    MarketSpec("ETH_USDC", "ETH", "USDC", D("0.01"), D("0.0001"), D("0.0001"), D("10000"),
+    MarketSpec("ETH_USDC", "ETH", "USDC", D("0.01"), D("0.0001"), D("0.001"), D("10000"),
                D("0.01"), None, D("1.25"), D("0.75"), D("3500.00")),
 )
 

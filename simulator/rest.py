@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qsl, urlsplit
 
 from . import signing
-from .engine import SimError, fill_json, order_history_json, order_json, s
+from .engine import SimError, fill_json, order_history_json, order_json, plain, s
 from .faults import FaultSpecError
 from .markets import market_json
 from .wsserver import KLINE_INTERVALS
@@ -210,7 +210,7 @@ class Routes:
     def capital(self, r: Request) -> Reply:
         acct = self.ex.account(r.account)
         with self.ex.lock:
-            return Reply(200, {a: {"available": s(b.available), "locked": s(b.locked), "staked": "0"}
+            return Reply(200, {a: {"available": plain(b.available), "locked": plain(b.locked), "staked": "0"}
                                for a, b in acct.balances.items()})
 
     def get_order(self, r: Request) -> Reply:

@@ -100,7 +100,9 @@ class Simulator:
         cfg = self.config
         self.rest = RestServer((cfg.host, cfg.port), self)
         self.ws = WsServer((cfg.host, cfg.ws_port), self.hub)
-        for name, target in (("sim-rest", self.rest.serve_forever), ("sim-ws", self.ws.serve_forever),
+        rest, ws = self.rest, self.ws
+        for name, target in (("sim-rest", lambda: rest.serve_forever(poll_interval=0.05)),
+                             ("sim-ws", lambda: ws.serve_forever(poll_interval=0.05)),
                              ("sim-pusher", self._push_loop), ("sim-pinger", self._ping_loop)):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()

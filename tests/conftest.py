@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+
+from simulator import SimControl, Simulator, running_simulator
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    """A quiet simulator on 127.0.0.1:0: the price moves only when a test says so."""
+    with running_simulator(feed="none", ticker_interval=0.1) as s:
+        yield s
+
+
+@pytest.fixture
+def control(sim: Simulator) -> SimControl:
+    return SimControl(sim.rest_url)
