@@ -410,11 +410,15 @@ class BackpackClient:
                 return
             offset += len(page)
 
-    def fills(self, symbol: str, from_ms: int | None = None, *, page_size: int = 1000) -> list[Fill]:
-        """Every fill of ours on ``symbol`` since ``from_ms``, oldest first (all pages)."""
+    def fills(self, symbol: str, from_ms: int | None = None, *, order_id: str | None = None,
+              page_size: int = 1000) -> list[Fill]:
+        """Every fill of ours on ``symbol`` since ``from_ms`` (of one order, if given), oldest first,
+        all pages."""
         params: dict[str, Any] = {"symbol": symbol, "sortDirection": "Asc", "fillType": "User"}
         if from_ms is not None:
             params["from"] = from_ms
+        if order_id is not None:
+            params["orderId"] = order_id
         out: list[Fill] = []
         for page in self._pages("/wapi/v1/history/fills", params, page_size):
             out.extend(self._parse(models.parse_fill, d) for d in page)

@@ -38,6 +38,12 @@ SEQ_BITS = 24
 SEQ_MAX = (1 << SEQ_BITS) - 1
 
 
+def _d(value: Decimal) -> str:
+    """A decimal for a note: exact, without trailing zeros."""
+    text = f"{value:f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 class OrderState(Enum):
     INTENDED = "intended"    # clientId chosen and recorded; being sent
     UNKNOWN = "unknown"      # sent, no answer: may or may not be on the book
@@ -263,8 +269,14 @@ class OrderManager:
         return True
 
     def actions(self, now_ms: int, market: Decimal | None) -> list[Action]:
-        """What to do now: place orders for pairs without one, look up unknown or missing orders."""
-        out: list[Action] = []
+        """What the running bot should do now: placements, then lookups."""
+        return [*self.placements(now_ms, market), *self.lookups(now_ms)]
+
+    def placements(self, now_ms: int, market: Decimal | None) -> list[Place]:
+        """An order for every pair without one whose level is free, unless it must wait (a retry
+        delay, or a price at which the order would cross or leave the price band). Each Place is
+        recorded as INTENDED here, before the caller sends it."""
+        out: list[Place] = []
         occupied = self._occupied()
         waiting = sorted((p for p in self.pairs if p.order is None), key=lambda p: p.waiting_since)
         for pair in waiting:
@@ -281,28 +293,33 @@ class OrderManager:
             pair.order = cid
             occupied[level] = o
             out.append(Place(cid, level, pair.side, price, self.grid.quantity))
+        return out
+
+    def lookups(self, now_ms: int) -> list[Lookup]:
+        """Orders to look up: an unknown outcome once its window has passed, a vanished open order."""
+        out: list[Lookup] = []
         for o in self.orders.values():
             if now_ms < o.next_lookup_ms:
                 continue
             due = (o.state is OrderState.UNKNOWN and o.sent_ms is not None
                    and now_ms >= o.sent_ms + self.settings.window_ms + self.settings.lookup_margin_ms)
             if due or (o.state is OrderState.OPEN and o.missing):
-                o.next_lookup_ms = now_ms + max(self.settings.retry_base_ms, 1000) * (1 + min(o.lookups, 5))
-                since = o.created_ms - 60_000
-                out.append(Lookup(o.client_id, o.order_id, since))
+                o.next_lookup_ms = now_ms + self.settings.retry_base_ms * (1 + min(o.lookups, 5))
+                out.append(Lookup(o.client_id, o.order_id, o.created_ms - 60_000))
         return out
 
-    def shutdown_actions(self, now_ms: int) -> list[Action]:
-        """Cancel every order of ours on the book; look up those whose fate is unknown."""
-        out: list[Action] = []
+    def cancels(self) -> list[Cancel]:
+        """Cancel every order of ours known to be on the book (each once, until it fails)."""
+        out: list[Cancel] = []
         for o in self.orders.values():
             if o.state is OrderState.OPEN and o.order_id is not None and not o.cancel_requested:
                 o.cancel_requested = True
                 out.append(Cancel(o.client_id, o.order_id))
-            elif o.state in (OrderState.UNKNOWN, OrderState.INTENDED) and now_ms >= o.next_lookup_ms:
-                o.next_lookup_ms = now_ms + 1000
-                out.append(Lookup(o.client_id, o.order_id, o.created_ms - 60_000))
         return out
+
+    def cancel_failed(self, client_id: int) -> None:
+        """The cancel request itself failed (transient): it may be sent again."""
+        self.orders[client_id].cancel_requested = False
 
     # -------------------------------------------------------------------------- results
     def sending(self, client_id: int, now_ms: int) -> None:
@@ -467,7 +484,7 @@ class OrderManager:
             self.round_trips += 1
             self.grid_profit += profit
             self.note("INFO", f"round trip {self.round_trips} on levels {pair.index}-{pair.index + 1}: "
-                              f"profit {profit:f} {self.grid.quote}")
+                              f"profit {_d(profit)} {self.grid.quote}")
         pair.side = o.side.opposite
         pair.retry_at_ms = 0
         pair.rejections = 0

@@ -207,6 +207,8 @@ class Exchange:
         self.fills: list[Fill] = []
         self.journal: deque = deque(maxlen=journal_size)
         self.sink: EventSink = NullSink()
+        # Fault injection: a hook that may refuse an order before it is validated.
+        self.reject_hook: Callable[[dict], SimError | None] = lambda payload: None
         self._rng = random.Random(seed)
         # Order ids are digit strings that grow but are not contiguous (backpack_api.md §1).
         self._next_order_id = 4_227_700_000 + self._rng.randrange(100_000)
@@ -341,6 +343,9 @@ class Exchange:
         """Validate, lock funds, accept and match one order; raise SimError as Backpack would."""
         with self.lock:
             p = self._parse_order(payload)
+            forced = self.reject_hook(p)
+            if forced is not None:
+                raise forced
             m = self.market(p["symbol"])
             self._validate(m, p)
             spec = m.spec

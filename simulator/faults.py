@@ -7,6 +7,9 @@ Kinds:
 - ``delay``: hold matching requests ``seconds`` before processing them.
 - ``drop_response``: process matching requests, then drop the connection without an answer (an
   order that is accepted but whose response never arrives).
+- ``order_reject``: refuse the next ``count`` orders (single or batch items) that match ``side`` and
+  ``price`` (both optional) with ``code`` and ``message`` (default: the post-only rejection), as the
+  engine may refuse an order for reasons a bot cannot foresee.
 - ``ws_drop``: drop every WebSocket connection now; with ``seconds``, refuse new ones for that long.
 - ``ws_silent``: the WebSocket server sends nothing (no data, no pongs) for ``seconds``.
 
@@ -19,9 +22,11 @@ import itertools
 import threading
 import time
 from dataclasses import asdict, dataclass
+from decimal import Decimal
 from typing import Any, Callable
 
 HTTP_KINDS = ("http_status", "delay", "drop_response")
+ORDER_KINDS = ("order_reject",)
 WS_KINDS = ("ws_drop", "ws_silent")
 
 
@@ -38,6 +43,10 @@ class Fault:
     status: int | None = None
     retry_after: float | None = None
     seconds: float | None = None
+    side: str | None = None
+    price: str | None = None
+    code: str | None = None
+    message: str | None = None
     count: int | None = None
     until: float | None = None  # monotonic deadline
     hits: int = 0
@@ -64,8 +73,9 @@ class FaultBoard:
         if not isinstance(spec, dict):
             raise FaultSpecError("a fault is a JSON object")
         kind = spec.get("kind")
-        if kind not in HTTP_KINDS + WS_KINDS:
-            raise FaultSpecError(f"unknown fault kind {kind!r}; one of {', '.join(HTTP_KINDS + WS_KINDS)}")
+        kinds = HTTP_KINDS + ORDER_KINDS + WS_KINDS
+        if kind not in kinds:
+            raise FaultSpecError(f"unknown fault kind {kind!r}; one of {', '.join(kinds)}")
         f = Fault(id=next(self._ids), kind=kind)
         method = spec.get("method")
         if method is not None:
@@ -88,7 +98,12 @@ class FaultBoard:
                 f.seconds = float(spec["seconds"])
             except (KeyError, TypeError, ValueError):
                 raise FaultSpecError(f"{kind} needs seconds") from None
-        if kind in HTTP_KINDS:
+        if kind == "order_reject":
+            f.side = spec.get("side")
+            f.price = None if spec.get("price") is None else str(spec["price"])
+            f.code = str(spec.get("code") or "INVALID_ORDER")
+            f.message = str(spec.get("message") or "Order would immediately match and take.")
+        if kind in HTTP_KINDS + ORDER_KINDS:
             if spec.get("duration") is not None:
                 f.until = self._clock() + float(spec["duration"])
             else:
@@ -111,6 +126,21 @@ class FaultBoard:
                 if f.method is not None and f.method != method:
                     continue
                 if f.path != "*" and f.path != path:
+                    continue
+                f.hits += 1
+                return f
+        return None
+
+    def take_order_reject(self, side: str, price: str | None) -> Fault | None:
+        """The first active order_reject fault matching this order; counts it as used."""
+        now = self._clock()
+        with self._lock:
+            for f in self._faults:
+                if f.kind != "order_reject" or not f.active(now):
+                    continue
+                if f.side is not None and f.side != side:
+                    continue
+                if f.price is not None and (price is None or Decimal(f.price) != Decimal(price)):
                     continue
                 f.hits += 1
                 return f

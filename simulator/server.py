@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import requests
 
-from .engine import Exchange
+from .engine import Exchange, SimError
 from .faults import FaultBoard
 from .feeds import Feed, RandomFeed, ReplayFeed
 from .markets import DEFAULT_MARKETS, DEFAULT_SYMBOL, MarketSpec
@@ -73,6 +73,7 @@ class Simulator:
         self.hub = Hub(set(self.exchange.markets), lambda: self.exchange.clock_us() // 1000)
         self.exchange.sink = self.hub
         self.faults = FaultBoard()
+        self.exchange.reject_hook = self._forced_reject
         self.limiter = RateLimiter(cfg.rate_limit)
         self.feed: Feed
         if self.replay is not None:
@@ -89,6 +90,13 @@ class Simulator:
         self._threads: list[threading.Thread] = []
         self.rest: RestServer | None = None
         self.ws: WsServer | None = None
+
+    def _forced_reject(self, order: dict) -> SimError | None:
+        price = None if order["price"] is None else f"{order['price']:f}"
+        fault = self.faults.take_order_reject(order["side"], price)
+        if fault is None:
+            return None
+        return SimError(400, fault.code or "INVALID_ORDER", fault.message or "")
 
     def _move(self, symbol: str, price: Decimal, volume: Decimal) -> None:
         self.exchange.set_price(symbol, price, liquidity=self.config.liquidity, volume=volume)

@@ -226,17 +226,19 @@ def test_allowed_transitions_table_refuses_and_notes():
 
 def test_shutdown_cancels_only_our_open_orders():
     om, places = new_om("121")
-    acts = om.shutdown_actions(10)
+    acts = om.cancels()
     assert sorted(a.client_id for a in acts) == sorted(p.client_id for p in places)
     assert all(isinstance(a, Cancel) for a in acts)
-    assert om.shutdown_actions(11) == []  # not twice
+    assert om.cancels() == []  # not twice
+    om.cancel_failed(acts[0].client_id)
+    assert [a.client_id for a in om.cancels()] == [acts[0].client_id]  # unless it failed
 
 
 def test_partially_filled_order_cancelled_is_accounted_but_not_a_trip():
     om, _ = new_om("121")
     o = next(o for o in om.orders.values() if o.level == 1)
     om.apply_fill(fill(om, 1, qty="0.3"))
-    om.shutdown_actions(10)
+    om.cancels()
     om.cancel_result(o.client_id, Order(o.order_id, o.client_id, "SOL_USDC", o.side, o.price, o.quantity,
                                         D("0.3"), D(33), OrderStatus.CANCELLED, 0, True), 11)
     assert o.state is OrderState.CANCELLED

@@ -82,3 +82,13 @@ def test_faults_can_be_listed_and_cleared(sim, control):
     assert [f["status"] for f in listed] == [500]
     control.clear_faults()
     assert requests.get(sim.rest_url + "/api/v1/ping", timeout=5).status_code == 200
+
+
+def test_order_reject_refuses_matching_orders_only(sim, control):
+    signer = new_signer()
+    control.fault(kind="order_reject", side="Bid", price="141.00", count=1, code="INVALID_ORDER",
+                  message="Order would immediately match and take.")
+    items = [order_body("140.00"), order_body("141.00"), order_body("141.00")]
+    res = signed_request(sim.rest_url, signer, "POST", "/api/v1/orders", body=items).json()
+    assert [x["operation"] for x in res] == ["Ok", "Err", "Ok"]
+    assert res[1]["code"] == "INVALID_ORDER"

@@ -1,0 +1,358 @@
+"""config.json -> a frozen ``Config``, checked before anything touches the exchange.
+
+Two passes (STYLE.md 6): the *shape* pass checks every key's type and range, fills defaults and
+refuses unknown keys (a typo must not be silently ignored); the *rules* pass checks what involves
+several keys (bounds order, auto-price, the key pair). Every failure is one ``ConfigError`` line that
+names the key and says what to do. ``BACKPACK_API_KEY`` and ``BACKPACK_API_SECRET`` in the environment
+override the file. Decimal values may be written as JSON numbers or strings; numbers are read exactly
+(``parse_float=Decimal``), never through a float.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any, Callable, Mapping
+
+from backpack_api import KeyFormatError, decode_key, public_key_of
+
+DEFAULT_BASE_URL = "https://api.backpack.exchange"
+DEFAULT_WS_URL = "wss://ws.backpack.exchange"
+PLACEHOLDER = re.compile(r"^(|YOUR[_ A-Z]*|<.*>|CHANGE[_ A-Z]*|xxx+|\.\.\.)$", re.IGNORECASE)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+ON_EXIT = ("cancel", "keep")
+
+
+class ConfigError(Exception):
+    """A configuration problem, as one line that names the key and what to do."""
+
+
+class _Required:
+    pass
+
+
+REQUIRED = _Required()
+
+
+# ------------------------------------------------------------------------------ value checkers
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _decimal(v: Any) -> Decimal | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, Decimal):
+        return v if v.is_finite() else None
+    if _is_int(v):
+        return Decimal(v)
+    if isinstance(v, str):
+        try:
+            d = Decimal(v.strip())
+        except ArithmeticError:
+            return None
+        return d if d.is_finite() else None
+    return None
+
+
+Check = Callable[[str, Any], Any]
+
+
+def text(allowed: tuple[str, ...] | None = None, pattern: str | None = None, hint: str = "") -> Check:
+    def check(key: str, v: Any) -> str:
+        if not isinstance(v, str):
+            raise ConfigError(f"{key} must be a string{hint} (got {_show(v)})")
+        if allowed is not None and v not in allowed:
+            raise ConfigError(f"{key} must be one of {', '.join(allowed)} (got {_show(v)})")
+        if pattern is not None and not re.fullmatch(pattern, v):
+            raise ConfigError(f"{key} must look like {hint} (got {_show(v)})")
+        return v
+    return check
+
+
+def boolean(key: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ConfigError(f"{key} must be true or false (got {_show(v)})")
+    return v
+
+
+def integer(lo: int | None = None, hi: int | None = None) -> Check:
+    def check(key: str, v: Any) -> int:
+        if not _is_int(v):
+            raise ConfigError(f"{key} must be a whole number (got {_show(v)})")
+        if lo is not None and v < lo:
+            raise ConfigError(f"{key} must be at least {lo} (got {v})")
+        if hi is not None and v > hi:
+            raise ConfigError(f"{key} must be at most {hi} (got {v})")
+        return v
+    return check
+
+
+def decimal(*, positive: bool = False, nonneg: bool = False, below: Decimal | None = None,
+            nullable: bool = False) -> Check:
+    def check(key: str, v: Any) -> Decimal | None:
+        if v is None and nullable:
+            return None
+        d = _decimal(v)
+        if d is None:
+            raise ConfigError(f"{key} must be a number (got {_show(v)})")
+        if positive and d <= 0:
+            raise ConfigError(f"{key} must be greater than 0 (got {d})")
+        if nonneg and d < 0:
+            raise ConfigError(f"{key} must not be negative (got {d})")
+        if below is not None and d >= below:
+            raise ConfigError(f"{key} must be below {below} (got {d})")
+        return d
+    return check
+
+
+def seconds(*, positive: bool) -> Check:
+    def check(key: str, v: Any) -> float:
+        d = _decimal(v)
+        if d is None or isinstance(v, str):
+            raise ConfigError(f"{key} must be a number of seconds (got {_show(v)})")
+        if positive and d <= 0:
+            raise ConfigError(f"{key} must be greater than 0 seconds (got {d})")
+        if d < 0:
+            raise ConfigError(f"{key} must not be negative (got {d}); use 0 to run until stopped")
+        return float(d)
+    return check
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, str):
+        return json.dumps(v if len(v) <= 40 else v[:37] + "...")
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "null"
+    if isinstance(v, (dict, list)):
+        return "an object" if isinstance(v, dict) else "a list"
+    return str(v)
+
+
+# ------------------------------------------------------------------------------ the schema
+SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
+    "api": {
+        "base_url": (text(pattern=r"https?://[^\s/]+(/\S*)?", hint="https://api.backpack.exchange"), DEFAULT_BASE_URL),
+        "ws_url": (text(pattern=r"wss?://[^\s/]+(/\S*)?", hint="wss://ws.backpack.exchange"), DEFAULT_WS_URL),
+        "api_key": (text(), ""),
+        "api_secret": (text(), ""),
+    },
+    "trading": {
+        "symbol": (text(pattern=r"[A-Z0-9]+_[A-Z0-9]+", hint="BASE_QUOTE in capitals, e.g. SOL_USDC"), REQUIRED),
+        "grid_upper": (decimal(positive=True, nullable=True), None),
+        "grid_lower": (decimal(positive=True, nullable=True), None),
+        "grid_num": (integer(2, 1000), REQUIRED),
+        "quantity": (decimal(positive=True), REQUIRED),
+        "auto_price": (boolean, False),
+        "price_range": (decimal(nullable=True), None),
+        "duration": (seconds(positive=False), 0.0),
+        "interval": (seconds(positive=True), 10.0),
+        "use_websocket": (boolean, True),
+        "grid_mode": (text(("arithmetic", "geometric")), "arithmetic"),
+        "post_only": (boolean, True),
+        "maker_fee": (decimal(nonneg=True, below=Decimal("0.05")), Decimal("0.001")),
+        "on_exit": (text(ON_EXIT), "cancel"),
+    },
+    "log": {
+        "level": (text(LOG_LEVELS), "INFO"),
+        "file": (text(), "grid_bot.log"),
+        "max_bytes": (integer(10_000), 10_000_000),
+        "backup_count": (integer(0, 100), 5),
+        "console": (boolean, True),
+    },
+    "state": {
+        "file": (text(), ""),
+    },
+}
+REQUIRED_SECTIONS = ("trading",)
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    base_url: str
+    ws_url: str
+    api_key: str
+    api_secret: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class TradingConfig:
+    symbol: str
+    grid_upper: Decimal | None
+    grid_lower: Decimal | None
+    grid_num: int
+    quantity: Decimal
+    auto_price: bool
+    price_range: Decimal | None
+    duration: float
+    interval: float
+    use_websocket: bool
+    grid_mode: str
+    post_only: bool
+    maker_fee: Decimal
+    on_exit: str
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str
+    file: str
+    max_bytes: int
+    backup_count: int
+    console: bool
+
+
+@dataclass(frozen=True)
+class Config:
+    api: ApiConfig
+    trading: TradingConfig
+    log: LogConfig
+    state_file: str
+    path: str
+    warnings: tuple[str, ...] = ()
+
+    def replace_api(self, **changes: str) -> "Config":
+        return replace(self, api=replace(self.api, **changes))
+
+
+# ------------------------------------------------------------------------------ loading
+def read_json(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path} (copy config.json from the project and edit it, "
+                          f"or try --paper)") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        data = json.loads(raw, parse_float=Decimal)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object with the sections api, trading and log")
+    return data
+
+
+def _shape(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Pass 1: every key known, typed, in range; defaults filled."""
+    unknown = [k for k in data if k not in SCHEMA]
+    if unknown:
+        raise ConfigError(f"unknown section {unknown[0]!r}: the sections are {', '.join(SCHEMA)}")
+    out: dict[str, dict[str, Any]] = {}
+    for section, keys in SCHEMA.items():
+        given = data.get(section)
+        if given is None:
+            if section in REQUIRED_SECTIONS:
+                raise ConfigError(f"missing section {section!r}")
+            given = {}
+        if not isinstance(given, dict):
+            raise ConfigError(f"{section} must be an object of settings (got {_show(given)})")
+        for k in given:
+            if k not in keys:
+                close = [x for x in keys if _similar(k, x)]
+                hint = f"; did you mean {section}.{close[0]}?" if close else f"; known keys: {', '.join(keys)}"
+                raise ConfigError(f"unknown key {section}.{k}{hint}")
+        values = {}
+        for k, (check, default) in keys.items():
+            name = f"{section}.{k}"
+            if k not in given:
+                if default is REQUIRED:
+                    raise ConfigError(f"missing key {name}")
+                values[k] = default
+                continue
+            values[k] = check(name, given[k])
+        out[section] = values
+    return out
+
+
+def _similar(a: str, b: str) -> bool:
+    a, b = a.lower(), b.lower()
+    if a == b or a.replace("-", "_") == b or a.rstrip("s") == b.rstrip("s"):
+        return True
+    # one edit apart
+    if abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diffs = sum(1 for x, y in zip(a, b) if x != y)
+        return diffs == 1 or (diffs == 2 and sorted(a) == sorted(b))
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
+
+
+def check_keys(api_key: str, api_secret: str) -> None:
+    """Pass 2 for the key pair: not a placeholder, base64 of 32 bytes, the key belongs to the secret."""
+    for name, value in (("api.api_key", api_key), ("api.api_secret", api_secret)):
+        if PLACEHOLDER.fullmatch(value.strip()):
+            env = "BACKPACK_API_KEY" if name.endswith("key") else "BACKPACK_API_SECRET"
+            raise ConfigError(f"{name} is not set: put your Backpack key in config.json or {env}, "
+                              f"or try --paper to run without keys")
+    try:
+        decode_key(api_secret, "api.api_secret")
+        decode_key(api_key, "api.api_key")
+    except KeyFormatError as e:
+        raise ConfigError(f"{e}: copy it again from Backpack's API key page") from None
+    if public_key_of(api_secret) != api_key.strip():
+        raise ConfigError("api.api_key is not the public key of api.api_secret: they must come from the same "
+                          "API key pair")
+
+
+def _rules(v: dict[str, dict[str, Any]], *, need_keys: bool) -> list[str]:
+    """Pass 2: rules between keys. Returns warnings worth logging."""
+    warnings: list[str] = []
+    t = v["trading"]
+    if t["auto_price"]:
+        if t["price_range"] is None:
+            raise ConfigError("trading.price_range is needed when auto_price is true (e.g. 0.05 for +-5%)")
+        if t["grid_upper"] is not None or t["grid_lower"] is not None:
+            warnings.append("trading.auto_price is true: grid_upper and grid_lower are ignored")
+    else:
+        if t["grid_lower"] is None or t["grid_upper"] is None:
+            missing = "grid_lower" if t["grid_lower"] is None else "grid_upper"
+            raise ConfigError(f"trading.{missing} is needed when auto_price is false "
+                              f"(or set auto_price to true with a price_range)")
+        if t["grid_lower"] >= t["grid_upper"]:
+            raise ConfigError(f"trading.grid_lower ({t['grid_lower']}) must be below trading.grid_upper "
+                              f"({t['grid_upper']})")
+    pr = t["price_range"]
+    if pr is not None and not (0 < pr < 1):
+        raise ConfigError(f"trading.price_range must be between 0 and 1, e.g. 0.05 for +-5% (got {pr})")
+    if t["interval"] < 1:
+        raise ConfigError(f"trading.interval must be at least 1 second (got {t['interval']:g}); "
+                          f"Backpack allows 2000 requests a minute")
+    if need_keys:
+        check_keys(v["api"]["api_key"], v["api"]["api_secret"])
+    return warnings
+
+
+def load_config(path: str, *, env: Mapping[str, str] | None = None, need_keys: bool = True) -> Config:
+    """Read, check and freeze a config file. ``need_keys`` is False in paper mode and for commands
+    that never sign a request."""
+    env = os.environ if env is None else env
+    data = read_json(path)
+    v = _shape(data)
+    for var, key in (("BACKPACK_API_KEY", "api_key"), ("BACKPACK_API_SECRET", "api_secret")):
+        if env.get(var):
+            v["api"][key] = env[var].strip()
+    warnings = _rules(v, need_keys=need_keys)
+    base = os.path.dirname(os.path.abspath(path))
+
+    def beside(p: str) -> str:
+        return p if os.path.isabs(p) else os.path.join(base, p)
+
+    t = v["trading"]
+    log = v["log"]
+    return Config(
+        api=ApiConfig(v["api"]["base_url"].rstrip("/"), v["api"]["ws_url"], v["api"]["api_key"].strip(),
+                      v["api"]["api_secret"].strip()),
+        trading=TradingConfig(**t),
+        log=LogConfig(log["level"], beside(log["file"]), log["max_bytes"], log["backup_count"],
+                      log["console"]),
+        state_file=beside(v["state"]["file"]) if v["state"]["file"] else beside("grid_state.db"),
+        path=os.path.abspath(path),
+        warnings=tuple(warnings),
+    )

@@ -1,0 +1,714 @@
+#!/usr/bin/env python3
+"""Backpack grid bot: the command line, the main loop, signals, and turning errors into exit codes.
+
+    python grid_bot.py [run] [--config config.json] [--paper] [--log-level DEBUG]
+    python grid_bot.py keygen [--json]
+
+This is the imperative shell (DESIGN.md). It owns all I/O and the one thread that changes bot state:
+it reads the market's rules and balances, builds the grid (``grid_calculator``), feeds prices, fills
+and order snapshots into the ``OrderManager`` and performs the actions it returns through the signed
+REST client. The WebSocket thread only puts events on ``self.events``.
+
+Exit codes: 0 stopped as asked; 1 a runtime failure (the exchange unreachable at start, an unexpected
+error); 2 bad input the user must fix (config, keys, symbol, a grid that does not fit the market, not
+enough balance); 130 a second Ctrl+C during shutdown.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import logging
+import logging.handlers
+import os
+import queue
+import random
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Callable, Sequence
+
+from backpack_api import (ApiError, BackpackClient, BackpackError, NotFound, OrderRejected, OrderRequest,
+                          RequestRejected, Signer, TransientError, UnknownOutcome, generate_keypair,
+                          wall_clock_ms, CANCEL_PENDING)
+from config import Config, ConfigError, load_config
+from grid_calculator import GridError, GridMode, GridSpec, build_grid, funds_needed, initial_plan, summarize
+from models import BatchError, MarketRules, Order, Side
+from order_manager import Cancel, Lookup, OrderManager, Place, Settings, Stats
+from websocket_client import (MarketStream, OrderEvent, StreamDown, StreamError, StreamUp, TickerEvent)
+
+log = logging.getLogger("grid_bot")
+
+EXIT_OK, EXIT_RUNTIME, EXIT_INPUT, EXIT_FORCED = 0, 1, 2, 130
+BATCH_SIZE = 20  # Backpack's batch limit is undocumented (backpack_api.md §11): stay well under any likely one.
+
+
+class BotError(Exception):
+    """An error the bot reports as one line and an exit code."""
+    exit_code = EXIT_RUNTIME
+
+
+class InputError(BotError):
+    """Something the user must change: config, keys, symbol, grid, balance."""
+    exit_code = EXIT_INPUT
+
+
+class ForcedExit(BaseException):
+    """A second Ctrl+C during shutdown."""
+
+
+@dataclass
+class RunResult:
+    exit_code: int
+    reason: str
+    stats: Stats | None
+
+
+# --------------------------------------------------------------------------------- logging
+class SecretFilter(logging.Filter):
+    """Defence in depth: whatever a log line contains, a secret in it is masked."""
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s and len(s) >= 8]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            msg = record.getMessage()
+            if any(s in msg for s in self.secrets):
+                for s in self.secrets:
+                    msg = msg.replace(s, "***")
+                record.msg, record.args = msg, None
+        return True
+
+
+def setup_logging(cfg: Config, *, level: str | None = None, log_file: str | None = None) -> None:
+    logger = logging.getLogger("grid_bot")
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+        h.close()
+    logger.setLevel(level or cfg.log.level)
+    logger.propagate = False
+    fmt = logging.Formatter("%(asctime)s %(levelname)-7s %(message)s")
+    secret_filter = SecretFilter([cfg.api.api_secret])
+    handlers: list[logging.Handler] = []
+    if cfg.log.console:
+        handlers.append(logging.StreamHandler(sys.stdout))
+    path = log_file or cfg.log.file
+    try:
+        handlers.append(logging.handlers.RotatingFileHandler(
+            path, maxBytes=cfg.log.max_bytes, backupCount=cfg.log.backup_count, encoding="utf-8"))
+    except OSError as e:
+        raise InputError(f"cannot write the log file {path}: {e.strerror} (set log.file)") from None
+    for h in handlers:
+        h.setFormatter(fmt)
+        h.addFilter(secret_filter)
+        logger.addHandler(h)
+
+
+def fmt_amount(d: Decimal, places: int = 8) -> str:
+    """A decimal for a log line: exact, without trailing zeros beyond what it needs."""
+    q = d.quantize(Decimal(1).scaleb(-places)) if d.as_tuple().exponent < -places else d
+    text = f"{q:f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def format_duration(seconds: float) -> str:
+    s = int(seconds)
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    return (f"{d}d " if d else "") + f"{h}:{m:02d}:{s:02d}"
+
+
+def format_stats(st: Stats, grid: GridSpec, uptime: float, source: str = "", final: bool = False) -> str:
+    fees = ", ".join(f"{fmt_amount(v)} {k}" for k, v in sorted(st.fees.items())) or "0"
+    price = fmt_amount(st.price) if st.price is not None else "?"
+    floating = f"{fmt_amount(st.floating_pnl, 4)} {grid.quote}" if st.floating_pnl is not None else "?"
+    sign = "+" if st.position > 0 else ""
+    waiting = f" ({st.waiting} waiting)" if st.waiting and not final else ""
+    return (f"stats | price {price}{source} | open {st.open_bids} buys / {st.open_asks} sells{waiting} | "
+            f"round trips {st.round_trips} | grid profit {fmt_amount(st.grid_profit)} {grid.quote} | "
+            f"fees {fees} | position {sign}{fmt_amount(st.position)} {grid.base} | floating PnL {floating} | "
+            f"uptime {format_duration(uptime)}")
+
+
+# --------------------------------------------------------------------------------- the bot
+class GridBot:
+    def __init__(self, cfg: Config, *, signer: Signer | None = None, tag: int | None = None,
+                 clock: Callable[[], float] = time.monotonic, wall_ms: Callable[[], int] = wall_clock_ms,
+                 stale_after: float = 5.0, ws_ping_interval: float = 20.0,
+                 client: BackpackClient | None = None, label: str = "",
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.cfg = cfg
+        self.t = cfg.trading
+        if signer is None and cfg.api.api_secret:
+            signer = Signer(cfg.api.api_secret)
+        self.signer = signer
+        self.client = client or BackpackClient(cfg.api.base_url, signer)
+        self.clock = clock
+        self.wall_ms = wall_ms
+        self.sleep = sleep
+        self.stale_after = stale_after
+        self.ws_ping_interval = ws_ping_interval
+        self.tag = tag if tag is not None else random.randint(1, 255)
+        self.label = label
+        self.events: queue.Queue[Any] = queue.Queue()
+        self.stop_event = threading.Event()
+        self.stop_reason = ""
+        self.stream: MarketStream | None = None
+        self.om: OrderManager | None = None
+        self.grid: GridSpec | None = None
+        self.rules: MarketRules | None = None
+        self.price: Decimal | None = None
+        self.price_source = "rest"
+        self.last_ws_price = 0.0
+        self.started = 0.0
+        self.started_ms = 0
+        self.shutting_down = False
+        self._reconcile_now = False
+        self.polls = 0  # completed REST checks (tests wait on it)
+
+    # -- control
+    def request_stop(self, reason: str) -> None:
+        if not self.stop_event.is_set():
+            self.stop_reason = reason
+            self.stop_event.set()
+            self.events.put(None)  # wake the loop
+
+    # -- startup: everything before the first order
+    def market_rules(self) -> MarketRules:
+        try:
+            markets = self.client.markets()
+        except TransientError as e:
+            raise BotError(f"cannot reach the exchange at {self.cfg.api.base_url}: {e}") from None
+        by_symbol = {m.symbol: m for m in markets}
+        rules = by_symbol.get(self.t.symbol)
+        if rules is None:
+            close = difflib.get_close_matches(self.t.symbol, list(by_symbol), n=3, cutoff=0.5)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            raise InputError(f"unknown symbol {self.t.symbol} on {self.cfg.api.base_url}{hint} "
+                             f"(set trading.symbol)")
+        if rules.order_book_state in ("Closed", "CancelOnly"):
+            raise InputError(f"{rules.symbol} is not trading now (order book {rules.order_book_state})")
+        return rules
+
+    def check_clock(self) -> None:
+        try:
+            server = self.client.server_time_ms()
+        except BackpackError:
+            return
+        skew = (self.wall_ms() - server) / 1000
+        if abs(skew) >= 5:
+            raise BotError(f"this machine's clock is {skew:+.1f} s off the exchange's: signed requests "
+                           f"would be refused; sync the clock (e.g. enable NTP) and start again")
+        if abs(skew) >= 1:
+            log.warning("this machine's clock is %+.1f s off the exchange's; signed requests allow 5 s", skew)
+
+    def balances(self) -> dict[str, tuple[Decimal, Decimal]]:
+        try:
+            return self.client.balances()
+        except RequestRejected as e:
+            raise InputError(f"the exchange refused our signed request ({e.code}: {e.message}): check "
+                             f"api.api_key and api.api_secret, and the machine's clock") from None
+        except TransientError as e:
+            raise BotError(f"cannot read balances: {e}") from None
+
+    def current_price(self) -> Decimal:
+        try:
+            return self.client.ticker_price(self.t.symbol)
+        except TransientError as e:
+            raise BotError(f"cannot read the price of {self.t.symbol}: {e}") from None
+
+    def build(self, price: Decimal) -> GridSpec:
+        assert self.rules is not None
+        try:
+            grid, notes = build_grid(
+                self.rules, mode=GridMode(self.t.grid_mode), grid_num=self.t.grid_num,
+                quantity=self.t.quantity, post_only=self.t.post_only, lower=self.t.grid_lower,
+                upper=self.t.grid_upper, auto_price=self.t.auto_price, price_range=self.t.price_range,
+                price=price)
+        except GridError as e:
+            raise InputError(str(e)) from None
+        for n in notes:
+            log.warning("%s", n)
+        return grid
+
+    def check_funds(self, grid: GridSpec, price: Decimal,
+                    balances: dict[str, tuple[Decimal, Decimal]]) -> dict[str, Decimal]:
+        _, plan = initial_plan(grid, price)
+        need = funds_needed(grid, plan)
+        missing = []
+        for asset, amount in need.items():
+            have = balances.get(asset, (Decimal(0), Decimal(0)))[0]
+            if amount > have:
+                missing.append(f"{fmt_amount(amount - have)} {asset} (needs {fmt_amount(amount)}, "
+                               f"{fmt_amount(have)} available)")
+        if missing:
+            raise InputError("not enough balance for this grid: missing " + " and ".join(missing) +
+                             "; deposit it, or lower trading.quantity or trading.grid_num")
+        return need
+
+    def log_grid(self, grid: GridSpec, price: Decimal, need: dict[str, Decimal]) -> None:
+        empty, plan = initial_plan(grid, price)
+        s = summarize(grid, self.t.maker_fee)
+        step = (f"step {fmt_amount(s.step_min)}" if s.step_min == s.step_max
+                else f"steps {fmt_amount(s.step_min)}..{fmt_amount(s.step_max)}")
+        pct = (f"{s.step_pct_min}%" if s.step_pct_min == s.step_pct_max
+               else f"{s.step_pct_min}%..{s.step_pct_max}%")
+        buys = sum(1 for o in plan if o.side is Side.BID)
+        log.info("grid: %s %d levels %s..%s %s, %s (%s); price %s, empty level %d (%s); %d buys and %d sells "
+                 "of %s %s", self.t.symbol, len(grid.levels), grid.levels[0], grid.levels[-1],
+                 grid.mode.value, step, pct, price, empty, grid.levels[empty], buys, len(plan) - buys,
+                 fmt_amount(grid.quantity), grid.base)
+        log.info("grid: locks %s; net profit per round trip %s..%s %s after two maker fees of %s%%",
+                 " + ".join(f"{fmt_amount(v)} {k}" for k, v in need.items()),
+                 fmt_amount(s.profit_min), fmt_amount(s.profit_max), grid.quote,
+                 fmt_amount(self.t.maker_fee * 100))
+        for o in plan:
+            log.debug("grid: level %d %s %s @ %s", o.level, o.side.value, o.quantity, o.price)
+        if s.profit_min <= 0:
+            log.warning("grid step too small: the narrowest step (%s%%) does not cover two maker fees of "
+                        "%s%%, so a round trip there loses money; widen the range or lower grid_num",
+                        s.step_pct_min, fmt_amount(self.t.maker_fee * 100))
+
+    def prepare(self) -> Decimal:
+        """Market rules, clock, price, grid, funds: every check before the first order."""
+        for w in self.cfg.warnings:
+            log.warning("%s", w)
+        self.rules = self.market_rules()
+        self.check_clock()
+        price = self.current_price()
+        grid = self.build(price)
+        balances = self.balances()
+        need = self.check_funds(grid, price, balances)
+        self.grid = grid
+        self.log_grid(grid, price, need)
+        self.om = OrderManager(grid, tag=self.tag, settings=Settings(
+            window_ms=self.client.window_ms, max_multiplier=self.rules.max_multiplier,
+            min_multiplier=self.rules.min_multiplier))
+        return price
+
+    # -- running
+    def run(self) -> RunResult:
+        self.started = self.clock()
+        self.started_ms = self.wall_ms()
+        try:
+            price = self.prepare()
+        except BotError as e:
+            log.error("%s", e)
+            return RunResult(e.exit_code, str(e), None)
+        assert self.om is not None and self.grid is not None
+        self.price = price
+        try:
+            if self.t.use_websocket:
+                self.stream = MarketStream(self.cfg.api.ws_url, self.t.symbol, self.events,
+                                           signer=self.signer, stale_after=self.stale_after,
+                                           ping_interval=self.ws_ping_interval)
+                self.stream.start()
+            empty = self.om.start(price)
+            log.info("placing the initial grid (level %d stays empty)", empty)
+            self.act()
+            self.loop()
+        except ForcedExit:
+            return self.forced_exit()
+        except Exception as e:  # an unexpected bug: say so, then still try to stop cleanly
+            log.exception("unexpected error: %s", e)
+            self.stop_reason = f"unexpected error: {e}"
+            code = EXIT_RUNTIME
+        else:
+            code = EXIT_OK
+        try:
+            self.shutdown()
+        except ForcedExit:
+            return self.forced_exit()
+        return RunResult(code, self.stop_reason, self.om.stats(self.price))
+
+    def loop(self) -> None:
+        assert self.om is not None
+        interval = self.t.interval
+        next_poll = self.clock() + interval
+        deadline = self.started + self.t.duration if self.t.duration else None
+        while not self.stop_event.is_set():
+            now = self.clock()
+            if deadline is not None and now >= deadline:
+                self.request_stop(f"duration of {self.t.duration:g} s reached")
+                break
+            wake = min(next_poll, deadline if deadline is not None else next_poll)
+            self.drain_events(max(0.0, min(wake - now, 1.0)))
+            if self.stop_event.is_set():
+                break
+            if self.clock() >= next_poll or self._reconcile_now:
+                self._reconcile_now = False
+                self.poll()
+                next_poll = self.clock() + interval
+                self.log_stats()
+            self.act()
+
+    def drain_events(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for the first event, then take whatever else is queued."""
+        try:
+            ev = self.events.get(timeout=timeout) if timeout > 0 else self.events.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            self.handle(ev)
+            try:
+                ev = self.events.get_nowait()
+            except queue.Empty:
+                return
+
+    def handle(self, ev: Any) -> None:
+        assert self.om is not None
+        if isinstance(ev, TickerEvent):
+            self.price = ev.price
+            self.last_ws_price = ev.received
+            if self.price_source != "ws":
+                if self.price_source == "rest-fallback":
+                    log.info("WebSocket prices are back")
+                self.price_source = "ws"
+        elif isinstance(ev, OrderEvent):
+            self.om.apply_update(ev.update, self.wall_ms())
+            self.log_notes()
+        elif isinstance(ev, StreamUp):
+            if ev.reconnect:
+                log.info("WebSocket back after %.1f s down; reconciling orders and fills over REST",
+                         ev.down_for)
+                self._reconcile_now = True
+        elif isinstance(ev, StreamDown):
+            log.warning("WebSocket down (%s): trading on REST prices until it is back", ev.reason)
+        elif isinstance(ev, StreamError):
+            log.warning("WebSocket: %s", ev.message)
+
+    def ws_fresh(self) -> bool:
+        return (self.stream is not None and self.stream.up
+                and self.clock() - self.last_ws_price < self.stale_after)
+
+    def refresh_price(self) -> None:
+        """Use the WebSocket price while it is fresh; otherwise ask REST, and say so once."""
+        if self.ws_fresh():
+            return
+        try:
+            self.price = self.client.ticker_price(self.t.symbol)
+        except BackpackError as e:
+            log.warning("cannot read the price over REST: %s", e)
+            return
+        if self.t.use_websocket and self.price_source != "rest-fallback":
+            log.warning("no fresh WebSocket price: using the REST price %s", self.price)
+            self.price_source = "rest-fallback"
+
+    def fill_checkpoint(self) -> int:
+        assert self.om is not None
+        # A minute of overlap: fills are de-duplicated by trade id, and the exchange's clock and ours
+        # may differ by a little.
+        return max(self.om.last_fill_ms, self.started_ms) - 60_000
+
+    def poll(self) -> None:
+        """The periodic REST check: open orders, then fills since the checkpoint."""
+        assert self.om is not None
+        as_of = self.wall_ms()
+        try:
+            orders = self.client.open_orders(self.t.symbol)
+            fills = self.client.fills(self.t.symbol, from_ms=self.fill_checkpoint())
+        except BackpackError as e:
+            log.warning("order check failed, trying again next interval: %s", e)
+            self.refresh_price()
+            self.polls += 1
+            return
+        for f in sorted(fills, key=lambda f: f.trade_id):
+            self.om.apply_fill(f)
+        foreign = self.om.apply_open_orders(orders, as_of)
+        if foreign:
+            log.debug("%d open order(s) on %s are not this grid's; leaving them alone", foreign, self.t.symbol)
+        self.refresh_price()
+        self.log_notes()
+        self.polls += 1
+
+    def act(self) -> None:
+        """Whatever the grid needs now. Cheap when there is nothing to do (no I/O)."""
+        assert self.om is not None
+        self.perform(self.om.actions(self.wall_ms(), self.price))
+
+    def perform(self, actions: Sequence[Any]) -> None:
+        places = [a for a in actions if isinstance(a, Place)]
+        for i in range(0, len(places), BATCH_SIZE):
+            self.place(places[i:i + BATCH_SIZE])
+        for a in actions:
+            if isinstance(a, Lookup):
+                self.lookup(a)
+            elif isinstance(a, Cancel):
+                self.cancel(a)
+        self.log_notes()
+
+    def _request(self, p: Place) -> OrderRequest:
+        assert self.grid is not None
+        return OrderRequest(self.t.symbol, p.side, p.price, p.quantity, p.client_id, self.grid.post_only)
+
+    def place(self, batch: Sequence[Place]) -> None:
+        """Send orders: one request, or one batch request for several. Never retried blindly."""
+        assert self.om is not None
+        now = self.wall_ms()
+        for p in batch:
+            self.om.sending(p.client_id, now)
+            log.info("placing %s %s @ %s (level %d, clientId %d)", p.side.value, p.quantity, p.price,
+                     p.level, p.client_id)
+        try:
+            if len(batch) == 1:
+                results: list[Order | BatchError] = [self.client.place_order(self._request(batch[0]))]
+            else:
+                results = self.client.place_orders([self._request(p) for p in batch])
+        except OrderRejected as e:
+            results = [BatchError(e.code, e.message)] * len(batch)
+        except UnknownOutcome as e:
+            log.warning("placement outcome unknown (%s): looking the order(s) up by clientId once the "
+                        "request can no longer arrive", e)
+            for p in batch:
+                self.om.unknown(p.client_id, self.wall_ms())
+            return
+        except TransientError as e:
+            log.warning("could not send the order(s): %s", e)
+            for p in batch:
+                self.om.not_sent(p.client_id, self.wall_ms())
+            return
+        now = self.wall_ms()
+        for p, r in zip(batch, results):
+            if isinstance(r, BatchError):
+                self.om.rejected(p.client_id, r.code, r.message, now)
+            else:
+                self.om.placed(p.client_id, r, now)
+
+    def lookup(self, a: Lookup) -> None:
+        assert self.om is not None
+        try:
+            order = self.client.find_order(self.t.symbol, a.client_id, since_ms=a.since_ms)
+            fills = []
+            if order is not None and order.executed_quantity > 0:
+                fills = self.client.fills(self.t.symbol, from_ms=a.since_ms, order_id=order.id)
+        except BackpackError as e:
+            log.warning("lookup of clientId %d failed, will retry: %s", a.client_id, e)
+            return
+        self.om.resolve(a.client_id, order, fills, self.wall_ms())
+
+    def cancel(self, a: Cancel) -> None:
+        assert self.om is not None
+        try:
+            result = self.client.cancel_order(self.t.symbol, a.order_id)
+        except NotFound:
+            self.om.cancel_result(a.client_id, None, self.wall_ms())
+            return
+        except BackpackError as e:
+            log.warning("cancel of order %s failed, will retry: %s", a.order_id, e)
+            self.om.cancel_failed(a.client_id)
+            return
+        if result == CANCEL_PENDING:
+            return  # accepted, not yet executed: the next snapshot or lookup tells
+        assert isinstance(result, Order)
+        self.om.cancel_result(a.client_id, result, self.wall_ms())
+
+    def log_notes(self) -> None:
+        assert self.om is not None
+        for level, message in self.om.drain_notes():
+            log.log(logging.getLevelName(level), "%s", message)
+
+    def log_stats(self) -> None:
+        assert self.om is not None and self.grid is not None
+        source = "" if self.price_source == "ws" or not self.t.use_websocket else " (REST)"
+        log.info("%s", format_stats(self.om.stats(self.price), self.grid, self.clock() - self.started, source))
+
+    # -- stopping
+    def shutdown(self) -> None:
+        assert self.om is not None and self.grid is not None
+        self.shutting_down = True
+        log.info("stopping: %s", self.stop_reason or "asked to stop")
+        if self.stream is not None:
+            self.stream.stop()
+        if self.t.on_exit == "keep":
+            live = self.om.live_orders()
+            log.info("on_exit is keep: leaving %d order(s) on the book for the next start", len(live))
+        else:
+            self.cancel_all()
+        self.final_fills()
+        log.info("final %s", format_stats(self.om.stats(self.price), self.grid, self.clock() - self.started,
+                                          final=True))
+
+    def cancel_all(self, timeout: float = 30.0) -> None:
+        """Cancel every order this grid placed, and only those, until a snapshot confirms it."""
+        assert self.om is not None
+        deadline = self.clock() + timeout
+        while self.om.live_orders() and self.clock() < deadline:
+            self.perform([*self.om.cancels(), *self.om.lookups(self.wall_ms())])
+            if not self.om.live_orders():
+                break
+            as_of = self.wall_ms()
+            try:
+                self.om.apply_open_orders(self.client.open_orders(self.t.symbol), as_of)
+            except BackpackError as e:
+                log.warning("cannot list open orders while stopping: %s", e)
+            self.perform(self.om.lookups(self.wall_ms()))
+            if self.om.live_orders():
+                # Left: an order whose placement outcome is unknown, waiting for its signature window
+                # to pass before it can be looked up, or a cancel the exchange accepted (202) but
+                # had not yet executed.
+                self.sleep(0.5)
+        left = self.om.live_orders()
+        if left:
+            log.error("could not confirm the cancel of %d order(s): %s; check them on Backpack", len(left),
+                      ", ".join(f"{o.order_id or o.client_id} ({o.side.value} @ {o.price})" for o in left))
+        else:
+            log.info("all of this grid's orders are cancelled")
+
+    def final_fills(self) -> None:
+        assert self.om is not None
+        try:
+            for f in self.client.fills(self.t.symbol, from_ms=self.fill_checkpoint()):
+                self.om.apply_fill(f)
+        except BackpackError as e:
+            log.warning("cannot read the last fills: %s", e)
+        self.log_notes()
+
+    def forced_exit(self) -> RunResult:
+        live = self.om.live_orders() if self.om is not None else []
+        if live:
+            log.warning("forced exit: %d order(s) may still be open: %s", len(live),
+                        ", ".join(f"{o.order_id or o.client_id} ({o.side.value} @ {o.price})" for o in live))
+        else:
+            log.warning("forced exit")
+        if self.stream is not None:
+            self.stream.stop(timeout=1)
+        return RunResult(EXIT_FORCED, "forced exit", self.om.stats(self.price) if self.om else None)
+
+
+# --------------------------------------------------------------------------------- paper mode
+def paper_log_path(path: str) -> str:
+    root, ext = os.path.splitext(path)
+    return f"{root}.paper{ext or '.log'}"
+
+
+def start_paper(cfg: Config) -> tuple[Any, Config, Signer]:
+    """A simulator in this process, moving inside the grid, and a throwaway key with paper funds."""
+    from simulator import SimConfig, Simulator
+    from simulator.markets import DEFAULT_MARKETS
+
+    specs = {m.symbol: m for m in DEFAULT_MARKETS}
+    t = cfg.trading
+    spec = specs.get(t.symbol)
+    if spec is None:
+        raise InputError(f"paper mode simulates {', '.join(specs)}; set trading.symbol to one of them")
+    if t.auto_price:
+        mid = spec.default_price
+        rel_step = 2 * t.price_range / (t.grid_num - 1)
+        top = mid * (1 + t.price_range)
+    else:
+        assert t.grid_lower is not None and t.grid_upper is not None
+        mid = ((t.grid_lower + t.grid_upper) / 2).quantize(spec.tick_size)
+        rel_step = (t.grid_upper - t.grid_lower) / (t.grid_num - 1) / mid
+        top = t.grid_upper
+    # Prices move about half a grid step per second and drift back to the middle, so fills come
+    # within seconds and the price stays inside the grid.
+    volatility = float(rel_step) * 0.5
+    balances = {spec.quote: (top * t.quantity * t.grid_num * 2).quantize(Decimal(1)) + 1000,
+                spec.base: t.quantity * t.grid_num * 2}
+    sim = Simulator(SimConfig(symbol=t.symbol, price=mid, feed="random", seed=int(time.time()),
+                              volatility=volatility, reversion=0.05, tick_seconds=1.0,
+                              maker_fee=t.maker_fee, taker_fee=t.maker_fee * Decimal("1.25"),
+                              balances=balances)).start()
+    api_key, secret = generate_keypair()
+    urls = sim.urls()
+    return sim, cfg.replace_api(base_url=urls["rest"], ws_url=urls["ws"], api_key=api_key,
+                                api_secret=secret), Signer(secret)
+
+
+# --------------------------------------------------------------------------------- commands
+def cmd_keygen(args: argparse.Namespace) -> int:
+    api_key, secret = generate_keypair()
+    if args.json:
+        print(json.dumps({"api_key": api_key, "api_secret": secret}))
+    else:
+        print(f"BACKPACK_API_KEY={api_key}")
+        print(f"BACKPACK_API_SECRET={secret}")
+    return EXIT_OK
+
+
+def install_signals(bot: GridBot) -> None:
+    count = {"n": 0}
+
+    def handler(signum: int, frame: Any) -> None:
+        count["n"] += 1
+        name = signal.Signals(signum).name
+        if count["n"] == 1 or not bot.shutting_down:
+            bot.request_stop(f"{name} received")
+        elif signum == signal.SIGINT:
+            raise ForcedExit()
+        else:
+            log.warning("%s received again: already stopping (Ctrl+C twice forces an exit)", name)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config, need_keys=not args.paper)
+    except ConfigError as e:
+        print(f"grid_bot: {args.config}: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    sim = None
+    signer = None
+    try:
+        if args.paper:
+            sim, cfg, signer = start_paper(cfg)
+        setup_logging(cfg, level=args.log_level,
+                      log_file=paper_log_path(cfg.log.file) if args.paper else None)
+    except InputError as e:
+        print(f"grid_bot: {e}", file=sys.stderr)
+        if sim is not None:
+            sim.stop()
+        return EXIT_INPUT
+    if args.paper:
+        log.info("PAPER MODE: a simulated exchange at %s with paper funds; no real orders", cfg.api.base_url)
+    else:
+        log.info("starting: %s on %s", cfg.trading.symbol, cfg.api.base_url)
+    bot = GridBot(cfg, signer=signer)
+    install_signals(bot)
+    try:
+        result = bot.run()
+    finally:
+        if sim is not None:
+            sim.stop()
+    return result.exit_code
+
+
+COMMANDS = ("run", "keygen")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="grid_bot.py", description="A grid-trading bot for Backpack Exchange.")
+    sub = p.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="run the grid (the default command)")
+    run.add_argument("--config", default="config.json", help="config file (default config.json)")
+    run.add_argument("--paper", action="store_true",
+                     help="trade against a built-in simulator with paper funds; no keys needed")
+    run.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                     help="override log.level")
+    run.set_defaults(func=cmd_run)
+    kg = sub.add_parser("keygen", help="print a fresh ED25519 key pair (base64)")
+    kg.add_argument("--json", action="store_true", help="print JSON instead of KEY=value lines")
+    kg.set_defaults(func=cmd_keygen)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
+        argv.insert(0, "run")
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""The WebSocket thread: live prices (``ticker.<symbol>``) and, when asked, the private order stream
+(``account.orderUpdate.<symbol>``, signed as backpack_api.md §9.4).
+
+Rules (STYLE.md 10, 11):
+- Callbacks stay tiny: parse, put a normalised event on the main thread's queue, return. The thread
+  never touches bot state.
+- It owns its reconnect loop (``while not stop: run_forever(...)``) with capped exponential backoff,
+  and subscribes again on every open, so a dropped connection or a clean close both reconnect.
+- Two watchdogs: the library's ping/pong timeout catches a dead TCP connection, and a data watchdog
+  closes a connection that has sent nothing for ``stale_after`` seconds (the ticker arrives every
+  second, so silence means the stream stalled). Either way the main loop hears ``StreamDown`` and,
+  after the next open, ``StreamUp(reconnect=True)``: its cue to reconcile over REST, since a gap may
+  have hidden a fill.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Callable
+
+import websocket
+
+import models
+from backpack_api import Signer, wall_clock_ms
+from models import OrderUpdate
+
+log = logging.getLogger("grid_bot.ws")
+
+
+@dataclass(frozen=True)
+class TickerEvent:
+    price: Decimal
+    event_time_us: int
+    received: float  # monotonic
+
+
+@dataclass(frozen=True)
+class OrderEvent:
+    update: OrderUpdate
+    received: float
+
+
+@dataclass(frozen=True)
+class StreamUp:
+    reconnect: bool
+    down_for: float  # seconds the stream was down before this open (0 on the first)
+
+
+@dataclass(frozen=True)
+class StreamDown:
+    reason: str
+
+
+@dataclass(frozen=True)
+class StreamError:
+    message: str
+
+
+StreamEvent = TickerEvent | OrderEvent | StreamUp | StreamDown | StreamError
+
+
+class MarketStream:
+    def __init__(self, url: str, symbol: str, events: "queue.Queue[Any]", *,
+                 signer: Signer | None = None, private: bool = False, ping_interval: float = 20.0,
+                 ping_timeout: float = 10.0, stale_after: float = 5.0, backoff_base: float = 1.0,
+                 backoff_cap: float = 30.0, clock: Callable[[], float] = time.monotonic,
+                 wall_ms: Callable[[], int] = wall_clock_ms) -> None:
+        if private and signer is None:
+            raise ValueError("the private order stream needs a signer")
+        self.url = url
+        self.symbol = symbol
+        self.events = events
+        self.signer = signer
+        self.private = private
+        self.ping_interval = ping_interval
+        self.ping_timeout = min(ping_timeout, ping_interval * 0.9)
+        self.stale_after = stale_after
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.clock = clock
+        self.wall_ms = wall_ms
+        self._stop = threading.Event()
+        self._app: websocket.WebSocketApp | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._watchdog: threading.Thread | None = None
+        self.up = False
+        self.opens = 0
+        self.last_message = 0.0
+        self._down_since: float | None = None
+        self._close_reason = ""
+
+    @property
+    def public_streams(self) -> list[str]:
+        return [f"ticker.{self.symbol}"]
+
+    @property
+    def private_streams(self) -> list[str]:
+        return [f"account.orderUpdate.{self.symbol}"] if self.private else []
+
+    # -- lifecycle
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="ws-stream", daemon=True)
+        self._watchdog = threading.Thread(target=self._watch, name="ws-watchdog", daemon=True)
+        self._thread.start()
+        self._watchdog.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        with self._lock:
+            app = self._app
+        if app is not None:
+            app.close()
+        for t in (self._thread, self._watchdog):
+            if t is not None:
+                t.join(timeout)
+
+    def force_reconnect(self, reason: str) -> None:
+        with self._lock:
+            app = self._app
+        if app is not None and self.up:
+            self._close_reason = reason
+            app.close()
+
+    # -- the thread
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            app = websocket.WebSocketApp(self.url, on_open=self._on_open, on_message=self._on_message,
+                                         on_error=self._on_error, on_close=self._on_close)
+            with self._lock:
+                self._app = app
+            opened_at = None
+            self._close_reason = ""
+            try:
+                before = self.opens
+                app.run_forever(ping_interval=self.ping_interval, ping_timeout=self.ping_timeout,
+                                skip_utf8_validation=True)
+                if self.opens > before:
+                    opened_at = True
+            except Exception as e:  # the library can raise from its own loop; never let the thread die
+                self._close_reason = self._close_reason or f"{type(e).__name__}: {e}"
+            was_up = self.up
+            self.up = False
+            if self._stop.is_set():
+                break
+            if self._down_since is None:
+                self._down_since = self.clock()
+            reason = self._close_reason or "connection closed"
+            if was_up or opened_at:
+                self.events.put(StreamDown(reason))
+            # A connection that lasted resets the backoff; one that failed at once doubles it.
+            healthy = was_up and self.clock() - self.last_message < self.stale_after
+            failures = 0 if healthy else failures + 1
+            delay = min(self.backoff_cap, self.backoff_base * (2 ** max(0, failures - 1)))
+            log.warning("WebSocket down (%s); reconnecting in %.1f s", reason, delay)
+            self._stop.wait(delay)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(min(0.5, self.stale_after / 4)):
+            if self.up and self.clock() - self.last_message > self.stale_after:
+                log.warning("WebSocket silent for %.1f s: reconnecting", self.clock() - self.last_message)
+                self.force_reconnect(f"no message for {self.stale_after:g} s")
+
+    # -- callbacks: parse, enqueue, return
+    def _on_open(self, ws: websocket.WebSocket) -> None:
+        ws.send(json.dumps({"method": "SUBSCRIBE", "params": self.public_streams}))
+        if self.private_streams:
+            assert self.signer is not None
+            ws.send(json.dumps({"method": "SUBSCRIBE", "params": self.private_streams,
+                                "signature": self.signer.ws_signature(self.wall_ms())}))
+        now = self.clock()
+        self.last_message = now
+        down_for = now - self._down_since if self._down_since is not None else 0.0
+        self._down_since = None
+        reconnect = self.opens > 0
+        self.opens += 1
+        self.up = True
+        log.info("WebSocket %s: subscribed to %s", "reconnected" if reconnect else "connected",
+                 ", ".join(self.public_streams + self.private_streams))
+        self.events.put(StreamUp(reconnect, down_for))
+
+    def _on_message(self, ws: websocket.WebSocket, message: str) -> None:
+        now = self.clock()
+        self.last_message = now
+        try:
+            msg = json.loads(message)
+            if not isinstance(msg, dict):
+                return
+            if "error" in msg:
+                err = msg.get("error") or {}
+                self.events.put(StreamError(f"{err.get('code')}: {err.get('message')}"))
+                return
+            stream, data = msg.get("stream"), msg.get("data")
+            if not isinstance(data, dict) or not isinstance(stream, str):
+                return
+            if stream.startswith("ticker."):
+                ticker, event_us = models.parse_ticker_event(data)
+                self.events.put(TickerEvent(ticker.last_price, event_us, now))
+            elif stream.startswith("account.orderUpdate"):
+                self.events.put(OrderEvent(models.parse_order_update(data), now))
+        except (ValueError, models.ParseError) as e:
+            self.events.put(StreamError(f"unreadable message: {e}"))
+
+    def _on_error(self, ws: websocket.WebSocket, error: Exception) -> None:
+        # Exceptions raised inside callbacks land here too; keep the reason for the reconnect log.
+        self._close_reason = self._close_reason or f"{type(error).__name__}: {error}"
+
+    def _on_close(self, ws: websocket.WebSocket, code: Any, message: Any) -> None:
+        if code is not None and not self._close_reason:
+            self._close_reason = f"closed by the server ({code})"
