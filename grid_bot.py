@@ -96,7 +96,7 @@ def setup_logging(cfg: Config, *, level: str | None = None, log_file: str | None
     secret_filter = SecretFilter([cfg.api.api_secret])
     handlers: list[logging.Handler] = []
     if cfg.log.console:
-        handlers.append(logging.StreamHandler(sys.stdout))
+        handlers.append(logging.StreamHandler(sys.stderr))
     path = log_file or cfg.log.file
     try:
         handlers.append(logging.handlers.RotatingFileHandler(
@@ -190,7 +190,7 @@ class GridBot:
         by_symbol = {m.symbol: m for m in markets}
         rules = by_symbol.get(self.t.symbol)
         if rules is None:
-            close = difflib.get_close_matches(self.t.symbol, list(by_symbol), n=3, cutoff=0.5)
+            close = difflib.get_close_matches(self.t.symbol, list(by_symbol), n=3, cutoff=0.7)
             hint = f"; did you mean {' or '.join(close)}?" if close else ""
             raise InputError(f"unknown symbol {self.t.symbol} on {self.cfg.api.base_url}{hint} "
                              f"(set trading.symbol)")
@@ -589,7 +589,7 @@ def paper_log_path(path: str) -> str:
     return f"{root}.paper{ext or '.log'}"
 
 
-def start_paper(cfg: Config) -> tuple[Any, Config, Signer]:
+def start_paper(cfg: Config, seed: int | None = None) -> tuple[Any, Config, Signer]:
     """A simulator in this process, moving inside the grid, and a throwaway key with paper funds."""
     from simulator import SimConfig, Simulator
     from simulator.markets import DEFAULT_MARKETS
@@ -613,7 +613,8 @@ def start_paper(cfg: Config) -> tuple[Any, Config, Signer]:
     volatility = float(rel_step) * 0.5
     balances = {spec.quote: (top * t.quantity * t.grid_num * 2).quantize(Decimal(1)) + 1000,
                 spec.base: t.quantity * t.grid_num * 2}
-    sim = Simulator(SimConfig(symbol=t.symbol, price=mid, feed="random", seed=int(time.time()),
+    sim = Simulator(SimConfig(symbol=t.symbol, price=mid, feed="random",
+                              seed=int(time.time()) if seed is None else seed,
                               volatility=volatility, reversion=0.05, tick_seconds=1.0,
                               maker_fee=t.maker_fee, taker_fee=t.maker_fee * Decimal("1.25"),
                               balances=balances)).start()
@@ -661,7 +662,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     signer = None
     try:
         if args.paper:
-            sim, cfg, signer = start_paper(cfg)
+            sim, cfg, signer = start_paper(cfg, args.seed)
         setup_logging(cfg, level=args.log_level,
                       log_file=paper_log_path(cfg.log.file) if args.paper else None)
     except InputError as e:
@@ -680,6 +681,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         if sim is not None:
             sim.stop()
+    if result.exit_code not in (EXIT_OK, EXIT_FORCED) and not cfg.log.console:
+        # The log file has it, but a terminal (or systemd's journal) must see why we stopped.
+        print(f"grid_bot: {result.reason}", file=sys.stderr)
     return result.exit_code
 
 
@@ -693,6 +697,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", default="config.json", help="config file (default config.json)")
     run.add_argument("--paper", action="store_true",
                      help="trade against a built-in simulator with paper funds; no keys needed")
+    run.add_argument("--seed", type=int, help="paper mode: seed of the simulated price path (repeatable runs)")
     run.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                      help="override log.level")
     run.set_defaults(func=cmd_run)

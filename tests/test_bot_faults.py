@@ -1,0 +1,158 @@
+"""Tier 3: the bot through partial fills, rejections, HTTP errors, lost answers and WebSocket trouble."""
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+
+import pytest
+
+from order_manager import OrderState
+from simulator import SimControl, running_simulator
+from tests.e2e import (BotThread, assert_counter_orders, ledger_totals, open_orders_of, tagged,
+                       write_config)
+from tests.helpers import wait_until
+
+D = Decimal
+GRID = [D(x) for x in range(140, 160, 2)]
+
+
+@pytest.fixture
+def quiet_sim():
+    with running_simulator(feed="none", ticker_interval=0.1, price=D("149.5")) as s:
+        yield s
+
+
+def open_at(control, key, price, side=None):
+    return [o for o in open_orders_of(control.state(), key)
+            if D(o["price"]) == D(price) and (side is None or o["side"] == side)]
+
+
+def start_grid(tmp_path, sim, **trading):
+    path, signer = write_config(tmp_path, sim, **trading)
+    b = BotThread(path).__enter__()
+    control = SimControl(sim.rest_url)
+    wait_until(lambda: len(open_orders_of(control.state(), signer.api_key)) == 9, timeout=15,
+               message="the initial grid")
+    return b, control, signer.api_key
+
+
+def test_partial_fills_wait_for_completion_and_a_cancelled_partial_is_accounted(tmp_path, quiet_sim):
+    b, control, key = start_grid(tmp_path, quiet_sim, quantity="1")
+    try:
+        control.set_price("147.50", liquidity="0.4")          # the buy at 148 fills 0.4 of 1
+        wait_until(lambda: b.bot.om.fill_count == 1, message="the partial fill")
+        b.wait_polls(2)
+        assert open_at(control, key, "150.00") == []          # no counter-order for a partial fill
+        control.set_price("147.40", liquidity="0.6")          # now it completes
+        wait_until(lambda: open_at(control, key, "150.00", "Ask"), message="the counter-order")
+        control.set_price("145.50", liquidity="0.3")          # the buy at 146 fills 0.3, then we stop
+        wait_until(lambda: b.bot.om.fill_count == 3, message="the second partial fill")
+    finally:
+        result = b.stop()
+    st = control.state()
+    ours = tagged(st, key, b.bot.tag)
+    partial = [o for o in ours if D(o["price"]) == D(146)]
+    assert [(o["status"], o["executedQuantity"]) for o in partial] == [("Cancelled", "0.30")]
+    expect = ledger_totals(st, ours, GRID, "SOL")
+    assert result.stats.position == expect["position"] == D("1.3") - D("1.3") * D("0.0008")  # maker fee in SOL
+    assert result.stats.fees == expect["fees"] and result.stats.round_trips == 0
+    assert open_orders_of(st, key) == []
+
+
+def test_a_rejected_level_is_retried_and_the_rest_of_the_grid_stands(tmp_path, quiet_sim, caplog):
+    control = SimControl(quiet_sim.rest_url)
+    control.fault(kind="order_reject", side="Bid", price="144.00", count=1)
+    caplog.set_level(logging.INFO, logger="grid_bot")
+    b, control, key = start_grid(tmp_path, quiet_sim)
+    try:
+        st = control.state()
+        ours = tagged(st, key, b.bot.tag)
+        at_144 = [o for o in ours if D(o["price"]) == D(144)]
+        assert len(at_144) == 1
+        others = [o for o in ours if D(o["price"]) != D(144)]
+        assert all(o["createdAtUs"] < at_144[0]["createdAtUs"] for o in others)
+        assert any("(level 2) rejected: INVALID_ORDER" in r.getMessage() for r in caplog.records)
+    finally:
+        b.stop()
+
+
+def test_503_and_429_in_the_middle_of_a_run(tmp_path, quiet_sim, caplog):
+    caplog.set_level(logging.INFO, logger="grid_bot")
+    b, control, key = start_grid(tmp_path, quiet_sim)
+    try:
+        control.fault(kind="http_status", method="GET", path="/api/v1/orders", status=503, count=2)
+        control.fault(kind="http_status", method="POST", path="/api/v1/order", status=429, retry_after=1)
+        control.set_price("147.50")                               # buy at 148 fills
+        # The counter-order meets the 429: its outcome is unknown, so the bot looks it up by clientId
+        # once its signature window has passed, finds nothing, and places it again.
+        wait_until(lambda: open_at(control, key, "150.00", "Ask"), timeout=30, message="the counter-order")
+        assert b.thread.is_alive()
+        st = control.state()
+        ours = tagged(st, key, b.bot.tag)
+        assert len([o for o in ours if D(o["price"]) == D(150)]) == 1
+        messages = [r.getMessage() for r in caplog.records]
+        assert any("answered 503" in m for m in messages)
+        assert any("outcome unknown" in m for m in messages)
+        assert any("never reached the book" in m for m in messages)
+    finally:
+        result = b.stop()
+    assert result.exit_code == 0
+
+
+def test_an_accepted_order_whose_answer_never_arrives_is_found_not_duplicated(tmp_path, quiet_sim, caplog):
+    caplog.set_level(logging.INFO, logger="grid_bot")
+    b, control, key = start_grid(tmp_path, quiet_sim)
+    try:
+        control.fault(kind="drop_response", method="POST", path="/api/v1/order")
+        control.set_price("147.50")
+        wait_until(lambda: open_at(control, key, "150.00", "Ask"), message="the counter-order")
+        # The order is on the book although the bot never heard back: the bot must adopt it (from
+        # the next snapshot or a lookup by clientId), not send it again.
+        counter = next(o for o in b.bot.om.orders.values() if o.price == D(150) and o.side.value == "Ask")
+        wait_until(lambda: counter.state is OrderState.OPEN, timeout=20, message="the bot to adopt it")
+        b.wait_polls(2)
+        ours = tagged(control.state(), key, b.bot.tag)
+        assert len([o for o in ours if D(o["price"]) == D(150)]) == 1
+        assert any("outcome unknown" in r.getMessage() for r in caplog.records)
+    finally:
+        b.stop()
+
+
+def test_websocket_dropped_the_bot_trades_on_rest_and_resubscribes(tmp_path, quiet_sim, caplog):
+    caplog.set_level(logging.INFO, logger="grid_bot")
+    b, control, key = start_grid(tmp_path, quiet_sim)
+    try:
+        wait_until(lambda: b.bot.price_source == "ws", message="WebSocket prices")
+        control.fault(kind="ws_drop", seconds=3)                 # connections refused for 3 s
+        control.set_price("147.50")
+        wait_until(lambda: open_at(control, key, "150.00", "Ask"), timeout=15,
+                   message="a counter-order placed while the WebSocket is down")
+        assert b.bot.stream.opens == 1                           # still down when it was placed
+        wait_until(lambda: b.bot.stream.opens >= 2 and "ticker.SOL_USDC" in quiet_sim.hub.streams(),
+                   timeout=30, message="resubscription")
+        wait_until(lambda: b.bot.price_source == "ws", message="WebSocket prices again")
+        messages = [r.getMessage() for r in caplog.records]
+        assert any("WebSocket down" in m for m in messages)
+        assert any("using the REST price" in m for m in messages)
+        assert any("reconciling orders and fills over REST" in m for m in messages)
+    finally:
+        b.stop()
+
+
+def test_websocket_silent_the_watchdog_reconnects(tmp_path, quiet_sim, caplog):
+    caplog.set_level(logging.INFO, logger="grid_bot")
+    b, control, key = start_grid(tmp_path, quiet_sim)
+    try:
+        wait_until(lambda: b.bot.price_source == "ws", message="WebSocket prices")
+        control.fault(kind="ws_silent", seconds=2.5)
+        wait_until(lambda: any("WebSocket silent" in r.getMessage() for r in caplog.records), timeout=10,
+                   message="the watchdog to notice the silence")
+        control.set_price("147.50")
+        wait_until(lambda: open_at(control, key, "150.00", "Ask"), timeout=15, message="the counter-order")
+        wait_until(lambda: b.bot.stream.opens >= 2 and b.bot.price_source == "ws", timeout=30,
+                   message="a fresh subscription with prices flowing")
+    finally:
+        b.stop()
+    st = control.state()
+    ours = tagged(st, key, b.bot.tag)
+    assert_counter_orders(ours, GRID)
