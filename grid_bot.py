@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Backpack grid bot: the command line, the main loop, signals, and turning errors into exit codes.
 
-    python grid_bot.py [run] [--config config.json] [--paper] [--log-level DEBUG]
+    python grid_bot.py [run] [--config config.json] [--paper] [--reset] [--log-level DEBUG]
+    python grid_bot.py status [--config config.json] [--paper] [--json]
     python grid_bot.py keygen [--json]
 
 This is the imperative shell (DESIGN.md). It owns all I/O and the one thread that changes bot state:
@@ -37,7 +38,8 @@ from backpack_api import (ApiError, BackpackClient, BackpackError, NotFound, Ord
 from config import Config, ConfigError, load_config
 from grid_calculator import GridError, GridMode, GridSpec, build_grid, funds_needed, initial_plan, summarize
 from models import BatchError, MarketRules, Order, Side
-from order_manager import Cancel, Lookup, OrderManager, Place, Settings, Stats
+from order_manager import Cancel, Lookup, OrderManager, OrderState, Place, Settings, Stats
+from state_store import SavedGrid, StateError, StateStore
 from websocket_client import (MarketStream, OrderEvent, StreamDown, StreamError, StreamUp, TickerEvent)
 
 log = logging.getLogger("grid_bot")
@@ -138,13 +140,31 @@ def format_stats(st: Stats, grid: GridSpec, uptime: float, source: str = "", fin
             f"uptime {format_duration(uptime)}")
 
 
+def grid_params(t: Any) -> dict[str, Any]:
+    """What identifies a grid across restarts: what decides its levels and orders. (Levels are not
+    compared directly: an auto-price grid's levels depend on the price when it was created.)"""
+    params: dict[str, Any] = {"symbol": t.symbol, "grid_mode": t.grid_mode, "grid_num": t.grid_num,
+                              "quantity": f"{t.quantity:f}", "auto_price": t.auto_price}
+    if t.auto_price:
+        params["price_range"] = f"{t.price_range:f}"
+    else:
+        params["grid_lower"] = f"{t.grid_lower:f}"
+        params["grid_upper"] = f"{t.grid_upper:f}"
+    return params
+
+
+def describe_params(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in params.items())
+
+
 # --------------------------------------------------------------------------------- the bot
 class GridBot:
     def __init__(self, cfg: Config, *, signer: Signer | None = None, tag: int | None = None,
                  clock: Callable[[], float] = time.monotonic, wall_ms: Callable[[], int] = wall_clock_ms,
                  stale_after: float = 5.0, ws_ping_interval: float = 20.0,
                  client: BackpackClient | None = None, label: str = "",
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, store: StateStore | None = None,
+                 reset: bool = False) -> None:
         self.cfg = cfg
         self.t = cfg.trading
         if signer is None and cfg.api.api_secret:
@@ -156,8 +176,14 @@ class GridBot:
         self.sleep = sleep
         self.stale_after = stale_after
         self.ws_ping_interval = ws_ping_interval
-        self.tag = tag if tag is not None else random.randint(1, 255)
+        self.tag = tag
         self.label = label
+        self.store = store
+        self.reset = reset
+        self.grid_id: int | None = None
+        self.grid_created_ms = 0
+        self.resumed = False
+        self.ready = True  # False after a restart until the exchange has been reconciled
         self.events: queue.Queue[Any] = queue.Queue()
         self.stop_event = threading.Event()
         self.stop_reason = ""
@@ -277,22 +303,119 @@ class GridBot:
                         "%s%%, so a round trip there loses money; widen the range or lower grid_num",
                         s.step_pct_min, fmt_amount(self.t.maker_fee * 100))
 
+    def settings(self) -> Settings:
+        assert self.rules is not None
+        # An order whose answer was lost is looked up once neither its signature window nor our read
+        # timeout can still let it arrive.
+        window = max(self.client.window_ms, int(self.client.timeout[1] * 1000))
+        return Settings(window_ms=window, max_multiplier=self.rules.max_multiplier,
+                        min_multiplier=self.rules.min_multiplier)
+
     def prepare(self) -> Decimal:
-        """Market rules, clock, price, grid, funds: every check before the first order."""
+        """Market rules, clock, price, then resume the saved grid or lay out a new one (grid, funds):
+        every check before the first order."""
         for w in self.cfg.warnings:
             log.warning("%s", w)
         self.rules = self.market_rules()
         self.check_clock()
         price = self.current_price()
+        saved = self.store.active_grid() if self.store is not None else None
+        params = grid_params(self.t)
+        if saved is not None and self.reset:
+            self.reset_grid(saved)
+            saved = None
+        elif self.reset:
+            log.info("--reset: no running grid to reset in %s", self.store.path if self.store else "memory")
+        if saved is not None and saved.params != params:
+            raise InputError(
+                f"the state file {self.store.path} holds a running grid with other parameters "
+                f"({describe_params(saved.params)}): put those settings back to resume it, or start with "
+                f"--reset to cancel its orders and begin this grid")
+        if saved is not None:
+            self.resume(saved)
+        else:
+            self.fresh(price)
+        return price
+
+    def fresh(self, price: Decimal) -> None:
         grid = self.build(price)
-        balances = self.balances()
-        need = self.check_funds(grid, price, balances)
+        need = self.check_funds(grid, price, self.balances())
         self.grid = grid
         self.log_grid(grid, price, need)
-        self.om = OrderManager(grid, tag=self.tag, settings=Settings(
-            window_ms=self.client.window_ms, max_multiplier=self.rules.max_multiplier,
-            min_multiplier=self.rules.min_multiplier))
-        return price
+        if self.tag is None:
+            used = self.store.used_tags() if self.store is not None else set()
+            free = [x for x in range(1, 256) if x not in used] or list(range(1, 256))
+            self.tag = random.choice(free)
+        self.om = OrderManager(grid, tag=self.tag, settings=self.settings())
+        self.grid_created_ms = self.wall_ms()
+        if self.store is not None:
+            self.grid_id = self.store.create_grid(grid_params(self.t), grid, self.tag, self.grid_created_ms)
+
+    def resume(self, saved: SavedGrid) -> None:
+        assert self.store is not None
+        self.balances()  # the keys still work
+        self.grid = saved.spec
+        self.tag = saved.tag
+        self.grid_id = saved.id
+        self.grid_created_ms = saved.created_ms
+        self.om = OrderManager(saved.spec, tag=saved.tag, settings=self.settings())
+        self.store.load(saved, self.om)
+        self.resumed = True
+        self.ready = False
+        log.info("resuming grid %d from %s: %s %d levels %s..%s, %d round trips so far", saved.id,
+                 self.store.path, saved.spec.symbol, len(saved.spec.levels), saved.spec.levels[0],
+                 saved.spec.levels[-1], self.om.round_trips)
+
+    def reset_grid(self, saved: SavedGrid) -> None:
+        """--reset: cancel the saved grid's orders (only those), then forget it."""
+        assert self.store is not None
+        log.info("--reset: cancelling the orders of grid %d (%s)", saved.id, describe_params(saved.params))
+        old = OrderManager(saved.spec, tag=saved.tag, settings=self.settings())
+        self.store.load(saved, old)
+        try:
+            old.apply_open_orders(self.client.open_orders(saved.spec.symbol), self.wall_ms())
+        except BackpackError as e:
+            raise BotError(f"--reset: cannot list open orders: {e}") from None
+        if not self.cancel_all(old, saved.spec.symbol):
+            self.store.save(saved.id, old, self.wall_ms())
+            raise BotError("--reset: some of the old grid's orders could not be cancelled; "
+                           "try again, or cancel them on Backpack")
+        self.store.save(saved.id, old, self.wall_ms())
+        self.store.set_status(saved.id, "reset", self.wall_ms())
+
+    def reconcile(self) -> None:
+        """After a restart: what happened while we were down, settled against the exchange."""
+        assert self.om is not None
+        om = self.om
+        unknown = sum(1 for o in om.orders.values() if o.state is OrderState.UNKNOWN)
+        fills_before = om.fill_count
+        as_of = self.wall_ms()
+        try:
+            orders = self.client.open_orders(self.t.symbol)
+            fills = self.client.fills(self.t.symbol, from_ms=self.fill_checkpoint())
+        except BackpackError as e:
+            # Nothing is placed until this has been done (act() waits for it): the next check retries.
+            log.warning("cannot reconcile yet (%s); trying again at the next check", e)
+            return
+        for f in sorted(fills, key=lambda f: f.trade_id):
+            om.apply_fill(f)
+        foreign = om.apply_open_orders(orders, as_of)
+        self.ready = True
+        on_book = sum(1 for o in om.orders.values() if o.state is OrderState.OPEN and not o.missing)
+        missing = sum(1 for o in om.orders.values() if o.state is OrderState.OPEN and o.missing)
+        waiting = sum(1 for p in om.pairs if p.order is None)
+        log.info("reconciled: %d of our orders on the book, %d fill(s) while stopped, %d order(s) with an "
+                 "unknown outcome to settle, %d missing to look up, %d pair(s) to (re)place; %d foreign "
+                 "order(s) left alone", on_book, om.fill_count - fills_before, unknown, missing, waiting,
+                 foreign)
+        self.log_notes()
+        self.save()
+        if self.store is not None and self.grid_id is not None:
+            self.store.set_checkpoint(self.grid_id, as_of)
+
+    def save(self) -> None:
+        if self.store is not None and self.grid_id is not None and self.om is not None:
+            self.store.save(self.grid_id, self.om, self.wall_ms())
 
     # -- running
     def run(self) -> RunResult:
@@ -311,8 +434,12 @@ class GridBot:
                                            signer=self.signer, stale_after=self.stale_after,
                                            ping_interval=self.ws_ping_interval)
                 self.stream.start()
-            empty = self.om.start(price)
-            log.info("placing the initial grid (level %d stays empty)", empty)
+            if self.resumed and self.om.pairs:
+                self.reconcile()
+            else:
+                # A new grid, or one whose process died before it saved its first orders.
+                empty = self.om.start(price)
+                log.info("placing the initial grid (level %d stays empty)", empty)
             self.act()
             self.loop()
         except ForcedExit:
@@ -345,10 +472,14 @@ class GridBot:
                 break
             if self.clock() >= next_poll or self._reconcile_now:
                 self._reconcile_now = False
-                self.poll()
+                if self.ready:
+                    self.poll()
+                else:
+                    self.reconcile()
                 next_poll = self.clock() + interval
                 self.log_stats()
             self.act()
+            self.save()
 
     def drain_events(self, timeout: float) -> None:
         """Wait up to ``timeout`` for the first event, then take whatever else is queued."""
@@ -403,10 +534,11 @@ class GridBot:
             self.price_source = "rest-fallback"
 
     def fill_checkpoint(self) -> int:
+        """Where fill history is read from: the last fill of this grid (or its creation), never this
+        process's start, so fills that happened while the bot was down are found. A minute of
+        overlap: fills are de-duplicated by trade id, and the clocks may differ a little."""
         assert self.om is not None
-        # A minute of overlap: fills are de-duplicated by trade id, and the exchange's clock and ours
-        # may differ by a little.
-        return max(self.om.last_fill_ms, self.started_ms) - 60_000
+        return max(self.om.last_fill_ms, self.grid_created_ms) - 60_000
 
     def poll(self) -> None:
         """The periodic REST check: open orders, then fills since the checkpoint."""
@@ -427,23 +559,36 @@ class GridBot:
             log.debug("%d open order(s) on %s are not this grid's; leaving them alone", foreign, self.t.symbol)
         self.refresh_price()
         self.log_notes()
+        self.save()
+        if self.store is not None and self.grid_id is not None:
+            self.store.set_checkpoint(self.grid_id, as_of)
         self.polls += 1
 
     def act(self) -> None:
-        """Whatever the grid needs now. Cheap when there is nothing to do (no I/O)."""
+        """Whatever the grid needs now. Cheap when there is nothing to do (no I/O). Nothing at all
+        before a resumed grid has been reconciled with the exchange."""
         assert self.om is not None
-        self.perform(self.om.actions(self.wall_ms(), self.price))
+        if self.ready:
+            self.perform(self.om.actions(self.wall_ms(), self.price))
 
     def perform(self, actions: Sequence[Any]) -> None:
         places = [a for a in actions if isinstance(a, Place)]
         for i in range(0, len(places), BATCH_SIZE):
             self.place(places[i:i + BATCH_SIZE])
+        self.perform_other(actions)
+
+    def perform_other(self, actions: Sequence[Any], om: OrderManager | None = None,
+                      symbol: str | None = None) -> None:
+        """Lookups and cancels (for this grid, or for ``om`` on ``symbol`` during --reset)."""
+        om = om or self.om
+        assert om is not None
+        symbol = symbol or self.t.symbol
         for a in actions:
             if isinstance(a, Lookup):
-                self.lookup(a)
+                self.lookup(a, om, symbol)
             elif isinstance(a, Cancel):
-                self.cancel(a)
-        self.log_notes()
+                self.cancel(a, om, symbol)
+        self.log_notes(om)
 
     def _request(self, p: Place) -> OrderRequest:
         assert self.grid is not None
@@ -457,6 +602,7 @@ class GridBot:
             self.om.sending(p.client_id, now)
             log.info("placing %s %s @ %s (level %d, clientId %d)", p.side.value, p.quantity, p.price,
                      p.level, p.client_id)
+        self.save()  # the intents, clientIds included, are on disk before anything is sent
         try:
             if len(batch) == 1:
                 results: list[Order | BatchError] = [self.client.place_order(self._request(batch[0]))]
@@ -482,37 +628,36 @@ class GridBot:
             else:
                 self.om.placed(p.client_id, r, now)
 
-    def lookup(self, a: Lookup) -> None:
-        assert self.om is not None
+    def lookup(self, a: Lookup, om: OrderManager, symbol: str) -> None:
         try:
-            order = self.client.find_order(self.t.symbol, a.client_id, since_ms=a.since_ms)
+            order = self.client.find_order(symbol, a.client_id, since_ms=a.since_ms)
             fills = []
             if order is not None and order.executed_quantity > 0:
-                fills = self.client.fills(self.t.symbol, from_ms=a.since_ms, order_id=order.id)
+                fills = self.client.fills(symbol, from_ms=a.since_ms, order_id=order.id)
         except BackpackError as e:
             log.warning("lookup of clientId %d failed, will retry: %s", a.client_id, e)
             return
-        self.om.resolve(a.client_id, order, fills, self.wall_ms())
+        om.resolve(a.client_id, order, fills, self.wall_ms())
 
-    def cancel(self, a: Cancel) -> None:
-        assert self.om is not None
+    def cancel(self, a: Cancel, om: OrderManager, symbol: str) -> None:
         try:
-            result = self.client.cancel_order(self.t.symbol, a.order_id)
+            result = self.client.cancel_order(symbol, a.order_id)
         except NotFound:
-            self.om.cancel_result(a.client_id, None, self.wall_ms())
+            om.cancel_result(a.client_id, None, self.wall_ms())
             return
         except BackpackError as e:
             log.warning("cancel of order %s failed, will retry: %s", a.order_id, e)
-            self.om.cancel_failed(a.client_id)
+            om.cancel_failed(a.client_id)
             return
         if result == CANCEL_PENDING:
             return  # accepted, not yet executed: the next snapshot or lookup tells
         assert isinstance(result, Order)
-        self.om.cancel_result(a.client_id, result, self.wall_ms())
+        om.cancel_result(a.client_id, result, self.wall_ms())
 
-    def log_notes(self) -> None:
-        assert self.om is not None
-        for level, message in self.om.drain_notes():
+    def log_notes(self, om: OrderManager | None = None) -> None:
+        om = om or self.om
+        assert om is not None
+        for level, message in om.drain_notes():
             log.log(logging.getLevelName(level), "%s", message)
 
     def log_stats(self) -> None:
@@ -527,40 +672,49 @@ class GridBot:
         log.info("stopping: %s", self.stop_reason or "asked to stop")
         if self.stream is not None:
             self.stream.stop()
+        closed = False
         if self.t.on_exit == "keep":
             live = self.om.live_orders()
-            log.info("on_exit is keep: leaving %d order(s) on the book for the next start", len(live))
+            log.info("on_exit is keep: leaving %d order(s) on the book; the next start resumes this grid",
+                     len(live))
         else:
-            self.cancel_all()
+            closed = self.cancel_all(self.om, self.t.symbol)
         self.final_fills()
+        self.save()
+        if self.store is not None and self.grid_id is not None:
+            # A grid whose orders are all cancelled is closed: the next start lays out a new one. One with
+            # orders left (kept, or not confirmed cancelled) stays running, so the next start resumes it.
+            if closed:
+                self.store.set_status(self.grid_id, "stopped", self.wall_ms())
         log.info("final %s", format_stats(self.om.stats(self.price), self.grid, self.clock() - self.started,
                                           final=True))
 
-    def cancel_all(self, timeout: float = 30.0) -> None:
-        """Cancel every order this grid placed, and only those, until a snapshot confirms it."""
-        assert self.om is not None
+    def cancel_all(self, om: OrderManager, symbol: str, timeout: float = 30.0) -> bool:
+        """Cancel every order of ``om``'s grid, and only those, until a snapshot confirms it. Returns
+        whether none is left."""
         deadline = self.clock() + timeout
-        while self.om.live_orders() and self.clock() < deadline:
-            self.perform([*self.om.cancels(), *self.om.lookups(self.wall_ms())])
-            if not self.om.live_orders():
+        while om.live_orders() and self.clock() < deadline:
+            self.perform_other([*om.cancels(), *om.lookups(self.wall_ms())], om, symbol)
+            if not om.live_orders():
                 break
             as_of = self.wall_ms()
             try:
-                self.om.apply_open_orders(self.client.open_orders(self.t.symbol), as_of)
+                om.apply_open_orders(self.client.open_orders(symbol), as_of)
             except BackpackError as e:
                 log.warning("cannot list open orders while stopping: %s", e)
-            self.perform(self.om.lookups(self.wall_ms()))
-            if self.om.live_orders():
+            self.perform_other(om.lookups(self.wall_ms()), om, symbol)
+            if om.live_orders():
                 # Left: an order whose placement outcome is unknown, waiting for its signature window
                 # to pass before it can be looked up, or a cancel the exchange accepted (202) but
                 # had not yet executed.
                 self.sleep(0.5)
-        left = self.om.live_orders()
+        left = om.live_orders()
         if left:
             log.error("could not confirm the cancel of %d order(s): %s; check them on Backpack", len(left),
                       ", ".join(f"{o.order_id or o.client_id} ({o.side.value} @ {o.price})" for o in left))
-        else:
-            log.info("all of this grid's orders are cancelled")
+            return False
+        log.info("all of this grid's orders are cancelled")
+        return True
 
     def final_fills(self) -> None:
         assert self.om is not None
@@ -580,13 +734,23 @@ class GridBot:
             log.warning("forced exit")
         if self.stream is not None:
             self.stream.stop(timeout=1)
+        self.save()
         return RunResult(EXIT_FORCED, "forced exit", self.om.stats(self.price) if self.om else None)
 
 
 # --------------------------------------------------------------------------------- paper mode
-def paper_log_path(path: str) -> str:
+def paper_path(path: str, default_ext: str) -> str:
+    """grid_bot.log -> grid_bot.paper.log: paper runs never share files with live ones."""
     root, ext = os.path.splitext(path)
-    return f"{root}.paper{ext or '.log'}"
+    return f"{root}.paper{ext or default_ext}"
+
+
+def open_store(cfg: Config, paper: bool, *, readonly: bool = False) -> StateStore:
+    path = paper_path(cfg.state_file, ".db") if paper else cfg.state_file
+    try:
+        return StateStore(path, readonly=readonly)
+    except StateError as e:
+        raise InputError(str(e)) from None
 
 
 def start_paper(cfg: Config, seed: int | None = None) -> tuple[Any, Config, Signer]:
@@ -660,25 +824,34 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_INPUT
     sim = None
     signer = None
+    store = None
     try:
+        store = open_store(cfg, args.paper)
         if args.paper:
+            # Each paper run has a new simulated exchange: a grid saved by an earlier one cannot resume.
+            saved = store.active_grid()
+            if saved is not None:
+                store.set_status(saved.id, "stopped", wall_clock_ms())
             sim, cfg, signer = start_paper(cfg, args.seed)
         setup_logging(cfg, level=args.log_level,
-                      log_file=paper_log_path(cfg.log.file) if args.paper else None)
+                      log_file=paper_path(cfg.log.file, ".log") if args.paper else None)
     except InputError as e:
         print(f"grid_bot: {e}", file=sys.stderr)
         if sim is not None:
             sim.stop()
+        if store is not None:
+            store.close()
         return EXIT_INPUT
     if args.paper:
         log.info("PAPER MODE: a simulated exchange at %s with paper funds; no real orders", cfg.api.base_url)
     else:
         log.info("starting: %s on %s", cfg.trading.symbol, cfg.api.base_url)
-    bot = GridBot(cfg, signer=signer)
+    bot = GridBot(cfg, signer=signer, store=store, reset=args.reset)
     install_signals(bot)
     try:
         result = bot.run()
     finally:
+        store.close()
         if sim is not None:
             sim.stop()
     if result.exit_code not in (EXIT_OK, EXIT_FORCED) and not cfg.log.console:
@@ -687,7 +860,91 @@ def cmd_run(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-COMMANDS = ("run", "keygen")
+def iso(ms: int | None) -> str | None:
+    if not ms:
+        return None
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000)) + " UTC"
+
+
+def status_report(store: StateStore, saved: SavedGrid, now_ms: int) -> dict[str, Any]:
+    """The saved state of a grid as plain JSON-able data (decimals as strings)."""
+    om = OrderManager(saved.spec, tag=saved.tag)
+    store.load(saved, om)
+    st = om.stats(None)
+    spec = saved.spec
+    return {
+        "state_file": store.path,
+        "grid": {"id": saved.id, "status": saved.status, "symbol": spec.symbol, "mode": spec.mode.value,
+                 "levels": [f"{x:f}" for x in spec.levels], "quantity": f"{spec.quantity:f}",
+                 "base": spec.base, "quote": spec.quote, "params": saved.params,
+                 "created": iso(saved.created_ms), "last_checkpoint": iso(saved.checkpoint_ms),
+                 "last_checkpoint_ms": saved.checkpoint_ms,
+                 "last_checkpoint_ago_s": (now_ms - saved.checkpoint_ms) // 1000 if saved.checkpoint_ms else None,
+                 "last_saved": iso(saved.updated_ms), "stopped": iso(saved.stopped_ms)},
+        "stats": {"round_trips": st.round_trips, "grid_profit": f"{st.grid_profit:f}",
+                  "fees": {k: f"{v:f}" for k, v in sorted(st.fees.items())}, "position": f"{st.position:f}",
+                  "quote_flow": f"{st.quote_flow:f}", "fills": st.fills, "open_buys": st.open_bids,
+                  "open_sells": st.open_asks},
+        "levels": [{**row, "price": f"{row['price']:f}",
+                    "executed": None if row["executed"] is None else f"{row['executed']:f}"}
+                   for row in om.level_view()],
+        # What each pair of adjacent levels wants now; "waiting" when its order is not on the book.
+        "pairs": [{"pair": p.index, "side": p.side.value, "level": spec.pair_level(p.index, p.side),
+                   "waiting": p.order is None, "round_trips": p.round_trips} for p in om.pairs],
+    }
+
+
+def print_status(r: dict[str, Any]) -> None:
+    g, s = r["grid"], r["stats"]
+    print(f"grid {g['id']} ({g['status']}) {g['symbol']} {g['mode']}, {len(g['levels'])} levels "
+          f"{g['levels'][0]}..{g['levels'][-1]}, {g['quantity']} {g['base']} per order")
+    ago = f" ({g['last_checkpoint_ago_s']} s ago)" if g["last_checkpoint_ago_s"] is not None else ""
+    print(f"  created {g['created']}; last checkpoint {g['last_checkpoint'] or 'never'}{ago}"
+          + (f"; stopped {g['stopped']}" if g["stopped"] else ""))
+    print(f"  parameters: {describe_params(g['params'])}")
+    print(f"  state file: {r['state_file']}")
+    fees = ", ".join(f"{fmt_amount(Decimal(v))} {k}" for k, v in s["fees"].items()) or "0"
+    print(f"round trips {s['round_trips']} | grid profit {fmt_amount(Decimal(s['grid_profit']))} {g['quote']} | "
+          f"fees {fees} | position {fmt_amount(Decimal(s['position']))} {g['base']} | fills {s['fills']} | "
+          f"open {s['open_buys']} buys / {s['open_sells']} sells")
+    waiting = [p for p in r["pairs"] if p["waiting"]]
+    if waiting:
+        print("waiting: " + ", ".join(f"{p['side']} at level {p['level']}" for p in waiting)
+              + " (it would cross the price, or it is retried after a rejection)")
+    print("level  price           order")
+    for row in reversed(r["levels"]):
+        if row["side"] is None:
+            order = "-"
+        else:
+            executed = f", {row['executed']} filled" if row["executed"] not in (None, "0") else ""
+            order = f"{row['side']:<3} {row['state']:<8} {row['order_id'] or '(no id yet)'} " \
+                    f"clientId {row['client_id']}{executed}"
+        print(f"{row['level']:>5}  {row['price']:<14}  {order}")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config, need_keys=False)
+        store = open_store(cfg, args.paper, readonly=True)
+    except (ConfigError, InputError) as e:
+        print(f"grid_bot: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    try:
+        saved = store.active_grid() or store.latest_grid()
+        if saved is None:
+            print(f"grid_bot: no grid saved in {store.path} yet", file=sys.stderr)
+            return EXIT_INPUT
+        report = status_report(store, saved, wall_clock_ms())
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_status(report)
+    return EXIT_OK
+
+
+COMMANDS = ("run", "keygen", "status")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -698,9 +955,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--paper", action="store_true",
                      help="trade against a built-in simulator with paper funds; no keys needed")
     run.add_argument("--seed", type=int, help="paper mode: seed of the simulated price path (repeatable runs)")
+    run.add_argument("--reset", action="store_true",
+                     help="cancel the orders of the saved running grid and start this config's grid")
     run.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                      help="override log.level")
     run.set_defaults(func=cmd_run)
+    st = sub.add_parser("status", help="print the saved state of the configured grid")
+    st.add_argument("--config", default="config.json", help="config file (default config.json)")
+    st.add_argument("--paper", action="store_true", help="the paper-mode state")
+    st.add_argument("--json", action="store_true", help="print JSON")
+    st.set_defaults(func=cmd_status)
     kg = sub.add_parser("keygen", help="print a fresh ED25519 key pair (base64)")
     kg.add_argument("--json", action="store_true", help="print JSON instead of KEY=value lines")
     kg.set_defaults(func=cmd_keygen)

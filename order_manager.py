@@ -152,6 +152,14 @@ class Stats:
     waiting: int                      # pairs with no order on the book right now
 
 
+@dataclass(frozen=True)
+class Changes:
+    """What changed since the last ``take_changes``: orders that left the live states (live orders
+    are always saved whole) and newly applied fills."""
+    orders: frozenset[int]
+    fills: tuple[Fill, ...]
+
+
 @dataclass
 class Settings:
     window_ms: int = 5000             # signature window: after it an unsent order can't arrive
@@ -183,7 +191,11 @@ class OrderManager:
         self.round_trips = 0
         self.fill_count = 0
         self.last_fill_ms = 0
-        self._wait_seq = 0
+        self.wait_seq = 0
+        self.version = 0                       # bumped by every change; the store saves on a change
+        self.zombies: dict[int, str] = {}      # clientId -> order id: ours, written off, yet on the book
+        self._changed: set[int] = set()
+        self._new_fills: list[Fill] = []
         self._notes: list[tuple[str, str]] = []
 
     # -------------------------------------------------------------------------- bookkeeping
@@ -219,6 +231,8 @@ class OrderManager:
                                  f"(level {o.level}); keeping {o.state.value}")
             return False
         o.state = new
+        self.version += 1
+        self._changed.add(o.client_id)
         if not new.live:
             o.closed_ms = now_ms
             o.missing = False
@@ -234,6 +248,7 @@ class OrderManager:
     def start(self, price: Decimal) -> int:
         """Lay out the pairs for a grid starting at ``price``; returns the empty level."""
         empty, plan = initial_plan(self.grid, price)
+        self.version += 1
         self.pairs = []
         for k in range(len(self.grid.levels) - 1):
             side = Side.BID if k < empty else Side.ASK
@@ -241,8 +256,37 @@ class OrderManager:
         return empty
 
     def _next_wait(self) -> int:
-        self._wait_seq += 1
-        return self._wait_seq
+        self.wait_seq += 1
+        return self.wait_seq
+
+    def take_changes(self) -> Changes:
+        changes = Changes(frozenset(self._changed), tuple(self._new_fills))
+        self._changed.clear()
+        self._new_fills.clear()
+        return changes
+
+    def restore(self, *, pairs: list[Pair], orders: list[GridOrder], seen_trades: set[int], next_seq: int,
+                wait_seq: int, round_trips: int, grid_profit: Decimal, position: Decimal,
+                quote_flow: Decimal, fees: dict[str, Decimal], fill_count: int, last_fill_ms: int) -> None:
+        """Load saved state (after a restart). An order that was about to be sent when the process
+        died may or may not have reached the exchange: it becomes an unknown outcome, looked up once
+        its signature window has passed."""
+        self.pairs = sorted(pairs, key=lambda p: p.index)
+        self.orders = {o.client_id: o for o in orders}
+        self.by_order_id = {o.order_id: o.client_id for o in orders if o.order_id}
+        self.seen_trades = set(seen_trades)
+        self.next_seq, self.wait_seq = next_seq, wait_seq
+        self.round_trips, self.grid_profit = round_trips, grid_profit
+        self.position, self.quote_flow, self.fees = position, quote_flow, dict(fees)
+        self.fill_count, self.last_fill_ms = fill_count, last_fill_ms
+        for o in self.orders.values():
+            if o.state is OrderState.INTENDED:
+                o.sent_ms = o.sent_ms if o.sent_ms is not None else o.created_ms
+                o.state = OrderState.UNKNOWN
+            if o.state.live:
+                pair = self.pairs[o.pair]
+                pair.order = o.client_id
+        self.version += 1
 
     # -------------------------------------------------------------------------- deciding
     def live_orders(self) -> list[GridOrder]:
@@ -269,8 +313,13 @@ class OrderManager:
         return True
 
     def actions(self, now_ms: int, market: Decimal | None) -> list[Action]:
-        """What the running bot should do now: placements, then lookups."""
-        return [*self.placements(now_ms, market), *self.lookups(now_ms)]
+        """What the running bot should do now: placements, lookups, and cancels of zombies."""
+        return [*self.placements(now_ms, market), *self.lookups(now_ms), *self.zombie_cancels()]
+
+    def zombie_cancels(self) -> list[Cancel]:
+        out = [Cancel(cid, oid) for cid, oid in self.zombies.items()]
+        self.zombies.clear()
+        return out
 
     def placements(self, now_ms: int, market: Decimal | None) -> list[Place]:
         """An order for every pair without one whose level is free, unless it must wait (a retry
@@ -293,6 +342,8 @@ class OrderManager:
             pair.order = cid
             occupied[level] = o
             out.append(Place(cid, level, pair.side, price, self.grid.quantity))
+        if out:
+            self.version += 1
         return out
 
     def lookups(self, now_ms: int) -> list[Lookup]:
@@ -310,7 +361,7 @@ class OrderManager:
 
     def cancels(self) -> list[Cancel]:
         """Cancel every order of ours known to be on the book (each once, until it fails)."""
-        out: list[Cancel] = []
+        out: list[Cancel] = self.zombie_cancels()
         for o in self.orders.values():
             if o.state is OrderState.OPEN and o.order_id is not None and not o.cancel_requested:
                 o.cancel_requested = True
@@ -324,9 +375,11 @@ class OrderManager:
     # -------------------------------------------------------------------------- results
     def sending(self, client_id: int, now_ms: int) -> None:
         """The caller is about to send this order (its intent is recorded)."""
+        self.version += 1
         self.orders[client_id].sent_ms = now_ms
 
     def placed(self, client_id: int, order: Order, now_ms: int) -> None:
+        self.version += 1
         o = self.orders[client_id]
         self._learn_id(o, order.id)
         if o.state in (OrderState.INTENDED, OrderState.UNKNOWN):
@@ -347,6 +400,7 @@ class OrderManager:
                              f"{code} {message}; retrying in {delay / 1000:.0f} s")
 
     def unknown(self, client_id: int, now_ms: int) -> None:
+        self.version += 1
         o = self.orders[client_id]
         if o.sent_ms is None:
             o.sent_ms = now_ms
@@ -363,6 +417,7 @@ class OrderManager:
 
     def resolve(self, client_id: int, order: Order | None, fills: Iterable[Fill], now_ms: int) -> None:
         """What a lookup found: the order as the exchange knows it (None: not found) and its fills."""
+        self.version += 1
         for f in fills:
             self.apply_fill(f)
         o = self.orders[client_id]
@@ -409,8 +464,11 @@ class OrderManager:
 
     def cancel_result(self, client_id: int, result: Order | None, now_ms: int) -> None:
         """Our cancel's answer: the cancelled order, or None when it was no longer on the book."""
+        self.version += 1
         o = self.orders[client_id]
         o.cancel_requested = True
+        if not o.state.live:
+            return  # a zombie: its fills, if any, arrive through fill history
         if result is None:
             o.missing = True  # filled meanwhile, or already cancelled: find out
             return
@@ -434,6 +492,9 @@ class OrderManager:
         if o is None or fill.symbol != self.grid.symbol:
             return False
         self.seen_trades.add(fill.trade_id)
+        self._new_fills.append(fill)
+        self._changed.add(o.client_id)
+        self.version += 1
         self._learn_id(o, fill.order_id)
         quote_amt = fill.price * fill.quantity
         o.executed += fill.quantity
@@ -496,6 +557,7 @@ class OrderManager:
     def apply_open_orders(self, snapshot: Iterable[Order], as_of_ms: int) -> int:
         """A REST snapshot of open orders, requested at ``as_of_ms``. Returns how many foreign
         orders (not this grid's) it held."""
+        self.version += 1
         on_book: set[str] = set()
         foreign = 0
         for order in snapshot:
@@ -505,6 +567,19 @@ class OrderManager:
                 foreign += 1
                 continue
             self._learn_id(o, order.id)
+            if o.state in (OrderState.LOST, OrderState.REJECTED):
+                if o.client_id in self.zombies:
+                    continue
+                # Ours, yet we had concluded it never reached the book and have placed its pair's
+                # order again since: this one is a duplicate, so it goes.
+                self.zombies[o.client_id] = order.id
+                self.note("ERROR", f"order {order.id} (clientId {o.client_id}, level {o.level}) is on the book "
+                                   f"although it was counted as {o.state.value}; cancelling it")
+                continue
+            if not o.state.live:
+                # Filled or cancelled in our books: the snapshot was taken before the news we already
+                # have (fill history is read after it), so it says nothing new.
+                continue
             if o.state in (OrderState.INTENDED, OrderState.UNKNOWN):
                 self._move(o, OrderState.OPEN, as_of_ms)
             if o.state is OrderState.OPEN:
@@ -519,6 +594,7 @@ class OrderManager:
 
     def apply_update(self, u: OrderUpdate, now_ms: int) -> None:
         """One event of the private order stream."""
+        self.version += 1
         o = self._find(u.client_id, u.order_id)
         if o is None or u.symbol != self.grid.symbol:
             return

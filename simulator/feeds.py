@@ -90,6 +90,18 @@ class Feed:
     def __init__(self) -> None:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._tick_lock = threading.Lock()
+        self._paused = False  # a paused feed keeps ticking but moves no price
+        self.ticks = 0
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def pause(self, paused: bool) -> None:
+        """Takes effect before it returns: no tick is half done afterwards."""
+        with self._tick_lock:
+            self._paused = paused
 
     def start(self) -> None:
         if self._thread is None:
@@ -109,7 +121,7 @@ class Feed:
         return 0
 
     def describe(self) -> dict:
-        return {"kind": "none"}
+        return {"kind": "none", "paused": self.paused}
 
 
 class RandomFeed(Feed):
@@ -139,13 +151,17 @@ class RandomFeed(Feed):
 
     def _run(self) -> None:
         while not self._stop.wait(self.tick_seconds):
-            for sym, price in self.next_prices().items():
-                volume = Decimal(self._rng.randint(1, 50))
-                self._move(sym, price, volume)
+            with self._tick_lock:
+                self.ticks += 1
+                if self._paused:
+                    continue
+                for sym, price in self.next_prices().items():
+                    volume = Decimal(self._rng.randint(1, 50))
+                    self._move(sym, price, volume)
 
     def describe(self) -> dict:
         return {"kind": "random", "volatility": self.volatility, "tick_seconds": self.tick_seconds,
-                "reversion": self.reversion}
+                "reversion": self.reversion, "paused": self.paused, "ticks": self.ticks}
 
 
 class ReplayFeed(Feed):
@@ -181,9 +197,13 @@ class ReplayFeed(Feed):
         if self.speed <= 0:
             return  # stepped through the control API
         while not self._stop.wait(self.speed):
+            with self._tick_lock:
+                self.ticks += 1
+                if self._paused:
+                    continue
             if self.step(1) == 0:
                 return
 
     def describe(self) -> dict:
         return {"kind": "replay", "file": self.path, "speed": self.speed,
-                "position": self.position, "candles": len(self.candles)}
+                "position": self.position, "candles": len(self.candles), "paused": self.paused}

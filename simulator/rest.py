@@ -316,8 +316,11 @@ class ControlRoutes:
             ex.set_balance(body["api_key"], body["asset"], amount)
             return Reply(200, {"ok": True})
         if (method, path) == ("POST", "/_sim/feed"):
-            n = int((body or {}).get("step", 1))
-            return Reply(200, {"stepped": sim.feed.step(n), "feed": sim.feed.describe()})
+            body = body or {}
+            if "paused" in body:
+                sim.feed.pause(bool(body["paused"]))
+            stepped = sim.feed.step(int(body["step"])) if "step" in body else 0
+            return Reply(200, {"stepped": stepped, "feed": sim.feed.describe()})
         return Reply(404, {"error": f"no control route {method} {path}"})
 
 

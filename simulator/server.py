@@ -232,6 +232,9 @@ class SimControl:
     def step_feed(self, n: int = 1) -> dict:
         return self._call("POST", "/_sim/feed", {"step": n})
 
+    def pause_feed(self, paused: bool = True) -> dict:
+        return self._call("POST", "/_sim/feed", {"paused": paused})
+
 
 @contextlib.contextmanager
 def running_simulator(config: SimConfig | None = None, **options: Any) -> Iterator[Simulator]:

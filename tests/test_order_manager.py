@@ -264,3 +264,29 @@ def test_every_start_price_gives_one_order_per_pair(price):
     acts = om.actions(0, None)
     assert len(acts) == len(LEVELS) - 1
     assert len({a.level for a in acts}) == len(acts)
+
+
+def test_a_snapshot_older_than_a_fill_does_not_make_a_zombie():
+    om, _ = new_om("121")
+    o = next(o for o in om.orders.values() if o.level == 1)
+    snapshot = [order_for_snapshot(x) for x in om.live_orders()]  # taken while it was still open
+    om.apply_fill(fill(om, 1))                                     # fill history, read after it
+    om.apply_open_orders(snapshot, 10)
+    assert o.state is OrderState.FILLED and om.zombies == {}
+    assert not [n for n in om.drain_notes() if n[0] == "ERROR"]
+
+
+def test_an_order_written_off_as_lost_that_shows_up_is_cancelled():
+    om = OrderManager(GRID, tag=1, settings=Settings(window_ms=5000, lookup_margin_ms=0))
+    om.start(D("121"))
+    p = om.placements(0, D("121"))[0]
+    om.sending(p.client_id, 0)
+    om.unknown(p.client_id, 0)
+    om.resolve(p.client_id, None, [], 6000)                        # not found: LOST
+    again = [a for a in om.placements(6001, D("121")) if a.level == p.level][0]
+    om.sending(again.client_id, 6001)
+    om.placed(again.client_id, order_of(again), 6002)
+    late = order_of(p)                                             # the lost one arrives after all
+    om.apply_open_orders([late] + [order_for_snapshot(x) for x in om.live_orders()], 7000)
+    assert [(c.client_id, c.order_id) for c in om.actions(7001, D("121")) if isinstance(c, Cancel)] == [
+        (p.client_id, late.id)]

@@ -43,6 +43,20 @@ def test_random_feed_moves_the_market_and_fills(tmp_path):
                    message="the random walk to reach the bid")
 
 
+def test_a_paused_feed_moves_no_price():
+    with running_simulator(feed="random", tick_seconds=0.01, volatility=0.05, seed=4) as s:
+        c = SimControl(s.rest_url)
+        wait_until(lambda: c.state()["feed"]["ticks"] >= 3, message="the feed to tick")
+        paused = c.pause_feed()["feed"]
+        assert paused["paused"] is True
+        since = c.state()["time_us"]
+        wait_until(lambda: c.state()["feed"]["ticks"] >= paused["ticks"] + 5, message="five paused ticks")
+        assert [e for e in c.state(journal_since_us=since)["journal"] if e["type"] == "price"] == []
+        assert c.pause_feed(False)["feed"]["paused"] is False
+        wait_until(lambda: [e for e in c.state(journal_since_us=since)["journal"] if e["type"] == "price"],
+                   message="prices after resuming")
+
+
 def write_csv(path, rows, header="start,open,high,low,close,end,volume,quoteVolume,trades"):
     path.write_text(header + "\n" + "\n".join(rows) + "\n")
     return str(path)

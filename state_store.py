@@ -1,0 +1,251 @@
+"""All SQL: the saved state of grids, so a restart resumes exactly where the bot was.
+
+stdlib ``sqlite3`` in WAL mode (``status`` reads while the bot writes). Only the main thread writes.
+Each ``save`` is one transaction holding everything that changed: order intents, what the exchange
+said about each order, new fills (unique by symbol and trade id), the pairs and the accounting. The bot
+saves an order's intent, ``clientId`` included, before it sends the order, so after a crash every
+``clientId`` that may exist on the exchange is here.
+
+A grid is ``running`` (resumable: it crashed, or stopped with ``on_exit: keep``), ``stopped`` (its orders
+were cancelled at a graceful stop) or ``reset`` (replaced by ``--reset``). Its identity is its parameters
+(``params``): a running grid with other parameters is refused unless the user resets it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Iterable
+
+from grid_calculator import GridMode, GridSpec
+from models import Fill, Side
+from order_manager import GridOrder, OrderManager, OrderState, Pair
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS grids (
+    id INTEGER PRIMARY KEY,
+    params TEXT NOT NULL,
+    symbol TEXT NOT NULL, base TEXT NOT NULL, quote TEXT NOT NULL,
+    levels TEXT NOT NULL, quantity TEXT NOT NULL, mode TEXT NOT NULL, post_only INTEGER NOT NULL,
+    tag INTEGER NOT NULL, status TEXT NOT NULL,
+    created_ms INTEGER NOT NULL, stopped_ms INTEGER, checkpoint_ms INTEGER, updated_ms INTEGER,
+    next_seq INTEGER NOT NULL, wait_seq INTEGER NOT NULL,
+    round_trips INTEGER NOT NULL, grid_profit TEXT NOT NULL, position TEXT NOT NULL,
+    quote_flow TEXT NOT NULL, fees TEXT NOT NULL, fill_count INTEGER NOT NULL, last_fill_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pairs (
+    grid_id INTEGER NOT NULL, idx INTEGER NOT NULL, side TEXT NOT NULL, opener TEXT,
+    round_trips INTEGER NOT NULL, waiting_since INTEGER NOT NULL,
+    PRIMARY KEY (grid_id, idx)
+);
+CREATE TABLE IF NOT EXISTS orders (
+    client_id INTEGER PRIMARY KEY, grid_id INTEGER NOT NULL, pair INTEGER NOT NULL, level INTEGER NOT NULL,
+    side TEXT NOT NULL, price TEXT NOT NULL, quantity TEXT NOT NULL, state TEXT NOT NULL,
+    created_ms INTEGER NOT NULL, sent_ms INTEGER, order_id TEXT, executed TEXT NOT NULL,
+    executed_quote TEXT NOT NULL, fee_quote TEXT NOT NULL, cancel_requested INTEGER NOT NULL,
+    closed_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS orders_by_grid ON orders (grid_id, state);
+CREATE TABLE IF NOT EXISTS fills (
+    symbol TEXT NOT NULL, trade_id INTEGER NOT NULL, grid_id INTEGER NOT NULL, client_id INTEGER,
+    order_id TEXT NOT NULL, side TEXT NOT NULL, price TEXT NOT NULL, quantity TEXT NOT NULL,
+    fee TEXT NOT NULL, fee_symbol TEXT NOT NULL, is_maker INTEGER NOT NULL, timestamp_ms INTEGER NOT NULL,
+    PRIMARY KEY (symbol, trade_id)
+);
+"""
+
+
+class StateError(Exception):
+    """The state file cannot be used; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class SavedGrid:
+    id: int
+    params: dict
+    spec: GridSpec
+    tag: int
+    status: str
+    created_ms: int
+    stopped_ms: int | None
+    checkpoint_ms: int | None
+    updated_ms: int | None
+
+
+def _d(text: str) -> Decimal:
+    return Decimal(text)
+
+
+def _s(value: Decimal) -> str:
+    return f"{value:f}"
+
+
+class StateStore:
+    def __init__(self, path: str, *, readonly: bool = False) -> None:
+        self.path = path
+        try:
+            if readonly:
+                if not os.path.exists(path):
+                    raise StateError(f"no saved state at {path}: the bot has not run with this config yet")
+                self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+            else:
+                self.conn = sqlite3.connect(path, timeout=10)
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA synchronous=NORMAL")
+                with self.conn:
+                    self.conn.executescript(SCHEMA)
+                    self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                                      (str(SCHEMA_VERSION),))
+        except sqlite3.Error as e:
+            raise StateError(f"cannot open the state file {path}: {e} (set state.file)") from None
+        self.conn.row_factory = sqlite3.Row
+        self._saved_version = -1
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # ------------------------------------------------------------------------------ grids
+    def active_grid(self, symbol: str | None = None) -> SavedGrid | None:
+        """The running grid (the one a start resumes), if any."""
+        q = "SELECT * FROM grids WHERE status = 'running'"
+        args: tuple = ()
+        if symbol is not None:
+            q += " AND symbol = ?"
+            args = (symbol,)
+        row = self.conn.execute(q + " ORDER BY id DESC LIMIT 1", args).fetchone()
+        return self._grid(row) if row else None
+
+    def latest_grid(self) -> SavedGrid | None:
+        row = self.conn.execute("SELECT * FROM grids ORDER BY id DESC LIMIT 1").fetchone()
+        return self._grid(row) if row else None
+
+    def _grid(self, row: sqlite3.Row) -> SavedGrid:
+        spec = GridSpec(row["symbol"], row["base"], row["quote"],
+                        tuple(_d(x) for x in json.loads(row["levels"])), _d(row["quantity"]),
+                        GridMode(row["mode"]), bool(row["post_only"]))
+        return SavedGrid(row["id"], json.loads(row["params"]), spec, row["tag"], row["status"],
+                         row["created_ms"], row["stopped_ms"], row["checkpoint_ms"], row["updated_ms"])
+
+    def used_tags(self) -> set[int]:
+        return {r[0] for r in self.conn.execute("SELECT tag FROM grids")}
+
+    def create_grid(self, params: dict, spec: GridSpec, tag: int, now_ms: int) -> int:
+        with self.conn:
+            cur = self.conn.execute(
+                "INSERT INTO grids (params, symbol, base, quote, levels, quantity, mode, post_only, tag, "
+                "status, created_ms, next_seq, wait_seq, round_trips, grid_profit, position, quote_flow, "
+                "fees, fill_count, last_fill_ms) VALUES (?,?,?,?,?,?,?,?,?, 'running', ?, 1, 0, 0, '0', '0', "
+                "'0', '{}', 0, 0)",
+                (json.dumps(params, sort_keys=True), spec.symbol, spec.base, spec.quote,
+                 json.dumps([_s(x) for x in spec.levels]), _s(spec.quantity), spec.mode.value,
+                 int(spec.post_only), tag, now_ms))
+        return int(cur.lastrowid)
+
+    def set_status(self, grid_id: int, status: str, now_ms: int) -> None:
+        with self.conn:
+            self.conn.execute("UPDATE grids SET status = ?, stopped_ms = ?, updated_ms = ? WHERE id = ?",
+                              (status, now_ms if status != "running" else None, now_ms, grid_id))
+
+    def set_checkpoint(self, grid_id: int, now_ms: int) -> None:
+        with self.conn:
+            self.conn.execute("UPDATE grids SET checkpoint_ms = ? WHERE id = ?", (now_ms, grid_id))
+
+    # ------------------------------------------------------------------------------ saving
+    def save(self, grid_id: int, om: OrderManager, now_ms: int, *, force: bool = False) -> bool:
+        """Write everything that changed since the last save, in one transaction. Returns whether it
+        wrote anything."""
+        if om.version == self._saved_version and not force:
+            return False
+        changed = om.take_changes()
+        orders = {o.client_id: o for o in om.orders.values() if o.state.live}
+        for cid in changed.orders:
+            orders[cid] = om.orders[cid]
+        with self.conn:
+            self.conn.executemany(
+                "INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(client_id) DO UPDATE "
+                "SET state = excluded.state, sent_ms = excluded.sent_ms, order_id = excluded.order_id, "
+                "executed = excluded.executed, executed_quote = excluded.executed_quote, "
+                "fee_quote = excluded.fee_quote, cancel_requested = excluded.cancel_requested, "
+                "closed_ms = excluded.closed_ms",
+                [(o.client_id, grid_id, o.pair, o.level, o.side.value, _s(o.price), _s(o.quantity),
+                  o.state.value, o.created_ms, o.sent_ms, o.order_id, _s(o.executed), _s(o.executed_quote),
+                  _s(o.fee_quote), int(o.cancel_requested), o.closed_ms) for o in orders.values()])
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO fills VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                [(f.symbol, f.trade_id, grid_id, f.client_id, f.order_id, f.side.value, _s(f.price),
+                  _s(f.quantity), _s(f.fee), f.fee_symbol, int(f.is_maker), f.timestamp_ms)
+                 for f in changed.fills])
+            self.conn.executemany(
+                "INSERT INTO pairs VALUES (?,?,?,?,?,?) ON CONFLICT(grid_id, idx) DO UPDATE SET "
+                "side = excluded.side, opener = excluded.opener, round_trips = excluded.round_trips, "
+                "waiting_since = excluded.waiting_since",
+                [(grid_id, p.index, p.side.value, _opener_json(p.opener), p.round_trips, p.waiting_since)
+                 for p in om.pairs])
+            self.conn.execute(
+                "UPDATE grids SET next_seq = ?, wait_seq = ?, round_trips = ?, grid_profit = ?, position = ?, "
+                "quote_flow = ?, fees = ?, fill_count = ?, last_fill_ms = ?, updated_ms = ? WHERE id = ?",
+                (om.next_seq, om.wait_seq, om.round_trips, _s(om.grid_profit), _s(om.position),
+                 _s(om.quote_flow), json.dumps({k: _s(v) for k, v in om.fees.items()}, sort_keys=True),
+                 om.fill_count, om.last_fill_ms, now_ms, grid_id))
+        self._saved_version = om.version
+        return True
+
+    # ------------------------------------------------------------------------------ loading
+    def load(self, saved: SavedGrid, om: OrderManager) -> None:
+        """Fill a fresh OrderManager (built on ``saved.spec`` and ``saved.tag``) with the saved state."""
+        g = self.conn.execute("SELECT * FROM grids WHERE id = ?", (saved.id,)).fetchone()
+        pairs = [Pair(index=r["idx"], side=Side(r["side"]), opener=_opener(r["opener"]),
+                      round_trips=r["round_trips"], waiting_since=r["waiting_since"])
+                 for r in self.conn.execute("SELECT * FROM pairs WHERE grid_id = ? ORDER BY idx", (saved.id,))]
+        orders = [GridOrder(client_id=r["client_id"], pair=r["pair"], level=r["level"], side=Side(r["side"]),
+                            price=_d(r["price"]), quantity=_d(r["quantity"]), state=OrderState(r["state"]),
+                            created_ms=r["created_ms"], order_id=r["order_id"], sent_ms=r["sent_ms"],
+                            executed=_d(r["executed"]), executed_quote=_d(r["executed_quote"]),
+                            fee_quote=_d(r["fee_quote"]), cancel_requested=bool(r["cancel_requested"]),
+                            closed_ms=r["closed_ms"])
+                  for r in self.conn.execute("SELECT * FROM orders WHERE grid_id = ?", (saved.id,))]
+        trades = {r[0] for r in self.conn.execute("SELECT trade_id FROM fills WHERE grid_id = ?", (saved.id,))}
+        om.restore(pairs=pairs, orders=orders, seen_trades=trades, next_seq=g["next_seq"],
+                   wait_seq=g["wait_seq"], round_trips=g["round_trips"], grid_profit=_d(g["grid_profit"]),
+                   position=_d(g["position"]), quote_flow=_d(g["quote_flow"]),
+                   fees={k: _d(v) for k, v in json.loads(g["fees"]).items()}, fill_count=g["fill_count"],
+                   last_fill_ms=g["last_fill_ms"])
+        self._saved_version = om.version
+
+    def grid_row(self, grid_id: int) -> dict[str, Any]:
+        row = self.conn.execute("SELECT * FROM grids WHERE id = ?", (grid_id,)).fetchone()
+        return dict(row) if row else {}
+
+    def orders(self, grid_id: int, states: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        q = "SELECT * FROM orders WHERE grid_id = ?"
+        args: list[Any] = [grid_id]
+        if states is not None:
+            st = list(states)
+            q += f" AND state IN ({','.join('?' * len(st))})"
+            args += st
+        return [dict(r) for r in self.conn.execute(q + " ORDER BY client_id", args)]
+
+    def fills(self, grid_id: int) -> list[Fill]:
+        return [Fill(r["trade_id"], r["order_id"], r["client_id"], r["symbol"], Side(r["side"]),
+                     _d(r["price"]), _d(r["quantity"]), _d(r["fee"]), r["fee_symbol"], bool(r["is_maker"]),
+                     r["timestamp_ms"])
+                for r in self.conn.execute("SELECT * FROM fills WHERE grid_id = ? ORDER BY trade_id", (grid_id,))]
+
+
+def _opener_json(opener: tuple[Side, Decimal, Decimal, Decimal] | None) -> str | None:
+    if opener is None:
+        return None
+    side, qty, quote, fee = opener
+    return json.dumps([side.value, _s(qty), _s(quote), _s(fee)])
+
+
+def _opener(text: str | None) -> tuple[Side, Decimal, Decimal, Decimal] | None:
+    if text is None:
+        return None
+    side, qty, quote, fee = json.loads(text)
+    return Side(side), _d(qty), _d(quote), _d(fee)
