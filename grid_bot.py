@@ -46,6 +46,7 @@ log = logging.getLogger("grid_bot")
 
 EXIT_OK, EXIT_RUNTIME, EXIT_INPUT, EXIT_FORCED = 0, 1, 2, 130
 BATCH_SIZE = 20  # Backpack's batch limit is undocumented (backpack_api.md §11): stay well under any likely one.
+STREAM_POLL_FACTOR = 5  # while the order stream is verified, the REST safety net runs 5x less often
 
 
 class BotError(Exception):
@@ -199,6 +200,10 @@ class GridBot:
         self.shutting_down = False
         self._reconcile_now = False
         self.polls = 0  # completed REST checks (tests wait on it)
+        # The order stream is trusted once an order event has arrived on the current connection
+        # (Backpack acknowledges no subscription); until then the REST check runs every interval.
+        self.stream_verified = False
+        self._gap_fill_after: float | None = None  # seconds down, while a reconnect's gap-fill is due
 
     # -- control
     def request_stop(self, reason: str) -> None:
@@ -431,7 +436,8 @@ class GridBot:
         try:
             if self.t.use_websocket:
                 self.stream = MarketStream(self.cfg.api.ws_url, self.t.symbol, self.events,
-                                           signer=self.signer, stale_after=self.stale_after,
+                                           signer=self.signer, private=self.signer is not None,
+                                           stale_after=self.stale_after,
                                            ping_interval=self.ws_ping_interval)
                 self.stream.start()
             if self.resumed and self.om.pairs:
@@ -456,30 +462,39 @@ class GridBot:
             return self.forced_exit()
         return RunResult(code, self.stop_reason, self.om.stats(self.price))
 
+    def check_interval(self) -> float:
+        """Seconds between REST checks: ``interval``, or five times that while the order stream is
+        verified (fills then arrive at once; REST is the safety net)."""
+        verified = self.stream_verified and self.stream is not None and self.stream.up
+        return self.t.interval * (STREAM_POLL_FACTOR if verified else 1)
+
     def loop(self) -> None:
         assert self.om is not None
-        interval = self.t.interval
-        next_poll = self.clock() + interval
+        last_poll = self.clock()
+        next_stats = last_poll + self.t.interval
         deadline = self.started + self.t.duration if self.t.duration else None
         while not self.stop_event.is_set():
             now = self.clock()
             if deadline is not None and now >= deadline:
                 self.request_stop(f"duration of {self.t.duration:g} s reached")
                 break
-            wake = min(next_poll, deadline if deadline is not None else next_poll)
+            next_poll = last_poll + self.check_interval()
+            wake = min(next_poll, next_stats, deadline if deadline is not None else next_poll)
             self.drain_events(max(0.0, min(wake - now, 1.0)))
             if self.stop_event.is_set():
                 break
-            if self.clock() >= next_poll or self._reconcile_now:
+            if self.clock() >= last_poll + self.check_interval() or self._reconcile_now:
                 self._reconcile_now = False
                 if self.ready:
                     self.poll()
                 else:
                     self.reconcile()
-                next_poll = self.clock() + interval
-                self.log_stats()
+                last_poll = self.clock()
             self.act()
             self.save()
+            if self.clock() >= next_stats:
+                self.log_stats()
+                next_stats = self.clock() + self.t.interval
 
     def drain_events(self, timeout: float) -> None:
         """Wait up to ``timeout`` for the first event, then take whatever else is queued."""
@@ -504,15 +519,23 @@ class GridBot:
                     log.info("WebSocket prices are back")
                 self.price_source = "ws"
         elif isinstance(ev, OrderEvent):
+            if not self.stream_verified:
+                self.stream_verified = True
+                log.info("order stream live: fills are acted on as they happen; REST checks every %g s",
+                         self.t.interval * STREAM_POLL_FACTOR)
             self.om.apply_update(ev.update, self.wall_ms())
             self.log_notes()
         elif isinstance(ev, StreamUp):
+            self.stream_verified = False
             if ev.reconnect:
-                log.info("WebSocket back after %.1f s down; reconciling orders and fills over REST",
-                         ev.down_for)
+                log.info("WebSocket back after %.1f s down; filling the gap from open orders and fill "
+                         "history", ev.down_for)
+                self._gap_fill_after = ev.down_for
                 self._reconcile_now = True
         elif isinstance(ev, StreamDown):
-            log.warning("WebSocket down (%s): trading on REST prices until it is back", ev.reason)
+            self.stream_verified = False
+            log.warning("WebSocket down (%s): trading on REST prices and REST checks every %g s until it "
+                        "is back", ev.reason, self.t.interval)
         elif isinstance(ev, StreamError):
             log.warning("WebSocket: %s", ev.message)
 
@@ -552,9 +575,16 @@ class GridBot:
             self.refresh_price()
             self.polls += 1
             return
+        new_fills = 0
         for f in sorted(fills, key=lambda f: f.trade_id):
-            self.om.apply_fill(f)
+            new_fills += self.om.apply_fill(f)
+        missing_before = sum(1 for o in self.om.orders.values() if o.missing)
         foreign = self.om.apply_open_orders(orders, as_of)
+        if self._gap_fill_after is not None:
+            missing = sum(1 for o in self.om.orders.values() if o.missing) - missing_before
+            log.info("gap-fill after %.1f s down: %d fill(s) the stream missed, %d order(s) gone from the "
+                     "book to look up", self._gap_fill_after, new_fills, max(0, missing))
+            self._gap_fill_after = None
         if foreign:
             log.debug("%d open order(s) on %s are not this grid's; leaving them alone", foreign, self.t.symbol)
         self.refresh_price()

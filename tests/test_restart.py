@@ -92,11 +92,17 @@ def test_other_parameters_are_refused_and_reset_cancels_the_old_grid(tmp_path, q
     assert r.returncode == 2
     assert "holds a running grid with other parameters" in r.stderr and "--reset" in r.stderr
     assert n_open(control, key) == 9                   # the old grid is untouched
+    old_ids = {o["id"] for o in orders_of(control.state(), key)}
     p = spawn(path2, tmp_path, "--reset")
-    wait_until(lambda: n_open(control, key) == 7, timeout=30, message="the new grid of 8 levels")
+
+    def new_grid_in_place():
+        st = control.state()
+        old_open = [o for o in open_orders_of(st, key) if o["id"] in old_ids]
+        return st if not old_open and n_open(control, key) == 7 else None
+
+    st = wait_until(new_grid_in_place, timeout=30, message="the old grid cancelled and the new one placed")
     old_prices = {D(x) for x in GRID}
-    st = control.state()
-    assert all(o["status"] == "Cancelled" for o in orders_of(st, key)[:9])
+    assert all(o["status"] == "Cancelled" for o in orders_of(st, key) if o["id"] in old_ids)
     assert {D(o["price"]) for o in open_orders_of(st, key)} - old_prices  # new levels
     assert "--reset: cancelling the orders of grid 1" in log_of(tmp_path)
     assert stop(p) == 0
