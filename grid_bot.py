@@ -59,10 +59,6 @@ class InputError(BotError):
     exit_code = EXIT_INPUT
 
 
-class ForcedExit(BaseException):
-    """A second Ctrl+C during shutdown."""
-
-
 @dataclass
 class RunResult:
     exit_code: int
@@ -448,18 +444,13 @@ class GridBot:
                 log.info("placing the initial grid (level %d stays empty)", empty)
             self.act()
             self.loop()
-        except ForcedExit:
-            return self.forced_exit()
         except Exception as e:  # an unexpected bug: say so, then still try to stop cleanly
             log.exception("unexpected error: %s", e)
             self.stop_reason = f"unexpected error: {e}"
             code = EXIT_RUNTIME
         else:
             code = EXIT_OK
-        try:
-            self.shutdown()
-        except ForcedExit:
-            return self.forced_exit()
+        self.shutdown()
         return RunResult(code, self.stop_reason, self.om.stats(self.price))
 
     def check_interval(self) -> float:
@@ -755,17 +746,16 @@ class GridBot:
             log.warning("cannot read the last fills: %s", e)
         self.log_notes()
 
-    def forced_exit(self) -> RunResult:
+    def warn_forced_exit(self) -> None:
+        """The last words of a forced exit: which orders may still be on the book. (Called from the
+        signal handler: it only reads state and logs.)"""
         live = self.om.live_orders() if self.om is not None else []
         if live:
-            log.warning("forced exit: %d order(s) may still be open: %s", len(live),
+            log.warning("forced exit: %d order(s) may still be open: %s; the next start settles them, or "
+                        "cancel them on Backpack", len(live),
                         ", ".join(f"{o.order_id or o.client_id} ({o.side.value} @ {o.price})" for o in live))
         else:
             log.warning("forced exit")
-        if self.stream is not None:
-            self.stream.stop(timeout=1)
-        self.save()
-        return RunResult(EXIT_FORCED, "forced exit", self.om.stats(self.price) if self.om else None)
 
 
 # --------------------------------------------------------------------------------- paper mode
@@ -838,7 +828,13 @@ def install_signals(bot: GridBot) -> None:
         if count["n"] == 1 or not bot.shutting_down:
             bot.request_stop(f"{name} received")
         elif signum == signal.SIGINT:
-            raise ForcedExit()
+            # Exit now, from here: an exception raised into whatever the main thread is doing could be
+            # swallowed by library code (websocket-client's close() catches everything). The state
+            # file holds the last consistent save; the next start reconciles from it.
+            bot.warn_forced_exit()
+            for h in logging.getLogger("grid_bot").handlers:
+                h.flush()
+            os._exit(EXIT_FORCED)
         else:
             log.warning("%s received again: already stopping (Ctrl+C twice forces an exit)", name)
 

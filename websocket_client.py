@@ -115,7 +115,9 @@ class MarketStream:
         with self._lock:
             app = self._app
         if app is not None:
-            app.close()
+            # timeout=0: send the close frame and drop the socket at once. Waiting for the server's
+            # reply here would race the stream thread, which reads the same socket.
+            app.close(timeout=0)
         for t in (self._thread, self._watchdog):
             if t is not None:
                 t.join(timeout)
@@ -125,7 +127,7 @@ class MarketStream:
             app = self._app
         if app is not None and self.up:
             self._close_reason = reason
-            app.close()
+            app.close(timeout=0)
 
     # -- the thread
     def _run(self) -> None:

@@ -134,7 +134,8 @@ def test_websocket_dropped_the_bot_trades_on_rest_and_resubscribes(tmp_path, qui
         messages = [r.getMessage() for r in caplog.records]
         assert any("WebSocket down" in m for m in messages)
         assert any("using the REST price" in m for m in messages)
-        assert any("reconciling orders and fills over REST" in m for m in messages)
+        assert any("filling the gap from open orders and fill history" in m for m in messages)
+        assert any(m.startswith("gap-fill after") for m in messages)
     finally:
         b.stop()
 
