@@ -436,6 +436,7 @@ class GridBot:
                                            stale_after=self.stale_after,
                                            ping_interval=self.ws_ping_interval)
                 self.stream.start()
+                self.await_stream(5.0)
             if self.resumed and self.om.pairs:
                 self.reconcile()
             else:
@@ -452,6 +453,18 @@ class GridBot:
             code = EXIT_OK
         self.shutdown()
         return RunResult(code, self.stop_reason, self.om.stats(self.price))
+
+    def await_stream(self, timeout: float) -> None:
+        """Give the WebSocket a moment to connect and subscribe before the first orders go out, so
+        their events (and early fills) arrive on the order stream. Trading starts anyway after
+        ``timeout``: REST covers until the stream is up."""
+        deadline = self.clock() + timeout
+        while self.stream is not None and not self.stream.up and self.clock() < deadline:
+            if self.stop_event.is_set():
+                return
+            self.drain_events(min(0.2, max(0.0, deadline - self.clock())))
+        if self.stream is not None and not self.stream.up:
+            log.warning("the WebSocket is not up after %g s: starting on REST prices and checks", timeout)
 
     def check_interval(self) -> float:
         """Seconds between REST checks: ``interval``, or five times that while the order stream is

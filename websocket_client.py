@@ -64,6 +64,21 @@ class StreamError:
 StreamEvent = TickerEvent | OrderEvent | StreamUp | StreamDown | StreamError
 
 
+def _hard_close(app: websocket.WebSocketApp) -> None:
+    """Close now, from another thread, and make the stream thread notice at once. Its select() only
+    wakes on a socket that is shut down (``WebSocket.abort()``): ``close()`` alone ends by closing the
+    file descriptor, which does not wake a poll in another thread, and it swallows its own errors.
+    So: say goodbye, abort, then let the library clean up without waiting for the server's reply."""
+    ws = app.sock
+    if ws is not None:
+        try:
+            ws.send_close()
+        except Exception:  # the connection may already be gone; closing is all that matters
+            pass
+        ws.abort()
+    app.close(timeout=0)
+
+
 class MarketStream:
     def __init__(self, url: str, symbol: str, events: "queue.Queue[Any]", *,
                  signer: Signer | None = None, private: bool = False, ping_interval: float = 20.0,
@@ -115,9 +130,7 @@ class MarketStream:
         with self._lock:
             app = self._app
         if app is not None:
-            # timeout=0: send the close frame and drop the socket at once. Waiting for the server's
-            # reply here would race the stream thread, which reads the same socket.
-            app.close(timeout=0)
+            _hard_close(app)
         for t in (self._thread, self._watchdog):
             if t is not None:
                 t.join(timeout)
@@ -127,7 +140,7 @@ class MarketStream:
             app = self._app
         if app is not None and self.up:
             self._close_reason = reason
-            app.close(timeout=0)
+            _hard_close(app)
 
     # -- the thread
     def _run(self) -> None:

@@ -1,0 +1,89 @@
+"""Tier 3: fills from the private order stream are acted on at once; REST stays the safety net."""
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+
+import pytest
+
+from simulator import SimControl, running_simulator
+from tests.e2e import BotThread, open_orders_of, write_config
+from tests.helpers import wait_until
+
+D = Decimal
+
+
+@pytest.fixture
+def quiet_sim():
+    with running_simulator(feed="none", ticker_interval=0.1, price=D("149.5")) as s:
+        yield s
+
+
+def counter_at_150(control, key):
+    return [o for o in open_orders_of(control.state(), key) if o["side"] == "Ask" and D(o["price"]) == 150]
+
+
+def start(tmp_path, sim, **trading):
+    path, signer = write_config(tmp_path, sim, **trading)
+    b = BotThread(path).__enter__()
+    control = SimControl(sim.rest_url)
+    wait_until(lambda: len(open_orders_of(control.state(), signer.api_key)) == 9 and b.bot.stream_verified,
+               timeout=15, message="the grid and a live order stream")
+    return b, control, signer.api_key
+
+
+def test_a_fill_is_countered_from_the_stream_without_a_rest_check(tmp_path, quiet_sim, caplog):
+    caplog.set_level(logging.INFO, logger="grid_bot")
+    b, control, key = start(tmp_path, quiet_sim, interval=30)   # REST checks every 150 s: none in this test
+    try:
+        polls = b.bot.polls
+        assert b.bot.check_interval() == 150
+        control.set_price("147.50")
+        wait_until(lambda: counter_at_150(control, key), timeout=10, message="the counter-order")
+        assert b.bot.polls == polls                      # no REST check happened in between
+        # A reconnect makes the bot read fill history, where the same fill is: it counts it once.
+        control.fault(kind="ws_drop")
+        wait_until(lambda: any(r.getMessage().startswith("gap-fill after") for r in caplog.records),
+                   timeout=20, message="the gap-fill after the reconnect")
+        gap = [r.getMessage() for r in caplog.records if r.getMessage().startswith("gap-fill after")]
+        assert "0 fill(s) the stream missed" in gap[0]
+    finally:
+        result = b.stop()
+    assert result.stats.fills == 1 and len(control.state()["fills"]) == 1
+
+
+def test_a_fill_missed_while_the_stream_was_silent_is_found_by_the_gap_fill(tmp_path, quiet_sim, caplog):
+    caplog.set_level(logging.INFO, logger="grid_bot")
+    b, control, key = start(tmp_path, quiet_sim, interval=30)
+    try:
+        control.fault(kind="ws_silent", seconds=2.5)       # the fill event below is lost
+        control.set_price("147.50")
+        wait_until(lambda: counter_at_150(control, key), timeout=30, message="the counter-order")
+        messages = [r.getMessage() for r in caplog.records]
+        assert any(m.startswith("gap-fill after") and "1 fill(s) the stream missed" in m for m in messages)
+        assert any("WebSocket silent" in m for m in messages)
+        assert b.bot.om.fill_count == 1
+    finally:
+        b.stop()
+
+
+def test_rest_checks_every_interval_while_the_stream_is_down(tmp_path, quiet_sim):
+    b, control, key = start(tmp_path, quiet_sim, interval=1)
+    try:
+        assert b.bot.check_interval() == 5
+        control.fault(kind="ws_drop", seconds=5)
+        wait_until(lambda: not b.bot.stream.up, message="the stream to drop")
+        wait_until(lambda: b.bot.check_interval() == 1, message="REST checks every interval")
+        control.set_price("147.50")
+        wait_until(lambda: counter_at_150(control, key), timeout=15, message="a REST-driven counter-order")
+        assert b.bot.stream.opens == 1
+    finally:
+        b.stop()
+
+
+def test_stopping_ends_the_websocket_thread_at_once(tmp_path, quiet_sim):
+    b, control, key = start(tmp_path, quiet_sim)
+    b.stop()
+    # stop() joins the thread for at most 5 s, and the library's read loop only wakes by itself every
+    # 10 s: a thread still alive here is a stop that failed to wake it (it used to take 5-10 s).
+    assert not b.bot.stream._thread.is_alive()
