@@ -191,6 +191,7 @@ class GridBot:
         self.price: Decimal | None = None
         self.price_source = "rest"
         self.last_ws_price = 0.0
+        self.price_us = 0  # exchange time (µs) of the price in self.price, for stream prices
         self.started = 0.0
         self.started_ms = 0
         self.shutting_down = False
@@ -516,8 +517,9 @@ class GridBot:
     def handle(self, ev: Any) -> None:
         assert self.om is not None
         if isinstance(ev, TickerEvent):
-            self.price = ev.price
             self.last_ws_price = ev.received
+            if ev.event_time_us >= self.price_us:
+                self.price, self.price_us = ev.price, ev.event_time_us
             if self.price_source != "ws":
                 if self.price_source == "rest-fallback":
                     log.info("WebSocket prices are back")
@@ -527,6 +529,11 @@ class GridBot:
                 self.stream_verified = True
                 log.info("order stream live: fills are acted on as they happen; REST checks every %g s",
                          self.t.interval * STREAM_POLL_FACTOR)
+            fill = ev.update.fill
+            if fill is not None and ev.update.engine_time_us > self.price_us:
+                # Our fill is the latest trade: fresher than the ticker (pushed once a second), and the
+                # price at which the fill's own counter-order is sure to rest.
+                self.price, self.price_us = fill.price, ev.update.engine_time_us
             self.om.apply_update(ev.update, self.wall_ms())
             self.log_notes()
         elif isinstance(ev, StreamUp):

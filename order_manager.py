@@ -154,9 +154,10 @@ class Stats:
 
 @dataclass(frozen=True)
 class Changes:
-    """What changed since the last ``take_changes``: orders that left the live states (live orders
-    are always saved whole) and newly applied fills."""
+    """What changed since the last ``take_changes``: orders (clientIds) and pairs (indexes) whose saved
+    fields changed, and newly applied fills."""
     orders: frozenset[int]
+    pairs: frozenset[int]
     fills: tuple[Fill, ...]
 
 
@@ -195,6 +196,7 @@ class OrderManager:
         self.version = 0                       # bumped by every change; the store saves on a change
         self.zombies: dict[int, str] = {}      # clientId -> order id: ours, written off, yet on the book
         self._changed: set[int] = set()
+        self._changed_pairs: set[int] = set()
         self._new_fills: list[Fill] = []
         self._notes: list[tuple[str, str]] = []
 
@@ -253,15 +255,22 @@ class OrderManager:
         for k in range(len(self.grid.levels) - 1):
             side = Side.BID if k < empty else Side.ASK
             self.pairs.append(Pair(index=k, side=side, waiting_since=self._next_wait()))
+            self._changed_pairs.add(k)
         return empty
 
     def _next_wait(self) -> int:
         self.wait_seq += 1
         return self.wait_seq
 
+    def _touch(self, o: GridOrder) -> None:
+        """An order's saved fields changed: the next save writes it."""
+        self._changed.add(o.client_id)
+        self.version += 1
+
     def take_changes(self) -> Changes:
-        changes = Changes(frozenset(self._changed), tuple(self._new_fills))
+        changes = Changes(frozenset(self._changed), frozenset(self._changed_pairs), tuple(self._new_fills))
         self._changed.clear()
+        self._changed_pairs.clear()
         self._new_fills.clear()
         return changes
 
@@ -283,6 +292,7 @@ class OrderManager:
             if o.state is OrderState.INTENDED:
                 o.sent_ms = o.sent_ms if o.sent_ms is not None else o.created_ms
                 o.state = OrderState.UNKNOWN
+                self._changed.add(o.client_id)
             if o.state.live:
                 pair = self.pairs[o.pair]
                 pair.order = o.client_id
@@ -339,6 +349,7 @@ class OrderManager:
             o = GridOrder(cid, pair.index, level, pair.side, price, self.grid.quantity,
                           OrderState.INTENDED, created_ms=now_ms)
             self.orders[cid] = o
+            self._changed.add(cid)
             pair.order = cid
             occupied[level] = o
             out.append(Place(cid, level, pair.side, price, self.grid.quantity))
@@ -365,18 +376,22 @@ class OrderManager:
         for o in self.orders.values():
             if o.state is OrderState.OPEN and o.order_id is not None and not o.cancel_requested:
                 o.cancel_requested = True
+                self._touch(o)
                 out.append(Cancel(o.client_id, o.order_id))
         return out
 
     def cancel_failed(self, client_id: int) -> None:
         """The cancel request itself failed (transient): it may be sent again."""
-        self.orders[client_id].cancel_requested = False
+        o = self.orders[client_id]
+        o.cancel_requested = False
+        self._touch(o)
 
     # -------------------------------------------------------------------------- results
     def sending(self, client_id: int, now_ms: int) -> None:
         """The caller is about to send this order (its intent is recorded)."""
-        self.version += 1
-        self.orders[client_id].sent_ms = now_ms
+        o = self.orders[client_id]
+        o.sent_ms = now_ms
+        self._touch(o)
 
     def placed(self, client_id: int, order: Order, now_ms: int) -> None:
         self.version += 1
@@ -404,6 +419,7 @@ class OrderManager:
         o = self.orders[client_id]
         if o.sent_ms is None:
             o.sent_ms = now_ms
+            self._touch(o)
         if self._move(o, OrderState.UNKNOWN, now_ms):
             self.note("WARNING", f"no answer for {o.side.value} @ {o.price:f} (level {o.level}, clientId "
                                  f"{client_id}); will look it up by clientId")
@@ -467,6 +483,7 @@ class OrderManager:
         self.version += 1
         o = self.orders[client_id]
         o.cancel_requested = True
+        self._touch(o)
         if not o.state.live:
             return  # a zombie: its fills, if any, arrive through fill history
         if result is None:
@@ -481,6 +498,7 @@ class OrderManager:
     def _learn_id(self, o: GridOrder, order_id: str) -> None:
         if o.order_id is None:
             o.order_id = order_id
+            self._touch(o)
         self.by_order_id[order_id] = o.client_id
 
     # -------------------------------------------------------------------------- observations
@@ -532,6 +550,7 @@ class OrderManager:
         if not self._move(o, OrderState.FILLED, now_ms) or not was_live:
             return
         pair = self.pairs[o.pair]
+        self._changed_pairs.add(pair.index)
         if pair.order == o.client_id:
             pair.order = None
         leg = (o.side, o.executed, o.executed_quote, o.fee_quote)

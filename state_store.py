@@ -94,7 +94,9 @@ class StateStore:
                     raise StateError(f"no saved state at {path}: the bot has not run with this config yet")
                 self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
             else:
-                self.conn = sqlite3.connect(path, timeout=10)
+                # One thread at a time uses a store (the bot's main thread), though not always the
+                # thread that opened it: a bot run in a thread, as tests and benchmarks do.
+                self.conn = sqlite3.connect(path, timeout=10, check_same_thread=False)
                 self.conn.execute("PRAGMA journal_mode=WAL")
                 self.conn.execute("PRAGMA synchronous=NORMAL")
                 with self.conn:
@@ -157,14 +159,13 @@ class StateStore:
 
     # ------------------------------------------------------------------------------ saving
     def save(self, grid_id: int, om: OrderManager, now_ms: int, *, force: bool = False) -> bool:
-        """Write everything that changed since the last save, in one transaction. Returns whether it
-        wrote anything."""
+        """Write what changed since the last save (the orders, pairs and fills the manager marked, and
+        the accounting), in one transaction. Returns whether it wrote anything."""
         if om.version == self._saved_version and not force:
             return False
         changed = om.take_changes()
-        orders = {o.client_id: o for o in om.orders.values() if o.state.live}
-        for cid in changed.orders:
-            orders[cid] = om.orders[cid]
+        orders = [om.orders[cid] for cid in sorted(changed.orders)]
+        pairs = [om.pairs[i] for i in sorted(changed.pairs)]
         with self.conn:
             self.conn.executemany(
                 "INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(client_id) DO UPDATE "
@@ -174,7 +175,7 @@ class StateStore:
                 "closed_ms = excluded.closed_ms",
                 [(o.client_id, grid_id, o.pair, o.level, o.side.value, _s(o.price), _s(o.quantity),
                   o.state.value, o.created_ms, o.sent_ms, o.order_id, _s(o.executed), _s(o.executed_quote),
-                  _s(o.fee_quote), int(o.cancel_requested), o.closed_ms) for o in orders.values()])
+                  _s(o.fee_quote), int(o.cancel_requested), o.closed_ms) for o in orders])
             self.conn.executemany(
                 "INSERT OR IGNORE INTO fills VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 [(f.symbol, f.trade_id, grid_id, f.client_id, f.order_id, f.side.value, _s(f.price),
@@ -185,7 +186,7 @@ class StateStore:
                 "side = excluded.side, opener = excluded.opener, round_trips = excluded.round_trips, "
                 "waiting_since = excluded.waiting_since",
                 [(grid_id, p.index, p.side.value, _opener_json(p.opener), p.round_trips, p.waiting_since)
-                 for p in om.pairs])
+                 for p in pairs])
             self.conn.execute(
                 "UPDATE grids SET next_seq = ?, wait_seq = ?, round_trips = ?, grid_profit = ?, position = ?, "
                 "quote_flow = ?, fees = ?, fill_count = ?, last_fill_ms = ?, updated_ms = ? WHERE id = ?",

@@ -59,6 +59,7 @@ def parse_error(detail: str) -> SimError:
 class EventSink(Protocol):
     def order_event(self, account: str, symbol: str, data: dict) -> None: ...
     def public_event(self, stream: str, data: dict) -> None: ...
+    def wants(self, stream: str) -> bool: ...
 
 
 class NullSink:
@@ -67,6 +68,9 @@ class NullSink:
 
     def public_event(self, stream: str, data: dict) -> None:
         pass
+
+    def wants(self, stream: str) -> bool:
+        return False
 
 
 def s(d: Decimal | None) -> str | None:
@@ -684,7 +688,14 @@ class Exchange:
                     "lastUpdateId": str(m.depth_update_id), "timestamp": self.clock_us()}
 
     def _book_changed(self, m: MarketState) -> None:
-        """Push bookTicker and an incremental depth update (absolute quantities, 0 = removed)."""
+        """Push bookTicker and an incremental depth update (absolute quantities, 0 = removed).
+
+        Skipped while nobody listens, so that an order's own events leave sooner. That stays exact:
+        the next update is diffed against the last book published, so it carries every level that
+        changed meanwhile, with its absolute quantity, and the update ids stay consecutive."""
+        sym = m.spec.symbol
+        if not (self.sink.wants(f"depth.{sym}") or self.sink.wants(f"bookTicker.{sym}")):
+            return
         book = self._book(m)
         now = self.clock_us()
         diff: dict[str, list[list[str | None]]] = {"a": [], "b": []}

@@ -170,6 +170,15 @@ class Hub:
             for subs in self.subscribers.values():
                 subs.pop(conn, None)
 
+    def wants(self, stream: str) -> bool:
+        """Whether anybody listens to ``stream`` (a depth stream also feeds its timed variants)."""
+        if self.subscribers.get(stream):
+            return True
+        if stream.startswith("depth."):
+            sym = stream[len("depth."):]
+            return any(self.subscribers.get(f"depth.{s}.{sym}") for s in ("200ms", "600ms", "1000ms"))
+        return False
+
     def streams(self, prefix: str = "") -> list[str]:
         with self._lock:
             return [s for s, subs in self.subscribers.items() if subs and s.startswith(prefix)]

@@ -185,3 +185,32 @@ def test_handshake_needs_upgrade_headers(sim):
     with socket.create_connection((host, int(port)), timeout=5) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert sock.recv(100).startswith(b"HTTP/1.1 400")
+
+
+def test_depth_updates_stay_exact_for_a_late_subscriber(sim, control):
+    """Book updates are not computed while nobody listens; a later subscriber who takes the REST
+    snapshot and applies the updates after it still gets the exchange's book."""
+    import requests
+    signer = new_signer()
+    signed_request(sim.rest_url, signer, "POST", "/api/v1/order", body=order_body("149.00", "2"))
+    control.set_price("150.20")
+    snap = requests.get(sim.rest_url + "/api/v1/depth", params={"symbol": "SOL_USDC", "limit": 1000}).json()
+    book = {"a": {p: q for p, q in snap["asks"]}, "b": {p: q for p, q in snap["bids"]}}
+    ws = connect(sim)
+    subscribe(ws, "depth.SOL_USDC")
+    wait_until(lambda: sim.hub.wants("depth.SOL_USDC"))
+    signed_request(sim.rest_url, signer, "POST", "/api/v1/order", body=order_body("148.50", "1"))
+    control.set_price("150.10")
+    for _ in range(2):
+        d = next_message(ws, "depth.SOL_USDC")["data"]
+        assert d["U"] > int(snap["lastUpdateId"])
+        for side in ("a", "b"):
+            for p, q in d[side]:
+                if Decimal(q) == 0:
+                    book[side].pop(p, None)
+                else:
+                    book[side][p] = q
+    now = requests.get(sim.rest_url + "/api/v1/depth", params={"symbol": "SOL_USDC", "limit": 1000}).json()
+    norm = lambda levels: {Decimal(p): Decimal(q) for p, q in levels}  # noqa: E731
+    assert norm(book["a"].items()) == norm(now["asks"]) and norm(book["b"].items()) == norm(now["bids"])
+    ws.close()
