@@ -589,10 +589,10 @@ class GridBot:
         new_fills = 0
         for f in sorted(fills, key=lambda f: f.trade_id):
             new_fills += self.om.apply_fill(f)
-        missing_before = sum(1 for o in self.om.orders.values() if o.missing)
+        missing_before = sum(1 for o in self.om.live.values() if o.missing)
         foreign = self.om.apply_open_orders(orders, as_of)
         if self._gap_fill_after is not None:
-            missing = sum(1 for o in self.om.orders.values() if o.missing) - missing_before
+            missing = sum(1 for o in self.om.live.values() if o.missing) - missing_before
             log.info("gap-fill after %.1f s down: %d fill(s) the stream missed, %d order(s) gone from the "
                      "book to look up", self._gap_fill_after, new_fills, max(0, missing))
             self._gap_fill_after = None

@@ -55,8 +55,10 @@ class OrderState(Enum):
 
     @property
     def live(self) -> bool:
-        return self in (OrderState.INTENDED, OrderState.UNKNOWN, OrderState.OPEN)
+        return self in _LIVE_STATES
 
+
+_LIVE_STATES = frozenset({OrderState.INTENDED, OrderState.UNKNOWN, OrderState.OPEN})
 
 ALLOWED: dict[OrderState, frozenset[OrderState]] = {
     OrderState.INTENDED: frozenset({OrderState.UNKNOWN, OrderState.OPEN, OrderState.FILLED,
@@ -182,6 +184,9 @@ class OrderManager:
         self.settings = settings or Settings()
         self.next_seq = next_seq
         self.orders: dict[int, GridOrder] = {}
+        # The live orders (intended, unknown, open), kept apart: every decision looks at them only, and
+        # a grid that has traded for months has thousands of finished orders.
+        self.live: dict[int, GridOrder] = {}
         self.by_order_id: dict[str, int] = {}
         self.pairs: list[Pair] = []
         self.seen_trades: set[int] = set()
@@ -236,6 +241,7 @@ class OrderManager:
         self.version += 1
         self._changed.add(o.client_id)
         if not new.live:
+            self.live.pop(o.client_id, None)
             o.closed_ms = now_ms
             o.missing = False
             pair = self.pairs[o.pair]
@@ -288,6 +294,7 @@ class OrderManager:
         self.round_trips, self.grid_profit = round_trips, grid_profit
         self.position, self.quote_flow, self.fees = position, quote_flow, dict(fees)
         self.fill_count, self.last_fill_ms = fill_count, last_fill_ms
+        self.live = {o.client_id: o for o in orders if o.state.live}
         for o in self.orders.values():
             if o.state is OrderState.INTENDED:
                 o.sent_ms = o.sent_ms if o.sent_ms is not None else o.created_ms
@@ -300,10 +307,10 @@ class OrderManager:
 
     # -------------------------------------------------------------------------- deciding
     def live_orders(self) -> list[GridOrder]:
-        return [o for o in self.orders.values() if o.state.live]
+        return list(self.live.values())
 
     def _occupied(self) -> dict[int, GridOrder]:
-        return {o.level: o for o in self.orders.values() if o.state.live}
+        return {o.level: o for o in self.live.values()}
 
     def placeable(self, side: Side, price: Decimal, market: Decimal | None) -> bool:
         """Would the exchange accept this order now? (A post-only order must not cross, and the
@@ -321,6 +328,37 @@ class OrderManager:
         if s.min_multiplier is not None and price < market * s.min_multiplier:
             return False
         return True
+
+    def placeable_range(self, side: Side, price: Decimal) -> tuple[Decimal | None, Decimal | None]:
+        """The market prices (low, high; None = unbounded) at which ``placeable`` holds for an order
+        at ``price``: the same rule, as an interval."""
+        lo: Decimal | None = None
+        hi: Decimal | None = None
+        if self.grid.post_only:
+            if side is Side.BID:
+                lo = price
+            else:
+                hi = price
+        s = self.settings
+        if s.max_multiplier is not None:
+            bound = price / s.max_multiplier
+            lo = bound if lo is None else max(lo, bound)
+        if s.min_multiplier is not None:
+            bound = price / s.min_multiplier
+            hi = bound if hi is None else min(hi, bound)
+        return lo, hi
+
+    def waiting_ranges(self, now_ms: int) -> list[tuple[Decimal | None, Decimal | None]]:
+        """For each pair that would place an order if the price let it: where the price must be."""
+        occupied = self._occupied()
+        out = []
+        for p in self.pairs:
+            if p.order is not None or now_ms < p.retry_at_ms:
+                continue
+            level = self.grid.pair_level(p.index, p.side)
+            if level not in occupied:
+                out.append(self.placeable_range(p.side, self._level_price(level)))
+        return out
 
     def actions(self, now_ms: int, market: Decimal | None) -> list[Action]:
         """What the running bot should do now: placements, lookups, and cancels of zombies."""
@@ -349,6 +387,7 @@ class OrderManager:
             o = GridOrder(cid, pair.index, level, pair.side, price, self.grid.quantity,
                           OrderState.INTENDED, created_ms=now_ms)
             self.orders[cid] = o
+            self.live[cid] = o
             self._changed.add(cid)
             pair.order = cid
             occupied[level] = o
@@ -360,7 +399,7 @@ class OrderManager:
     def lookups(self, now_ms: int) -> list[Lookup]:
         """Orders to look up: an unknown outcome once its window has passed, a vanished open order."""
         out: list[Lookup] = []
-        for o in self.orders.values():
+        for o in list(self.live.values()):
             if now_ms < o.next_lookup_ms:
                 continue
             due = (o.state is OrderState.UNKNOWN and o.sent_ms is not None
@@ -373,7 +412,7 @@ class OrderManager:
     def cancels(self) -> list[Cancel]:
         """Cancel every order of ours known to be on the book (each once, until it fails)."""
         out: list[Cancel] = self.zombie_cancels()
-        for o in self.orders.values():
+        for o in self.live.values():
             if o.state is OrderState.OPEN and o.order_id is not None and not o.cancel_requested:
                 o.cancel_requested = True
                 self._touch(o)
@@ -605,7 +644,7 @@ class OrderManager:
                 o.missing = False
             # executed_quantity ahead of our fills is fine: fill history, read after this
             # snapshot, brings those fills.
-        for o in self.orders.values():
+        for o in self.live.values():
             if (o.state is OrderState.OPEN and o.order_id is not None and o.order_id not in on_book
                     and o.sent_ms is not None and o.sent_ms < as_of_ms and not o.complete):
                 o.missing = True
@@ -632,8 +671,8 @@ class OrderManager:
 
     # -------------------------------------------------------------------------- reporting
     def stats(self, price: Decimal | None) -> Stats:
-        bids = sum(1 for o in self.orders.values() if o.state is OrderState.OPEN and o.side is Side.BID)
-        asks = sum(1 for o in self.orders.values() if o.state is OrderState.OPEN and o.side is Side.ASK)
+        bids = sum(1 for o in self.live.values() if o.state is OrderState.OPEN and o.side is Side.BID)
+        asks = sum(1 for o in self.live.values() if o.state is OrderState.OPEN and o.side is Side.ASK)
         floating = None
         if price is not None:
             floating = self.position * price + self.quote_flow - self.grid_profit

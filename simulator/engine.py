@@ -195,8 +195,10 @@ class Exchange:
     def __init__(self, markets: Iterable[MarketSpec], *, maker_fee: Decimal, taker_fee: Decimal,
                  starting_balances: dict[str, Decimal], prices: dict[str, Decimal] | None = None,
                  clock_us: Callable[[], int] | None = None, seed: int = 0,
-                 journal_size: int = 200_000) -> None:
+                 journal_size: int = 200_000, history: bool = True) -> None:
         self.lock = threading.RLock()
+        # history=False (the backtester): no journal and no price history, which it does not read.
+        self.history = history
         self.maker_fee = maker_fee
         self.taker_fee = taker_fee
         self.starting_balances = dict(starting_balances)
@@ -228,6 +230,8 @@ class Exchange:
         return (steps * spec.tick_size).quantize(spec.tick_size)
 
     def _journal(self, kind: str, **fields: Any) -> None:
+        if not self.history:
+            return
         entry = {"t": self.clock_us(), "type": kind}
         entry.update(fields)
         self.journal.append(entry)
@@ -611,6 +615,8 @@ class Exchange:
             return fills
 
     def _record_tick(self, m: MarketState, ts_us: int, price: Decimal, volume: Decimal) -> None:
+        if not self.history:
+            return
         m.ticks_ts.append(ts_us)
         m.ticks.append((price, volume))
         # Keep a little over 24 h of prints, trimming in chunks to keep appends cheap.
@@ -634,6 +640,15 @@ class Exchange:
                 "e": "trade", "E": now, "s": symbol, "p": s(m.price), "q": s(quantity),
                 "b": _counterparty_id(tid), "a": _counterparty_id(tid + 1), "t": tid, "T": now,
                 "m": bool(tid % 2)})
+
+    def resting_extremes(self, symbol: str) -> tuple[Decimal | None, Decimal | None]:
+        """(highest resting bid, lowest resting ask): a price move fills something only when it
+        trades below the one or above the other."""
+        with self.lock:
+            book = self.open_by_symbol[symbol].values()
+            bids = [o.price for o in book if o.side == "Bid" and o.price is not None]
+            asks = [o.price for o in book if o.side == "Ask" and o.price is not None]
+            return (max(bids) if bids else None, min(asks) if asks else None)
 
     # ------------------------------------------------------------------ market data
     def ticker(self, symbol: str) -> dict:

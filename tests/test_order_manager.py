@@ -290,3 +290,12 @@ def test_an_order_written_off_as_lost_that_shows_up_is_cancelled():
     om.apply_open_orders([late] + [order_for_snapshot(x) for x in om.live_orders()], 7000)
     assert [(c.client_id, c.order_id) for c in om.actions(7001, D("121")) if isinstance(c, Cancel)] == [
         (p.client_id, late.id)]
+
+
+@pytest.mark.parametrize("side", [Side.BID, Side.ASK])
+def test_placeable_range_is_the_placeable_rule_as_an_interval(side):
+    om = OrderManager(GRID, tag=1, settings=Settings(max_multiplier=D("1.25"), min_multiplier=D("0.75")))
+    lo, hi = om.placeable_range(side, D(120))
+    for market in [D(x) / 4 for x in range(300, 800)]:  # 75.00 .. 199.75
+        inside = (lo is None or market >= lo) and (hi is None or market <= hi)
+        assert om.placeable(side, D(120), market) == inside, market
