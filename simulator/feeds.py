@@ -5,8 +5,8 @@
   ``tick_seconds``; ``reversion`` pulls it back toward its starting price (paper mode uses this so the
   price keeps moving inside the grid).
 - ``replay:FILE``: a klines CSV (Backpack's field names; ``start,open,high,low,close`` required) replayed
-  along each candle's path ``candle_path`` at ``speed`` seconds per candle, or one candle per
-  ``step()`` when ``speed`` is 0.
+  along each candle's path ``candle_path`` at ``speed`` seconds per candle, or, when ``speed`` is 0,
+  as told: whole candles (``step``) or single points of the path (``step_points``).
 
 ``candle_path`` is the intra-candle path the backtester uses too, so a paper run on a replay and a
 backtest of the same file see the same prices in the same order.
@@ -120,6 +120,9 @@ class Feed:
     def step(self, n: int = 1) -> int:
         return 0
 
+    def step_points(self, n: int = 1) -> int:
+        return 0
+
     def describe(self) -> dict:
         return {"kind": "none", "paused": self.paused}
 
@@ -175,23 +178,40 @@ class ReplayFeed(Feed):
         if not self.candles:
             raise FeedError(f"{path} has no candles")
         self.speed = speed
-        self.position = 0
+        self.position = 0  # the candle being replayed
+        self.point = 0     # the next point of its path
         self._lock = threading.Lock()
 
     def first_price(self) -> Decimal:
         return self.candles[0].open
 
     def step(self, n: int = 1) -> int:
-        """Replay the next ``n`` candles now; returns how many were replayed."""
+        """Replay the rest of the current candle and the next ones until ``n`` candles are complete;
+        returns how many were completed."""
         done = 0
         with self._lock:
             while done < n and self.position < len(self.candles):
-                c = self.candles[self.position]
-                self.position += 1
-                for price in candle_path(c):
-                    self._move(self.symbol, price, Decimal(0))
+                self._next_point()
+                if self.point == 0:
+                    done += 1
+        return done
+
+    def step_points(self, n: int = 1) -> int:
+        """Move the price to the next ``n`` points of the candle paths, one at a time (the points a
+        backtest acts on); returns how many were replayed."""
+        done = 0
+        with self._lock:
+            while done < n and self.position < len(self.candles):
+                self._next_point()
                 done += 1
         return done
+
+    def _next_point(self) -> None:
+        path = candle_path(self.candles[self.position])
+        self._move(self.symbol, path[self.point], Decimal(0))
+        self.point += 1
+        if self.point == len(path):
+            self.position, self.point = self.position + 1, 0
 
     def _run(self) -> None:
         if self.speed <= 0:
@@ -206,4 +226,5 @@ class ReplayFeed(Feed):
 
     def describe(self) -> dict:
         return {"kind": "replay", "file": self.path, "speed": self.speed,
-                "position": self.position, "candles": len(self.candles), "paused": self.paused}
+                "position": self.position, "point": self.point, "candles": len(self.candles),
+                "paused": self.paused}

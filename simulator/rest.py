@@ -320,6 +320,8 @@ class ControlRoutes:
             if "paused" in body:
                 sim.feed.pause(bool(body["paused"]))
             stepped = sim.feed.step(int(body["step"])) if "step" in body else 0
+            if "step_points" in body:
+                stepped += sim.feed.step_points(int(body["step_points"]))
             return Reply(200, {"stepped": stepped, "feed": sim.feed.describe()})
         return Reply(404, {"error": f"no control route {method} {path}"})
 

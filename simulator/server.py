@@ -232,6 +232,10 @@ class SimControl:
     def step_feed(self, n: int = 1) -> dict:
         return self._call("POST", "/_sim/feed", {"step": n})
 
+    def step_points(self, n: int = 1) -> dict:
+        """A replay feed: move the price to the next ``n`` points of the candle paths."""
+        return self._call("POST", "/_sim/feed", {"step_points": n})
+
     def pause_feed(self, paused: bool = True) -> dict:
         return self._call("POST", "/_sim/feed", {"paused": paused})
 

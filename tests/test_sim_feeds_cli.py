@@ -81,6 +81,38 @@ def test_replay_feed_steps_along_each_candle(tmp_path):
         assert c.state()["feed"]["position"] == 2
 
 
+def test_replay_feed_steps_point_by_point(tmp_path):
+    f = write_csv(tmp_path / "k.csv", [
+        "2025-01-01 00:00:00,150,151,148,149,2025-01-01 00:01:00,1,1,1",
+        "2025-01-01 00:01:00,149,149,149,149,2025-01-01 00:02:00,1,1,1",
+        "2025-01-01 00:02:00,149,152,149,151.5,2025-01-01 00:03:00,1,1,1"])
+    with running_simulator(feed=f"replay:{f}", replay_speed=0) as s:
+        c = SimControl(s.rest_url)
+        seen = []
+        for _ in range(20):
+            if c.step_points(1)["stepped"] == 0:
+                break
+            seen.append(c.state()["markets"]["SOL_USDC"]["price"])
+        # The paths (nearer extreme first, repeats dropped within a candle): 150 151 148 149 | 149 |
+        # 149 152 151.5.
+        assert seen == ["150.00", "151.00", "148.00", "149.00", "149.00", "149.00", "152.00", "151.50"]
+        assert c.state()["feed"]["position"] == 3
+        assert c.step_points(1)["stepped"] == 0
+
+
+def test_replay_step_finishes_the_candle_in_progress(tmp_path):
+    f = write_csv(tmp_path / "k.csv", [
+        "2025-01-01 00:00:00,150,151,148,149,2025-01-01 00:01:00,1,1,1",
+        "2025-01-01 00:01:00,149,152,149,151.5,2025-01-01 00:02:00,1,1,1"])
+    with running_simulator(feed=f"replay:{f}", replay_speed=0) as s:
+        c = SimControl(s.rest_url)
+        c.step_points(2)
+        assert c.step_feed()["stepped"] == 1
+        feed = c.state()["feed"]
+        assert (feed["position"], feed["point"]) == (1, 0)
+        assert c.state()["markets"]["SOL_USDC"]["price"] == "149.00"
+
+
 @pytest.mark.parametrize("rows,header,error", [
     ([], "start,open,high,low", "missing column(s) close"),
     (["2025-01-01,150,abc,148,149"], "start,open,high,low,close", "not a candle row"),
