@@ -18,18 +18,21 @@ so it is not replayed through the engine; whether it can is decided from the eng
 """
 from __future__ import annotations
 
+import csv
 import json
+import os
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from grid_calculator import GridSpec, funds_needed, initial_plan
-from models import Fill, Order, OrderStatus, Side
+from models import Fill, MarketRules, Order, OrderStatus, Side, parse_market
 from order_manager import OrderManager, Settings
 from simulator.engine import Exchange, SimError
-from simulator.feeds import Candle, candle_path
-from simulator.markets import MarketSpec
+from simulator.feeds import Candle, FeedError, candle_path
+from simulator.markets import MarketSpec, market_json
 
 ZERO = Decimal(0)
 ACCOUNT = "backtest"
@@ -197,4 +200,188 @@ def iter_pairs(values: Iterable[str]) -> list[tuple[str, list[str]]]:
         if not sep or not rest:
             raise ValueError(f"--sweep takes KEY=V1,V2,... (got {v!r})")
         out.append((key.strip(), [x.strip() for x in rest.split(",") if x.strip()]))
+    return out
+
+
+# ------------------------------------------------------------------------------ market rules
+def rules_from_spec(spec: MarketSpec) -> MarketRules:
+    """A simulated market's rules as the bot reads them from the exchange."""
+    return parse_market(market_json(spec))
+
+
+def spec_from_rules(rules: MarketRules) -> MarketSpec:
+    """The exchange's rules as the engine's market. Backpack's price band (the multipliers) is
+    unknown for some markets: then no band is applied, the reading that refuses no order."""
+    return MarketSpec(rules.symbol, rules.base, rules.quote, rules.tick_size, rules.step_size,
+                      rules.min_quantity, rules.max_quantity, rules.min_price, rules.max_price,
+                      rules.max_multiplier if rules.max_multiplier is not None else Decimal("1e9"),
+                      rules.min_multiplier if rules.min_multiplier is not None else ZERO,
+                      rules.min_price)
+
+
+# ------------------------------------------------------------------------------ history
+HISTORY_PAGE = 1000   # candles asked per request: Backpack's cap is undocumented, so ask for few
+HISTORY_PACE_S = 2.0  # historical market data allows 30 requests a minute (backpack_api.md §8)
+KLINE_COLUMNS = ("start", "open", "high", "low", "close", "end", "volume", "quoteVolume", "trades")
+
+
+def _ts(start: str) -> int:
+    return int(_parse_start(start).timestamp())
+
+
+def _fmt_ts(t: int) -> str:
+    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def fetch_klines(get: Callable[[int, int], list[dict]], interval_s: int, start_s: int, end_s: int, *,
+                 progress: Callable[[int, int], None] = lambda done, total: None,
+                 pace_s: float = HISTORY_PACE_S, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> list[dict]:
+    """Closed candles starting in [start_s, end_s), oldest first, paged ``HISTORY_PAGE`` at a time
+    through ``get(page_start_s, page_end_s)`` (the exchange's ``/api/v1/klines``), at most one request
+    per ``pace_s``. A page the exchange cuts short is continued from its last candle."""
+    out: dict[int, dict] = {}
+    span = HISTORY_PAGE * interval_s
+    total = max(1, -(-(end_s - start_s) // span))
+    cursor, done, last_request = start_s, 0, None
+    while cursor < end_s:
+        if last_request is not None:
+            wait = pace_s - (clock() - last_request)
+            if wait > 0:
+                sleep(wait)
+        page_end = min(cursor + span, end_s)
+        last_request = clock()
+        rows = get(cursor, page_end)
+        done += 1
+        newest = None
+        for row in rows:
+            t = _ts(row["start"])
+            if start_s <= t < end_s and t + interval_s <= end_s and row.get("open") is not None:
+                out[t] = row
+            newest = t if newest is None else max(newest, t)
+        # Continue after the newest candle of a short page, else after the page.
+        nxt = None if newest is None else newest + interval_s
+        cursor = nxt if nxt is not None and cursor < nxt < page_end else page_end
+        total = max(total, done + -(-(end_s - cursor) // span))
+        progress(done, total)
+    return [out[t] for t in sorted(out)]
+
+
+def write_klines(path: str, rows: Iterable[dict]) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as fh:
+        fh.write(",".join(KLINE_COLUMNS) + "\n")
+        for r in rows:
+            fh.write(",".join("" if r.get(k) is None else str(r[k]) for k in KLINE_COLUMNS) + "\n")
+    os.replace(tmp, path)
+
+
+def cached_history(path: str, get: Callable[[int, int], list[dict]], interval_s: int, start_s: int,
+                   end_s: int, **fetch_options: Any) -> list[Candle]:
+    """The candles of [start_s, end_s) from the cache file at ``path``, fetching only what it lacks.
+    What the cache covers is kept beside it (``path + ".range"``), so a range the exchange has no
+    candles for is not asked again."""
+    rows: dict[int, dict] = {}
+    have: tuple[int, int] | None = None
+    if os.path.exists(path) and os.path.exists(path + ".range"):
+        try:
+            with open(path + ".range") as fh:
+                meta = json.load(fh)
+            have = (int(meta["from"]), int(meta["to"]))
+            with open(path, newline="") as fh:
+                for r in csv.DictReader(fh):
+                    rows[_ts(r["start"])] = r
+        except (OSError, ValueError, KeyError):
+            rows, have = {}, None  # an unreadable cache is fetched again
+    gaps = [(start_s, end_s)] if have is None else [
+        (a, b) for a, b in ((start_s, have[0]), (have[1], end_s)) if a < b]
+    if have is not None and (start_s > have[1] or end_s < have[0]):
+        gaps = [(min(start_s, have[1]), max(end_s, have[0]))]  # keep one contiguous range
+    for a, b in gaps:
+        for r in fetch_klines(get, interval_s, a, b, **fetch_options):
+            rows[_ts(r["start"])] = r
+    if gaps:
+        write_klines(path, (rows[t] for t in sorted(rows)))
+        lo = start_s if have is None else min(start_s, have[0])
+        hi = end_s if have is None else max(end_s, have[1])
+        with open(path + ".range", "w") as fh:
+            json.dump({"from": lo, "to": hi, "from_utc": _fmt_ts(lo), "to_utc": _fmt_ts(hi)}, fh)
+    out = []
+    for t, r in sorted(rows.items()):
+        if start_s <= t < end_s:
+            try:
+                out.append(Candle(r["start"], *(Decimal(str(r[k])) for k in ("open", "high", "low", "close"))))
+            except ArithmeticError:
+                raise FeedError(f"{path}: candle {r['start']} is not numbers: delete the file to fetch "
+                                f"it again") from None
+    return out
+
+
+# ------------------------------------------------------------------------------ sweeps and output
+SWEEP_KEYS = ("grid_num", "grid_lower", "grid_upper", "quantity", "price_range", "maker_fee")
+
+
+def sweep_settings(pairs: list[tuple[str, list[str]]]) -> list[dict[str, Any]]:
+    """Every combination of the swept values, as trading-key overrides (grid_num as a whole number
+    when it is one; the config's checks judge every value)."""
+    combos: list[dict[str, Any]] = [{}]
+    for key, values in pairs:
+        if key not in SWEEP_KEYS:
+            raise ValueError(f"--sweep {key}: only the numeric grid keys can be swept: {', '.join(SWEEP_KEYS)}")
+        if not values:
+            raise ValueError(f"--sweep {key}: give values, e.g. {key}=10,20,40")
+        typed = [int(v) if key == "grid_num" and v.isdigit() else v for v in values]
+        combos = [{**c, key: v} for c in combos for v in typed]
+    return combos
+
+
+def _pct(d: Decimal) -> str:
+    return f"{(d * 100).quantize(Decimal('0.01')):f}%"
+
+
+def _money(d: Decimal, places: str = "0.01") -> str:
+    return f"{d.quantize(Decimal(places)):f}"
+
+
+def _change(value: Decimal, base: Decimal) -> str:
+    if not base:
+        return ""
+    return f"{'+' if value >= base else ''}{_pct((value - base) / base)}"
+
+
+def format_result(r: BacktestResult, grid: GridSpec, maker_fee: Decimal) -> list[str]:
+    fees = ", ".join(f"{v.normalize():f} {k}" for k, v in sorted(r.fees.items()) if v) or "0"
+    q = grid.quote
+    return [
+        f"backtest: {grid.symbol} {grid.mode.value} grid {grid.levels[0]}..{grid.levels[-1]}, {len(grid.levels)} "
+        f"levels, {grid.quantity} {grid.base} per order, maker fee {_pct(maker_fee)}",
+        f"candles: {r.candles} from {r.start} to {r.end}; price {r.start_price} -> {r.end_price}",
+        f"  round trips     {r.round_trips}",
+        f"  grid profit     {_money(r.grid_profit, '0.000001')} {q}",
+        f"  fees            {fees}",
+        f"  fills           {r.fills} ({r.fills_per_day} per day)",
+        f"  final equity    {_money(r.final_equity)} {q} ({_change(r.final_equity, r.start_equity)} on "
+        f"{_money(r.start_equity)} {q} of starting funds: "
+        + " + ".join(f"{v.normalize():f} {k}" for k, v in r.start_funds.items()) + ")",
+        f"  hold            {_money(r.hold_equity)} {q} (the starting funds untouched; grid "
+        f"{_change(r.final_equity, r.hold_equity)} against it)",
+        f"  buy-and-hold    {_money(r.buy_and_hold_equity)} {q} (all in {grid.base} at the start; grid "
+        f"{_change(r.final_equity, r.buy_and_hold_equity)} against it)",
+        f"  max drawdown    {_pct(r.max_drawdown)}",
+        f"  time in range   {_pct(r.time_in_range)} of candles closed inside the grid",
+    ]
+
+
+def format_sweep(rows: list[tuple[dict[str, Any], BacktestResult]], quote: str) -> list[str]:
+    """One line per run, best final equity first."""
+    keys = list(rows[0][0]) if rows else []
+    head = "  ".join(f"{k:>12}" for k in keys)
+    out = [f"{head}  {'final equity':>14}  {'vs hold':>8}  {'grid profit':>12}  {'round trips':>11}  "
+           f"{'fills/day':>9}  {'max drawdown':>12}"]
+    for settings, r in sorted(rows, key=lambda x: x[1].final_equity, reverse=True):
+        cells = "  ".join(f"{str(settings[k]):>12}" for k in keys)
+        out.append(f"{cells}  {_money(r.final_equity):>14}  {_change(r.final_equity, r.hold_equity):>8}  "
+                   f"{_money(r.grid_profit, '0.0001'):>12}  {r.round_trips:>11}  {str(r.fills_per_day):>9}  "
+                   f"{_pct(r.max_drawdown):>12}")
+    out.append(f"(equity in {quote}; best first)")
     return out

@@ -11,14 +11,21 @@ class PlotUnavailable(RuntimeError):
     pass
 
 
-def plot(result: BacktestResult, grid: GridSpec, path: str) -> None:
-    """Price with the grid lines and the fills, equity underneath. Needs matplotlib."""
+def require_matplotlib() -> None:
+    """Fail before any work when --plot cannot be drawn."""
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib  # noqa: F401
     except ImportError:
-        raise PlotUnavailable("--plot needs matplotlib, which is not installed: pip install matplotlib") from None
+        raise PlotUnavailable("--plot needs matplotlib, which is not installed: pip install matplotlib "
+                              "(or leave out --plot)") from None
+
+
+def plot(result: BacktestResult, grid: GridSpec, path: str) -> None:
+    """Price with the grid lines and the fills, equity underneath, as a PNG at ``path``."""
+    require_matplotlib()
+    import matplotlib
+    matplotlib.use("Agg")  # no display needed: a file
+    import matplotlib.pyplot as plt
     s = result.series
     fig, (ax1, ax2) = plt.subplots(2, 1, sharex=True, figsize=(11, 7), height_ratios=[3, 1])
     ax1.plot(range(len(s["close"])), [float(x) for x in s["close"]], lw=0.8, color="black", label="close")

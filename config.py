@@ -329,11 +329,16 @@ def _rules(v: dict[str, dict[str, Any]], *, need_keys: bool) -> list[str]:
     return warnings
 
 
-def load_config(path: str, *, env: Mapping[str, str] | None = None, need_keys: bool = True) -> Config:
+def load_config(path: str, *, env: Mapping[str, str] | None = None, need_keys: bool = True,
+                trading: Mapping[str, Any] | None = None) -> Config:
     """Read, check and freeze a config file. ``need_keys`` is False in paper mode and for commands
-    that never sign a request."""
+    that never sign a request. ``trading``: keys that override the file's (command-line flags), checked
+    like the file's own."""
     env = os.environ if env is None else env
     data = read_json(path)
+    if trading:
+        section = data.get("trading")
+        data["trading"] = {**(section if isinstance(section, dict) else {}), **trading}
     v = _shape(data)
     for var, key in (("BACKPACK_API_KEY", "api_key"), ("BACKPACK_API_SECRET", "api_secret")):
         if env.get(var):

@@ -35,7 +35,7 @@ from typing import Any, Callable, Sequence
 from backpack_api import (ApiError, BackpackClient, BackpackError, NotFound, OrderRejected, OrderRequest,
                           RequestRejected, Signer, TransientError, UnknownOutcome, generate_keypair,
                           wall_clock_ms, CANCEL_PENDING)
-from config import Config, ConfigError, load_config
+from config import PLACEHOLDER, Config, ConfigError, check_keys, load_config
 from grid_calculator import GridError, GridMode, GridSpec, build_grid, funds_needed, initial_plan, summarize
 from models import BatchError, MarketRules, Order, Side
 from order_manager import Cancel, Lookup, OrderManager, OrderState, Place, Settings, Stats
@@ -154,6 +154,33 @@ def describe_params(params: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in params.items())
 
 
+def market_rules(client: BackpackClient, symbol: str, base_url: str) -> MarketRules:
+    """The market's rules from the exchange; an unknown symbol is the user's to fix."""
+    try:
+        markets = client.markets()
+    except TransientError as e:
+        raise BotError(f"cannot reach the exchange at {base_url}: {e}") from None
+    by_symbol = {m.symbol: m for m in markets}
+    rules = by_symbol.get(symbol)
+    if rules is None:
+        close = difflib.get_close_matches(symbol, list(by_symbol), n=3, cutoff=0.7)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        raise InputError(f"unknown symbol {symbol} on {base_url}{hint} (set trading.symbol)")
+    if rules.order_book_state in ("Closed", "CancelOnly"):
+        raise InputError(f"{rules.symbol} is not trading now (order book {rules.order_book_state})")
+    return rules
+
+
+def make_grid(rules: MarketRules, t: Any, price: Decimal) -> tuple[GridSpec, list[str]]:
+    """The grid the config asks for on this market at this price (and notes worth a warning)."""
+    try:
+        return build_grid(rules, mode=GridMode(t.grid_mode), grid_num=t.grid_num, quantity=t.quantity,
+                          post_only=t.post_only, lower=t.grid_lower, upper=t.grid_upper,
+                          auto_price=t.auto_price, price_range=t.price_range, price=price)
+    except GridError as e:
+        raise InputError(str(e)) from None
+
+
 # --------------------------------------------------------------------------------- the bot
 class GridBot:
     def __init__(self, cfg: Config, *, signer: Signer | None = None, tag: int | None = None,
@@ -211,20 +238,7 @@ class GridBot:
 
     # -- startup: everything before the first order
     def market_rules(self) -> MarketRules:
-        try:
-            markets = self.client.markets()
-        except TransientError as e:
-            raise BotError(f"cannot reach the exchange at {self.cfg.api.base_url}: {e}") from None
-        by_symbol = {m.symbol: m for m in markets}
-        rules = by_symbol.get(self.t.symbol)
-        if rules is None:
-            close = difflib.get_close_matches(self.t.symbol, list(by_symbol), n=3, cutoff=0.7)
-            hint = f"; did you mean {' or '.join(close)}?" if close else ""
-            raise InputError(f"unknown symbol {self.t.symbol} on {self.cfg.api.base_url}{hint} "
-                             f"(set trading.symbol)")
-        if rules.order_book_state in ("Closed", "CancelOnly"):
-            raise InputError(f"{rules.symbol} is not trading now (order book {rules.order_book_state})")
-        return rules
+        return market_rules(self.client, self.t.symbol, self.cfg.api.base_url)
 
     def check_clock(self) -> None:
         try:
@@ -255,14 +269,7 @@ class GridBot:
 
     def build(self, price: Decimal) -> GridSpec:
         assert self.rules is not None
-        try:
-            grid, notes = build_grid(
-                self.rules, mode=GridMode(self.t.grid_mode), grid_num=self.t.grid_num,
-                quantity=self.t.quantity, post_only=self.t.post_only, lower=self.t.grid_lower,
-                upper=self.t.grid_upper, auto_price=self.t.auto_price, price_range=self.t.price_range,
-                price=price)
-        except GridError as e:
-            raise InputError(str(e)) from None
+        grid, notes = make_grid(self.rules, self.t, price)
         for n in notes:
             log.warning("%s", n)
         return grid
@@ -280,6 +287,14 @@ class GridBot:
         if missing:
             raise InputError("not enough balance for this grid: missing " + " and ".join(missing) +
                              "; deposit it, or lower trading.quantity or trading.grid_num")
+        # A buy pays its maker fee in the base it receives; its counter-sell sells the full quantity.
+        per_trip = grid.quantity * self.t.maker_fee
+        spare = balances.get(grid.base, (Decimal(0), Decimal(0)))[0] - need.get(grid.base, Decimal(0))
+        if per_trip > 0 and spare < per_trip * (len(grid.levels) - 1):
+            log.warning("little spare %s: buys pay their fee in %s, so each round trip uses %s %s beyond what "
+                        "the grid locks; the %s spare covers %d round trip(s), then counter-sells are refused "
+                        "until you add %s", grid.base, grid.base, fmt_amount(per_trip), grid.base,
+                        fmt_amount(spare), int(spare / per_trip), grid.base)
         return need
 
     def log_grid(self, grid: GridSpec, price: Decimal, need: dict[str, Decimal]) -> None:
@@ -793,9 +808,9 @@ def open_store(cfg: Config, paper: bool, *, readonly: bool = False) -> StateStor
         raise InputError(str(e)) from None
 
 
-def start_paper(cfg: Config, seed: int | None = None) -> tuple[Any, Config, Signer]:
-    """A simulator in this process, moving inside the grid, and a throwaway key with paper funds."""
-    from simulator import SimConfig, Simulator
+def paper_market(cfg: Config) -> tuple[Any, Decimal, dict[str, Decimal], float]:
+    """The simulated market of paper mode: (its MarketSpec, the starting price, the paper balances, the
+    random walk's volatility per second)."""
     from simulator.markets import DEFAULT_MARKETS
 
     specs = {m.symbol: m for m in DEFAULT_MARKETS}
@@ -817,6 +832,15 @@ def start_paper(cfg: Config, seed: int | None = None) -> tuple[Any, Config, Sign
     volatility = float(rel_step) * 0.5
     balances = {spec.quote: (top * t.quantity * t.grid_num * 2).quantize(Decimal(1)) + 1000,
                 spec.base: t.quantity * t.grid_num * 2}
+    return spec, mid, balances, volatility
+
+
+def start_paper(cfg: Config, seed: int | None = None) -> tuple[Any, Config, Signer]:
+    """A simulator in this process, moving inside the grid, and a throwaway key with paper funds."""
+    from simulator import SimConfig, Simulator
+
+    t = cfg.trading
+    spec, mid, balances, volatility = paper_market(cfg)
     sim = Simulator(SimConfig(symbol=t.symbol, price=mid, feed="random",
                               seed=int(time.time()) if seed is None else seed,
                               volatility=volatility, reversion=0.05, tick_seconds=1.0,
@@ -990,7 +1014,214 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = ("run", "keygen", "status")
+def keys_set(cfg: Config) -> bool:
+    """Are API keys configured (not left as placeholders)? Malformed ones are an error to fix."""
+    if PLACEHOLDER.fullmatch(cfg.api.api_key.strip()) or PLACEHOLDER.fullmatch(cfg.api.api_secret.strip()):
+        return False
+    check_keys(cfg.api.api_key, cfg.api.api_secret)
+    return True
+
+
+def public_client(cfg: Config, signer: Signer | None = None) -> BackpackClient:
+    # plan and backtest answer a person at a terminal: fail fast when the exchange is unreachable,
+    # and show the client's retry warnings as plain lines.
+    logging.basicConfig(format="grid_bot: %(message)s", level=logging.WARNING)
+    return BackpackClient(cfg.api.base_url, signer, timeout=(5.0, 15.0), max_attempts=2)
+
+
+def saved_for_plan(cfg: Config, paper: bool) -> dict[str, Any] | None:
+    """The running grid in the state file, as ``planner.plan_report`` wants it (None: there is none)."""
+    path = paper_path(cfg.state_file, ".db") if paper else cfg.state_file
+    if not os.path.exists(path):
+        return None
+    store = open_store(cfg, paper, readonly=True)
+    try:
+        saved = store.active_grid()
+        if saved is None:
+            return None
+        om = OrderManager(saved.spec, tag=saved.tag)
+        store.load(saved, om)
+    finally:
+        store.close()
+    return {"id": saved.id, "status": saved.status, "params": saved.params, "levels": om.level_view(),
+            "params_now": grid_params(cfg.trading)}
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from backtest import rules_from_spec, spec_from_rules
+    from planner import plan_report, print_plan
+
+    try:
+        cfg = load_config(args.config, need_keys=False)
+        with_keys = not args.paper and keys_set(cfg)
+    except ConfigError as e:
+        print(f"grid_bot: {args.config}: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    t = cfg.trading
+    try:
+        if args.paper:
+            spec, price, paper_funds, _ = paper_market(cfg)
+            rules = rules_from_spec(spec)
+            source = "paper mode: the simulator's starting price"
+            balances: dict[str, tuple[Decimal, Decimal]] | None = {
+                k: (v, Decimal(0)) for k, v in paper_funds.items()}
+            balances_source: str | None = "paper"
+        else:
+            client = public_client(cfg, Signer(cfg.api.api_secret) if with_keys else None)
+            try:
+                rules = market_rules(client, t.symbol, cfg.api.base_url)
+            except InputError:
+                raise
+            except BotError as e:
+                raise BotError(f"{e} (plan --paper shows the grid on the built-in simulated market)") from None
+            spec = spec_from_rules(rules)
+            try:
+                price = client.ticker_price(t.symbol)
+                balances = client.balances() if with_keys else None
+            except RequestRejected as e:
+                raise InputError(f"the exchange refused our signed request ({e.code}: {e.message}): check "
+                                 f"api.api_key and api.api_secret, and the machine's clock") from None
+            except TransientError as e:
+                raise BotError(f"cannot read from {cfg.api.base_url}: {e}") from None
+            source = f"last price on {cfg.api.base_url}"
+            balances_source = "exchange" if with_keys else None
+        grid, notes = make_grid(rules, t, price)
+        report = plan_report(grid, spec, price=price, price_source=source, maker_fee=t.maker_fee,
+                             auto_price=t.auto_price, balances=balances, balances_source=balances_source,
+                             saved=saved_for_plan(cfg, args.paper))
+    except BotError as e:
+        print(f"grid_bot: {e}", file=sys.stderr)
+        return e.exit_code
+    report["warnings"] = [*cfg.warnings, *notes, *report["warnings"]]
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_plan(report)
+    return EXIT_OK
+
+
+def progress_bar(label: str) -> Callable[[int, int], None]:
+    def show(done: int, total: int) -> None:
+        width = 30
+        filled = width * done // max(total, 1)
+        end = "\n" if done >= total else ""
+        print(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} requests", end=end,
+              file=sys.stderr, flush=True)
+    return show
+
+
+BACKTEST_FLAGS = ("grid_lower", "grid_upper", "grid_num", "quantity", "price_range", "maker_fee",
+                  "grid_mode", "auto_price")
+
+
+def backtest_market(cfg: Config, client: BackpackClient, offline_ok: bool) -> tuple[Any, str | None]:
+    """The engine's market for the backtest: the exchange's rules, or, reading a file with the exchange
+    out of reach, the simulator's built-in rules for the symbol (with a note)."""
+    from backtest import spec_from_rules
+    from simulator.markets import DEFAULT_MARKETS
+
+    try:
+        return spec_from_rules(market_rules(client, cfg.trading.symbol, cfg.api.base_url)), None
+    except InputError:
+        raise
+    except BotError as e:
+        builtin = {m.symbol: m for m in DEFAULT_MARKETS}.get(cfg.trading.symbol)
+        if not offline_ok or builtin is None:
+            raise
+        return builtin, (f"{e}; using the built-in rules of {builtin.symbol} (tick {builtin.tick_size}, "
+                         f"step {builtin.step_size}, min quantity {builtin.min_quantity})")
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from backtest import (cached_history, format_result, format_sweep, iter_pairs, rules_from_spec,
+                          run_backtest, sweep_settings)
+    from simulator.feeds import FeedError, read_klines_csv
+    from simulator.rest import KLINE_SECONDS
+
+    overrides: dict[str, Any] = {k: getattr(args, k) for k in BACKTEST_FLAGS if getattr(args, k) is not None}
+    if isinstance(overrides.get("grid_num"), str) and overrides["grid_num"].isdigit():
+        overrides["grid_num"] = int(overrides["grid_num"])
+    try:
+        if args.interval not in KLINE_SECONDS:
+            raise ValueError(f"--interval {args.interval}: use one of {', '.join(KLINE_SECONDS)}")
+        combos = sweep_settings(iter_pairs(args.sweep)) if args.sweep else [{}]
+        if args.plot and len(combos) > 1:
+            raise ValueError("--plot draws one backtest: leave out --sweep, or pick the settings to plot")
+        if args.plot:
+            from backtest_plot import require_matplotlib
+            require_matplotlib()
+        configs = [load_config(args.config, need_keys=False, trading={**overrides, **c}) for c in combos]
+    except ConfigError as e:
+        print(f"grid_bot: {args.config}: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    except (ValueError, RuntimeError) as e:
+        print(f"grid_bot: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    cfg, t = configs[0], configs[0].trading
+    client = public_client(cfg)
+    try:
+        spec, note = backtest_market(cfg, client, offline_ok=args.klines is not None)
+        if note:
+            print(f"grid_bot: {note}", file=sys.stderr)
+        if args.klines:
+            candles = list(read_klines_csv(args.klines))
+        else:
+            iv = KLINE_SECONDS[args.interval]
+            now = int(wall_clock_ms() // 1000)
+            start = (now - int(args.days * 86400)) // iv * iv
+            cache = args.cache or os.path.join(os.path.dirname(cfg.path), f"klines_{t.symbol}_{args.interval}.csv")
+            try:
+                candles = cached_history(
+                    cache, lambda a, b: client.klines(t.symbol, args.interval, a, b), iv, start, now,
+                    progress=progress_bar(f"fetching {t.symbol} {args.interval} klines"))
+            except TransientError as e:
+                raise BotError(f"cannot fetch klines from {cfg.api.base_url}: {e}") from None
+            print(f"grid_bot: {len(candles)} candles cached in {cache}", file=sys.stderr)
+        if not candles:
+            raise InputError("no candles to backtest: the file or the time range is empty")
+        runs = []
+        for c, run_cfg in zip(combos, configs):
+            grid, _ = make_grid(rules_from_spec(spec), run_cfg.trading, candles[0].open)
+            runs.append((c, grid, run_backtest(grid, spec, candles, run_cfg.trading.maker_fee,
+                                               keep_series=bool(args.plot))))
+    except FeedError as e:
+        print(f"grid_bot: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    except BotError as e:
+        print(f"grid_bot: {e}", file=sys.stderr)
+        return e.exit_code
+    if args.sweep:
+        if args.json:
+            print(json.dumps([{"settings": c, **r.summary()} for c, _, r in
+                              sorted(runs, key=lambda x: x[2].final_equity, reverse=True)], indent=2))
+        else:
+            print("\n".join(format_sweep([(c, r) for c, _, r in runs], spec.quote)))
+        return EXIT_OK
+    _, grid, result = runs[0]
+    if args.json:
+        print(json.dumps({**result.summary(), "grid": {"symbol": grid.symbol, "mode": grid.mode.value,
+                                                       "levels": [f"{x:f}" for x in grid.levels],
+                                                       "quantity": f"{grid.quantity:f}"}}, indent=2))
+    else:
+        print("\n".join(format_result(result, grid, t.maker_fee)))
+    if args.plot:
+        from backtest_plot import plot
+        plot(result, grid, args.plot)
+        print(f"grid_bot: plot written to {args.plot}", file=sys.stderr)
+    return EXIT_OK
+
+
+COMMANDS = ("run", "keygen", "status", "plan", "backtest")
+
+
+def positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0 (got {text})")
+    return v
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1011,6 +1242,33 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--paper", action="store_true", help="the paper-mode state")
     st.add_argument("--json", action="store_true", help="print JSON")
     st.set_defaults(func=cmd_status)
+    pl = sub.add_parser("plan", help="show what the configured grid would place and need, placing nothing")
+    pl.add_argument("--config", default="config.json", help="config file (default config.json)")
+    pl.add_argument("--paper", action="store_true", help="the paper-mode market, price and balances")
+    pl.add_argument("--json", action="store_true", help="print JSON")
+    pl.set_defaults(func=cmd_plan)
+    bt = sub.add_parser("backtest", help="run the configured grid over historical prices")
+    bt.add_argument("--config", default="config.json", help="config file (default config.json)")
+    src = bt.add_mutually_exclusive_group(required=True)
+    src.add_argument("--klines", metavar="FILE.csv",
+                     help="candles with a header row of Backpack's kline fields (start,open,high,low,close)")
+    src.add_argument("--fetch", action="store_true", help="fetch candles from the exchange's public klines")
+    bt.add_argument("--days", type=positive_float, default=30.0, help="--fetch: days of history (default 30)")
+    bt.add_argument("--interval", default="1m", help="--fetch: candle interval: 1m, 5m, 15m, 1h, 1d... (default 1m)")
+    bt.add_argument("--cache", metavar="FILE.csv",
+                    help="--fetch: cache file (default klines_<SYMBOL>_<interval>.csv beside the config)")
+    for key in ("grid_lower", "grid_upper", "grid_num", "quantity", "price_range", "maker_fee"):
+        bt.add_argument(f"--{key.replace('_', '-')}", dest=key, metavar="X", help=f"override trading.{key}")
+    bt.add_argument("--grid-mode", dest="grid_mode", choices=("arithmetic", "geometric"),
+                    help="override trading.grid_mode")
+    bt.add_argument("--auto-price", dest="auto_price", action=argparse.BooleanOptionalAction, default=None,
+                    help="override trading.auto_price (the grid centred on the first candle's open)")
+    bt.add_argument("--sweep", action="append", metavar="KEY=V1,V2",
+                    help="run one backtest per value (repeatable: every combination) and print a table, "
+                         "best final equity first")
+    bt.add_argument("--plot", metavar="FILE.png", help="draw price, grid, fills and equity (needs matplotlib)")
+    bt.add_argument("--json", action="store_true", help="print JSON")
+    bt.set_defaults(func=cmd_backtest)
     kg = sub.add_parser("keygen", help="print a fresh ED25519 key pair (base64)")
     kg.add_argument("--json", action="store_true", help="print JSON instead of KEY=value lines")
     kg.set_defaults(func=cmd_keygen)
