@@ -372,16 +372,23 @@ def format_result(r: BacktestResult, grid: GridSpec, maker_fee: Decimal) -> list
     ]
 
 
+def sweep_order(r: BacktestResult) -> Decimal:
+    """What "best" means in a sweep: the return on the starting funds (the runs need different
+    funds, so their final equities alone do not compare)."""
+    return -(r.final_equity / r.start_equity) if r.start_equity else ZERO
+
+
 def format_sweep(rows: list[tuple[dict[str, Any], BacktestResult]], quote: str) -> list[str]:
-    """One line per run, best final equity first."""
+    """One line per run, best return first."""
     keys = list(rows[0][0]) if rows else []
     head = "  ".join(f"{k:>12}" for k in keys)
-    out = [f"{head}  {'final equity':>14}  {'vs hold':>8}  {'grid profit':>12}  {'round trips':>11}  "
+    out = [f"{head}  {'return':>8}  {'final equity':>14}  {'vs hold':>8}  {'grid profit':>12}  {'round trips':>11}  "
            f"{'fills/day':>9}  {'max drawdown':>12}"]
-    for settings, r in sorted(rows, key=lambda x: x[1].final_equity, reverse=True):
+    for settings, r in sorted(rows, key=lambda x: sweep_order(x[1])):
         cells = "  ".join(f"{str(settings[k]):>12}" for k in keys)
-        out.append(f"{cells}  {_money(r.final_equity):>14}  {_change(r.final_equity, r.hold_equity):>8}  "
+        out.append(f"{cells}  {_change(r.final_equity, r.start_equity):>8}  {_money(r.final_equity):>14}  "
+                   f"{_change(r.final_equity, r.hold_equity):>8}  "
                    f"{_money(r.grid_profit, '0.0001'):>12}  {r.round_trips:>11}  {str(r.fills_per_day):>9}  "
                    f"{_pct(r.max_drawdown):>12}")
-    out.append(f"(equity in {quote}; best first)")
+    out.append(f"(return on the starting funds, best first; equity in {quote})")
     return out

@@ -3,6 +3,9 @@
 
     python grid_bot.py [run] [--config config.json] [--paper] [--reset] [--log-level DEBUG]
     python grid_bot.py status [--config config.json] [--paper] [--json]
+    python grid_bot.py plan [--config config.json] [--paper] [--json]
+    python grid_bot.py backtest [--config config.json] (--klines FILE.csv | --fetch [--days N]) [--sweep K=V,..]
+                                [--plot FILE.png] [--json] [grid overrides]
     python grid_bot.py keygen [--json]
 
 This is the imperative shell (DESIGN.md). It owns all I/O and the one thread that changes bot state:
@@ -1134,7 +1137,7 @@ def backtest_market(cfg: Config, client: BackpackClient, offline_ok: bool) -> tu
 
 def cmd_backtest(args: argparse.Namespace) -> int:
     from backtest import (cached_history, format_result, format_sweep, iter_pairs, rules_from_spec,
-                          run_backtest, sweep_settings)
+                          run_backtest, sweep_order, sweep_settings)
     from simulator.feeds import FeedError, read_klines_csv
     from simulator.rest import KLINE_SECONDS
 
@@ -1193,7 +1196,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     if args.sweep:
         if args.json:
             print(json.dumps([{"settings": c, **r.summary()} for c, _, r in
-                              sorted(runs, key=lambda x: x[2].final_equity, reverse=True)], indent=2))
+                              sorted(runs, key=lambda x: sweep_order(x[2]))], indent=2))
         else:
             print("\n".join(format_sweep([(c, r) for c, _, r in runs], spec.quote)))
         return EXIT_OK

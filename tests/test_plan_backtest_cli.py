@@ -159,12 +159,12 @@ def test_backtest_sweep_prints_one_table_best_first(tmp_path, sim, klines, capsy
                            "--sweep", "quantity=0.5,1")
     assert code == 0
     lines = out.splitlines()
-    assert "grid_num" in lines[0] and "quantity" in lines[0] and "final equity" in lines[0]
+    assert "grid_num" in lines[0] and "quantity" in lines[0] and "return" in lines[0]
     assert len(lines) == 1 + 6 + 1
     rows = json.loads(run_cli(capsys, "backtest", "--config", path, "--klines", klines, "--sweep",
                               "grid_num=4,7,10", "--sweep", "quantity=0.5,1", "--json")[1])
-    equities = [D(r["final_equity"]) for r in rows]
-    assert equities == sorted(equities, reverse=True)
+    returns = [D(r["final_equity"]) / D(r["start_equity"]) for r in rows]
+    assert returns == sorted(returns, reverse=True)
     assert sorted((r["settings"]["grid_num"], r["settings"]["quantity"]) for r in rows) == [
         (4, "0.5"), (4, "1"), (7, "0.5"), (7, "1"), (10, "0.5"), (10, "1")]
     best = rows[0]["settings"]
