@@ -1138,6 +1138,7 @@ def backtest_market(cfg: Config, client: BackpackClient, offline_ok: bool) -> tu
 def cmd_backtest(args: argparse.Namespace) -> int:
     from backtest import (cached_history, format_result, format_sweep, iter_pairs, rules_from_spec,
                           run_backtest, sweep_order, sweep_settings)
+    from backtest_plot import PlotUnavailable, plot, require_matplotlib
     from simulator.feeds import FeedError, read_klines_csv
     from simulator.rest import KLINE_SECONDS
 
@@ -1151,13 +1152,12 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         if args.plot and len(combos) > 1:
             raise ValueError("--plot draws one backtest: leave out --sweep, or pick the settings to plot")
         if args.plot:
-            from backtest_plot import require_matplotlib
             require_matplotlib()
         configs = [load_config(args.config, need_keys=False, trading={**overrides, **c}) for c in combos]
     except ConfigError as e:
         print(f"grid_bot: {args.config}: {e}", file=sys.stderr)
         return EXIT_INPUT
-    except (ValueError, RuntimeError) as e:
+    except (ValueError, PlotUnavailable) as e:
         print(f"grid_bot: {e}", file=sys.stderr)
         return EXIT_INPUT
     cfg, t = configs[0], configs[0].trading
@@ -1170,8 +1170,10 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             candles = list(read_klines_csv(args.klines))
         else:
             iv = KLINE_SECONDS[args.interval]
-            now = int(wall_clock_ms() // 1000)
-            start = (now - int(args.days * 86400)) // iv * iv
+            # Up to the start of the candle still forming: every candle before it has closed, so the
+            # cache never records a range that lacks one.
+            now = int(wall_clock_ms() // 1000) // iv * iv
+            start = now - int(args.days * 86400) // iv * iv
             cache = args.cache or os.path.join(os.path.dirname(cfg.path), f"klines_{t.symbol}_{args.interval}.csv")
             try:
                 candles = cached_history(
@@ -1179,6 +1181,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
                     progress=progress_bar(f"fetching {t.symbol} {args.interval} klines"))
             except TransientError as e:
                 raise BotError(f"cannot fetch klines from {cfg.api.base_url}: {e}") from None
+            except OSError as e:
+                raise InputError(f"cannot write the klines cache {cache}: {e.strerror} (use --cache)") from None
             print(f"grid_bot: {len(candles)} candles cached in {cache}", file=sys.stderr)
         if not candles:
             raise InputError("no candles to backtest: the file or the time range is empty")
@@ -1208,8 +1212,11 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     else:
         print("\n".join(format_result(result, grid, t.maker_fee)))
     if args.plot:
-        from backtest_plot import plot
-        plot(result, grid, args.plot)
+        try:
+            plot(result, grid, args.plot)
+        except OSError as e:
+            print(f"grid_bot: cannot write the plot {args.plot}: {e.strerror}", file=sys.stderr)
+            return EXIT_INPUT
         print(f"grid_bot: plot written to {args.plot}", file=sys.stderr)
     return EXIT_OK
 
@@ -1268,7 +1275,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override trading.auto_price (the grid centred on the first candle's open)")
     bt.add_argument("--sweep", action="append", metavar="KEY=V1,V2",
                     help="run one backtest per value (repeatable: every combination) and print a table, "
-                         "best final equity first")
+                         "best return first")
     bt.add_argument("--plot", metavar="FILE.png", help="draw price, grid, fills and equity (needs matplotlib)")
     bt.add_argument("--json", action="store_true", help="print JSON")
     bt.set_defaults(func=cmd_backtest)

@@ -180,6 +180,9 @@ def test_backtest_plot_draws_a_png(tmp_path, sim, klines, capsys):
     code, _, err = run_cli(capsys, "backtest", "--config", path, "--klines", klines, "--plot", str(png))
     assert code == 0, err
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    code, _, err = run_cli(capsys, "backtest", "--config", path, "--klines", klines, "--plot",
+                           str(tmp_path / "no-such-dir" / "bt.png"))
+    assert code == 2 and "cannot write the plot" in err
 
 
 def test_backtest_plot_without_matplotlib_says_so_and_does_nothing(tmp_path, sim, klines, capsys, monkeypatch):
