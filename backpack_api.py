@@ -441,20 +441,27 @@ class BackpackClient:
         return None
 
     # -- orders
-    def place_order(self, req: OrderRequest) -> Order:
-        """Place one order. Raises OrderRejected, or UnknownOutcome when the answer never came."""
+    def _send_placement(self, path: str, body: Any, what: str) -> requests.Response:
+        """Send a placement once, never retried: an answer that did not come is UnknownOutcome (the
+        caller looks the order up by clientId before sending anything again)."""
         try:
-            resp = self._send("POST", "/api/v1/order", None, req.to_wire())
+            resp = self._send("POST", path, None, body)
         except requests.ConnectTimeout as e:
             # The connection was never made, so the order was never sent.
-            raise TransientError(f"POST /api/v1/order: {type(e).__name__}") from e
+            raise TransientError(f"POST {path}: {type(e).__name__}") from e
         except requests.RequestException as e:
-            raise UnknownOutcome(f"order clientId {req.client_id}: {type(e).__name__}") from e
+            raise UnknownOutcome(f"{what}: {type(e).__name__}") from e
         if resp.status_code in RETRYABLE_STATUS:
-            raise UnknownOutcome(f"order clientId {req.client_id}: HTTP {resp.status_code}")
+            raise UnknownOutcome(f"{what}: HTTP {resp.status_code}")
         if resp.status_code >= 400:
             code, message = _error_of(resp)
             raise OrderRejected(resp.status_code, code, message)
+        return resp
+
+    def place_order(self, req: OrderRequest) -> Order:
+        """Place one order. Raises OrderRejected, or UnknownOutcome when the answer never came."""
+        what = f"order clientId {req.client_id}"
+        resp = self._send_placement("/api/v1/order", req.to_wire(), what)
         try:
             return models.parse_order(resp.json())
         except (ValueError, ParseError) as e:
@@ -462,18 +469,7 @@ class BackpackClient:
 
     def place_orders(self, reqs: Sequence[OrderRequest]) -> list[Order | BatchError]:
         """Batch placement: one result per request, in order. UnknownOutcome covers the whole batch."""
-        body = [r.to_wire() for r in reqs]
-        try:
-            resp = self._send("POST", "/api/v1/orders", None, body)
-        except requests.ConnectTimeout as e:
-            raise TransientError(f"POST /api/v1/orders: {type(e).__name__}") from e
-        except requests.RequestException as e:
-            raise UnknownOutcome(f"batch of {len(reqs)}: {type(e).__name__}") from e
-        if resp.status_code in RETRYABLE_STATUS:
-            raise UnknownOutcome(f"batch of {len(reqs)}: HTTP {resp.status_code}")
-        if resp.status_code >= 400:
-            code, message = _error_of(resp)
-            raise OrderRejected(resp.status_code, code, message)
+        resp = self._send_placement("/api/v1/orders", [r.to_wire() for r in reqs], f"batch of {len(reqs)}")
         try:
             data = resp.json()
             if not isinstance(data, list) or len(data) != len(reqs):
