@@ -32,6 +32,7 @@ import requests
 from nacl.signing import SigningKey
 
 import models
+from errors import GridBotError, InputError, Rejected, Transient
 from models import BatchError, Fill, MarketRules, Order, ParseError, Side
 
 log = logging.getLogger("grid_bot.api")
@@ -56,11 +57,11 @@ RETRYABLE_STATUS = (429, 500, 502, 503, 504)
 
 
 # ---------------------------------------------------------------------------------------- errors
-class BackpackError(Exception):
+class BackpackError(GridBotError):
     """Anything that went wrong talking to the exchange."""
 
 
-class TransientError(BackpackError):
+class TransientError(BackpackError, Transient):
     """Try again later: a timeout, a dropped connection, a 5xx, a 429 (after retries ran out)."""
 
     def __init__(self, message: str, retry_after: float | None = None) -> None:
@@ -68,11 +69,11 @@ class TransientError(BackpackError):
         self.retry_after = retry_after
 
 
-class UnknownOutcome(BackpackError):
+class UnknownOutcome(BackpackError, Transient):
     """An order placement that may or may not have reached the book: look it up by clientId."""
 
 
-class ApiError(BackpackError):
+class ApiError(BackpackError, Rejected):
     """The exchange answered with an error: HTTP status plus Backpack's code and message."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
@@ -94,7 +95,7 @@ class RequestRejected(ApiError):
     """A read or cancel the exchange refused: bad signature, expired timestamp, bad parameter."""
 
 
-class KeyFormatError(ValueError):
+class KeyFormatError(InputError):
     """A key that is not base64 of 32 bytes. The message never contains the key."""
 
 

@@ -138,10 +138,10 @@ class Backtest:
                         if self.keep_series:
                             fill_marks.append((i, f.side, f.price))
                     self._act(ex, om, price)
-                om.drain_notes()
+                om.take_events()  # the backtest reports totals, not a line per event
                 bid, ask = ex.resting_extremes(sym)
                 waits = om.waiting_ranges(self.now_us // 1000)
-                base_total, quote_total = base0 + om.position, quote0 + om.quote_flow
+                base_total, quote_total = base0 + om.ledger.position, quote0 + om.ledger.quote_flow
             close = c.close
             if low_level <= close <= high_level:
                 in_range += 1
@@ -172,7 +172,7 @@ class Backtest:
     def _act(self, ex: Exchange, om: OrderManager, price: Decimal) -> None:
         """What the bot's shell does with the manager's actions, without HTTP: place into the engine."""
         now_ms = self.now_us // 1000
-        for p in om.placements(now_ms, price):
+        for p in om.take_placements(now_ms, price):
             om.sending(p.client_id, now_ms)
             payload = {"symbol": self.grid.symbol, "side": p.side.value, "orderType": "Limit",
                        "price": f"{p.price:f}", "quantity": f"{p.quantity:f}", "timeInForce": "GTC",

@@ -4,10 +4,11 @@ that imports it, and the only place figures become floats: for drawing, never fo
 from __future__ import annotations
 
 from backtest import BacktestResult
+from errors import InputError
 from grid_calculator import GridSpec
 
 
-class PlotUnavailable(RuntimeError):
+class PlotUnavailable(InputError):
     pass
 
 

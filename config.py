@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any, Callable, Mapping
 
 from backpack_api import KeyFormatError, decode_key, public_key_of
+from errors import InputError
 
 DEFAULT_BASE_URL = "https://api.backpack.exchange"
 DEFAULT_WS_URL = "wss://ws.backpack.exchange"
@@ -25,7 +26,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 ON_EXIT = ("cancel", "keep")
 
 
-class ConfigError(Exception):
+class ConfigError(InputError):
     """A configuration problem, as one line that names the key and what to do."""
 
 

@@ -21,6 +21,7 @@ from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_UP, Decim
 from enum import Enum
 from typing import Sequence
 
+from errors import InputError
 from models import MarketRules, Side
 
 ZERO = Decimal(0)
@@ -31,7 +32,7 @@ class GridMode(Enum):
     GEOMETRIC = "geometric"
 
 
-class GridError(ValueError):
+class GridError(InputError):
     """A grid that cannot be built as asked; the message says what to change."""
 
 
@@ -136,11 +137,6 @@ class GridSpec:
     def pair_level(self, pair: int, side: Side) -> int:
         """Pair k spans levels k and k+1: its buy rests at k, its sell at k+1."""
         return pair if side is Side.BID else pair + 1
-
-    def fingerprint(self) -> str:
-        """What identifies a grid: same fingerprint = same grid (restarts resume it)."""
-        levels = ",".join(f"{p:f}" for p in self.levels)
-        return f"{self.symbol}|{self.mode.value}|{self.quantity:f}|{levels}"
 
 
 def initial_sides(n_levels: int, empty: int) -> list[Side]:

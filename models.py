@@ -14,11 +14,13 @@ from decimal import Decimal, InvalidOperation
 from enum import Enum
 from typing import Any, Mapping
 
+from errors import Transient
+
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-class ParseError(ValueError):
+class ParseError(Transient, ValueError):
     """Exchange data that does not have the shape the contract describes."""
 
 

@@ -17,15 +17,28 @@ import os
 import sqlite3
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Callable, Sequence
 
+from accounting import Leg, Ledger
+from errors import InputError
 from grid_calculator import GridMode, GridSpec
-from models import Fill, Side
-from order_manager import GridOrder, OrderManager, OrderState, Pair
+from models import Side
+from order_state import Changes, GridOrder, OrderState, Pair, Snapshot
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-SCHEMA = """
+ORDERS_TABLE = """
+CREATE TABLE {name} (
+    client_id INTEGER NOT NULL, grid_id INTEGER NOT NULL, pair INTEGER NOT NULL, level INTEGER NOT NULL,
+    side TEXT NOT NULL, price TEXT NOT NULL, quantity TEXT NOT NULL, state TEXT NOT NULL,
+    created_ms INTEGER NOT NULL, sent_ms INTEGER, order_id TEXT, executed TEXT NOT NULL,
+    executed_quote TEXT NOT NULL, fee_quote TEXT NOT NULL, cancel_requested INTEGER NOT NULL,
+    closed_ms INTEGER,
+    PRIMARY KEY (grid_id, client_id)
+);
+"""
+
+SCHEMA = ORDERS_TABLE.format(name="IF NOT EXISTS orders") + """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS grids (
     id INTEGER PRIMARY KEY,
@@ -43,13 +56,6 @@ CREATE TABLE IF NOT EXISTS pairs (
     round_trips INTEGER NOT NULL, waiting_since INTEGER NOT NULL,
     PRIMARY KEY (grid_id, idx)
 );
-CREATE TABLE IF NOT EXISTS orders (
-    client_id INTEGER PRIMARY KEY, grid_id INTEGER NOT NULL, pair INTEGER NOT NULL, level INTEGER NOT NULL,
-    side TEXT NOT NULL, price TEXT NOT NULL, quantity TEXT NOT NULL, state TEXT NOT NULL,
-    created_ms INTEGER NOT NULL, sent_ms INTEGER, order_id TEXT, executed TEXT NOT NULL,
-    executed_quote TEXT NOT NULL, fee_quote TEXT NOT NULL, cancel_requested INTEGER NOT NULL,
-    closed_ms INTEGER
-);
 CREATE INDEX IF NOT EXISTS orders_by_grid ON orders (grid_id, state);
 CREATE TABLE IF NOT EXISTS fills (
     symbol TEXT NOT NULL, trade_id INTEGER NOT NULL, grid_id INTEGER NOT NULL, client_id INTEGER,
@@ -60,7 +66,7 @@ CREATE TABLE IF NOT EXISTS fills (
 """
 
 
-class StateError(Exception):
+class StateError(InputError):
     """The state file cannot be used; the message says what to do."""
 
 
@@ -101,12 +107,22 @@ class StateStore:
                 self.conn.execute("PRAGMA synchronous=NORMAL")
                 with self.conn:
                     self.conn.executescript(SCHEMA)
-                    self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
-                                      (str(SCHEMA_VERSION),))
+                    self._migrate()
         except sqlite3.Error as e:
             raise StateError(f"cannot open the state file {path}: {e} (set state.file)") from None
         self.conn.row_factory = sqlite3.Row
-        self._saved_version = -1
+
+    def _migrate(self) -> None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is not None and row[0] == "1":
+            # Version 1 keyed orders by clientId alone, so two grids whose tags coincided could
+            # overwrite each other's rows: key them by (grid, clientId).
+            self.conn.execute(ORDERS_TABLE.format(name="orders_v2"))
+            self.conn.execute("INSERT INTO orders_v2 SELECT * FROM orders")
+            self.conn.execute("DROP TABLE orders")
+            self.conn.execute("ALTER TABLE orders_v2 RENAME TO orders")
+            self.conn.execute("CREATE INDEX IF NOT EXISTS orders_by_grid ON orders (grid_id, state)")
+        self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         self.conn.close()
@@ -122,6 +138,10 @@ class StateStore:
         row = self.conn.execute(q + " ORDER BY id DESC LIMIT 1", args).fetchone()
         return self._grid(row) if row else None
 
+    def grid(self, grid_id: int) -> SavedGrid | None:
+        row = self.conn.execute("SELECT * FROM grids WHERE id = ?", (grid_id,)).fetchone()
+        return self._grid(row) if row else None
+
     def latest_grid(self) -> SavedGrid | None:
         row = self.conn.execute("SELECT * FROM grids ORDER BY id DESC LIMIT 1").fetchone()
         return self._grid(row) if row else None
@@ -133,8 +153,16 @@ class StateStore:
         return SavedGrid(row["id"], json.loads(row["params"]), spec, row["tag"], row["status"],
                          row["created_ms"], row["stopped_ms"], row["checkpoint_ms"], row["updated_ms"])
 
-    def used_tags(self) -> set[int]:
-        return {r[0] for r in self.conn.execute("SELECT tag FROM grids")}
+    def free_tag(self, rng: Callable[[Sequence[int]], int]) -> int:
+        """A tag (the top byte of every clientId) for a new grid: one no grid in this file has used, or,
+        after 255 grids, the one used longest ago by a grid that is not running. Rows never collide
+        (orders are keyed by grid and clientId), and no running grid's orders can share a clientId."""
+        used = {r[0]: r[1] for r in self.conn.execute("SELECT tag, MAX(id) FROM grids GROUP BY tag")}
+        free = [t for t in range(1, 256) if t not in used]
+        if free:
+            return rng(free)
+        running = {r[0] for r in self.conn.execute("SELECT tag FROM grids WHERE status = 'running'")}
+        return min((t for t in used if t not in running), key=lambda t: used[t])
 
     def create_grid(self, params: dict, spec: GridSpec, tag: int, now_ms: int) -> int:
         with self.conn:
@@ -158,94 +186,67 @@ class StateStore:
             self.conn.execute("UPDATE grids SET checkpoint_ms = ? WHERE id = ?", (now_ms, grid_id))
 
     # ------------------------------------------------------------------------------ saving
-    def save(self, grid_id: int, om: OrderManager, now_ms: int, *, force: bool = False) -> bool:
-        """Write what changed since the last save (the orders, pairs and fills the manager marked, and
-        the accounting), in one transaction. Returns whether it wrote anything."""
-        if om.version == self._saved_version and not force:
-            return False
-        changed = om.take_changes()
-        orders = [om.orders[cid] for cid in sorted(changed.orders)]
-        pairs = [om.pairs[i] for i in sorted(changed.pairs)]
+    def save(self, grid_id: int, changes: Changes, now_ms: int) -> None:
+        """Write what changed (``OrderManager.take_changes``) in one transaction."""
+        lg = changes.ledger
         with self.conn:
             self.conn.executemany(
-                "INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(client_id) DO UPDATE "
-                "SET state = excluded.state, sent_ms = excluded.sent_ms, order_id = excluded.order_id, "
+                "INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(grid_id, client_id) "
+                "DO UPDATE SET state = excluded.state, sent_ms = excluded.sent_ms, order_id = excluded.order_id, "
                 "executed = excluded.executed, executed_quote = excluded.executed_quote, "
                 "fee_quote = excluded.fee_quote, cancel_requested = excluded.cancel_requested, "
                 "closed_ms = excluded.closed_ms",
                 [(o.client_id, grid_id, o.pair, o.level, o.side.value, _s(o.price), _s(o.quantity),
                   o.state.value, o.created_ms, o.sent_ms, o.order_id, _s(o.executed), _s(o.executed_quote),
-                  _s(o.fee_quote), int(o.cancel_requested), o.closed_ms) for o in orders])
+                  _s(o.fee_quote), int(o.cancel_requested), o.closed_ms) for o in changes.orders])
             self.conn.executemany(
                 "INSERT OR IGNORE INTO fills VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 [(f.symbol, f.trade_id, grid_id, f.client_id, f.order_id, f.side.value, _s(f.price),
                   _s(f.quantity), _s(f.fee), f.fee_symbol, int(f.is_maker), f.timestamp_ms)
-                 for f in changed.fills])
+                 for f in changes.fills])
             self.conn.executemany(
                 "INSERT INTO pairs VALUES (?,?,?,?,?,?) ON CONFLICT(grid_id, idx) DO UPDATE SET "
                 "side = excluded.side, opener = excluded.opener, round_trips = excluded.round_trips, "
                 "waiting_since = excluded.waiting_since",
                 [(grid_id, p.index, p.side.value, _opener_json(p.opener), p.round_trips, p.waiting_since)
-                 for p in pairs])
+                 for p in changes.pairs])
             self.conn.execute(
                 "UPDATE grids SET next_seq = ?, wait_seq = ?, round_trips = ?, grid_profit = ?, position = ?, "
                 "quote_flow = ?, fees = ?, fill_count = ?, last_fill_ms = ?, updated_ms = ? WHERE id = ?",
-                (om.next_seq, om.wait_seq, om.round_trips, _s(om.grid_profit), _s(om.position),
-                 _s(om.quote_flow), json.dumps({k: _s(v) for k, v in om.fees.items()}, sort_keys=True),
-                 om.fill_count, om.last_fill_ms, now_ms, grid_id))
-        self._saved_version = om.version
-        return True
+                (changes.next_seq, changes.wait_seq, lg.round_trips, _s(lg.grid_profit), _s(lg.position),
+                 _s(lg.quote_flow), json.dumps({k: _s(v) for k, v in lg.fees.items()}, sort_keys=True),
+                 lg.fill_count, lg.last_fill_ms, now_ms, grid_id))
 
     # ------------------------------------------------------------------------------ loading
-    def load(self, saved: SavedGrid, om: OrderManager) -> None:
-        """Fill a fresh OrderManager (built on ``saved.spec`` and ``saved.tag``) with the saved state."""
+    def load(self, saved: SavedGrid) -> Snapshot:
+        """The saved state of a grid, for ``OrderManager.from_snapshot``."""
         g = self.conn.execute("SELECT * FROM grids WHERE id = ?", (saved.id,)).fetchone()
-        pairs = [Pair(index=r["idx"], side=Side(r["side"]), opener=_opener(r["opener"]),
-                      round_trips=r["round_trips"], waiting_since=r["waiting_since"])
-                 for r in self.conn.execute("SELECT * FROM pairs WHERE grid_id = ? ORDER BY idx", (saved.id,))]
-        orders = [GridOrder(client_id=r["client_id"], pair=r["pair"], level=r["level"], side=Side(r["side"]),
-                            price=_d(r["price"]), quantity=_d(r["quantity"]), state=OrderState(r["state"]),
-                            created_ms=r["created_ms"], order_id=r["order_id"], sent_ms=r["sent_ms"],
-                            executed=_d(r["executed"]), executed_quote=_d(r["executed_quote"]),
-                            fee_quote=_d(r["fee_quote"]), cancel_requested=bool(r["cancel_requested"]),
-                            closed_ms=r["closed_ms"])
-                  for r in self.conn.execute("SELECT * FROM orders WHERE grid_id = ?", (saved.id,))]
-        trades = {r[0] for r in self.conn.execute("SELECT trade_id FROM fills WHERE grid_id = ?", (saved.id,))}
-        om.restore(pairs=pairs, orders=orders, seen_trades=trades, next_seq=g["next_seq"],
-                   wait_seq=g["wait_seq"], round_trips=g["round_trips"], grid_profit=_d(g["grid_profit"]),
-                   position=_d(g["position"]), quote_flow=_d(g["quote_flow"]),
-                   fees={k: _d(v) for k, v in json.loads(g["fees"]).items()}, fill_count=g["fill_count"],
-                   last_fill_ms=g["last_fill_ms"])
-        self._saved_version = om.version
-
-    def grid_row(self, grid_id: int) -> dict[str, Any]:
-        row = self.conn.execute("SELECT * FROM grids WHERE id = ?", (grid_id,)).fetchone()
-        return dict(row) if row else {}
-
-    def orders(self, grid_id: int, states: Iterable[str] | None = None) -> list[dict[str, Any]]:
-        q = "SELECT * FROM orders WHERE grid_id = ?"
-        args: list[Any] = [grid_id]
-        if states is not None:
-            st = list(states)
-            q += f" AND state IN ({','.join('?' * len(st))})"
-            args += st
-        return [dict(r) for r in self.conn.execute(q + " ORDER BY client_id", args)]
-
-    def fills(self, grid_id: int) -> list[Fill]:
-        return [Fill(r["trade_id"], r["order_id"], r["client_id"], r["symbol"], Side(r["side"]),
-                     _d(r["price"]), _d(r["quantity"]), _d(r["fee"]), r["fee_symbol"], bool(r["is_maker"]),
-                     r["timestamp_ms"])
-                for r in self.conn.execute("SELECT * FROM fills WHERE grid_id = ? ORDER BY trade_id", (grid_id,))]
+        pairs = tuple(Pair(index=r["idx"], side=Side(r["side"]), opener=_opener(r["opener"]),
+                           round_trips=r["round_trips"], waiting_since=r["waiting_since"])
+                      for r in self.conn.execute("SELECT * FROM pairs WHERE grid_id = ? ORDER BY idx", (saved.id,)))
+        orders = tuple(GridOrder(client_id=r["client_id"], pair=r["pair"], level=r["level"], side=Side(r["side"]),
+                                 price=_d(r["price"]), quantity=_d(r["quantity"]), state=OrderState(r["state"]),
+                                 created_ms=r["created_ms"], order_id=r["order_id"], sent_ms=r["sent_ms"],
+                                 executed=_d(r["executed"]), executed_quote=_d(r["executed_quote"]),
+                                 fee_quote=_d(r["fee_quote"]), cancel_requested=bool(r["cancel_requested"]),
+                                 closed_ms=r["closed_ms"])
+                       for r in self.conn.execute("SELECT * FROM orders WHERE grid_id = ?", (saved.id,)))
+        trades = frozenset(r[0] for r in self.conn.execute("SELECT trade_id FROM fills WHERE grid_id = ?",
+                                                           (saved.id,)))
+        ledger = Ledger(saved.spec.base, saved.spec.quote, {k: _d(v) for k, v in json.loads(g["fees"]).items()},
+                        _d(g["position"]), _d(g["quote_flow"]), _d(g["grid_profit"]), g["round_trips"],
+                        g["fill_count"], g["last_fill_ms"])
+        return Snapshot(pairs, orders, trades, g["next_seq"], g["wait_seq"], ledger)
 
 
-def _opener_json(opener: tuple[Side, Decimal, Decimal, Decimal] | None) -> str | None:
+def _opener_json(opener: Leg | None) -> str | None:
     if opener is None:
         return None
     side, qty, quote, fee = opener
     return json.dumps([side.value, _s(qty), _s(quote), _s(fee)])
 
 
-def _opener(text: str | None) -> tuple[Side, Decimal, Decimal, Decimal] | None:
+def _opener(text: str | None) -> Leg | None:
     if text is None:
         return None
     side, qty, quote, fee = json.loads(text)

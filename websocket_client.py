@@ -104,7 +104,8 @@ class MarketStream:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._watchdog: threading.Thread | None = None
-        self.up = False
+        self.up = False               # subscribed, and the server has certainly registered it
+        self._connected = False       # the socket is open (up or not yet acknowledged)
         self.opens = 0
         self.last_message = 0.0
         self._down_since: float | None = None
@@ -138,7 +139,7 @@ class MarketStream:
     def force_reconnect(self, reason: str) -> None:
         with self._lock:
             app = self._app
-        if app is not None and self.up:
+        if app is not None and self._connected:
             self._close_reason = reason
             _hard_close(app)
 
@@ -147,7 +148,8 @@ class MarketStream:
         failures = 0
         while not self._stop.is_set():
             app = websocket.WebSocketApp(self.url, on_open=self._on_open, on_message=self._on_message,
-                                         on_error=self._on_error, on_close=self._on_close)
+                                         on_error=self._on_error, on_close=self._on_close,
+                                         on_pong=self._on_pong)
             with self._lock:
                 self._app = app
             opened_at = None
@@ -161,7 +163,7 @@ class MarketStream:
             except Exception as e:  # the library can raise from its own loop; never let the thread die
                 self._close_reason = self._close_reason or f"{type(e).__name__}: {e}"
             was_up = self.up
-            self.up = False
+            self.up = self._connected = False
             if self._stop.is_set():
                 break
             if self._down_since is None:
@@ -178,19 +180,29 @@ class MarketStream:
 
     def _watch(self) -> None:
         while not self._stop.wait(min(0.5, self.stale_after / 4)):
-            if self.up and self.clock() - self.last_message > self.stale_after:
+            if self._connected and self.clock() - self.last_message > self.stale_after:
                 log.warning("WebSocket silent for %.1f s: reconnecting", self.clock() - self.last_message)
                 self.force_reconnect(f"no message for {self.stale_after:g} s")
 
     # -- callbacks: parse, enqueue, return
-    def _on_open(self, ws: websocket.WebSocket) -> None:
-        ws.send(json.dumps({"method": "SUBSCRIBE", "params": self.public_streams}))
+    def _on_open(self, ws: websocket.WebSocketApp) -> None:
+        # Private first, public second, then a ping: the server reads frames in order, so the first
+        # frame it sends after these (the pong, or any data) proves both subscriptions are registered.
+        # Backpack acknowledges no SUBSCRIBE (backpack_api.md §11); until that frame, events for our
+        # first orders could still be lost, so the stream does not count as up.
         if self.private_streams:
             assert self.signer is not None
             ws.send(json.dumps({"method": "SUBSCRIBE", "params": self.private_streams,
                                 "signature": self.signer.ws_signature(self.wall_ms())}))
+        ws.send(json.dumps({"method": "SUBSCRIBE", "params": self.public_streams}))
+        if ws.sock is not None:
+            ws.sock.ping("subscribed")
+        self.last_message = self.clock()
+        self._connected = True
+
+    def _acknowledged(self) -> None:
+        """The first frame after subscribing: the stream is up."""
         now = self.clock()
-        self.last_message = now
         down_for = now - self._down_since if self._down_since is not None else 0.0
         self._down_since = None
         reconnect = self.opens > 0
@@ -200,9 +212,16 @@ class MarketStream:
                  ", ".join(self.public_streams + self.private_streams))
         self.events.put(StreamUp(reconnect, down_for))
 
+    def _on_pong(self, ws: websocket.WebSocket, data: Any) -> None:
+        self.last_message = self.clock()
+        if self._connected and not self.up:
+            self._acknowledged()
+
     def _on_message(self, ws: websocket.WebSocket, message: str) -> None:
         now = self.clock()
         self.last_message = now
+        if self._connected and not self.up:
+            self._acknowledged()
         try:
             msg = json.loads(message)
             if not isinstance(msg, dict):

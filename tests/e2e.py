@@ -12,7 +12,7 @@ from typing import Any
 
 from backpack_api import Signer, generate_keypair
 from config import load_config
-from grid_bot import GridBot, RunResult
+from bot import GridBot, RunResult
 from tests.helpers import wait_until
 
 D = Decimal

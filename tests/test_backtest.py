@@ -9,7 +9,7 @@ import pytest
 
 from backtest import run_backtest
 from grid_calculator import GridMode, GridSpec, grid_levels
-from order_manager import OrderState
+from order_state import OrderState
 from simulator import SimControl, running_simulator
 from simulator.feeds import Candle, read_klines_csv
 from simulator.markets import DEFAULT_MARKETS
@@ -135,7 +135,7 @@ def test_a_backtest_and_a_paper_run_on_the_replay_of_the_same_prices_trade_the_s
                 # The bot has seen every fill and the price, and placed everything it would place at it.
                 st = control.state(journal_since_us=10**18)
                 price = D(st["markets"][sym]["price"])
-                if bot.price != price or bot.om.fill_count != len([f for f in st["fills"] if f["account"] == key]):
+                if bot.price != price or bot.om.ledger.fill_count != len([f for f in st["fills"] if f["account"] == key]):
                     return False
                 try:
                     live = list(bot.om.live.values())

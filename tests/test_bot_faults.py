@@ -6,7 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from order_manager import OrderState
+from bot import PriceSource
+from order_state import OrderState
 from simulator import SimControl, running_simulator
 from tests.e2e import (BotThread, assert_counter_orders, ledger_totals, open_orders_of, tagged,
                        write_config)
@@ -40,13 +41,13 @@ def test_partial_fills_wait_for_completion_and_a_cancelled_partial_is_accounted(
     b, control, key = start_grid(tmp_path, quiet_sim, quantity="1")
     try:
         control.set_price("147.50", liquidity="0.4")          # the buy at 148 fills 0.4 of 1
-        wait_until(lambda: b.bot.om.fill_count == 1, message="the partial fill")
+        wait_until(lambda: b.bot.om.ledger.fill_count == 1, message="the partial fill")
         b.wait_polls(2)
         assert open_at(control, key, "150.00") == []          # no counter-order for a partial fill
         control.set_price("147.40", liquidity="0.6")          # now it completes
         wait_until(lambda: open_at(control, key, "150.00", "Ask"), message="the counter-order")
         control.set_price("145.50", liquidity="0.3")          # the buy at 146 fills 0.3, then we stop
-        wait_until(lambda: b.bot.om.fill_count == 3, message="the second partial fill")
+        wait_until(lambda: b.bot.om.ledger.fill_count == 3, message="the second partial fill")
     finally:
         result = b.stop()
     st = control.state()
@@ -122,7 +123,7 @@ def test_websocket_dropped_the_bot_trades_on_rest_and_resubscribes(tmp_path, qui
     caplog.set_level(logging.INFO, logger="grid_bot")
     b, control, key = start_grid(tmp_path, quiet_sim)
     try:
-        wait_until(lambda: b.bot.price_source == "ws", message="WebSocket prices")
+        wait_until(lambda: b.bot.last.source is PriceSource.STREAM, message="WebSocket prices")
         control.fault(kind="ws_drop", seconds=3)                 # connections refused for 3 s
         control.set_price("147.50")
         wait_until(lambda: open_at(control, key, "150.00", "Ask"), timeout=15,
@@ -130,7 +131,7 @@ def test_websocket_dropped_the_bot_trades_on_rest_and_resubscribes(tmp_path, qui
         assert b.bot.stream.opens == 1                           # still down when it was placed
         wait_until(lambda: b.bot.stream.opens >= 2 and "ticker.SOL_USDC" in quiet_sim.hub.streams(),
                    timeout=30, message="resubscription")
-        wait_until(lambda: b.bot.price_source == "ws", message="WebSocket prices again")
+        wait_until(lambda: b.bot.last.source is PriceSource.STREAM, message="WebSocket prices again")
         messages = [r.getMessage() for r in caplog.records]
         assert any("WebSocket down" in m for m in messages)
         assert any("using the REST price" in m for m in messages)
@@ -144,13 +145,13 @@ def test_websocket_silent_the_watchdog_reconnects(tmp_path, quiet_sim, caplog):
     caplog.set_level(logging.INFO, logger="grid_bot")
     b, control, key = start_grid(tmp_path, quiet_sim)
     try:
-        wait_until(lambda: b.bot.price_source == "ws", message="WebSocket prices")
+        wait_until(lambda: b.bot.last.source is PriceSource.STREAM, message="WebSocket prices")
         control.fault(kind="ws_silent", seconds=2.5)
         wait_until(lambda: any("WebSocket silent" in r.getMessage() for r in caplog.records), timeout=10,
                    message="the watchdog to notice the silence")
         control.set_price("147.50")
         wait_until(lambda: open_at(control, key, "150.00", "Ask"), timeout=15, message="the counter-order")
-        wait_until(lambda: b.bot.stream.opens >= 2 and b.bot.price_source == "ws", timeout=30,
+        wait_until(lambda: b.bot.stream.opens >= 2 and b.bot.last.source is PriceSource.STREAM, timeout=30,
                    message="a fresh subscription with prices flowing")
     finally:
         b.stop()

@@ -8,7 +8,10 @@ import pytest
 
 from grid_calculator import GridMode, GridSpec
 from models import Fill, Order, OrderStatus, OrderUpdate, Side
-from order_manager import Cancel, Lookup, OrderManager, OrderState, Place, Settings
+from events import (ClosedByExchange, CounterOrderDecided, DuplicateOnBook, FillApplied, OrderRefused,
+                    RoundTripCompleted, TransitionRefused)
+from order_manager import OrderManager
+from order_state import Cancel, Lookup, OrderState, Place, Settings
 
 D = Decimal
 LEVELS = (D("100"), D("110"), D("120"), D("130"), D("140"))
@@ -20,7 +23,7 @@ _oid = itertools.count(1000)
 def new_om(price="121", **settings) -> tuple[OrderManager, list[Place]]:
     om = OrderManager(GRID, tag=7, settings=Settings(**settings))
     om.start(D(price))
-    places = om.actions(0, D(price))
+    places = om.take_actions(0, D(price))
     for p in places:
         om.sending(p.client_id, 0)
         om.placed(p.client_id, order_of(p), 1)
@@ -52,13 +55,13 @@ def test_start_places_n_minus_one_orders_around_the_empty_level():
         (0, Side.BID, D(100)), (1, Side.BID, D(110)), (3, Side.ASK, D(130)), (4, Side.ASK, D(140))]
     assert len({p.client_id for p in places}) == 4
     assert all(p.client_id >> 24 == 7 for p in places)
-    assert om.actions(2, D("121")) == []  # nothing more to do
+    assert om.take_actions(2, D("121")) == []  # nothing more to do
 
 
 def test_buy_fill_gets_a_sell_one_level_up_and_the_round_trip_is_exact():
     om, _ = new_om("121")
     om.apply_fill(fill(om, 1))  # buy at 110 filled
-    acts = om.actions(10, D("109"))
+    acts = om.take_actions(10, D("109"))
     assert [(a.level, a.side, a.price) for a in acts] == [(2, Side.ASK, D(120))]
     om.sending(acts[0].client_id, 10)
     om.placed(acts[0].client_id, order_of(acts[0]), 11)
@@ -70,7 +73,7 @@ def test_buy_fill_gets_a_sell_one_level_up_and_the_round_trip_is_exact():
     assert st.fees == {"SOL": D("0.001"), "USDC": D("0.120")}
     assert st.position == D("-0.001") and st.quote_flow == D("10") - D("0.120")
     assert st.floating_pnl == st.position * D("121") + st.quote_flow - st.grid_profit
-    acts = om.actions(20, D("121"))
+    acts = om.take_actions(20, D("121"))
     assert [(a.level, a.side) for a in acts] == [(1, Side.BID)]
 
 
@@ -79,26 +82,26 @@ def test_a_counter_order_that_fills_opens_the_next_trip_not_a_second_one():
     for step in range(3):  # buy 110, sell 120, buy 110 -> one round trip, one open leg
         level = 1 if step % 2 == 0 else 2
         om.apply_fill(fill(om, level))
-        for a in om.actions(step * 10 + 5, D("115")):
+        for a in om.take_actions(step * 10 + 5, D("115")):
             om.sending(a.client_id, 0)
             om.placed(a.client_id, order_of(a), 0)
-    assert om.round_trips == 1
+    assert om.ledger.round_trips == 1
     assert om.pairs[1].opener is not None and om.pairs[1].side is Side.ASK
 
 
 def test_sell_fill_gets_a_buy_one_level_down():
     om, _ = new_om("121")
     om.apply_fill(fill(om, 3))  # sell at 130
-    acts = om.actions(5, D("131"))
+    acts = om.take_actions(5, D("131"))
     assert [(a.level, a.side, a.price) for a in acts] == [(2, Side.BID, D(120))]
 
 
 def test_partial_fills_wait_for_completion():
     om, _ = new_om("121")
     om.apply_fill(fill(om, 1, qty="0.4"))
-    assert om.actions(5, D("109")) == []
+    assert om.take_actions(5, D("109")) == []
     om.apply_fill(fill(om, 1, qty="0.6"))
-    assert [(a.level, a.side) for a in om.actions(6, D("109"))] == [(2, Side.ASK)]
+    assert [(a.level, a.side) for a in om.take_actions(6, D("109"))] == [(2, Side.ASK)]
 
 
 def test_a_fill_is_counted_once_whichever_path_brings_it():
@@ -109,7 +112,7 @@ def test_a_fill_is_counted_once_whichever_path_brings_it():
     update = OrderUpdate("orderFill", "SOL_USDC", f.order_id, f.client_id, f.side,
                          OrderStatus.PARTIALLY_FILLED, f.price, D(1), D("0.5"), D(55), f, None, 0, 0)
     om.apply_update(update, 5)
-    assert om.fill_count == 1 and om.orders[f.client_id].executed == D("0.5")
+    assert om.ledger.fill_count == 1 and om.orders[f.client_id].executed == D("0.5")
 
 
 def test_foreign_fills_and_orders_are_ignored():
@@ -118,7 +121,7 @@ def test_foreign_fills_and_orders_are_ignored():
     assert om.apply_fill(foreign) is False
     snap = [Order("999", 123, "SOL_USDC", Side.BID, D(90), D(1), D(0), D(0), OrderStatus.NEW, 0, True)]
     assert om.apply_open_orders(snap + [order_for_snapshot(o) for o in om.live_orders()], 10) == 1
-    assert om.fill_count == 0
+    assert om.ledger.fill_count == 0
 
 
 def order_for_snapshot(o) -> Order:
@@ -130,80 +133,83 @@ def test_a_level_never_holds_two_orders():
     om, _ = new_om("121")
     om.apply_fill(fill(om, 1, qty="0.5"))        # buy at 110 half filled: still on the book
     om.apply_fill(fill(om, 0))                   # buy at 100 filled: wants a sell at 110
-    assert om.actions(5, D("99")) == []          # level 1 is taken by the partial buy
+    assert om.take_actions(5, D("99")) == []          # level 1 is taken by the partial buy
     om.apply_fill(fill(om, 1, qty="0.5"))        # now it completes: sell at 120, and 110 is free
-    acts = om.actions(6, D("99"))
+    acts = om.take_actions(6, D("99"))
     assert sorted((a.level, a.side.value) for a in acts) == [(1, "Ask"), (2, "Ask")]
 
 
 def test_post_only_orders_wait_until_they_would_not_cross():
     om, _ = new_om("121")
     om.apply_fill(fill(om, 1))                   # buy at 110; wants a sell at 120
-    assert om.actions(5, D("125")) == []         # a sell at 120 would take at 125
-    assert [a.price for a in om.actions(6, D("119"))] == [D(120)]
+    assert om.take_actions(5, D("125")) == []         # a sell at 120 would take at 125
+    assert [a.price for a in om.take_actions(6, D("119"))] == [D(120)]
 
 
 def test_price_band_keeps_far_orders_back():
     om = OrderManager(GRID, tag=1, settings=Settings(max_multiplier=D("1.1"), min_multiplier=D("0.9")))
     om.start(D("121"))
-    assert sorted(a.price for a in om.actions(0, D("121"))) == [D(110), D(130)]
+    assert sorted(a.price for a in om.take_actions(0, D("121"))) == [D(110), D(130)]
 
 
 def test_rejection_backs_off_then_retries_with_a_new_client_id():
     om = OrderManager(GRID, tag=1, settings=Settings(retry_base_ms=1000))
     om.start(D("121"))
-    first = {a.level: a for a in om.actions(0, D("121"))}
+    first = {a.level: a for a in om.take_actions(0, D("121"))}
     om.rejected(first[4].client_id, "INSUFFICIENT_FUNDS", "Insufficient funds", 100)
-    assert om.drain_notes()[-1][0] == "WARNING"
-    assert all(a.level != 4 for a in om.actions(500, D("121")))
-    again = om.actions(1100, D("121"))
+    refused = om.take_events()[-1]
+    assert isinstance(refused, OrderRefused) and refused.level == 4 and refused.code == "INSUFFICIENT_FUNDS"
+    assert refused.retry_in_ms == 1000
+    assert all(a.level != 4 for a in om.take_actions(500, D("121")))
+    again = om.take_actions(1100, D("121"))
     assert [a.level for a in again] == [4] and again[0].client_id != first[4].client_id
     om.rejected(again[0].client_id, "INSUFFICIENT_FUNDS", "x", 1100)
-    assert om.actions(2500, D("121")) == []       # the second backoff is 2 s
-    assert [a.level for a in om.actions(3100, D("121"))] == [4]
+    assert om.take_actions(2500, D("121")) == []       # the second backoff is 2 s
+    assert [a.level for a in om.take_actions(3100, D("121"))] == [4]
 
 
 def test_unknown_outcome_is_looked_up_only_after_the_window():
     om = OrderManager(GRID, tag=1, settings=Settings(window_ms=5000, lookup_margin_ms=1000))
     om.start(D("121"))
-    acts = om.actions(0, D("121"))
+    acts = om.take_actions(0, D("121"))
     p = acts[0]
     om.sending(p.client_id, 1000)
     om.unknown(p.client_id, 1000)
     assert om.orders[p.client_id].state is OrderState.UNKNOWN
-    assert not [a for a in om.actions(6999, D("121")) if isinstance(a, Lookup)]
-    lookups = [a for a in om.actions(7000, D("121")) if isinstance(a, Lookup)]
+    assert not [a for a in om.take_actions(6999, D("121")) if isinstance(a, Lookup)]
+    lookups = [a for a in om.take_actions(7000, D("121")) if isinstance(a, Lookup)]
     assert [x.client_id for x in lookups] == [p.client_id]
     # Not found after the window: it never reached the book; the pair places a fresh order.
     om.resolve(p.client_id, None, [], 7100)
     assert om.orders[p.client_id].state is OrderState.LOST
-    redo = [a for a in om.actions(7200, D("121")) if isinstance(a, Place)]
+    redo = [a for a in om.take_actions(7200, D("121")) if isinstance(a, Place)]
     assert [(a.level, a.side) for a in redo] == [(p.level, p.side)] and redo[0].client_id != p.client_id
 
 
 def test_unknown_outcome_found_on_the_book_is_adopted():
     om = OrderManager(GRID, tag=1)
     om.start(D("121"))
-    p = om.actions(0, D("121"))[0]
+    p = om.take_actions(0, D("121"))[0]
     om.sending(p.client_id, 0)
     om.unknown(p.client_id, 0)
     om.resolve(p.client_id, order_of(p), [], 7000)
     assert om.orders[p.client_id].state is OrderState.OPEN
-    assert not [a for a in om.actions(8000, D("121")) if isinstance(a, Place)]
+    assert not [a for a in om.take_actions(8000, D("121")) if isinstance(a, Place)]
 
 
 def test_order_missing_from_snapshot_is_looked_up_then_replaced_if_cancelled_by_hand():
     om, _ = new_om("121")
     gone = next(o for o in om.orders.values() if o.level == 0)
     om.apply_open_orders([order_for_snapshot(o) for o in om.live_orders() if o is not gone], 50)
-    lk = [a for a in om.actions(60, D("121")) if isinstance(a, Lookup)]
+    lk = [a for a in om.take_actions(60, D("121")) if isinstance(a, Lookup)]
     assert [a.client_id for a in lk] == [gone.client_id]
     cancelled = Order(gone.order_id, gone.client_id, "SOL_USDC", Side.BID, gone.price, gone.quantity,
                       D(0), D(0), OrderStatus.CANCELLED, 0, True)
     om.resolve(gone.client_id, cancelled, [], 70)
     assert gone.state is OrderState.CANCELLED
-    assert "replacing it" in om.drain_notes()[-1][1]
-    redo = [a for a in om.actions(2000, D("121")) if isinstance(a, Place)]
+    closed = om.take_events()[-1]
+    assert isinstance(closed, ClosedByExchange) and not closed.by_us and closed.level == 0
+    redo = [a for a in om.take_actions(2000, D("121")) if isinstance(a, Place)]
     assert [(a.level, a.side) for a in redo] == [(0, Side.BID)]
 
 
@@ -217,28 +223,28 @@ def test_stale_snapshot_cannot_revive_a_filled_order():
     assert o.state is OrderState.FILLED
 
 
-def test_allowed_transitions_table_refuses_and_notes():
+def test_allowed_transitions_table_refuses_with_an_event():
     om, _ = new_om("121")
     o = next(iter(om.orders.values()))
     assert om._move(o, OrderState.INTENDED) is False
-    assert "refused open -> intended" in om.drain_notes()[-1][1]
+    assert om.take_events()[-1] == TransitionRefused(o.client_id, o.level, "open", "intended")
 
 
 def test_shutdown_cancels_only_our_open_orders():
     om, places = new_om("121")
-    acts = om.cancels()
+    acts = om.request_cancels()
     assert sorted(a.client_id for a in acts) == sorted(p.client_id for p in places)
     assert all(isinstance(a, Cancel) for a in acts)
-    assert om.cancels() == []  # not twice
+    assert om.request_cancels() == []  # not twice
     om.cancel_failed(acts[0].client_id)
-    assert [a.client_id for a in om.cancels()] == [acts[0].client_id]  # unless it failed
+    assert [a.client_id for a in om.request_cancels()] == [acts[0].client_id]  # unless it failed
 
 
 def test_partially_filled_order_cancelled_is_accounted_but_not_a_trip():
     om, _ = new_om("121")
     o = next(o for o in om.orders.values() if o.level == 1)
     om.apply_fill(fill(om, 1, qty="0.3"))
-    om.cancels()
+    om.request_cancels()
     om.cancel_result(o.client_id, Order(o.order_id, o.client_id, "SOL_USDC", o.side, o.price, o.quantity,
                                         D("0.3"), D(33), OrderStatus.CANCELLED, 0, True), 11)
     assert o.state is OrderState.CANCELLED
@@ -254,14 +260,14 @@ def test_order_stream_cancel_with_unseen_fills_triggers_a_lookup_first():
                       o.price, o.quantity, D("0.5"), D(55), None, None, 0, 0)
     om.apply_update(upd, 5)
     assert o.state is OrderState.OPEN and o.missing
-    assert [a.client_id for a in om.actions(6, D("121")) if isinstance(a, Lookup)] == [o.client_id]
+    assert [a.client_id for a in om.take_actions(6, D("121")) if isinstance(a, Lookup)] == [o.client_id]
 
 
 @pytest.mark.parametrize("price", ["99", "100", "145", "125"])
 def test_every_start_price_gives_one_order_per_pair(price):
     om = OrderManager(GRID, tag=3)
     om.start(D(price))
-    acts = om.actions(0, None)
+    acts = om.take_actions(0, None)
     assert len(acts) == len(LEVELS) - 1
     assert len({a.level for a in acts}) == len(acts)
 
@@ -273,22 +279,22 @@ def test_a_snapshot_older_than_a_fill_does_not_make_a_zombie():
     om.apply_fill(fill(om, 1))                                     # fill history, read after it
     om.apply_open_orders(snapshot, 10)
     assert o.state is OrderState.FILLED and om.zombies == {}
-    assert not [n for n in om.drain_notes() if n[0] == "ERROR"]
+    assert not [e for e in om.take_events() if isinstance(e, DuplicateOnBook)]
 
 
 def test_an_order_written_off_as_lost_that_shows_up_is_cancelled():
     om = OrderManager(GRID, tag=1, settings=Settings(window_ms=5000, lookup_margin_ms=0))
     om.start(D("121"))
-    p = om.placements(0, D("121"))[0]
+    p = om.take_placements(0, D("121"))[0]
     om.sending(p.client_id, 0)
     om.unknown(p.client_id, 0)
     om.resolve(p.client_id, None, [], 6000)                        # not found: LOST
-    again = [a for a in om.placements(6001, D("121")) if a.level == p.level][0]
+    again = [a for a in om.take_placements(6001, D("121")) if a.level == p.level][0]
     om.sending(again.client_id, 6001)
     om.placed(again.client_id, order_of(again), 6002)
     late = order_of(p)                                             # the lost one arrives after all
     om.apply_open_orders([late] + [order_for_snapshot(x) for x in om.live_orders()], 7000)
-    assert [(c.client_id, c.order_id) for c in om.actions(7001, D("121")) if isinstance(c, Cancel)] == [
+    assert [(c.client_id, c.order_id) for c in om.take_actions(7001, D("121")) if isinstance(c, Cancel)] == [
         (p.client_id, late.id)]
 
 
@@ -299,3 +305,31 @@ def test_placeable_range_is_the_placeable_rule_as_an_interval(side):
     for market in [D(x) / 4 for x in range(300, 800)]:  # 75.00 .. 199.75
         inside = (lo is None or market >= lo) and (hi is None or market <= hi)
         assert om.placeable(side, D(120), market) == inside, market
+
+
+def test_a_round_trip_is_told_as_typed_events_in_order():
+    om, _ = new_om("121")
+    om.take_events()
+    buy = next(o for o in om.orders.values() if o.level == 1)
+    om.apply_fill(fill(om, 1))                   # buy at 110 filled
+    applied, counter = om.take_events()
+    assert isinstance(applied, FillApplied) and applied.client_id == buy.client_id and applied.level == 1
+    assert applied.executed == applied.order_quantity == D(1) and applied.fee_symbol == "SOL"
+    assert counter == CounterOrderDecided(Side.BID, 1, Side.ASK, D(120), D(1), 2)
+    for a in om.take_actions(10, D("109")):
+        om.sending(a.client_id, 10)
+        om.placed(a.client_id, order_of(a), 11)
+    om.apply_fill(fill(om, 2))                   # the counter-sell fills
+    kinds = [type(e) for e in om.take_events()]
+    assert kinds == [FillApplied, RoundTripCompleted, CounterOrderDecided]
+    assert om.take_events() == []                # taken once
+
+
+def test_a_snapshot_restores_an_equal_manager():
+    om, _ = new_om("121")
+    om.apply_fill(fill(om, 1, qty="0.4"))
+    snap = om.snapshot()
+    again = OrderManager.from_snapshot(GRID, 7, snap)
+    assert again.snapshot() == snap
+    om.apply_fill(fill(om, 1, qty="0.6"))        # the snapshot is a value: later changes leave it alone
+    assert snap.ledger.fill_count == 1 and again.ledger.fill_count == 1

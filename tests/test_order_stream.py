@@ -62,7 +62,7 @@ def test_a_fill_missed_while_the_stream_was_silent_is_found_by_the_gap_fill(tmp_
         messages = [r.getMessage() for r in caplog.records]
         assert any(m.startswith("gap-fill after") and "1 fill(s) the stream missed" in m for m in messages)
         assert any("WebSocket silent" in m for m in messages)
-        assert b.bot.om.fill_count == 1
+        assert b.bot.om.ledger.fill_count == 1
     finally:
         b.stop()
 

@@ -6,7 +6,8 @@ from decimal import Decimal
 
 from grid_calculator import GridMode, GridSpec
 from models import Fill, Order, OrderStatus, Side
-from order_manager import OrderManager, OrderState
+from order_manager import OrderManager
+from order_state import OrderState
 from state_store import StateStore
 
 D = Decimal
@@ -21,8 +22,7 @@ def snapshot(om: OrderManager) -> dict:
         "orders": {cid: tuple(getattr(o, f) for f in PERSISTED_ORDER) for cid, o in om.orders.items()},
         "pairs": [tuple(getattr(p, f) for f in PERSISTED_PAIR) for p in om.pairs],
         "pair_orders": [p.order for p in om.pairs],
-        "totals": (om.next_seq, om.wait_seq, om.round_trips, om.grid_profit, om.position, om.quote_flow,
-                   om.fees, om.fill_count, om.last_fill_ms, frozenset(om.seen_trades)),
+        "totals": (om.next_seq, om.wait_seq, om.ledger, frozenset(om.seen_trades)),
     }
 
 
@@ -34,9 +34,8 @@ def test_every_step_saved_is_what_a_fresh_manager_loads(tmp_path):
     now = itertools.count(10, 10)
 
     def check():
-        store.save(gid, om, next(now))
-        fresh = OrderManager(GRID, tag=9)
-        store.load(store.active_grid(), fresh)
+        store.save(gid, om.take_changes(), next(now))
+        fresh = OrderManager.from_snapshot(GRID, 9, store.load(store.active_grid()))
         want = snapshot(om)
         got = snapshot(fresh)
         # An INTENDED order becomes an unknown outcome on load (it may have been sent), sent no later
@@ -53,7 +52,7 @@ def test_every_step_saved_is_what_a_fresh_manager_loads(tmp_path):
         assert got == want
 
     def place_all(market="121"):
-        for p in om.placements(next(now), D(market)):
+        for p in om.take_placements(next(now), D(market)):
             om.sending(p.client_id, next(now))
             check()
             om.placed(p.client_id, Order(str(next(oids)), p.client_id, "SOL_USDC", p.side, p.price, p.quantity,
@@ -76,16 +75,72 @@ def test_every_step_saved_is_what_a_fresh_manager_loads(tmp_path):
     place_all("119")                                 # the counter-order (a sell at 120 rests below 120 only)
     fill(2, "1")                                     # it fills: a round trip
     check()
-    assert om.round_trips == 1
-    p = om.placements(next(now), D(121))[0]
+    assert om.ledger.round_trips == 1
+    p = om.take_placements(next(now), D(121))[0]
     om.sending(p.client_id, next(now))
     om.rejected(p.client_id, "INVALID_ORDER", "x", next(now))
     check()
-    p = om.placements(next(now) + 10_000, D(121))[0]
+    p = om.take_placements(next(now) + 10_000, D(121))[0]
     om.sending(p.client_id, next(now))
     om.unknown(p.client_id, next(now))               # its answer was lost
     check()
-    for c in om.cancels():
+    for c in om.request_cancels():
         om.cancel_result(c.client_id, None, next(now))
     check()
     store.close()
+
+
+def test_two_grids_with_the_same_tag_keep_their_own_orders(tmp_path):
+    store = StateStore(str(tmp_path / "s.db"))
+    managers = []
+    for n in (1, 2):
+        gid = store.create_grid({"n": n}, GRID, 5, 0)
+        om = OrderManager(GRID, tag=5)
+        om.start(D(121))
+        om.take_placements(n * 1000, D(121))      # the same clientIds in both grids, created at n * 1000
+        store.save(gid, om.take_changes(), 1)
+        managers.append((gid, om))
+    for gid, om in managers:
+        snap = store.load(store.grid(gid))
+        assert sorted((o.client_id, o.created_ms) for o in snap.orders) == \
+            sorted((o.client_id, o.created_ms) for o in om.orders.values())
+    store.close()
+
+
+def test_a_new_grid_gets_an_unused_tag_then_the_oldest_stopped_one(tmp_path):
+    store = StateStore(str(tmp_path / "s.db"))
+    for tag in range(1, 256):
+        gid = store.create_grid({"tag": tag}, GRID, tag, 0)
+        store.set_status(gid, "stopped", 1)
+    assert store.free_tag(lambda free: free[0]) == 1           # all used: the one used longest ago
+    store.set_status(1, "running", 2)
+    assert store.free_tag(lambda free: free[0]) == 2           # never a running grid's
+    store.close()
+
+
+def test_a_version_1_state_file_is_migrated(tmp_path):
+    import sqlite3
+    path = str(tmp_path / "v1.db")
+    conn = sqlite3.connect(path)
+    conn.executescript(SCHEMA_V1_ORDERS)
+    conn.execute("INSERT INTO orders VALUES (16777217, 1, 0, 0, 'Bid', '100', '1', 'open', 5, 6, 'x', '0', '0', "
+                 "'0', 0, NULL)")
+    conn.commit()
+    conn.close()
+    store = StateStore(path)
+    assert store.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
+    assert [tuple(r) for r in store.conn.execute("SELECT grid_id, client_id, order_id FROM orders")] == [(1, 16777217, "x")]
+    store.close()
+
+
+SCHEMA_V1_ORDERS = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO meta VALUES ('schema_version', '1');
+CREATE TABLE orders (
+    client_id INTEGER PRIMARY KEY, grid_id INTEGER NOT NULL, pair INTEGER NOT NULL, level INTEGER NOT NULL,
+    side TEXT NOT NULL, price TEXT NOT NULL, quantity TEXT NOT NULL, state TEXT NOT NULL,
+    created_ms INTEGER NOT NULL, sent_ms INTEGER, order_id TEXT, executed TEXT NOT NULL,
+    executed_quote TEXT NOT NULL, fee_quote TEXT NOT NULL, cancel_requested INTEGER NOT NULL,
+    closed_ms INTEGER
+);
+"""

@@ -1,0 +1,345 @@
+"""The running bot: the main loop of grid_bot, event dispatch, and shutdown.
+
+One thread owns state: this one. The WebSocket thread only puts events on ``self.events``; the loop
+takes them, feeds prices, order updates and fills to the ``OrderManager``, and has the ``Executor``
+perform what the manager asks. The REST check (``Executor.sync``) runs every ``interval`` (five times
+less often while the private order stream is verified), at once after a reconnect, and before
+anything is placed on a resumed grid.
+
+Time is injected (``clock``, ``wall_ms``, ``sleep``), so tests can drive the loop on a fake clock.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import Enum
+from typing import Any, Callable
+
+from accounting import Stats
+from backpack_api import BackpackClient, BackpackError, Signer, wall_clock_ms
+from config import Config
+from errors import EXIT_OK, EXIT_RUNTIME, GridBotError
+from executor import ActiveGrid, Executor, describe_orders
+from order_state import OrderState
+from reports import format_stats
+from startup import Startup
+from state_store import StateStore
+from websocket_client import MarketStream, OrderEvent, StreamDown, StreamError, StreamUp, TickerEvent
+
+log = logging.getLogger("grid_bot")
+
+STREAM_POLL_FACTOR = 5  # while the order stream is verified, the REST safety net runs 5x less often
+
+
+@dataclass
+class RunResult:
+    exit_code: int
+    reason: str
+    stats: Stats | None
+
+
+class PriceSource(Enum):
+    STREAM = "stream"            # the WebSocket ticker, or our own fills from the order stream
+    REST = "rest"                # before the stream is up, or without one
+    REST_FALLBACK = "rest-fallback"  # the stream's price went stale
+
+
+class LastPrice:
+    """The freshest price the bot knows, and where it came from. Stream prices carry the exchange's
+    event time, so an older ticker never overwrites a newer fill."""
+
+    def __init__(self, price: Decimal) -> None:
+        self.price = price
+        self.source = PriceSource.REST
+        self.event_us = 0
+        self.stream_received = 0.0   # our clock when the last ticker arrived
+
+    def from_stream(self, price: Decimal, event_us: int) -> None:
+        if event_us >= self.event_us:
+            self.price, self.event_us = price, event_us
+        if self.source is PriceSource.REST_FALLBACK:
+            log.info("WebSocket prices are back")
+        self.source = PriceSource.STREAM
+
+    def from_rest(self, price: Decimal, *, fallback: bool) -> None:
+        self.price = price
+        if fallback and self.source is not PriceSource.REST_FALLBACK:
+            log.warning("no fresh WebSocket price: using the REST price %s", price)
+            self.source = PriceSource.REST_FALLBACK
+
+
+class GridBot:
+    def __init__(self, cfg: Config, *, signer: Signer | None = None, tag: int | None = None,
+                 clock: Callable[[], float] = time.monotonic, wall_ms: Callable[[], int] = wall_clock_ms,
+                 sleep: Callable[[float], None] = time.sleep, stale_after: float = 5.0,
+                 ws_ping_interval: float = 20.0, client: BackpackClient | None = None,
+                 store: StateStore | None = None, reset: bool = False) -> None:
+        self.cfg = cfg
+        self.t = cfg.trading
+        if signer is None and cfg.api.api_secret:
+            signer = Signer(cfg.api.api_secret)
+        self.signer = signer
+        self.client = client or BackpackClient(cfg.api.base_url, signer)
+        self.clock, self.wall_ms, self.sleep = clock, wall_ms, sleep
+        self.stale_after = stale_after
+        self.ws_ping_interval = ws_ping_interval
+        self.store = store
+        self.reset = reset
+        self.executor = Executor(self.client, post_only=self.t.post_only, wall_ms=wall_ms, clock=clock, sleep=sleep)
+        self.startup = Startup(cfg, self.client, self.executor, store, wall_ms=wall_ms, tag=tag)
+        self.events: queue.Queue[Any] = queue.Queue()
+        self.stop_event = threading.Event()
+        self.stop_reason = ""
+        self.shutting_down = False
+        self.stream: MarketStream | None = None
+        self.g: ActiveGrid | None = None
+        self.last: LastPrice | None = None
+        self.started = 0.0
+        self.ready = True        # False on a resumed grid until it has been settled with the exchange
+        self.polls = 0           # completed REST checks (tests wait on it)
+        # The order stream is trusted once an order event has arrived on the current connection
+        # (Backpack acknowledges no subscription); until then the REST check runs every interval.
+        self.stream_verified = False
+        self.gap_fill: float | None = None  # seconds the stream was down, while its gap-fill is due
+
+    # -- what tests and reports read
+    @property
+    def om(self) -> Any:
+        return self.g.om if self.g is not None else None
+
+    @property
+    def tag(self) -> int | None:
+        return self.g.om.tag if self.g is not None else None
+
+    @property
+    def grid(self) -> Any:
+        return self.g.om.grid if self.g is not None else None
+
+    @property
+    def price(self) -> Decimal | None:
+        return self.last.price if self.last is not None else None
+
+    # -- control
+    def request_stop(self, reason: str) -> None:
+        if not self.stop_event.is_set():
+            self.stop_reason = reason
+            self.stop_event.set()
+            self.events.put(None)  # wake the loop
+
+    # -- running
+    def run(self) -> RunResult:
+        self.started = self.clock()
+        try:
+            started = self.startup.prepare(reset=self.reset)
+        except GridBotError as e:
+            log.error("%s", e)
+            self.executor.close()
+            return RunResult(e.exit_code, str(e), None)
+        self.g, self.last = started.grid, LastPrice(started.price)
+        try:
+            if self.t.use_websocket:
+                self.stream = MarketStream(self.cfg.api.ws_url, self.t.symbol, self.events, signer=self.signer,
+                                           private=self.signer is not None, stale_after=self.stale_after,
+                                           ping_interval=self.ws_ping_interval, clock=self.clock)
+                self.stream.start()
+                self.await_stream(5.0)
+            if started.resumed and self.g.om.pairs:
+                self.ready = False
+                self.settle()
+            else:
+                # A new grid, or one whose process died before it saved its first orders.
+                empty = self.g.om.start(started.price)
+                log.info("placing the initial grid (level %d stays empty)", empty)
+            self.act()
+            self.loop()
+        except Exception as e:  # an unexpected bug: say so, then still try to stop cleanly
+            log.exception("unexpected error: %s", e)
+            self.stop_reason = f"unexpected error: {e}"
+            code = EXIT_RUNTIME
+        else:
+            code = EXIT_OK
+        self.shutdown()
+        return RunResult(code, self.stop_reason, self.g.om.stats(self.price))
+
+    def await_stream(self, timeout: float) -> None:
+        """Give the WebSocket a moment to connect and subscribe before the first orders go out, so
+        their events (and early fills) arrive on the order stream. Trading starts anyway after
+        ``timeout``: REST covers until the stream is up."""
+        deadline = self.clock() + timeout
+        while self.stream is not None and not self.stream.up and self.clock() < deadline:
+            if self.stop_event.is_set():
+                return
+            self.drain_events(min(0.2, max(0.0, deadline - self.clock())))
+        if self.stream is not None and not self.stream.up:
+            log.warning("the WebSocket is not up after %g s: starting on REST prices and checks", timeout)
+
+    def check_interval(self) -> float:
+        """Seconds between REST checks: ``interval``, or five times that while the order stream is
+        verified (fills then arrive at once; REST is the safety net)."""
+        verified = self.stream_verified and self.stream is not None and self.stream.up
+        return self.t.interval * (STREAM_POLL_FACTOR if verified else 1)
+
+    def loop(self) -> None:
+        last_check = self.clock()
+        next_stats = last_check + self.t.interval
+        deadline = self.started + self.t.duration if self.t.duration else None
+        while not self.stop_event.is_set():
+            now = self.clock()
+            if deadline is not None and now >= deadline:
+                self.request_stop(f"duration of {self.t.duration:g} s reached")
+                break
+            wake = min(last_check + self.check_interval(), next_stats, deadline if deadline is not None else now + 1)
+            self.drain_events(max(0.0, min(wake - now, 1.0)))
+            if self.stop_event.is_set():
+                break
+            if self.clock() >= last_check + self.check_interval() or self.gap_fill is not None:
+                self.check()
+                last_check = self.clock()
+            self.act()
+            if self.clock() >= next_stats:
+                self.log_stats()
+                next_stats = self.clock() + self.t.interval
+
+    def drain_events(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for the first event, then take whatever else is queued."""
+        try:
+            ev = self.events.get(timeout=timeout) if timeout > 0 else self.events.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            self.handle(ev)
+            try:
+                ev = self.events.get_nowait()
+            except queue.Empty:
+                return
+
+    def handle(self, ev: Any) -> None:
+        assert self.g is not None and self.last is not None
+        if isinstance(ev, TickerEvent):
+            self.last.stream_received = ev.received
+            self.last.from_stream(ev.price, ev.event_time_us)
+        elif isinstance(ev, OrderEvent):
+            if not self.stream_verified:
+                self.stream_verified = True
+                log.info("order stream live: fills are acted on as they happen; REST checks every %g s",
+                         self.t.interval * STREAM_POLL_FACTOR)
+            fill = ev.update.fill
+            if fill is not None:
+                # Our fill is the latest trade: fresher than the ticker (pushed once a second), and the
+                # price at which the fill's own counter-order is sure to rest.
+                self.last.from_stream(fill.price, ev.update.engine_time_us)
+            self.g.om.apply_update(ev.update, self.wall_ms())
+        elif isinstance(ev, StreamUp):
+            self.stream_verified = False
+            if ev.reconnect:
+                log.info("WebSocket back after %.1f s down; filling the gap from open orders and fill "
+                         "history", ev.down_for)
+                self.gap_fill = ev.down_for
+        elif isinstance(ev, StreamDown):
+            self.stream_verified = False
+            log.warning("WebSocket down (%s): trading on REST prices and REST checks every %g s until it "
+                        "is back", ev.reason, self.t.interval)
+        elif isinstance(ev, StreamError):
+            log.warning("WebSocket: %s", ev.message)
+
+    def refresh_price(self) -> None:
+        """Use the WebSocket price while it is fresh; otherwise ask REST, and say so once."""
+        assert self.last is not None
+        if self.stream is not None and self.stream.up and self.clock() - self.last.stream_received < self.stale_after:
+            return
+        try:
+            price = self.client.ticker_price(self.t.symbol)
+        except BackpackError as e:
+            log.warning("cannot read the price over REST: %s", e)
+            return
+        self.last.from_rest(price, fallback=self.t.use_websocket)
+
+    def settle(self) -> None:
+        """A resumed grid: what happened while we were down, settled against the exchange. Nothing is
+        placed until this has succeeded (``act`` waits for ``ready``)."""
+        assert self.g is not None
+        om = self.g.om
+        unknown = sum(1 for o in om.live.values() if o.state is OrderState.UNKNOWN)
+        result = self.executor.sync(self.g)
+        if not result.ok:
+            log.warning("cannot reconcile yet (%s); trying again at the next check", result.error)
+            return
+        self.ready = True
+        on_book = sum(1 for o in om.live.values() if o.state is OrderState.OPEN and not o.missing)
+        missing = sum(1 for o in om.live.values() if o.state is OrderState.OPEN and o.missing)
+        waiting = sum(1 for p in om.pairs if p.order is None)
+        log.info("reconciled: %d of our orders on the book, %d fill(s) while stopped, %d order(s) with an "
+                 "unknown outcome to settle, %d missing to look up, %d pair(s) to (re)place; %d foreign "
+                 "order(s) left alone", on_book, result.new_fills, unknown, missing, waiting, result.foreign)
+
+    def check(self) -> None:
+        """The periodic REST check (and the gap-fill after a reconnect)."""
+        assert self.g is not None
+        if not self.ready:
+            self.settle()
+        else:
+            result = self.executor.sync(self.g)
+            if not result.ok:
+                log.warning("order check failed, trying again next interval: %s", result.error)
+            elif self.gap_fill is not None:
+                log.info("gap-fill after %.1f s down: %d fill(s) the stream missed, %d order(s) gone from the "
+                         "book to look up", self.gap_fill, result.new_fills, result.newly_missing)
+                self.gap_fill = None
+            if result.foreign:
+                log.debug("%d open order(s) on %s are not this grid's; leaving them alone", result.foreign,
+                          self.t.symbol)
+            self.refresh_price()
+        self.polls += 1
+
+    def act(self) -> None:
+        """Whatever the grid needs now. Cheap when there is nothing to do (no I/O). Nothing at all
+        before a resumed grid has been reconciled with the exchange."""
+        assert self.g is not None
+        if self.ready:
+            self.executor.perform(self.g, self.g.om.take_actions(self.wall_ms(), self.price))
+        self.g.publish()
+        self.g.save()
+
+    def log_stats(self) -> None:
+        assert self.g is not None and self.last is not None
+        source = "" if self.last.source is PriceSource.STREAM or not self.t.use_websocket else " (REST)"
+        log.info("%s", format_stats(self.g.om.stats(self.price), self.g.om.grid, self.clock() - self.started, source))
+
+    # -- stopping
+    def shutdown(self) -> None:
+        assert self.g is not None
+        self.shutting_down = True
+        log.info("stopping: %s", self.stop_reason or "asked to stop")
+        if self.stream is not None:
+            self.stream.stop()
+        closed = False
+        if self.t.on_exit == "keep":
+            log.info("on_exit is keep: leaving %d order(s) on the book; the next start resumes this grid",
+                     len(self.g.om.live_orders()))
+        else:
+            closed = self.executor.cancel_all(self.g)
+        result = self.executor.sync(self.g, orders=False)  # the last fills
+        if not result.ok:
+            log.warning("cannot read the last fills: %s", result.error)
+        self.g.save()
+        self.executor.close()
+        if closed and self.store is not None and self.g.grid_id is not None:
+            # A grid whose orders are all cancelled is closed: the next start lays out a new one. One with
+            # orders left (kept, or not confirmed cancelled) stays running, so the next start resumes it.
+            self.store.set_status(self.g.grid_id, "stopped", self.wall_ms())
+        log.info("final %s", format_stats(self.g.om.stats(self.price), self.g.om.grid, self.clock() - self.started,
+                                          final=True))
+
+    def warn_forced_exit(self) -> None:
+        """The last words of a forced exit: which orders may still be on the book. (Called from the
+        signal handler: it only reads state and logs.)"""
+        live = self.g.om.live_orders() if self.g is not None else []
+        if live:
+            log.warning("forced exit: %d order(s) may still be open: %s; the next start settles them, or "
+                        "cancel them on Backpack", len(live), describe_orders(live))
+        else:
+            log.warning("forced exit")

@@ -1,0 +1,200 @@
+"""The commands: ``run``, ``status``, ``plan`` and ``keygen`` (``backtest`` has its own module).
+
+Each takes the parsed arguments and returns an exit code. Errors are raised, not printed: only
+``grid_bot.main()`` turns them into one line and an exit code.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from decimal import Decimal
+from typing import Any
+
+from backpack_api import (BackpackClient, RequestRejected, Signer, TransientError, generate_keypair,
+                          wall_clock_ms)
+from bot import GridBot
+from config import PLACEHOLDER, Config, ConfigError, check_keys, load_config
+from errors import EXIT_FORCED, EXIT_OK, FatalError, InputError
+from log_setup import setup_logging
+from order_manager import OrderManager
+from paper import paper_market, paper_path, start_paper
+from reports import level_view, print_status, status_report
+from startup import grid_params, make_grid, market_rules
+from state_store import StateStore
+
+log = logging.getLogger("grid_bot")
+
+
+def read_config(path: str, **kwargs: Any) -> Config:
+    """``load_config`` with the file named in its errors."""
+    try:
+        return load_config(path, **kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def open_store(cfg: Config, paper: bool, *, readonly: bool = False) -> StateStore:
+    return StateStore(paper_path(cfg.state_file, ".db") if paper else cfg.state_file, readonly=readonly)
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    api_key, secret = generate_keypair()
+    if args.json:
+        print(json.dumps({"api_key": api_key, "api_secret": secret}))
+    else:
+        print(f"BACKPACK_API_KEY={api_key}")
+        print(f"BACKPACK_API_SECRET={secret}")
+    return EXIT_OK
+
+
+def install_signals(bot: GridBot) -> None:
+    count = {"n": 0}
+
+    def handler(signum: int, frame: Any) -> None:
+        count["n"] += 1
+        name = signal.Signals(signum).name
+        if count["n"] == 1 or not bot.shutting_down:
+            bot.request_stop(f"{name} received")
+        elif signum == signal.SIGINT:
+            # Exit now, from here: an exception raised into whatever the main thread is doing could be
+            # swallowed by library code (websocket-client's close() catches everything). The state
+            # file holds the last consistent save; the next start reconciles from it.
+            bot.warn_forced_exit()
+            for h in logging.getLogger("grid_bot").handlers:
+                h.flush()
+            os._exit(EXIT_FORCED)
+        else:
+            log.warning("%s received again: already stopping (Ctrl+C twice forces an exit)", name)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = read_config(args.config, need_keys=not args.paper)
+    sim = None
+    signer = None
+    store = open_store(cfg, args.paper)
+    try:
+        if args.paper:
+            # Each paper run has a new simulated exchange: a grid saved by an earlier one cannot resume.
+            saved = store.active_grid()
+            if saved is not None:
+                store.set_status(saved.id, "stopped", wall_clock_ms())
+            sim, cfg, signer = start_paper(cfg, args.seed)
+        setup_logging(cfg, level=args.log_level, log_file=paper_path(cfg.log.file, ".log") if args.paper else None)
+        if args.paper:
+            log.info("PAPER MODE: a simulated exchange at %s with paper funds; no real orders", cfg.api.base_url)
+        else:
+            log.info("starting: %s on %s", cfg.trading.symbol, cfg.api.base_url)
+        bot = GridBot(cfg, signer=signer, store=store, reset=args.reset)
+        install_signals(bot)
+        result = bot.run()
+    finally:
+        store.close()
+        if sim is not None:
+            sim.stop()
+    if result.exit_code not in (EXIT_OK, EXIT_FORCED) and not cfg.log.console:
+        # The log file has it, but a terminal (or systemd's journal) must see why we stopped.
+        print(f"grid_bot: {result.reason}", file=sys.stderr)
+    return result.exit_code
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    cfg = read_config(args.config, need_keys=False)
+    store = open_store(cfg, args.paper, readonly=True)
+    try:
+        saved = store.active_grid() or store.latest_grid()
+        if saved is None:
+            raise InputError(f"no grid saved in {store.path} yet")
+        om = OrderManager.from_snapshot(saved.spec, saved.tag, store.load(saved))
+        report = status_report(saved, om, store.path, wall_clock_ms())
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_status(report)
+    return EXIT_OK
+
+
+def keys_set(cfg: Config) -> bool:
+    """Are API keys configured (not left as placeholders)? Malformed ones are an error to fix."""
+    if PLACEHOLDER.fullmatch(cfg.api.api_key.strip()) or PLACEHOLDER.fullmatch(cfg.api.api_secret.strip()):
+        return False
+    check_keys(cfg.api.api_key, cfg.api.api_secret)
+    return True
+
+
+def public_client(cfg: Config, signer: Signer | None = None) -> BackpackClient:
+    # plan and backtest answer a person at a terminal: fail fast when the exchange is unreachable,
+    # and show the client's retry warnings as plain lines.
+    logging.basicConfig(format="grid_bot: %(message)s", level=logging.WARNING)
+    return BackpackClient(cfg.api.base_url, signer, timeout=(5.0, 15.0), max_attempts=2)
+
+
+def saved_for_plan(cfg: Config, paper: bool) -> dict[str, Any] | None:
+    """The running grid in the state file, as ``planner.plan_report`` wants it (None: there is none)."""
+    path = paper_path(cfg.state_file, ".db") if paper else cfg.state_file
+    if not os.path.exists(path):
+        return None
+    store = open_store(cfg, paper, readonly=True)
+    try:
+        saved = store.active_grid()
+        if saved is None:
+            return None
+        om = OrderManager.from_snapshot(saved.spec, saved.tag, store.load(saved))
+    finally:
+        store.close()
+    return {"id": saved.id, "status": saved.status, "params": saved.params, "levels": level_view(om),
+            "params_now": grid_params(cfg.trading)}
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from backtest import rules_from_spec, spec_from_rules
+    from planner import plan_report, print_plan
+
+    cfg = read_config(args.config, need_keys=False)
+    try:
+        with_keys = not args.paper and keys_set(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{args.config}: {e}") from None
+    t = cfg.trading
+    balances: dict[str, tuple[Decimal, Decimal]] | None
+    if args.paper:
+        spec, price, paper_funds, _ = paper_market(cfg)
+        rules = rules_from_spec(spec)
+        source = "paper mode: the simulator's starting price"
+        balances = {k: (v, Decimal(0)) for k, v in paper_funds.items()}
+        balances_source: str | None = "paper"
+    else:
+        client = public_client(cfg, Signer(cfg.api.api_secret) if with_keys else None)
+        try:
+            rules = market_rules(client, t.symbol, cfg.api.base_url)
+        except FatalError as e:
+            raise FatalError(f"{e} (plan --paper shows the grid on the built-in simulated market)") from None
+        spec = spec_from_rules(rules)
+        try:
+            price = client.ticker_price(t.symbol)
+            balances = client.balances() if with_keys else None
+        except RequestRejected as e:
+            raise InputError(f"the exchange refused our signed request ({e.code}: {e.message}): check "
+                             f"api.api_key and api.api_secret, and the machine's clock") from None
+        except TransientError as e:
+            raise FatalError(f"cannot read from {cfg.api.base_url}: {e}") from None
+        source = f"last price on {cfg.api.base_url}"
+        balances_source = "exchange" if with_keys else None
+    grid, notes = make_grid(rules, t, price)
+    report = plan_report(grid, spec, price=price, price_source=source, maker_fee=t.maker_fee,
+                         auto_price=t.auto_price, balances=balances, balances_source=balances_source,
+                         saved=saved_for_plan(cfg, args.paper))
+    report["warnings"] = [*cfg.warnings, *notes, *report["warnings"]]
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_plan(report)
+    return EXIT_OK

@@ -1,0 +1,151 @@
+"""An order's life: its states, the table of allowed transitions, the records the grid keeps, and the
+actions the grid asks its shell to perform.
+
+Pure values, no I/O. ``OrderManager`` moves an order only through ``allowed`` (STYLE.md 8): a
+transition not in ``ALLOWED`` is refused, so a stale REST snapshot can never turn a ``FILLED`` order
+back into ``OPEN``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import Enum
+
+from accounting import Leg, Ledger
+from models import Fill, Side
+
+ZERO = Decimal(0)
+
+
+class OrderState(Enum):
+    INTENDED = "intended"    # clientId chosen and recorded; being sent
+    UNKNOWN = "unknown"      # sent, no answer: may or may not be on the book
+    OPEN = "open"            # on the book (possibly partially filled)
+    FILLED = "filled"        # fills add up to the quantity
+    CANCELLED = "cancelled"  # cancelled or expired, by us or by the exchange
+    REJECTED = "rejected"    # refused at placement
+    LOST = "lost"            # outcome was unknown; looked up after its window: never placed
+
+    @property
+    def live(self) -> bool:
+        return self in _LIVE_STATES
+
+
+_LIVE_STATES = frozenset({OrderState.INTENDED, OrderState.UNKNOWN, OrderState.OPEN})
+
+ALLOWED: dict[OrderState, frozenset[OrderState]] = {
+    OrderState.INTENDED: frozenset({OrderState.UNKNOWN, OrderState.OPEN, OrderState.FILLED,
+                                    OrderState.CANCELLED, OrderState.REJECTED}),
+    OrderState.UNKNOWN: frozenset({OrderState.OPEN, OrderState.FILLED, OrderState.CANCELLED,
+                                   OrderState.LOST}),
+    OrderState.OPEN: frozenset({OrderState.FILLED, OrderState.CANCELLED}),
+    OrderState.FILLED: frozenset(),
+    OrderState.CANCELLED: frozenset(),
+    OrderState.REJECTED: frozenset(),
+    OrderState.LOST: frozenset(),
+}
+
+
+def allowed(old: OrderState, new: OrderState) -> bool:
+    """May an order in ``old`` move to ``new``? (Staying put is always allowed.)"""
+    return new is old or new in ALLOWED[old]
+
+
+# ------------------------------------------------------------------------------------- actions
+@dataclass(frozen=True)
+class Place:
+    client_id: int
+    level: int
+    side: Side
+    price: Decimal
+    quantity: Decimal
+
+
+@dataclass(frozen=True)
+class Cancel:
+    client_id: int
+    order_id: str
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """Find out what became of an order (by clientId), with its fills."""
+    client_id: int
+    order_id: str | None
+    since_ms: int
+
+
+Action = Place | Cancel | Lookup
+
+
+# ------------------------------------------------------------------------------------- records
+@dataclass
+class GridOrder:
+    client_id: int
+    pair: int
+    level: int
+    side: Side
+    price: Decimal
+    quantity: Decimal
+    state: OrderState
+    created_ms: int
+    order_id: str | None = None
+    sent_ms: int | None = None
+    executed: Decimal = ZERO          # from the fills we have applied
+    executed_quote: Decimal = ZERO
+    fee_quote: Decimal = ZERO         # fees valued in the quote asset
+    cancel_requested: bool = False
+    missing: bool = False             # absent from a snapshot; being looked up
+    lookups: int = 0
+    next_lookup_ms: int = 0
+    closed_ms: int | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.executed >= self.quantity
+
+
+@dataclass
+class Pair:
+    index: int
+    side: Side
+    order: int | None = None          # clientId of its live order
+    opener: Leg | None = None         # the completed order that opened the round trip under way
+    retry_at_ms: int = 0
+    rejections: int = 0
+    waiting_since: int = 0            # sequence number: who waited first for a shared level
+    round_trips: int = 0
+
+
+@dataclass
+class Settings:
+    window_ms: int = 5000             # signature window: after it an unsent order can't arrive
+    lookup_margin_ms: int = 1000
+    retry_base_ms: int = 2000
+    retry_cap_ms: int = 60_000
+    replace_delay_ms: int = 1000      # after the exchange cancelled one of our orders
+    max_multiplier: Decimal | None = None
+    min_multiplier: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The whole saved state of a grid's manager, as a value (copies, safe to keep)."""
+    pairs: tuple[Pair, ...]
+    orders: tuple[GridOrder, ...]
+    seen_trades: frozenset[int]
+    next_seq: int
+    wait_seq: int
+    ledger: Ledger
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What changed since the last ``take_changes``: copies of the orders and pairs whose saved fields
+    changed, the newly applied fills, and the totals."""
+    orders: tuple[GridOrder, ...]
+    pairs: tuple[Pair, ...]
+    fills: tuple[Fill, ...]
+    next_seq: int
+    wait_seq: int
+    ledger: Ledger

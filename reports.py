@@ -1,0 +1,171 @@
+"""Words and numbers for people: log lines for the core's events, the statistics line, and ``status``.
+
+Pure formatting: nothing here sends, saves or decides. The core's typed events become log lines in one
+place (``describe``), so the log, and later notifications and reports, read the same values.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from decimal import Decimal
+from typing import Any
+
+from accounting import Stats
+from events import (ClosedByExchange, CounterOrderDecided, DuplicateOnBook, FillApplied, FilledAfterCancel,
+                    FilledIncomplete, GridEvent, LookupResolved, OrderRefused, OutcomeUnknown,
+                    RoundTripCompleted, TransitionRefused)
+from grid_calculator import GridSpec
+from order_manager import OrderManager
+
+INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR
+
+
+def fmt_amount(d: Decimal, places: int = 8) -> str:
+    """A decimal for a log line: exact, without trailing zeros beyond what it needs."""
+    q = d.quantize(Decimal(1).scaleb(-places)) if d.as_tuple().exponent < -places else d
+    text = f"{q:f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def format_duration(seconds: float) -> str:
+    s = int(seconds)
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    return (f"{d}d " if d else "") + f"{h}:{m:02d}:{s:02d}"
+
+
+def iso(ms: int | None) -> str | None:
+    if not ms:
+        return None
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000)) + " UTC"
+
+
+def describe_params(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in params.items())
+
+
+def describe(ev: GridEvent, quote: str) -> tuple[int, str]:
+    """One event of the core as (log level, message)."""
+    a = fmt_amount
+    if isinstance(ev, FillApplied):
+        return INFO, (f"fill: {ev.side.value} {a(ev.quantity)} @ {a(ev.price)} (level {ev.level}, order "
+                      f"{ev.order_id}, {a(ev.executed)}/{a(ev.order_quantity)}), fee {a(ev.fee)} {ev.fee_symbol}")
+    if isinstance(ev, CounterOrderDecided):
+        return INFO, (f"{ev.filled_side.value} at level {ev.filled_level} filled: counter-order {ev.side.value} "
+                      f"{a(ev.quantity)} @ {a(ev.price)} (level {ev.level})")
+    if isinstance(ev, RoundTripCompleted):
+        return INFO, f"round trip {ev.number} on levels {ev.pair}-{ev.pair + 1}: profit {a(ev.profit)} {quote}"
+    if isinstance(ev, OrderRefused):
+        return WARNING, (f"{ev.side.value} {a(ev.quantity)} @ {a(ev.price)} (level {ev.level}) rejected: "
+                         f"{ev.code} {ev.message}; retrying in {ev.retry_in_ms / 1000:.0f} s")
+    if isinstance(ev, OutcomeUnknown):
+        return WARNING, (f"no answer for {ev.side.value} @ {a(ev.price)} (level {ev.level}, clientId "
+                         f"{ev.client_id}); will look it up by clientId")
+    if isinstance(ev, LookupResolved):
+        if ev.outcome == "never placed":
+            return INFO, f"clientId {ev.client_id} (level {ev.level}) never reached the book; placing it again"
+        return ERROR, (f"order {ev.order_id} (level {ev.level}) is neither on the book nor in history after "
+                       f"{ev.lookups} lookups; treating it as gone")
+    if isinstance(ev, ClosedByExchange):
+        part = f" after {a(ev.executed)} filled" if ev.executed else ""
+        if ev.by_us:
+            return INFO, f"cancelled order {ev.order_id} (level {ev.level}){part}"
+        return WARNING, (f"order {ev.order_id} ({ev.side.value} @ {a(ev.price)}, level {ev.level}) was "
+                         f"{ev.status} by the exchange or by hand{part}; replacing it")
+    if isinstance(ev, FilledIncomplete):
+        return WARNING, (f"order {ev.order_id} is filled but only {a(ev.executed)} of {a(ev.quantity)} has "
+                         f"been seen in fills; looking again")
+    if isinstance(ev, FilledAfterCancel):
+        return ERROR, (f"order {ev.order_id} (level {ev.level}) filled completely after it was counted as "
+                       f"cancelled; accounting it, but its counter-order is skipped")
+    if isinstance(ev, DuplicateOnBook):
+        return ERROR, (f"order {ev.order_id} (clientId {ev.client_id}, level {ev.level}) is on the book although "
+                       f"it was counted as {ev.counted_as}; cancelling it")
+    if isinstance(ev, TransitionRefused):
+        return WARNING, (f"refused {ev.old} -> {ev.new} for order {ev.client_id} (level {ev.level}); "
+                         f"keeping {ev.old}")
+    raise TypeError(f"no description for {type(ev).__name__}")
+
+
+def format_stats(st: Stats, grid: GridSpec, uptime: float, source: str = "", final: bool = False) -> str:
+    fees = ", ".join(f"{fmt_amount(v)} {k}" for k, v in sorted(st.fees.items())) or "0"
+    price = fmt_amount(st.price) if st.price is not None else "?"
+    floating = f"{fmt_amount(st.floating_pnl, 4)} {grid.quote}" if st.floating_pnl is not None else "?"
+    sign = "+" if st.position > 0 else ""
+    waiting = f" ({st.waiting} waiting)" if st.waiting and not final else ""
+    return (f"stats | price {price}{source} | open {st.open_bids} buys / {st.open_asks} sells{waiting} | "
+            f"round trips {st.round_trips} | grid profit {fmt_amount(st.grid_profit)} {grid.quote} | "
+            f"fees {fees} | position {sign}{fmt_amount(st.position)} {grid.base} | floating PnL {floating} | "
+            f"uptime {format_duration(uptime)}")
+
+
+def level_view(om: OrderManager) -> list[dict]:
+    """Each level with the order resting on it (for status and plan output)."""
+    occupied = {o.level: o for o in om.live_orders()}
+    rows = []
+    for i, price in enumerate(om.grid.levels):
+        o = occupied.get(i)
+        rows.append({"level": i, "price": price,
+                     "side": o.side.value if o else None,
+                     "state": o.state.value if o else None,
+                     "order_id": o.order_id if o else None,
+                     "client_id": o.client_id if o else None,
+                     "executed": o.executed if o else None})
+    return rows
+
+
+def status_report(saved: Any, om: OrderManager, state_path: str, now_ms: int) -> dict[str, Any]:
+    """The saved state of a grid as plain JSON-able data (decimals as strings)."""
+    st = om.stats(None)
+    spec = saved.spec
+    return {
+        "state_file": state_path,
+        "grid": {"id": saved.id, "status": saved.status, "symbol": spec.symbol, "mode": spec.mode.value,
+                 "levels": [f"{x:f}" for x in spec.levels], "quantity": f"{spec.quantity:f}",
+                 "base": spec.base, "quote": spec.quote, "params": saved.params,
+                 "created": iso(saved.created_ms), "last_checkpoint": iso(saved.checkpoint_ms),
+                 "last_checkpoint_ms": saved.checkpoint_ms,
+                 "last_checkpoint_ago_s": (now_ms - saved.checkpoint_ms) // 1000 if saved.checkpoint_ms else None,
+                 "last_saved": iso(saved.updated_ms), "stopped": iso(saved.stopped_ms)},
+        "stats": {"round_trips": st.round_trips, "grid_profit": f"{st.grid_profit:f}",
+                  "fees": {k: f"{v:f}" for k, v in sorted(st.fees.items())}, "position": f"{st.position:f}",
+                  "quote_flow": f"{st.quote_flow:f}", "fills": st.fills, "open_buys": st.open_bids,
+                  "open_sells": st.open_asks},
+        "levels": [{**row, "price": f"{row['price']:f}",
+                    "executed": None if row["executed"] is None else f"{row['executed']:f}"}
+                   for row in level_view(om)],
+        # What each pair of adjacent levels wants now; "waiting" when its order is not on the book.
+        "pairs": [{"pair": p.index, "side": p.side.value, "level": spec.pair_level(p.index, p.side),
+                   "waiting": p.order is None, "round_trips": p.round_trips} for p in om.pairs],
+    }
+
+
+def print_status(r: dict[str, Any]) -> None:
+    g, s = r["grid"], r["stats"]
+    print(f"grid {g['id']} ({g['status']}) {g['symbol']} {g['mode']}, {len(g['levels'])} levels "
+          f"{g['levels'][0]}..{g['levels'][-1]}, {g['quantity']} {g['base']} per order")
+    ago = f" ({g['last_checkpoint_ago_s']} s ago)" if g["last_checkpoint_ago_s"] is not None else ""
+    print(f"  created {g['created']}; last checkpoint {g['last_checkpoint'] or 'never'}{ago}"
+          + (f"; stopped {g['stopped']}" if g["stopped"] else ""))
+    print(f"  parameters: {describe_params(g['params'])}")
+    print(f"  state file: {r['state_file']}")
+    fees = ", ".join(f"{fmt_amount(Decimal(v))} {k}" for k, v in s["fees"].items()) or "0"
+    print(f"round trips {s['round_trips']} | grid profit {fmt_amount(Decimal(s['grid_profit']))} {g['quote']} | "
+          f"fees {fees} | position {fmt_amount(Decimal(s['position']))} {g['base']} | fills {s['fills']} | "
+          f"open {s['open_buys']} buys / {s['open_sells']} sells")
+    waiting = [p for p in r["pairs"] if p["waiting"]]
+    if waiting:
+        print("waiting: " + ", ".join(f"{p['side']} at level {p['level']}" for p in waiting)
+              + " (it would cross the price, or it is retried after a rejection)")
+    print("level  price           order")
+    for row in reversed(r["levels"]):
+        if row["side"] is None:
+            order = "-"
+        else:
+            executed = f", {row['executed']} filled" if row["executed"] not in (None, "0") else ""
+            order = f"{row['side']:<3} {row['state']:<8} {row['order_id'] or '(no id yet)'} " \
+                    f"clientId {row['client_id']}{executed}"
+        print(f"{row['level']:>5}  {row['price']:<14}  {order}")

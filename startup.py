@@ -1,0 +1,232 @@
+"""Start-up: every check before the first order, then a fresh grid, a resumed one, or ``--reset``.
+
+The market's rules, the clock against the exchange's, the price, then the saved running grid (resumed
+when its parameters match, refused when they do not, cancelled first with ``--reset``) or a new grid whose
+funds are checked against the balances. Nothing is placed here except ``--reset``'s cancels.
+"""
+from __future__ import annotations
+
+import difflib
+import logging
+import random
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Callable
+
+from backpack_api import BackpackClient, BackpackError, RequestRejected, TransientError
+from config import Config
+from errors import FatalError, InputError
+from executor import ActiveGrid, Executor
+from grid_calculator import GridError, GridMode, GridSpec, build_grid, funds_needed, initial_plan, summarize
+from models import MarketRules, Side
+from order_manager import OrderManager
+from order_state import Settings
+from reports import describe_params, fmt_amount
+from state_store import SavedGrid, StateStore
+
+log = logging.getLogger("grid_bot")
+
+Balances = dict[str, tuple[Decimal, Decimal]]
+
+
+@dataclass
+class Started:
+    grid: ActiveGrid
+    rules: MarketRules
+    price: Decimal
+    resumed: bool
+
+
+def grid_params(t: Any) -> dict[str, Any]:
+    """What identifies a grid across restarts: what decides its levels and orders. (Levels are not
+    compared directly: an auto-price grid's levels depend on the price when it was created.)"""
+    params: dict[str, Any] = {"symbol": t.symbol, "grid_mode": t.grid_mode, "grid_num": t.grid_num,
+                              "quantity": f"{t.quantity:f}", "auto_price": t.auto_price}
+    if t.auto_price:
+        params["price_range"] = f"{t.price_range:f}"
+    else:
+        params["grid_lower"] = f"{t.grid_lower:f}"
+        params["grid_upper"] = f"{t.grid_upper:f}"
+    return params
+
+
+def market_rules(client: BackpackClient, symbol: str, base_url: str) -> MarketRules:
+    """The market's rules from the exchange; an unknown symbol is the user's to fix."""
+    try:
+        markets = client.markets()
+    except TransientError as e:
+        raise FatalError(f"cannot reach the exchange at {base_url}: {e}") from None
+    except RequestRejected as e:
+        raise FatalError(f"the exchange at {base_url} refused to list its markets ({e}); check api.base_url, "
+                         f"and whether this machine may reach it") from None
+    by_symbol = {m.symbol: m for m in markets}
+    rules = by_symbol.get(symbol)
+    if rules is None:
+        close = difflib.get_close_matches(symbol, list(by_symbol), n=3, cutoff=0.7)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        raise InputError(f"unknown symbol {symbol} on {base_url}{hint} (set trading.symbol)")
+    if rules.order_book_state in ("Closed", "CancelOnly"):
+        raise InputError(f"{rules.symbol} is not trading now (order book {rules.order_book_state})")
+    return rules
+
+
+def make_grid(rules: MarketRules, t: Any, price: Decimal) -> tuple[GridSpec, list[str]]:
+    """The grid the config asks for on this market at this price (and notes worth a warning)."""
+    try:
+        return build_grid(rules, mode=GridMode(t.grid_mode), grid_num=t.grid_num, quantity=t.quantity,
+                          post_only=t.post_only, lower=t.grid_lower, upper=t.grid_upper,
+                          auto_price=t.auto_price, price_range=t.price_range, price=price)
+    except GridError as e:
+        raise InputError(str(e)) from None
+
+
+def read_balances(client: BackpackClient) -> Balances:
+    try:
+        return client.balances()
+    except RequestRejected as e:
+        raise InputError(f"the exchange refused our signed request ({e.code}: {e.message}): check "
+                         f"api.api_key and api.api_secret, and the machine's clock") from None
+    except TransientError as e:
+        raise FatalError(f"cannot read balances: {e}") from None
+
+
+def check_clock(client: BackpackClient, wall_ms: Callable[[], int]) -> None:
+    try:
+        server = client.server_time_ms()
+    except BackpackError:
+        return
+    skew = (wall_ms() - server) / 1000
+    if abs(skew) >= 5:
+        raise FatalError(f"this machine's clock is {skew:+.1f} s off the exchange's: signed requests "
+                         f"would be refused; sync the clock (e.g. enable NTP) and start again")
+    if abs(skew) >= 1:
+        log.warning("this machine's clock is %+.1f s off the exchange's; signed requests allow 5 s", skew)
+
+
+def check_funds(grid: GridSpec, price: Decimal, balances: Balances, maker_fee: Decimal) -> dict[str, Decimal]:
+    _, plan = initial_plan(grid, price)
+    need = funds_needed(grid, plan)
+    zero = (Decimal(0), Decimal(0))
+    missing = [f"{fmt_amount(amount - balances.get(asset, zero)[0])} {asset} (needs {fmt_amount(amount)}, "
+               f"{fmt_amount(balances.get(asset, zero)[0])} available)"
+               for asset, amount in need.items() if amount > balances.get(asset, zero)[0]]
+    if missing:
+        raise InputError("not enough balance for this grid: missing " + " and ".join(missing) +
+                         "; deposit it, or lower trading.quantity or trading.grid_num")
+    # A buy pays its maker fee in the base it receives; its counter-sell sells the full quantity.
+    per_trip = grid.quantity * maker_fee
+    spare = balances.get(grid.base, zero)[0] - need.get(grid.base, Decimal(0))
+    if per_trip > 0 and spare < per_trip * (len(grid.levels) - 1):
+        log.warning("little spare %s: buys pay their fee in %s, so each round trip uses %s %s beyond what "
+                    "the grid locks; the %s spare covers %d round trip(s), then counter-sells are refused "
+                    "until you add %s", grid.base, grid.base, fmt_amount(per_trip), grid.base,
+                    fmt_amount(spare), int(spare / per_trip), grid.base)
+    return need
+
+
+def log_grid(grid: GridSpec, symbol: str, price: Decimal, need: dict[str, Decimal], maker_fee: Decimal) -> None:
+    empty, plan = initial_plan(grid, price)
+    s = summarize(grid, maker_fee)
+    step = (f"step {fmt_amount(s.step_min)}" if s.step_min == s.step_max
+            else f"steps {fmt_amount(s.step_min)}..{fmt_amount(s.step_max)}")
+    pct = f"{s.step_pct_min}%" if s.step_pct_min == s.step_pct_max else f"{s.step_pct_min}%..{s.step_pct_max}%"
+    buys = sum(1 for o in plan if o.side is Side.BID)
+    log.info("grid: %s %d levels %s..%s %s, %s (%s); price %s, empty level %d (%s); %d buys and %d sells "
+             "of %s %s", symbol, len(grid.levels), grid.levels[0], grid.levels[-1], grid.mode.value, step, pct,
+             price, empty, grid.levels[empty], buys, len(plan) - buys, fmt_amount(grid.quantity), grid.base)
+    log.info("grid: locks %s; net profit per round trip %s..%s %s after two maker fees of %s%%",
+             " + ".join(f"{fmt_amount(v)} {k}" for k, v in need.items()), fmt_amount(s.profit_min),
+             fmt_amount(s.profit_max), grid.quote, fmt_amount(maker_fee * 100))
+    for o in plan:
+        log.debug("grid: level %d %s %s @ %s", o.level, o.side.value, o.quantity, o.price)
+    if s.profit_min <= 0:
+        log.warning("grid step too small: the narrowest step (%s%%) does not cover two maker fees of "
+                    "%s%%, so a round trip there loses money; widen the range or lower grid_num",
+                    s.step_pct_min, fmt_amount(maker_fee * 100))
+
+
+def manager_settings(client: BackpackClient, rules: MarketRules) -> Settings:
+    # An order whose answer was lost is looked up once neither its signature window nor our read
+    # timeout can still let it arrive.
+    window = max(client.window_ms, int(client.timeout[1] * 1000))
+    return Settings(window_ms=window, max_multiplier=rules.max_multiplier, min_multiplier=rules.min_multiplier)
+
+
+class Startup:
+    def __init__(self, cfg: Config, client: BackpackClient, executor: Executor, store: StateStore | None, *,
+                 wall_ms: Callable[[], int], tag: int | None = None) -> None:
+        self.cfg = cfg
+        self.t = cfg.trading
+        self.client = client
+        self.executor = executor
+        self.store = store
+        self.wall_ms = wall_ms
+        self.tag = tag
+
+    def prepare(self, *, reset: bool) -> Started:
+        """Market rules, clock, price, then resume the saved grid or lay out a new one (grid, funds)."""
+        for w in self.cfg.warnings:
+            log.warning("%s", w)
+        rules = market_rules(self.client, self.t.symbol, self.cfg.api.base_url)
+        check_clock(self.client, self.wall_ms)
+        try:
+            price = self.client.ticker_price(self.t.symbol)
+        except TransientError as e:
+            raise FatalError(f"cannot read the price of {self.t.symbol}: {e}") from None
+        settings = manager_settings(self.client, rules)
+        saved = self.store.active_grid() if self.store is not None else None
+        if reset:
+            if saved is not None:
+                self.reset_grid(saved, settings)
+            else:
+                log.info("--reset: no running grid to reset in %s", self.store.path if self.store else "memory")
+            saved = None
+        if saved is not None and saved.params != grid_params(self.t):
+            assert self.store is not None
+            raise InputError(
+                f"the state file {self.store.path} holds a running grid with other parameters "
+                f"({describe_params(saved.params)}): put those settings back to resume it, or start with "
+                f"--reset to cancel its orders and begin this grid")
+        if saved is not None:
+            return Started(self.resume(saved, settings), rules, price, True)
+        return Started(self.fresh(rules, price, settings), rules, price, False)
+
+    def fresh(self, rules: MarketRules, price: Decimal, settings: Settings) -> ActiveGrid:
+        grid, notes = make_grid(rules, self.t, price)
+        for n in notes:
+            log.warning("%s", n)
+        need = check_funds(grid, price, read_balances(self.client), self.t.maker_fee)
+        log_grid(grid, self.t.symbol, price, need, self.t.maker_fee)
+        tag = self.tag
+        if tag is None:
+            tag = self.store.free_tag(random.choice) if self.store is not None else random.randint(1, 255)
+        created = self.wall_ms()
+        grid_id = self.store.create_grid(grid_params(self.t), grid, tag, created) if self.store else None
+        return ActiveGrid(OrderManager(grid, tag=tag, settings=settings), self.store, grid_id, created, self.wall_ms)
+
+    def load(self, saved: SavedGrid, settings: Settings, *, closing: bool = False) -> ActiveGrid:
+        assert self.store is not None
+        om = OrderManager.from_snapshot(saved.spec, saved.tag, self.store.load(saved), settings)
+        return ActiveGrid(om, self.store, saved.id, saved.created_ms, self.wall_ms, closing=closing)
+
+    def resume(self, saved: SavedGrid, settings: Settings) -> ActiveGrid:
+        assert self.store is not None
+        read_balances(self.client)  # the keys still work
+        g = self.load(saved, settings)
+        log.info("resuming grid %d from %s: %s %d levels %s..%s, %d round trips so far", saved.id,
+                 self.store.path, saved.spec.symbol, len(saved.spec.levels), saved.spec.levels[0],
+                 saved.spec.levels[-1], g.om.ledger.round_trips)
+        return g
+
+    def reset_grid(self, saved: SavedGrid, settings: Settings) -> None:
+        """--reset: cancel the saved grid's orders (only those), then forget it."""
+        assert self.store is not None
+        log.info("--reset: cancelling the orders of grid %d (%s)", saved.id, describe_params(saved.params))
+        old = self.load(saved, settings, closing=True)
+        result = self.executor.sync(old)
+        if not result.ok:
+            raise FatalError(f"--reset: cannot read the old grid's orders: {result.error}")
+        if not self.executor.cancel_all(old):
+            raise FatalError("--reset: some of the old grid's orders could not be cancelled; "
+                             "try again, or cancel them on Backpack")
+        self.store.set_status(saved.id, "reset", self.wall_ms())
