@@ -33,6 +33,7 @@ from websocket_client import MarketStream, OrderEvent, StreamDown, StreamError, 
 log = logging.getLogger("grid_bot")
 
 STREAM_POLL_FACTOR = 5  # while the order stream is verified, the REST safety net runs 5x less often
+BURST_WAIT = 0.005      # the longest wait for a frame that had already arrived to be parsed and queued
 
 
 @dataclass
@@ -205,15 +206,18 @@ class GridBot:
                 next_stats = self.clock() + self.t.interval
 
     def drain_events(self, timeout: float) -> None:
-        """Wait up to ``timeout`` for the first event, then take whatever else is queued."""
+        """Wait up to ``timeout`` for the first event, then take whatever else is queued, and the rest of
+        a burst whose next frame had already arrived (``OrderEvent.more``), so that one act() answers
+        the whole burst in one batch."""
         try:
             ev = self.events.get(timeout=timeout) if timeout > 0 else self.events.get_nowait()
         except queue.Empty:
             return
         while True:
             self.handle(ev)
+            more = isinstance(ev, OrderEvent) and ev.more
             try:
-                ev = self.events.get_nowait()
+                ev = self.events.get(timeout=BURST_WAIT) if more else self.events.get_nowait()
             except queue.Empty:
                 return
 

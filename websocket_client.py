@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import select
 import threading
 import time
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ class TickerEvent:
 class OrderEvent:
     update: OrderUpdate
     received: float
+    more: bool = False   # another frame had already arrived when this one was read: more follows
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,22 @@ def _hard_close(app: websocket.WebSocketApp) -> None:
             pass
         ws.abort()
     app.close(timeout=0)
+
+
+def _more_waiting(app: websocket.WebSocketApp) -> bool:
+    """Has the next frame already arrived (in the socket, or decrypted in its TLS buffer)? A burst of
+    fills from one price jump arrives as frames back to back: the bot then takes them all before it
+    acts, so their counter-orders leave in one batch request. Never blocks."""
+    sock = getattr(app.sock, "sock", None)
+    if sock is None:
+        return False
+    try:
+        pending = getattr(sock, "pending", None)
+        if pending is not None and pending() > 0:
+            return True
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return False
 
 
 class MarketStream:
@@ -237,7 +255,7 @@ class MarketStream:
                 ticker, event_us = models.parse_ticker_event(data)
                 self.events.put(TickerEvent(ticker.last_price, event_us, now))
             elif stream.startswith("account.orderUpdate"):
-                self.events.put(OrderEvent(models.parse_order_update(data), now))
+                self.events.put(OrderEvent(models.parse_order_update(data), now, _more_waiting(ws)))
         except (ValueError, models.ParseError) as e:
             self.events.put(StreamError(f"unreadable message: {e}"))
 

@@ -20,6 +20,7 @@ Matching model (documented in the README):
 from __future__ import annotations
 
 import bisect
+import contextlib
 import random
 import threading
 import time
@@ -27,7 +28,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import ROUND_DOWN, ROUND_HALF_UP, ROUND_UP, Decimal, InvalidOperation
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, ContextManager, Iterable, Protocol
 
 from .markets import ASSET_DECIMALS, MarketSpec, decimals_of
 
@@ -60,6 +61,34 @@ class EventSink(Protocol):
     def order_event(self, account: str, symbol: str, data: dict) -> None: ...
     def public_event(self, stream: str, data: dict) -> None: ...
     def wants(self, stream: str) -> bool: ...
+    def batch(self) -> ContextManager[None]: ...
+
+
+class HeldEvents:
+    """Events of one matching pass, held and then sent together, in order: a price move that fills
+    several orders sends their updates back to back once the pass is done, as an engine does."""
+
+    def __init__(self, sink: EventSink) -> None:
+        self.sink = sink
+        self.held: list[tuple[str, tuple]] = []
+
+    def order_event(self, account: str, symbol: str, data: dict) -> None:
+        self.held.append(("order_event", (account, symbol, data)))
+
+    def public_event(self, stream: str, data: dict) -> None:
+        self.held.append(("public_event", (stream, data)))
+
+    def wants(self, stream: str) -> bool:
+        return self.sink.wants(stream)
+
+    def batch(self) -> ContextManager[None]:
+        return self.sink.batch()
+
+    def release(self) -> None:
+        with self.sink.batch():
+            for name, args in self.held:
+                getattr(self.sink, name)(*args)
+        self.held.clear()
 
 
 class NullSink:
@@ -71,6 +100,9 @@ class NullSink:
 
     def wants(self, stream: str) -> bool:
         return False
+
+    def batch(self) -> ContextManager[None]:
+        return contextlib.nullcontext()
 
 
 def s(d: Decimal | None) -> str | None:
@@ -264,10 +296,13 @@ class Exchange:
             self._bal(self.account(api_key), asset).available = available
             self._journal("balance_set", account=api_key, asset=asset, available=s(available))
 
-    def count_request(self, method: str, path: str, account: str | None, status: int) -> None:
+    def count_request(self, method: str, path: str, account: str | None, status: int,
+                      received_us: int | None = None) -> None:
+        """Journal a request once answered (``t``), with when it arrived (``received``)."""
         with self.lock:
             self.request_count += 1
-            self._journal("request", method=method, path=path, account=account, status=status)
+            self._journal("request", method=method, path=path, account=account, status=status,
+                          received=received_us)
 
     # ------------------------------------------------------------------ order entry
     def _parse_order(self, payload: Any) -> dict:
@@ -604,14 +639,19 @@ class Exchange:
             asks = sorted((o for o in book if o.side == "Ask" and o.price is not None and o.price < price),
                           key=lambda o: (o.price, o.created_us))
             fills = []
-            for o in bids + asks:
-                qty = o.remaining
-                if liquidity is not None:
-                    qty = min(qty, liquidity.quantize(m.spec.step_size, ROUND_DOWN))
-                if qty <= 0:
-                    continue
-                fills.append(self._fill(m, o, qty, o.price, is_maker=True))
-            self._book_changed(m)
+            held = self.sink = HeldEvents(self.sink)
+            try:
+                for o in bids + asks:
+                    qty = o.remaining
+                    if liquidity is not None:
+                        qty = min(qty, liquidity.quantize(m.spec.step_size, ROUND_DOWN))
+                    if qty <= 0:
+                        continue
+                    fills.append(self._fill(m, o, qty, o.price, is_maker=True))
+                self._book_changed(m)
+            finally:
+                self.sink = held.sink
+                held.release()
             return fills
 
     def _record_tick(self, m: MarketState, ts_us: int, price: Decimal, volume: Decimal) -> None:

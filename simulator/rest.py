@@ -402,6 +402,7 @@ class Handler(BaseHTTPRequestHandler):
 
         account: str | None = None
         status = 500
+        received_us = sim.exchange.clock_us()
         try:
             delay = sim.faults.take("delay", method, path)
             if delay is not None:
@@ -422,7 +423,7 @@ class Handler(BaseHTTPRequestHandler):
                 status = 202
             self._send(reply)
         finally:
-            sim.exchange.count_request(method, path, account, status)
+            sim.exchange.count_request(method, path, account, status, received_us)
 
     @staticmethod
     def _fault_reply(status: int, retry_after: float | None) -> Reply:

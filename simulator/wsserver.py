@@ -12,17 +12,17 @@ The server pings every ``ping_interval`` seconds and closes a connection with no
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import logging
-import queue
 import re
 import socket
 import socketserver
 import struct
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from . import signing
 
@@ -55,45 +55,49 @@ def frame(opcode: int, payload: bytes) -> bytes:
 
 
 class Connection:
+    # A client that stops reading is dropped once a write has waited this long for room in its socket.
+    SEND_TIMEOUT = 2.0
+
     def __init__(self, sock: socket.socket, hub: "Hub") -> None:
         self.sock = sock
         self.hub = hub
-        self.out: queue.Queue[bytes | None] = queue.Queue()
         self.alive = True
         self.last_pong = time.monotonic()
         self.rfile = sock.makefile("rb")
-        self.writer = threading.Thread(target=self._write_loop, name="sim-ws-writer", daemon=True)
-        self.writer.start()
+        self._write_lock = threading.Lock()
+        # SO_SNDTIMEO bounds a blocking write without giving the socket a timeout (its reader blocks
+        # on purpose).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", int(self.SEND_TIMEOUT), 0))
 
     # -- outbound
     def send(self, data: bytes) -> None:
-        if self.alive and not self.hub.is_silent():
-            self.out.put(data)
+        """Write a frame now, from the caller's thread: an event leaves the moment the engine makes it,
+        with no hand-off to another thread (one would wait for the interpreter lock)."""
+        if not self.alive or self.hub.is_silent():
+            return
+        with self._write_lock:
+            try:
+                self.sock.sendall(data)
+            except OSError:
+                self._cut()
 
     def send_json(self, obj: Any) -> None:
         self.send(frame(OP_TEXT, json.dumps(obj, separators=(",", ":")).encode()))
 
-    def _write_loop(self) -> None:
-        while True:
-            data = self.out.get()
-            if data is None:
-                return
-            try:
-                self.sock.sendall(data)
-            except OSError:
-                self.kill()
-                return
+    def _cut(self) -> None:
+        """Stop the connection: its reader thread then ends it and forgets it (callers may hold the
+        hub's lock, so this never takes it)."""
+        self.alive = False
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def kill(self) -> None:
         """Drop the TCP connection without a close handshake."""
         if not self.alive:
             return
-        self.alive = False
-        self.out.put(None)
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        self._cut()
         self.hub.forget(self)
 
     # -- inbound
@@ -148,6 +152,7 @@ class Hub:
 
     def __init__(self, known_symbols: set[str], clock_ms: Callable[[], int]) -> None:
         self._lock = threading.Lock()
+        self._batch: dict[Connection, list[bytes]] | None = None
         self.connections: set[Connection] = set()
         # stream -> {connection: account or None}
         self.subscribers: dict[str, dict[Connection, str | None]] = {}
@@ -194,8 +199,25 @@ class Hub:
             if text is None:
                 text = frame(OP_TEXT, json.dumps({"stream": stream, "data": data},
                                                  separators=(",", ":")).encode())
-            conn.send(text)
+            if self._batch is not None:
+                self._batch.setdefault(conn, []).append(text)
+            else:
+                conn.send(text)
             self.messages_sent += 1
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Frames published meanwhile leave together, one write per connection, in order: the events
+        of one matching pass reach a client back to back."""
+        with self._lock:
+            self._batch = {}
+        try:
+            yield
+        finally:
+            with self._lock:
+                held, self._batch = self._batch or {}, None
+            for conn, frames in held.items():
+                conn.send(b"".join(frames))
 
     def public_event(self, stream: str, data: dict) -> None:
         with self._lock:
@@ -317,8 +339,6 @@ class _Handler(socketserver.BaseRequestHandler):
         except (ConnectionError, OSError, ProtocolError, struct.error, ValueError):
             pass
         finally:
-            conn.out.put(None)
-            conn.writer.join(timeout=2)
             conn.alive = False
             hub.forget(conn)
             try:

@@ -96,9 +96,9 @@ def test_other_parameters_are_refused_and_reset_cancels_the_old_grid(tmp_path, q
     p = spawn(path2, tmp_path, "--reset")
 
     def new_grid_in_place():
-        st = control.state()
-        old_open = [o for o in open_orders_of(st, key) if o["id"] in old_ids]
-        return st if not old_open and n_open(control, key) == 7 else None
+        st = control.state()  # one snapshot judges both conditions
+        now_open = open_orders_of(st, key)
+        return st if not [o for o in now_open if o["id"] in old_ids] and len(now_open) == 7 else None
 
     st = wait_until(new_grid_in_place, timeout=30, message="the old grid cancelled and the new one placed")
     old_prices = {D(x) for x in GRID}
