@@ -67,8 +67,12 @@ class LastPrice:
         self.source = PriceSource.STREAM
 
     def from_rest(self, price: Decimal, *, fallback: bool) -> None:
+        """A REST price: the usual source without a stream, a fallback (said once) when the stream's
+        price has gone stale."""
         self.price = price
-        if fallback and self.source is not PriceSource.REST_FALLBACK:
+        if not fallback:
+            self.source = PriceSource.REST
+        elif self.source is not PriceSource.REST_FALLBACK:
             log.warning("no fresh WebSocket price: using the REST price %s", price)
             self.source = PriceSource.REST_FALLBACK
 
@@ -105,7 +109,10 @@ class GridBot:
         # The order stream is trusted once an order event has arrived on the current connection
         # (Backpack acknowledges no subscription); until then the REST check runs every interval.
         self.stream_verified = False
+        self.stream_up = False   # as the stream's own events (StreamUp, StreamDown) say
         self.gap_fill: float | None = None  # seconds the stream was down, while its gap-fill is due
+        self.last_check = 0.0    # when the last REST check ran
+        self.next_stats = 0.0    # when the next statistics line is due
 
     # -- what tests and reports read
     @property
@@ -133,6 +140,22 @@ class GridBot:
 
     # -- running
     def run(self) -> RunResult:
+        """Start, run the loop until asked to stop, stop cleanly."""
+        failed = self.begin()
+        if failed is not None:
+            return failed
+        try:
+            while not self.stop_event.is_set():
+                self.step(self.wait_time())
+        except Exception as e:  # an unexpected bug: say so, then still try to stop cleanly
+            log.exception("unexpected error: %s", e)
+            self.stop_reason = f"unexpected error: {e}"
+            return self.finish(EXIT_RUNTIME)
+        return self.finish(EXIT_OK)
+
+    def begin(self) -> RunResult | None:
+        """Everything before the loop: the checks, the stream, the first orders. Returns a result when
+        the bot cannot start (nothing is placed then)."""
         self.started = self.clock()
         try:
             started = self.startup.prepare(reset=self.reset)
@@ -141,6 +164,8 @@ class GridBot:
             self.executor.close()
             return RunResult(e.exit_code, str(e), None)
         self.g, self.last = started.grid, LastPrice(started.price)
+        self.last_check = self.clock()
+        self.next_stats = self.last_check + self.t.interval
         try:
             if self.t.use_websocket:
                 self.stream = MarketStream(self.cfg.api.ws_url, self.t.symbol, self.events, signer=self.signer,
@@ -156,13 +181,14 @@ class GridBot:
                 empty = self.g.om.start(started.price)
                 log.info("placing the initial grid (level %d stays empty)", empty)
             self.act()
-            self.loop()
         except Exception as e:  # an unexpected bug: say so, then still try to stop cleanly
             log.exception("unexpected error: %s", e)
             self.stop_reason = f"unexpected error: {e}"
-            code = EXIT_RUNTIME
-        else:
-            code = EXIT_OK
+            return self.finish(EXIT_RUNTIME)
+        return None
+
+    def finish(self, code: int) -> RunResult:
+        assert self.g is not None
         self.shutdown()
         return RunResult(code, self.stop_reason, self.g.om.stats(self.price))
 
@@ -171,39 +197,47 @@ class GridBot:
         their events (and early fills) arrive on the order stream. Trading starts anyway after
         ``timeout``: REST covers until the stream is up."""
         deadline = self.clock() + timeout
-        while self.stream is not None and not self.stream.up and self.clock() < deadline:
+        while not self.stream_up and self.clock() < deadline:
             if self.stop_event.is_set():
                 return
             self.drain_events(min(0.2, max(0.0, deadline - self.clock())))
-        if self.stream is not None and not self.stream.up:
+        if not self.stream_up:
             log.warning("the WebSocket is not up after %g s: starting on REST prices and checks", timeout)
 
     def check_interval(self) -> float:
         """Seconds between REST checks: ``interval``, or five times that while the order stream is
         verified (fills then arrive at once; REST is the safety net)."""
-        verified = self.stream_verified and self.stream is not None and self.stream.up
-        return self.t.interval * (STREAM_POLL_FACTOR if verified else 1)
+        return self.t.interval * (STREAM_POLL_FACTOR if self.stream_verified and self.stream_up else 1)
 
-    def loop(self) -> None:
-        last_check = self.clock()
-        next_stats = last_check + self.t.interval
-        deadline = self.started + self.t.duration if self.t.duration else None
-        while not self.stop_event.is_set():
-            now = self.clock()
-            if deadline is not None and now >= deadline:
-                self.request_stop(f"duration of {self.t.duration:g} s reached")
-                break
-            wake = min(last_check + self.check_interval(), next_stats, deadline if deadline is not None else now + 1)
-            self.drain_events(max(0.0, min(wake - now, 1.0)))
-            if self.stop_event.is_set():
-                break
-            if self.clock() >= last_check + self.check_interval() or self.gap_fill is not None:
-                self.check()
-                last_check = self.clock()
-            self.act()
-            if self.clock() >= next_stats:
-                self.log_stats()
-                next_stats = self.clock() + self.t.interval
+    def deadline(self) -> float | None:
+        return self.started + self.t.duration if self.t.duration else None
+
+    def wait_time(self) -> float:
+        """How long the loop may wait for an event before something else is due (at most 1 s)."""
+        now = self.clock()
+        due = [self.last_check + self.check_interval(), self.next_stats, now + 1.0]
+        deadline = self.deadline()
+        if deadline is not None:
+            due.append(deadline)
+        return max(0.0, min(due) - now)
+
+    def step(self, wait: float) -> None:
+        """One turn of the loop: wait up to ``wait`` for events and handle them, then the REST check if
+        it is due, whatever the grid needs, and the statistics line when due."""
+        deadline = self.deadline()
+        if deadline is not None and self.clock() >= deadline:
+            self.request_stop(f"duration of {self.t.duration:g} s reached")
+            return
+        self.drain_events(wait)
+        if self.stop_event.is_set():
+            return
+        if self.clock() >= self.last_check + self.check_interval() or self.gap_fill is not None:
+            self.check()
+            self.last_check = self.clock()
+        self.act()
+        if self.clock() >= self.next_stats:
+            self.log_stats()
+            self.next_stats = self.clock() + self.t.interval
 
     def drain_events(self, timeout: float) -> None:
         """Wait up to ``timeout`` for the first event, then take whatever else is queued, and the rest of
@@ -238,13 +272,13 @@ class GridBot:
                 self.last.from_stream(fill.price, ev.update.engine_time_us)
             self.g.om.apply_update(ev.update, self.wall_ms())
         elif isinstance(ev, StreamUp):
-            self.stream_verified = False
+            self.stream_up, self.stream_verified = True, False
             if ev.reconnect:
                 log.info("WebSocket back after %.1f s down; filling the gap from open orders and fill "
                          "history", ev.down_for)
                 self.gap_fill = ev.down_for
         elif isinstance(ev, StreamDown):
-            self.stream_verified = False
+            self.stream_up = self.stream_verified = False
             log.warning("WebSocket down (%s): trading on REST prices and REST checks every %g s until it "
                         "is back", ev.reason, self.t.interval)
         elif isinstance(ev, StreamError):
@@ -253,7 +287,7 @@ class GridBot:
     def refresh_price(self) -> None:
         """Use the WebSocket price while it is fresh; otherwise ask REST, and say so once."""
         assert self.last is not None
-        if self.stream is not None and self.stream.up and self.clock() - self.last.stream_received < self.stale_after:
+        if self.stream_up and self.clock() - self.last.stream_received < self.stale_after:
             return
         try:
             price = self.client.ticker_price(self.t.symbol)

@@ -72,7 +72,7 @@ def test_rest_checks_every_interval_while_the_stream_is_down(tmp_path, quiet_sim
     try:
         assert b.bot.check_interval() == 5
         control.fault(kind="ws_drop", seconds=5)
-        wait_until(lambda: not b.bot.stream.up, message="the stream to drop")
+        wait_until(lambda: not b.bot.stream_up, message="the stream to drop")
         wait_until(lambda: b.bot.check_interval() == 1, message="REST checks every interval")
         control.set_price("147.50")
         wait_until(lambda: counter_at_150(control, key), timeout=15, message="a REST-driven counter-order")
