@@ -90,14 +90,17 @@ def percentile(values: list[float], p: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
-def bare_place_rtt(sim: SimProcess, samples: int) -> list[float]:
-    """Round trips (ms) of a bare signed order placement, each followed by its cancel."""
+def bare_place_rtt(sim: SimProcess, samples: int, pause: Callable[[], float] | None = None) -> list[float]:
+    """Round trips (ms) of a bare signed order placement, each followed by its cancel; with ``pause``,
+    each placement comes after that many seconds of quiet (as a bot's reaction comes after a wait)."""
     from backpack_api import OrderRequest
     from models import Side
     client = BackpackClient(sim.urls["rest"], Signer(generate_keypair()[1]))
     out = []
     for i in range(samples + 5):
         req = OrderRequest("SOL_USDC", Side.BID, Decimal("139.00"), Decimal("0.10"), 5_000_000 + i)
+        if pause is not None:
+            time.sleep(pause())
         t0 = time.perf_counter()
         o = client.place_order(req)
         rtt = (time.perf_counter() - t0) * 1000
