@@ -54,6 +54,10 @@ INSTRUCTIONS: dict[tuple[str, str], str] = {
 }
 
 RETRYABLE_STATUS = (429, 500, 502, 503, 504)
+# Codes of a signed request refused before it is read: a bad or expired signature, a timestamp out of its
+# window (backpack_api.md §2.3, §8; which code goes with which cause is not documented, so the bot
+# measures its clock rather than guess from the message).
+REFUSED_BEFORE_READING = ("INVALID_CLIENT_REQUEST", "UNAUTHORIZED", "INVALID_SIGNATURE")
 
 
 # ---------------------------------------------------------------------------------------- errors
@@ -266,6 +270,9 @@ class BackpackClient:
         self.session.headers["User-Agent"] = "backpack-grid-bot/1"
         self._auth = BackpackAuth(signer, window_ms, clock_ms) if signer else None
         self.requests_sent = 0
+        # Signed requests the exchange refused before looking at them (INVALID_CLIENT_REQUEST covers
+        # an expired or early timestamp, backpack_api.md §2.3): the bot then measures its clock.
+        self.signed_refusals = 0
 
     def close(self) -> None:
         self.session.close()
@@ -288,6 +295,10 @@ class BackpackClient:
         log.debug("<- %s %s %s in %.1f ms", resp.status_code, method, path,
                   (time.monotonic() - started) * 1000)
         return resp
+
+    def _note_refusal(self, code: str) -> None:
+        if code in REFUSED_BEFORE_READING:
+            self.signed_refusals += 1
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         delay = min(self.backoff_cap, self.backoff_base * (2 ** attempt))
@@ -322,6 +333,8 @@ class BackpackClient:
                 code, message = _error_of(resp)
                 if resp.status_code == 404 or code == "RESOURCE_NOT_FOUND":
                     raise NotFound(resp.status_code, code, message)
+                if (method, path) in INSTRUCTIONS:
+                    self._note_refusal(code)
                 raise reject(resp.status_code, code, message)
             return resp
         assert last is not None
@@ -456,6 +469,7 @@ class BackpackClient:
             raise UnknownOutcome(f"{what}: HTTP {resp.status_code}")
         if resp.status_code >= 400:
             code, message = _error_of(resp)
+            self._note_refusal(code)
             raise OrderRejected(resp.status_code, code, message)
         return resp
 

@@ -77,25 +77,62 @@ class LastPrice:
             self.source = PriceSource.REST_FALLBACK
 
 
+class ClockWatch:
+    """When the exchange refuses our signed requests, measure this machine's clock against the
+    exchange's (``GET /api/v1/time``) and, if it is off by more than the signature window allows, say
+    so once, with what to do; say so again when it is back. The bot keeps trying meanwhile."""
+
+    RECHECK_S = 30.0
+
+    def __init__(self, client: BackpackClient, window_ms: int, wall_ms: Callable[[], int],
+                 clock: Callable[[], float]) -> None:
+        self.client, self.window_ms, self.wall_ms, self.clock = client, window_ms, wall_ms, clock
+        self.seen = client.signed_refusals
+        self.next_check = 0.0
+        self.skewed = False
+
+    def check(self) -> None:
+        refused = self.client.signed_refusals != self.seen
+        if not (refused or self.skewed) or self.clock() < self.next_check:
+            return
+        self.seen = self.client.signed_refusals
+        self.next_check = self.clock() + self.RECHECK_S
+        try:
+            skew_ms = self.wall_ms() - self.client.server_time_ms()
+        except BackpackError:
+            return
+        off = abs(skew_ms) > self.window_ms * 0.8
+        if off and not self.skewed:
+            log.error("the exchange refuses our signed requests: this machine's clock is %.1f s %s the exchange's, "
+                      "more than the %.0f s signature window allows; sync the clock (enable NTP: timedatectl "
+                      "set-ntp true). Trying again meanwhile", abs(skew_ms) / 1000,
+                      "ahead of" if skew_ms > 0 else "behind", self.window_ms / 1000)
+        elif self.skewed and not off:
+            log.info("the clock is back in sync with the exchange's (%+.1f s): signed requests go through again",
+                     skew_ms / 1000)
+        self.skewed = off
+
+
 class GridBot:
     def __init__(self, cfg: Config, *, signer: Signer | None = None, tag: int | None = None,
                  clock: Callable[[], float] = time.monotonic, wall_ms: Callable[[], int] = wall_clock_ms,
                  sleep: Callable[[float], None] = time.sleep, stale_after: float = 5.0,
                  ws_ping_interval: float = 20.0, client: BackpackClient | None = None,
-                 store: StateStore | None = None, reset: bool = False) -> None:
+                 store: StateStore | None = None, reset: bool = False, adopt: bool = False) -> None:
         self.cfg = cfg
         self.t = cfg.trading
         if signer is None and cfg.api.api_secret:
             signer = Signer(cfg.api.api_secret)
         self.signer = signer
-        self.client = client or BackpackClient(cfg.api.base_url, signer)
+        self.client = client or BackpackClient(cfg.api.base_url, signer, window_ms=cfg.api.window_ms)
         self.clock, self.wall_ms, self.sleep = clock, wall_ms, sleep
         self.stale_after = stale_after
         self.ws_ping_interval = ws_ping_interval
         self.store = store
         self.reset = reset
         self.executor = Executor(self.client, post_only=self.t.post_only, wall_ms=wall_ms, clock=clock, sleep=sleep)
-        self.startup = Startup(cfg, self.client, self.executor, store, wall_ms=wall_ms, tag=tag)
+        self.startup = Startup(cfg, self.client, self.executor, store, wall_ms=wall_ms, tag=tag, adopt=adopt)
+        self.clock_watch = ClockWatch(self.client, cfg.api.window_ms, wall_ms, clock)
         self.events: queue.Queue[Any] = queue.Queue()
         self.stop_event = threading.Event()
         self.stop_reason = ""
@@ -170,14 +207,15 @@ class GridBot:
             if self.t.use_websocket:
                 self.stream = MarketStream(self.cfg.api.ws_url, self.t.symbol, self.events, signer=self.signer,
                                            private=self.signer is not None, stale_after=self.stale_after,
-                                           ping_interval=self.ws_ping_interval, clock=self.clock)
+                                           ping_interval=self.ws_ping_interval, clock=self.clock,
+                                           window_ms=self.cfg.api.window_ms)
                 self.stream.start()
                 self.await_stream(5.0)
             if started.resumed and self.g.om.pairs:
                 self.ready = False
                 self.settle()
-            else:
-                # A new grid, or one whose process died before it saved its first orders.
+            elif not self.g.om.pairs:
+                # A resumed grid whose process died before it saved its first orders.
                 empty = self.g.om.start(started.price)
                 log.info("placing the initial grid (level %d stays empty)", empty)
             self.act()
@@ -231,6 +269,7 @@ class GridBot:
         self.drain_events(wait)
         if self.stop_event.is_set():
             return
+        self.clock_watch.check()
         if self.clock() >= self.last_check + self.check_interval() or self.gap_fill is not None:
             self.check()
             self.last_check = self.clock()

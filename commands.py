@@ -24,7 +24,7 @@ from order_manager import OrderManager
 from paper import paper_market, paper_path, start_paper
 from reports import level_view, print_status, status_report
 from startup import grid_params, make_grid, market_rules
-from state_store import StateStore
+from state_store import StateLock, StateStore
 
 log = logging.getLogger("grid_bot")
 
@@ -72,13 +72,20 @@ def install_signals(bot: GridBot) -> None:
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+    # A closed terminal or a dropped ssh session: stop exactly as on SIGTERM, orders cancelled.
+    signal.signal(signal.SIGHUP, handler)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = read_config(args.config, need_keys=not args.paper)
     sim = None
     signer = None
-    store = open_store(cfg, args.paper)
+    lock = StateLock(paper_path(cfg.state_file, ".db") if args.paper else cfg.state_file).acquire()
+    try:
+        store = open_store(cfg, args.paper)
+    except BaseException:
+        lock.release()
+        raise
     try:
         if args.paper:
             # Each paper run has a new simulated exchange: a grid saved by an earlier one cannot resume.
@@ -91,11 +98,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             log.info("PAPER MODE: a simulated exchange at %s with paper funds; no real orders", cfg.api.base_url)
         else:
             log.info("starting: %s on %s", cfg.trading.symbol, cfg.api.base_url)
-        bot = GridBot(cfg, signer=signer, store=store, reset=args.reset)
+        bot = GridBot(cfg, signer=signer, store=store, reset=args.reset, adopt=args.adopt)
         install_signals(bot)
         result = bot.run()
     finally:
         store.close()
+        lock.release()
         if sim is not None:
             sim.stop()
     if result.exit_code not in (EXIT_OK, EXIT_FORCED) and not cfg.log.console:

@@ -141,6 +141,7 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
         "ws_url": (text(pattern=r"wss?://[^\s/]+(/\S*)?", hint="wss://ws.backpack.exchange"), DEFAULT_WS_URL),
         "api_key": (text(), ""),
         "api_secret": (text(), ""),
+        "window_ms": (integer(1000, 60000), 5000),
     },
     "trading": {
         "symbol": (text(pattern=r"[A-Z0-9]+_[A-Z0-9]+", hint="BASE_QUOTE in capitals, e.g. SOL_USDC"), REQUIRED),
@@ -178,6 +179,7 @@ class ApiConfig:
     ws_url: str
     api_key: str
     api_secret: str = field(repr=False)
+    window_ms: int = 5000
 
 
 @dataclass(frozen=True)
@@ -354,7 +356,7 @@ def load_config(path: str, *, env: Mapping[str, str] | None = None, need_keys: b
     log = v["log"]
     return Config(
         api=ApiConfig(v["api"]["base_url"].rstrip("/"), v["api"]["ws_url"], v["api"]["api_key"].strip(),
-                      v["api"]["api_secret"].strip()),
+                      v["api"]["api_secret"].strip(), v["api"]["window_ms"]),
         trading=TradingConfig(**t),
         log=LogConfig(log["level"], beside(log["file"]), log["max_bytes"], log["backup_count"],
                       log["console"]),

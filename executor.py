@@ -192,7 +192,7 @@ class Executor:
                 log.warning("cancel of order %s failed, will retry: %s", a.order_id, result)
                 g.om.cancel_failed(a.client_id)
             elif result != CANCEL_PENDING:  # pending: accepted, not yet executed; the next sync tells
-                g.om.cancel_result(a.client_id, result, self.wall_ms())
+                g.om.cancel_result(a.client_id, a.order_id, result, self.wall_ms())
 
     def cancel_all(self, g: ActiveGrid, timeout: float = 30.0) -> bool:
         """Cancel every order of ``g``'s grid, and only those, until a snapshot confirms it. Returns

@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="paper mode: seed of the simulated price path (repeatable runs)")
     run.add_argument("--reset", action="store_true",
                      help="cancel the orders of the saved running grid and start this config's grid")
+    run.add_argument("--adopt", action="store_true",
+                     help="with no running grid saved: take over the open orders that match this grid's levels "
+                          "(price, side and quantity) as its own, and place only the missing ones")
     run.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                      help="override log.level")
     run.set_defaults(func=cmd_run)

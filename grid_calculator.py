@@ -22,7 +22,7 @@ from enum import Enum
 from typing import Sequence
 
 from errors import InputError
-from models import MarketRules, Side
+from models import MarketRules, Order, Side
 
 ZERO = Decimal(0)
 
@@ -152,6 +152,25 @@ def initial_plan(grid: GridSpec, price: Decimal) -> tuple[int, list[PlannedOrder
         level = grid.pair_level(k, side)
         orders.append(PlannedOrder(level, side, grid.levels[level], grid.quantity))
     return empty, orders
+
+
+def match_open_orders(grid: GridSpec, orders: Sequence[Order]) -> tuple[dict[int, Order], list[Order]]:
+    """The open orders a new grid takes over (``--adopt``), by pair: an order at one of the grid's level
+    prices on a side that level's pair can hold there (a buy at level k for pair k, a sell at level k+1
+    for pair k), with exactly the grid's quantity, nothing executed yet, and a clientId (so it can be
+    looked up); of two for one pair, the older. Returns (pair -> order, the orders left alone)."""
+    index = {price: i for i, price in enumerate(grid.levels)}
+    taken: dict[int, Order] = {}
+    left: list[Order] = []
+    for o in sorted(orders, key=lambda x: x.created_at_ms):
+        level = index.get(o.price) if o.price is not None else None
+        pair = None if level is None else (level if o.side is Side.BID else level - 1)
+        if (pair is None or not 0 <= pair < len(grid.levels) - 1 or pair in taken or o.client_id is None
+                or o.quantity != grid.quantity or o.executed_quantity != 0 or o.symbol != grid.symbol):
+            left.append(o)
+        else:
+            taken[pair] = o
+    return taken, left
 
 
 def funds_needed(grid: GridSpec, plan: Sequence[PlannedOrder]) -> dict[str, Decimal]:

@@ -35,11 +35,12 @@ class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
     """A rotating log whose files (the current one and every rotated one) are created mode 0600."""
 
     def _open(self):  # type: ignore[override]
-        old = os.umask(0o077)
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
-            return super()._open()
-        finally:
-            os.umask(old)
+            os.fchmod(fd, 0o600)  # a log file made before this rule, or by hand
+        except OSError:
+            pass
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
 
 
 def setup_logging(cfg: Config, *, level: str | None = None, log_file: str | None = None) -> str:
@@ -56,6 +57,8 @@ def setup_logging(cfg: Config, *, level: str | None = None, log_file: str | None
     if cfg.log.console:
         handlers.append(logging.StreamHandler(sys.stderr))
     path = log_file or cfg.log.file
+    if "\0" in path:
+        raise InputError(f"log.file {path!r} holds a NUL character")
     try:
         handlers.append(PrivateRotatingFileHandler(path, maxBytes=cfg.log.max_bytes,
                                                    backupCount=cfg.log.backup_count, encoding="utf-8"))

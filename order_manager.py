@@ -33,7 +33,7 @@ from events import (ClosedByExchange, CounterOrderDecided, DuplicateOnBook, Fill
 from grid_calculator import GridSpec, initial_plan
 from models import Fill, Order, OrderStatus, OrderUpdate, Side
 from order_state import (Action, Cancel, Changes, GridOrder, Lookup, OrderState, Pair, Place, Settings,
-                         Snapshot, allowed)
+                         Snapshot, allowed, placeable, placeable_range)
 
 SEQ_BITS = 24
 SEQ_MAX = (1 << SEQ_BITS) - 1
@@ -57,7 +57,10 @@ class OrderManager:
         self.ledger = Ledger(grid.base, grid.quote)
         self.wait_seq = 0
         self.version = 0                       # bumped by every change; the store saves on a change
-        self.zombies: dict[int, str] = {}      # clientId -> order id: ours, written off, yet on the book
+        # Order id -> clientId: ours and on the book, to be cancelled: written off (lost, rejected) yet
+        # there, or a second exchange order with one clientId (a placement delivered twice).
+        self.zombies: dict[str, int] = {}
+        self.duplicates: set[str] = set()      # the second orders' ids: their fills never complete ours
         self._changed: set[int] = set()
         self._changed_pairs: set[int] = set()
         self._new_fills: list[Fill] = []
@@ -158,6 +161,22 @@ class OrderManager:
             self._changed_pairs.add(k)
         return empty
 
+    def adopt(self, taken: dict[int, Order], now_ms: int) -> None:
+        """Take over open orders as this grid's own (``--adopt``), their history starting now: each
+        becomes its pair's order, on its side (``grid_calculator.match_open_orders`` chose them)."""
+        for k, order in taken.items():
+            pair = self.pairs[k]
+            pair.side = order.side
+            level = self.grid.pair_level(k, order.side)
+            assert order.client_id is not None and self.grid.levels[level] == order.price
+            o = GridOrder(order.client_id, k, level, order.side, self.grid.levels[level], self.grid.quantity,
+                          OrderState.OPEN, created_ms=now_ms, order_id=order.id, sent_ms=now_ms)
+            self.orders[o.client_id] = self.live[o.client_id] = o
+            self.by_order_id[order.id] = o.client_id
+            pair.order = o.client_id
+            self._changed_pairs.add(k)
+            self._touch(o)
+
     # -------------------------------------------------------------------------- deciding
     def live_orders(self) -> list[GridOrder]:
         return list(self.live.values())
@@ -166,34 +185,10 @@ class OrderManager:
         return {o.level: o for o in self.live.values()}
 
     def placeable(self, side: Side, price: Decimal, market: Decimal | None) -> bool:
-        """Would the exchange accept this order now? (A post-only order must not cross, and the
-        price must sit inside the market's band around the last price.)"""
-        if market is None:
-            return True
-        if self.grid.post_only and (price > market if side is Side.BID else price < market):
-            return False
-        s = self.settings
-        if s.max_multiplier is not None and price > market * s.max_multiplier:
-            return False
-        return s.min_multiplier is None or price >= market * s.min_multiplier
+        return placeable(self.grid.post_only, self.settings, side, price, market)
 
     def placeable_range(self, side: Side, price: Decimal) -> tuple[Decimal | None, Decimal | None]:
-        """The market prices (low, high; None = unbounded) at which an order at ``price`` is accepted."""
-        lo: Decimal | None = None
-        hi: Decimal | None = None
-        if self.grid.post_only:
-            if side is Side.BID:
-                lo = price
-            else:
-                hi = price
-        s = self.settings
-        if s.max_multiplier is not None:
-            bound = price / s.max_multiplier
-            lo = bound if lo is None else max(lo, bound)
-        if s.min_multiplier is not None:
-            bound = price / s.min_multiplier
-            hi = bound if hi is None else min(hi, bound)
-        return lo, hi
+        return placeable_range(self.grid.post_only, self.settings, side, price)
 
     def waiting_ranges(self, now_ms: int) -> list[tuple[Decimal | None, Decimal | None]]:
         """For each pair that would place an order if the price let it: where the price must be."""
@@ -212,7 +207,7 @@ class OrderManager:
         return [*self.take_placements(now_ms, market), *self.take_lookups(now_ms), *self.take_zombie_cancels()]
 
     def take_zombie_cancels(self) -> list[Cancel]:
-        out = [Cancel(cid, oid) for cid, oid in self.zombies.items()]
+        out = [Cancel(cid, oid) for oid, cid in self.zombies.items()]
         self.zombies.clear()
         return out
 
@@ -351,13 +346,13 @@ class OrderManager:
             self._events.append(ClosedByExchange(o.order_id, o.client_id, o.level, o.side, o.price,
                                                  status.value.lower(), o.executed, requested))
 
-    def cancel_result(self, client_id: int, result: Order | None, now_ms: int) -> None:
+    def cancel_result(self, client_id: int, order_id: str, result: Order | None, now_ms: int) -> None:
         """Our cancel's answer: the cancelled order, or None when it was no longer on the book."""
         o = self.orders[client_id]
+        if order_id != o.order_id or not o.state.live:
+            return  # a duplicate or a written-off order: its fills, if any, arrive through fill history
         o.cancel_requested = True
         self._touch(o)
-        if not o.state.live:
-            return  # a duplicate: its fills, if any, arrive through fill history
         if result is None:
             o.missing = True  # filled meanwhile, or already cancelled: find out
             return
@@ -371,6 +366,11 @@ class OrderManager:
         if o.order_id is None:
             o.order_id = order_id
             self._touch(o)
+        elif order_id != o.order_id and order_id not in self.duplicates:
+            # Two exchange orders carry this clientId: keep the one we know, cancel this one at once.
+            self.duplicates.add(order_id)
+            self.zombies[order_id] = o.client_id
+            self._events.append(DuplicateOnBook(order_id, o.client_id, o.level, "a second order with its clientId"))
         self.by_order_id[order_id] = o.client_id
 
     # -------------------------------------------------------------------------- observations
@@ -385,6 +385,13 @@ class OrderManager:
         self._new_fills.append(fill)
         self._touch(o)
         self._learn_id(o, fill.order_id)
+        if fill.order_id in self.duplicates:
+            # The duplicate's fill moved money: it is accounted, but it is not our order's progress.
+            self.ledger.record_fill(fill)
+            self._events.append(FillApplied(fill.trade_id, fill.order_id, o.client_id, o.level, fill.side,
+                                            fill.price, fill.quantity, fill.fee, fill.fee_symbol, o.executed,
+                                            o.quantity, fill.timestamp_ms))
+            return True
         o.executed += fill.quantity
         o.executed_quote += fill.price * fill.quantity
         o.fee_quote += self.ledger.record_fill(fill)
@@ -425,19 +432,21 @@ class OrderManager:
         orders (not this grid's) it held."""
         on_book: set[str] = set()
         foreign = 0
-        for order in snapshot:
+        for order in sorted(snapshot, key=lambda x: x.created_at_ms):  # of two with one clientId, keep the older
             on_book.add(order.id)
             o = self._find(order.client_id, order.id)
             if o is None:
                 foreign += 1
                 continue
             self._learn_id(o, order.id)
+            if order.id in self.duplicates:
+                continue
             if o.state in (OrderState.LOST, OrderState.REJECTED):
-                if o.client_id in self.zombies:
+                if order.id in self.zombies:
                     continue
                 # Ours, yet we had concluded it never reached the book and have placed its pair's
                 # order again since: this one is a duplicate, so it goes.
-                self.zombies[o.client_id] = order.id
+                self.zombies[order.id] = o.client_id
                 self._events.append(DuplicateOnBook(order.id, o.client_id, o.level, o.state.value))
                 continue
             if not o.state.live:

@@ -149,3 +149,35 @@ class Changes:
     next_seq: int
     wait_seq: int
     ledger: Ledger
+
+
+# ------------------------------------------------------------------------------ the placement rule
+def placeable(post_only: bool, s: Settings, side: Side, price: Decimal, market: Decimal | None) -> bool:
+    """Would the exchange accept this order now? (A post-only order must not cross, and the price must
+    sit inside the market's band around the last price.)"""
+    if market is None:
+        return True
+    if post_only and (price > market if side is Side.BID else price < market):
+        return False
+    if s.max_multiplier is not None and price > market * s.max_multiplier:
+        return False
+    return s.min_multiplier is None or price >= market * s.min_multiplier
+
+
+def placeable_range(post_only: bool, s: Settings, side: Side, price: Decimal) -> tuple[Decimal | None, Decimal | None]:
+    """The market prices (low, high; None = unbounded) at which ``placeable`` holds for an order at
+    ``price``: the same rule, as an interval."""
+    lo: Decimal | None = None
+    hi: Decimal | None = None
+    if post_only:
+        if side is Side.BID:
+            lo = price
+        else:
+            hi = price
+    if s.max_multiplier is not None:
+        bound = price / s.max_multiplier
+        lo = bound if lo is None else max(lo, bound)
+    if s.min_multiplier is not None:
+        bound = price / s.min_multiplier
+        hi = bound if hi is None else min(hi, bound)
+    return lo, hi

@@ -11,14 +11,15 @@ import logging
 import random
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 from backpack_api import BackpackClient, BackpackError, RequestRejected, TransientError
 from config import Config
 from errors import FatalError, InputError
 from executor import ActiveGrid, Executor
-from grid_calculator import GridError, GridMode, GridSpec, build_grid, funds_needed, initial_plan, summarize
-from models import MarketRules, Side
+from grid_calculator import (GridError, GridMode, GridSpec, build_grid, funds_needed, initial_plan,
+                             match_open_orders, summarize)
+from models import MarketRules, Order, Side
 from order_manager import OrderManager
 from order_state import Settings
 from reports import describe_params, fmt_amount
@@ -95,16 +96,21 @@ def check_clock(client: BackpackClient, wall_ms: Callable[[], int]) -> None:
         server = client.server_time_ms()
     except BackpackError:
         return
-    skew = (wall_ms() - server) / 1000
-    if abs(skew) >= 5:
+    skew, window = (wall_ms() - server) / 1000, client.window_ms / 1000
+    if abs(skew) >= window:
         raise FatalError(f"this machine's clock is {skew:+.1f} s off the exchange's: signed requests "
-                         f"would be refused; sync the clock (e.g. enable NTP) and start again")
-    if abs(skew) >= 1:
-        log.warning("this machine's clock is %+.1f s off the exchange's; signed requests allow 5 s", skew)
+                         f"would be refused (the signature window is {window:g} s, api.window_ms); sync the clock "
+                         f"(enable NTP: timedatectl set-ntp true) and start again")
+    if abs(skew) >= min(1.0, window / 5):
+        log.warning("this machine's clock is %+.1f s off the exchange's; signed requests allow %g s", skew, window)
 
 
-def check_funds(grid: GridSpec, price: Decimal, balances: Balances, maker_fee: Decimal) -> dict[str, Decimal]:
+def check_funds(grid: GridSpec, price: Decimal, balances: Balances, maker_fee: Decimal,
+                adopted: Collection[int] = ()) -> dict[str, Decimal]:
+    """What the initial orders lock against what the account has free (the pairs in ``adopted`` already
+    have their orders on the book, their funds already locked)."""
     _, plan = initial_plan(grid, price)
+    plan = [o for o in plan if (o.level if o.side is Side.BID else o.level - 1) not in adopted]
     need = funds_needed(grid, plan)
     zero = (Decimal(0), Decimal(0))
     missing = [f"{fmt_amount(amount - balances.get(asset, zero)[0])} {asset} (needs {fmt_amount(amount)}, "
@@ -152,9 +158,14 @@ def manager_settings(client: BackpackClient, rules: MarketRules) -> Settings:
     return Settings(window_ms=window, max_multiplier=rules.max_multiplier, min_multiplier=rules.min_multiplier)
 
 
+def _describe(orders: list[Order], most: int = 10) -> str:
+    text = ", ".join(f"{o.side.value} {o.quantity} @ {o.price} (order {o.id})" for o in orders[:most])
+    return text + (f" and {len(orders) - most} more" if len(orders) > most else "")
+
+
 class Startup:
     def __init__(self, cfg: Config, client: BackpackClient, executor: Executor, store: StateStore | None, *,
-                 wall_ms: Callable[[], int], tag: int | None = None) -> None:
+                 wall_ms: Callable[[], int], tag: int | None = None, adopt: bool = False) -> None:
         self.cfg = cfg
         self.t = cfg.trading
         self.client = client
@@ -162,6 +173,7 @@ class Startup:
         self.store = store
         self.wall_ms = wall_ms
         self.tag = tag
+        self.adopt = adopt
 
     def prepare(self, *, reset: bool) -> Started:
         """Market rules, clock, price, then resume the saved grid or lay out a new one (grid, funds)."""
@@ -195,14 +207,57 @@ class Startup:
         grid, notes = make_grid(rules, self.t, price)
         for n in notes:
             log.warning("%s", n)
-        need = check_funds(grid, price, read_balances(self.client), self.t.maker_fee)
+        balances = read_balances(self.client)
+        book = self.open_orders()
+        taken = self.orders_to_adopt(grid, book)
+        need = check_funds(grid, price, balances, self.t.maker_fee, adopted=taken)
         log_grid(grid, self.t.symbol, price, need, self.t.maker_fee)
         tag = self.tag
         if tag is None:
-            tag = self.store.free_tag(random.choice) if self.store is not None else random.randint(1, 255)
+            # Never a tag an order on the account carries: its clientIds could be mistaken for ours.
+            avoid = {o.client_id >> 24 for o in book if o.client_id is not None}
+            tag = (self.store.free_tag(random.choice, avoid) if self.store is not None
+                   else random.choice([t for t in range(1, 256) if t not in avoid]))
         created = self.wall_ms()
         grid_id = self.store.create_grid(grid_params(self.t), grid, tag, created) if self.store else None
-        return ActiveGrid(OrderManager(grid, tag=tag, settings=settings), self.store, grid_id, created, self.wall_ms)
+        om = OrderManager(grid, tag=tag, settings=settings)
+        empty = om.start(price)
+        om.adopt(taken, created)
+        g = ActiveGrid(om, self.store, grid_id, created, self.wall_ms)
+        g.save()
+        log.info("placing the initial grid (level %d stays empty)", empty)
+        return g
+
+    def open_orders(self) -> list[Order]:
+        try:
+            return self.client.open_orders(self.t.symbol)
+        except RequestRejected as e:
+            raise InputError(f"the exchange refused our signed request ({e.code}: {e.message}): check "
+                             f"api.api_key and api.api_secret, and the machine's clock") from None
+        except TransientError as e:
+            raise FatalError(f"cannot list open orders: {e}") from None
+
+    def orders_to_adopt(self, grid: GridSpec, book: list[Order]) -> dict[int, Order]:
+        """A new grid never starts on top of orders that look like a grid (a lost state file, another
+        process): open orders at any of its level prices are refused, or, with ``--adopt``, those that
+        match a level exactly are taken over (the rest are left alone and reported)."""
+        levels = set(grid.levels)
+        at_levels = [o for o in book if o.price in levels]
+        if not at_levels:
+            return {}
+        where = self.store.path if self.store is not None else "memory"
+        if not self.adopt:
+            raise InputError(
+                f"the account has {len(at_levels)} open order(s) on {self.t.symbol} at this grid's level prices "
+                f"({_describe(at_levels)}) and {where} holds no running grid: a grid may already be trading "
+                f"there. Cancel them yourself, or start with --adopt to take over those that match a level")
+        taken, left = match_open_orders(grid, book)
+        log.warning("--adopt: taking over %d open order(s) as this grid's (%s)", len(taken),
+                    _describe(list(taken.values())) or "none")
+        if left:
+            log.warning("--adopt: left alone %d open order(s) that match no level's price, side and quantity: %s",
+                        len(left), _describe(left))
+        return taken
 
     def load(self, saved: SavedGrid, settings: Settings, *, closing: bool = False) -> ActiveGrid:
         assert self.store is not None

@@ -12,12 +12,14 @@ were cancelled at a graceful stop) or ``reset`` (replaced by ``--reset``). Its i
 """
 from __future__ import annotations
 
+import fcntl
+import functools
 import json
 import os
 import sqlite3
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Callable, Sequence
+from typing import Any, Callable, Collection, Sequence
 
 from accounting import Leg, Ledger
 from errors import InputError
@@ -84,22 +86,95 @@ class SavedGrid:
 
 
 def _d(text: str) -> Decimal:
-    return Decimal(text)
+    d = Decimal(text)
+    if not d.is_finite():
+        raise ValueError(f"not a finite number: {text!r}")
+    return d
 
 
 def _s(value: Decimal) -> str:
     return f"{value:f}"
 
 
+def _damaged(path: str, detail: str) -> StateError:
+    return StateError(f"the state file {path} is damaged ({detail}): move it aside (mv {path} {path}.bad) and "
+                      f"start again; with --adopt the new grid takes over this grid's orders still on the book")
+
+
+def _checked(method: Callable) -> Callable:
+    """A read of saved state: a file that is not a database, or rows whose values make no sense, is the
+    user's to deal with (one line, exit 2), never a traceback."""
+    @functools.wraps(method)
+    def read(self: "StateStore", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except StateError:
+            raise
+        except sqlite3.DatabaseError as e:
+            raise StateError(f"cannot read the state file {self.path}: {e}; move it aside (mv {self.path} "
+                             f"{self.path}.bad) and start again, with --adopt to take its orders over") from None
+        except (ArithmeticError, ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+            raise _damaged(self.path, f"{type(e).__name__}: {e}") from None
+    return read
+
+
+def _private_file(path: str) -> None:
+    """Create the database file readable by its owner only (SQLite gives its -wal and -shm files the
+    database file's mode), or make an existing one so."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+class StateLock:
+    """One process per state file: an exclusive ``flock`` on ``<state file>.lock``, held for the life of
+    ``run`` (and ``--reset``). The kernel releases it when the process ends, however it ends, so a
+    ``kill -9`` never leaves a stale lock. ``status`` and ``plan`` only read and never take it."""
+
+    def __init__(self, state_path: str) -> None:
+        self.state_path = state_path
+        self.path = state_path + ".lock"
+        self.fd: int | None = None
+
+    def acquire(self) -> "StateLock":
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except (OSError, ValueError) as e:
+            raise StateError(f"cannot create the lock file {self.path}: {getattr(e, 'strerror', e)} "
+                             f"(set state.file)") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise StateError(f"another grid_bot (pid {pid}) is running on the state file {self.state_path}: "
+                             f"stop it first (status and plan work while it runs)") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
 class StateStore:
     def __init__(self, path: str, *, readonly: bool = False) -> None:
         self.path = path
+        if "\0" in path:
+            raise StateError(f"state.file {path!r} holds a NUL character")
         try:
             if readonly:
                 if not os.path.exists(path):
                     raise StateError(f"no saved state at {path}: the bot has not run with this config yet")
                 self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+                self.conn.execute("SELECT count(*) FROM grids").fetchone()
             else:
+                _private_file(path)
                 # One thread at a time uses a store (the bot's main thread), though not always the
                 # thread that opened it: a bot run in a thread, as tests and benchmarks do.
                 self.conn = sqlite3.connect(path, timeout=10, check_same_thread=False)
@@ -108,8 +183,12 @@ class StateStore:
                 with self.conn:
                     self.conn.executescript(SCHEMA)
                     self._migrate()
-        except sqlite3.Error as e:
-            raise StateError(f"cannot open the state file {path}: {e} (set state.file)") from None
+        except OSError as e:
+            raise StateError(f"cannot open the state file {path}: {e.strerror} (set state.file)") from None
+        except sqlite3.DatabaseError as e:
+            raise StateError(f"cannot use the state file {path}: {e}; if it is not a state file of this bot, set "
+                             f"state.file to another path; if it is damaged, move it aside (mv {path} {path}.bad) "
+                             f"and start again, with --adopt to take its orders over") from None
         self.conn.row_factory = sqlite3.Row
 
     def _migrate(self) -> None:
@@ -128,6 +207,7 @@ class StateStore:
         self.conn.close()
 
     # ------------------------------------------------------------------------------ grids
+    @_checked
     def active_grid(self, symbol: str | None = None) -> SavedGrid | None:
         """The running grid (the one a start resumes), if any."""
         q = "SELECT * FROM grids WHERE status = 'running'"
@@ -138,31 +218,39 @@ class StateStore:
         row = self.conn.execute(q + " ORDER BY id DESC LIMIT 1", args).fetchone()
         return self._grid(row) if row else None
 
+    @_checked
     def grid(self, grid_id: int) -> SavedGrid | None:
         row = self.conn.execute("SELECT * FROM grids WHERE id = ?", (grid_id,)).fetchone()
         return self._grid(row) if row else None
 
+    @_checked
     def latest_grid(self) -> SavedGrid | None:
         row = self.conn.execute("SELECT * FROM grids ORDER BY id DESC LIMIT 1").fetchone()
         return self._grid(row) if row else None
 
     def _grid(self, row: sqlite3.Row) -> SavedGrid:
-        spec = GridSpec(row["symbol"], row["base"], row["quote"],
-                        tuple(_d(x) for x in json.loads(row["levels"])), _d(row["quantity"]),
-                        GridMode(row["mode"]), bool(row["post_only"]))
-        return SavedGrid(row["id"], json.loads(row["params"]), spec, row["tag"], row["status"],
+        levels = tuple(_d(x) for x in json.loads(row["levels"]))
+        if len(levels) < 2 or any(not 0 < a < b for a, b in zip(levels, levels[1:])):
+            raise _damaged(self.path, f"grid {row['id']} has no valid list of levels")
+        quantity, params = _d(row["quantity"]), json.loads(row["params"])
+        if not quantity > 0 or not isinstance(params, dict) or not 1 <= row["tag"] <= 255:
+            raise _damaged(self.path, f"grid {row['id']} has an invalid quantity, tag or parameters")
+        spec = GridSpec(row["symbol"], row["base"], row["quote"], levels, quantity, GridMode(row["mode"]),
+                        bool(row["post_only"]))
+        return SavedGrid(row["id"], params, spec, row["tag"], row["status"],
                          row["created_ms"], row["stopped_ms"], row["checkpoint_ms"], row["updated_ms"])
 
-    def free_tag(self, rng: Callable[[Sequence[int]], int]) -> int:
-        """A tag (the top byte of every clientId) for a new grid: one no grid in this file has used, or,
-        after 255 grids, the one used longest ago by a grid that is not running. Rows never collide
-        (orders are keyed by grid and clientId), and no running grid's orders can share a clientId."""
+    def free_tag(self, rng: Callable[[Sequence[int]], int], avoid: Collection[int] = ()) -> int:
+        """A tag (the top byte of every clientId) for a new grid, never one in ``avoid`` (the tags of the
+        orders on the account): one no grid in this file has used, or, after 255 grids, the one used
+        longest ago by a grid that is not running. Rows never collide (orders are keyed by grid and
+        clientId), and no running grid's orders can share a clientId."""
         used = {r[0]: r[1] for r in self.conn.execute("SELECT tag, MAX(id) FROM grids GROUP BY tag")}
-        free = [t for t in range(1, 256) if t not in used]
+        free = [t for t in range(1, 256) if t not in used and t not in avoid]
         if free:
             return rng(free)
         running = {r[0] for r in self.conn.execute("SELECT tag FROM grids WHERE status = 'running'")}
-        return min((t for t in used if t not in running), key=lambda t: used[t])
+        return min((t for t in used if t not in running and t not in avoid), key=lambda t: used[t])
 
     def create_grid(self, params: dict, spec: GridSpec, tag: int, now_ms: int) -> int:
         with self.conn:
@@ -218,6 +306,7 @@ class StateStore:
                  lg.fill_count, lg.last_fill_ms, now_ms, grid_id))
 
     # ------------------------------------------------------------------------------ loading
+    @_checked
     def load(self, saved: SavedGrid) -> Snapshot:
         """The saved state of a grid, for ``OrderManager.from_snapshot``."""
         g = self.conn.execute("SELECT * FROM grids WHERE id = ?", (saved.id,)).fetchone()
@@ -236,6 +325,10 @@ class StateStore:
         ledger = Ledger(saved.spec.base, saved.spec.quote, {k: _d(v) for k, v in json.loads(g["fees"]).items()},
                         _d(g["position"]), _d(g["quote_flow"]), _d(g["grid_profit"]), g["round_trips"],
                         g["fill_count"], g["last_fill_ms"])
+        n_pairs = len(saved.spec.levels) - 1
+        if sorted(p.index for p in pairs) not in ([], list(range(n_pairs))) or any(
+                not 0 <= o.pair < n_pairs or saved.spec.pair_level(o.pair, o.side) != o.level for o in orders):
+            raise _damaged(self.path, f"grid {saved.id}'s pairs or orders do not fit its levels")
         return Snapshot(pairs, orders, trades, g["next_seq"], g["wait_seq"], ledger)
 
 

@@ -102,7 +102,7 @@ class MarketStream:
                  signer: Signer | None = None, private: bool = False, ping_interval: float = 20.0,
                  ping_timeout: float = 10.0, stale_after: float = 5.0, backoff_base: float = 1.0,
                  backoff_cap: float = 30.0, clock: Callable[[], float] = time.monotonic,
-                 wall_ms: Callable[[], int] = wall_clock_ms) -> None:
+                 wall_ms: Callable[[], int] = wall_clock_ms, window_ms: int = 5000) -> None:
         if private and signer is None:
             raise ValueError("the private order stream needs a signer")
         self.url = url
@@ -117,6 +117,7 @@ class MarketStream:
         self.backoff_cap = backoff_cap
         self.clock = clock
         self.wall_ms = wall_ms
+        self.window_ms = window_ms
         self._stop = threading.Event()
         self._app: websocket.WebSocketApp | None = None
         self._lock = threading.Lock()
@@ -211,7 +212,7 @@ class MarketStream:
         if self.private_streams:
             assert self.signer is not None
             ws.send(json.dumps({"method": "SUBSCRIBE", "params": self.private_streams,
-                                "signature": self.signer.ws_signature(self.wall_ms())}))
+                                "signature": self.signer.ws_signature(self.wall_ms(), self.window_ms)}))
         ws.send(json.dumps({"method": "SUBSCRIBE", "params": self.public_streams}))
         if ws.sock is not None:
             ws.sock.ping("subscribed")

@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate-limit", type=int, default=2000,
                    help="requests per minute per account (0 = off; Backpack allows 2000)")
     p.add_argument("--max-batch", type=int, default=50, help="most orders in one batch request")
+    p.add_argument("--clock-offset-ms", type=int, default=0,
+                   help="run the simulator's clock this far ahead of the machine's (negative: behind)")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     return p
 
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                     replay_speed=args.replay_speed, maker_fee=args.maker_fee, taker_fee=args.taker_fee,
                     balances=balances, ticker_interval=args.ticker_interval,
                     ping_interval=args.ws_ping_interval, pong_timeout=args.ws_pong_timeout,
-                    rate_limit=args.rate_limit, max_batch=args.max_batch)
+                    rate_limit=args.rate_limit, max_batch=args.max_batch, clock_offset_ms=args.clock_offset_ms)
     try:
         sim = Simulator(cfg).start()
     except (FeedError, ValueError, OSError) as e:

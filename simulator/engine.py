@@ -234,7 +234,11 @@ class Exchange:
         self.maker_fee = maker_fee
         self.taker_fee = taker_fee
         self.starting_balances = dict(starting_balances)
-        self.clock_us = clock_us or (lambda: time.time_ns() // 1000)
+        base_clock = clock_us or (lambda: time.time_ns() // 1000)
+        # The simulator's clock may run ahead of (or behind) the machine's, as an exchange's does of a
+        # bot whose clock drifted: every timestamp it makes and checks moves with it.
+        self.clock_offset_us = 0
+        self.clock_us = lambda: base_clock() + self.clock_offset_us
         self.markets: dict[str, MarketState] = {}
         for spec in markets:
             price = (prices or {}).get(spec.symbol, spec.default_price)

@@ -292,6 +292,11 @@ class ControlRoutes:
                                "fills": [{"tradeId": f.trade_id, "orderId": f.order_id,
                                           "side": f.side, "price": s(f.price),
                                           "quantity": s(f.quantity)} for f in fills]})
+        if (method, path) == ("POST", "/_sim/clock"):
+            if not isinstance(body, dict) or not isinstance(body.get("offset_ms"), int):
+                return Reply(400, {"error": "body must be {\"offset_ms\": N} (an integer, may be negative)"})
+            ex.clock_offset_us = body["offset_ms"] * 1000
+            return Reply(200, {"offset_ms": body["offset_ms"]})
         if path == "/_sim/faults":
             if method == "GET":
                 return Reply(200, {"faults": sim.faults.list()})

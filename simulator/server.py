@@ -53,6 +53,7 @@ class SimConfig:
     rate_limit: int = 2000                # requests per minute per account; 0 = off
     max_batch: int = 50
     markets: tuple[MarketSpec, ...] = DEFAULT_MARKETS
+    clock_offset_ms: int = 0              # the simulator's clock minus this machine's
 
 
 class Simulator:
@@ -72,6 +73,7 @@ class Simulator:
                                  starting_balances=cfg.balances, prices=prices, seed=cfg.seed)
         self.hub = Hub(set(self.exchange.markets), lambda: self.exchange.clock_us() // 1000)
         self.exchange.sink = self.hub
+        self.exchange.clock_offset_us = cfg.clock_offset_ms * 1000
         self.faults = FaultBoard()
         self.exchange.reject_hook = self._forced_reject
         self.limiter = RateLimiter(cfg.rate_limit)
@@ -224,6 +226,10 @@ class SimControl:
 
     def clear_faults(self) -> None:
         self._call("DELETE", "/_sim/faults")
+
+    def set_clock_offset(self, offset_ms: int) -> None:
+        """Run the simulator's clock ``offset_ms`` ahead of this machine's (negative: behind)."""
+        self._call("POST", "/_sim/clock", {"offset_ms": offset_ms})
 
     def set_balance(self, api_key: str, asset: str, available: Any) -> None:
         self._call("POST", "/_sim/balance", {"api_key": api_key, "asset": asset,

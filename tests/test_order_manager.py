@@ -245,7 +245,7 @@ def test_partially_filled_order_cancelled_is_accounted_but_not_a_trip():
     o = next(o for o in om.orders.values() if o.level == 1)
     om.apply_fill(fill(om, 1, qty="0.3"))
     om.request_cancels()
-    om.cancel_result(o.client_id, Order(o.order_id, o.client_id, "SOL_USDC", o.side, o.price, o.quantity,
+    om.cancel_result(o.client_id, o.order_id, Order(o.order_id, o.client_id, "SOL_USDC", o.side, o.price, o.quantity,
                                         D("0.3"), D(33), OrderStatus.CANCELLED, 0, True), 11)
     assert o.state is OrderState.CANCELLED
     st = om.stats(D("110"))
@@ -333,3 +333,36 @@ def test_a_snapshot_restores_an_equal_manager():
     assert again.snapshot() == snap
     om.apply_fill(fill(om, 1, qty="0.6"))        # the snapshot is a value: later changes leave it alone
     assert snap.ledger.fill_count == 1 and again.ledger.fill_count == 1
+
+
+def test_a_second_order_with_our_client_id_is_cancelled_and_its_fill_never_completes_ours():
+    om, _ = new_om("121")
+    om.take_events()
+    o = next(o for o in om.orders.values() if o.level == 1)
+    twin = Order("twin-1", o.client_id, "SOL_USDC", o.side, o.price, o.quantity, D(0), D(0), OrderStatus.NEW, 5, True)
+    om.apply_open_orders([order_for_snapshot(x) for x in om.live_orders()] + [twin], 10)
+    assert [(c.client_id, c.order_id) for c in om.take_actions(11, D("121")) if isinstance(c, Cancel)] == [
+        (o.client_id, "twin-1")]
+    assert isinstance(om.take_events()[-1], DuplicateOnBook)
+    # The twin filled before our cancel reached it: the money is accounted, our order is still open.
+    om.apply_fill(Fill(9001, "twin-1", o.client_id, "SOL_USDC", o.side, o.price, o.quantity, D("0.001"), "SOL", True, 12))
+    assert o.state is OrderState.OPEN and o.executed == 0
+    assert om.ledger.position == o.quantity - D("0.001") and om.ledger.fill_count == 1
+    assert om.pairs[o.pair].order == o.client_id              # the pair did not flip
+    om.cancel_result(o.client_id, "twin-1", None, 13)         # the twin's cancel says nothing about ours
+    assert o.state is OrderState.OPEN and not o.missing
+    om.apply_fill(fill(om, 1))                                # our own order fills: now the pair flips
+    assert o.state is OrderState.FILLED and om.pairs[o.pair].side is Side.ASK
+
+
+def test_of_two_orders_with_one_client_id_the_older_is_kept_when_neither_is_known():
+    om = OrderManager(GRID, tag=1)
+    om.start(D("121"))
+    p = om.take_placements(0, D("121"))[0]
+    om.sending(p.client_id, 0)
+    om.unknown(p.client_id, 0)                                # the answer was lost, and the POST replayed
+    older = Order("a-older", p.client_id, "SOL_USDC", p.side, p.price, p.quantity, D(0), D(0), OrderStatus.NEW, 1, True)
+    newer = Order("b-newer", p.client_id, "SOL_USDC", p.side, p.price, p.quantity, D(0), D(0), OrderStatus.NEW, 2, True)
+    om.apply_open_orders([newer, older], 10)
+    assert om.orders[p.client_id].order_id == "a-older"
+    assert [c.order_id for c in om.take_zombie_cancels()] == ["b-newer"]
