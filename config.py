@@ -42,20 +42,36 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+# A decimal as text: ASCII digits only (Decimal itself would take "١٥٠"), an optional exponent.
+_DECIMAL_TEXT = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,9})?")
+# What a price, a quantity or a fee may be: the bot multiplies and quantises them in a 28-digit context,
+# so a value must keep its digits within it (a bound of 1e30 or a quantity of 1e999999 would not).
+MAX_DECIMAL = Decimal(10) ** 12
+MAX_PLACES = 12
+MAX_DIGITS = 18
+
+
 def _decimal(v: Any) -> Decimal | None:
     if isinstance(v, bool):
         return None
     if isinstance(v, Decimal):
-        return v if v.is_finite() else None
-    if _is_int(v):
-        return Decimal(v)
-    if isinstance(v, str):
-        try:
-            d = Decimal(v.strip())
-        except ArithmeticError:
-            return None
-        return d if d.is_finite() else None
-    return None
+        d = v
+    elif _is_int(v):
+        d = Decimal(v)
+    elif isinstance(v, str) and _DECIMAL_TEXT.fullmatch(v.strip()):
+        d = Decimal(v.strip())
+    else:
+        return None
+    return d if d.is_finite() else None
+
+
+def _fits(d: Decimal) -> bool:
+    """Within what the grid maths can hold exactly: below 10^12, at most 12 decimal places, 18 digits."""
+    if d == 0:
+        return True
+    t = d.normalize().as_tuple()
+    places = -t.exponent if isinstance(t.exponent, int) and t.exponent < 0 else 0
+    return abs(d) < MAX_DECIMAL and places <= MAX_PLACES and len(t.digits) <= MAX_DIGITS
 
 
 Check = Callable[[str, Any], Any]
@@ -65,6 +81,10 @@ def text(allowed: tuple[str, ...] | None = None, pattern: str | None = None, hin
     def check(key: str, v: Any) -> str:
         if not isinstance(v, str):
             raise ConfigError(f"{key} must be a string{hint} (got {_show(v)})")
+        if "\0" in v:
+            raise ConfigError(f"{key} must not contain a NUL character")
+        if len(v) > 4096:
+            raise ConfigError(f"{key} is too long ({len(v)} characters; at most 4096)")
         if allowed is not None and v not in allowed:
             raise ConfigError(f"{key} must be one of {', '.join(allowed)} (got {_show(v)})")
         if pattern is not None and not re.fullmatch(pattern, v):
@@ -99,6 +119,9 @@ def decimal(*, positive: bool = False, nonneg: bool = False, below: Decimal | No
         d = _decimal(v)
         if d is None:
             raise ConfigError(f"{key} must be a number (got {_show(v)})")
+        if not _fits(d):
+            raise ConfigError(f"{key} must be below {MAX_DECIMAL:,} with at most {MAX_PLACES} decimal places "
+                              f"(got {_show(v)})")
         if positive and d <= 0:
             raise ConfigError(f"{key} must be greater than 0 (got {d})")
         if nonneg and d < 0:
@@ -109,17 +132,18 @@ def decimal(*, positive: bool = False, nonneg: bool = False, below: Decimal | No
     return check
 
 
-def seconds(*, positive: bool) -> Check:
+def seconds(lo: int, hi: int, *, zero: str = "") -> Check:
+    """A number of seconds from ``lo`` to ``hi``; with ``zero``, 0 is allowed too and means that."""
     def check(key: str, v: Any) -> float:
         d = _decimal(v)
-        if d is None or isinstance(v, str):
-            raise ConfigError(f"{key} must be a number of seconds (got {_show(v)})")
-        if positive and d <= 0:
-            raise ConfigError(f"{key} must be greater than 0 seconds (got {d})")
-        if d < 0:
-            raise ConfigError(f"{key} must not be negative (got {d}); use 0 to run until stopped")
-        return float(d)
+        if d is not None and not isinstance(v, str) and (lo <= d <= hi or (zero and d == 0)):
+            return float(d)
+        also = f", or 0 {zero}" if zero else ""
+        raise ConfigError(f"{key} must be a number of seconds from {lo:g} to {hi:,}{also} (got {_show(v)})")
     return check
+
+
+TEN_YEARS = 10 * 365 * 86400
 
 
 def _show(v: Any) -> str:
@@ -151,8 +175,8 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
         "quantity": (decimal(positive=True), REQUIRED),
         "auto_price": (boolean, False),
         "price_range": (decimal(nullable=True), None),
-        "duration": (seconds(positive=False), 0.0),
-        "interval": (seconds(positive=True), 10.0),
+        "duration": (seconds(1, TEN_YEARS, zero="to run until stopped"), 0.0),
+        "interval": (seconds(1, 3600), 10.0),
         "use_websocket": (boolean, True),
         "grid_mode": (text(("arithmetic", "geometric")), "arithmetic"),
         "post_only": (boolean, True),
@@ -223,19 +247,40 @@ class Config:
 
 
 # ------------------------------------------------------------------------------ loading
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _int(text: str) -> int:
+    if len(text.lstrip("-")) > 30:
+        raise ConfigError(f"a number in the config has {len(text)} digits; no setting needs more than 30")
+    return int(text)
+
+
+def _no_constant(name: str) -> Any:
+    raise ConfigError(f"{name} is not a number a setting can take (write a finite number)")
+
+
 def read_json(path: str) -> dict:
     try:
-        with open(path, encoding="utf-8") as fh:
-            raw = fh.read()
+        with open(path, "rb") as fh:
+            raw_bytes = fh.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path} (copy config.json from the project and edit it, "
                           f"or try --paper)") from None
-    except OSError as e:
-        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read config file {path}: {getattr(e, 'strerror', None) or e}") from None
+    if len(raw_bytes) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is larger than 1 MiB: a config file is a few hundred bytes")
     try:
-        data = json.loads(raw, parse_float=Decimal)
+        raw = raw_bytes.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {e.start}): save it as UTF-8") from None
+    try:
+        data = json.loads(raw, parse_float=Decimal, parse_int=_int, parse_constant=_no_constant)
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        raise ConfigError(f"{path} is nested too deeply: a config has sections of settings, two levels") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a JSON object with the sections api, trading and log")
     return data
@@ -324,9 +369,6 @@ def _rules(v: dict[str, dict[str, Any]], *, need_keys: bool) -> list[str]:
     pr = t["price_range"]
     if pr is not None and not (0 < pr < 1):
         raise ConfigError(f"trading.price_range must be between 0 and 1, e.g. 0.05 for +-5% (got {pr})")
-    if t["interval"] < 1:
-        raise ConfigError(f"trading.interval must be at least 1 second (got {t['interval']:g}); "
-                          f"Backpack allows 2000 requests a minute")
     if need_keys:
         check_keys(v["api"]["api_key"], v["api"]["api_secret"])
     return warnings

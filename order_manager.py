@@ -325,6 +325,8 @@ class OrderManager:
                 self._events.append(LookupResolved(client_id, o.order_id, o.level, "gone", o.lookups))
             return
         self._learn_id(o, order.id)
+        if order.id in self.duplicates:
+            return  # the lookup found the twin: ours is looked up again
         if order.status.is_open:
             self._move(o, OrderState.OPEN, now_ms)
             o.missing = False
@@ -473,6 +475,8 @@ class OrderManager:
         self._learn_id(o, u.order_id)
         if u.fill is not None:
             self.apply_fill(u.fill)
+        if u.order_id in self.duplicates:
+            return  # the twin's own news (accepted, cancelled) says nothing about our order
         if u.event == "orderAccepted" and o.state in (OrderState.INTENDED, OrderState.UNKNOWN):
             self._move(o, OrderState.OPEN, now_ms)
         elif u.event in ("orderCancelled", "orderExpired") and o.state.live:

@@ -103,7 +103,8 @@ def test_second_ctrl_c_during_shutdown_exits_at_once_with_a_warning(tmp_path, qu
     (dict(auto_price=True), "trading.price_range is needed when auto_price is true"),
     (dict(grid_nmu=10), "unknown key trading.grid_nmu; did you mean trading.grid_num?"),
     (dict(use_websocket="yes"), "trading.use_websocket must be true or false (got \"yes\")"),
-    (dict(interval=0.5), "trading.interval must be at least 1 second"),
+    (dict(interval=0.5), "trading.interval must be a number of seconds from 1 to 3,600 (got 0.5)"),
+    (dict(interval=0), "trading.interval must be a number of seconds from 1 to 3,600 (got 0)"),
     (dict(symbol="sol-usdc"), "trading.symbol must look like BASE_QUOTE"),
     (dict(api={"api_key": "YOUR_API_KEY"}), "api.api_key is not set: put your Backpack key in config.json or "
                                             "BACKPACK_API_KEY, or try --paper"),

@@ -366,3 +366,18 @@ def test_of_two_orders_with_one_client_id_the_older_is_kept_when_neither_is_know
     om.apply_open_orders([newer, older], 10)
     assert om.orders[p.client_id].order_id == "a-older"
     assert [c.order_id for c in om.take_zombie_cancels()] == ["b-newer"]
+
+
+def test_the_twins_own_events_and_lookups_say_nothing_about_our_order():
+    om, _ = new_om("121")
+    o = next(o for o in om.orders.values() if o.level == 1)
+    om.apply_update(OrderUpdate("orderAccepted", "SOL_USDC", "twin-2", o.client_id, o.side, OrderStatus.NEW,
+                                o.price, o.quantity, D(0), D(0), None, None, 0, 0), 5)
+    assert "twin-2" in om.duplicates
+    om.apply_update(OrderUpdate("orderCancelled", "SOL_USDC", "twin-2", o.client_id, o.side, OrderStatus.CANCELLED,
+                                o.price, o.quantity, D(0), D(0), None, None, 0, 0), 6)
+    assert o.state is OrderState.OPEN                        # ours was not cancelled
+    o.missing = True
+    om.resolve(o.client_id, Order("twin-2", o.client_id, "SOL_USDC", o.side, o.price, o.quantity, D(0), D(0),
+                                  OrderStatus.CANCELLED, 0, True), [], 7)
+    assert o.state is OrderState.OPEN and o.missing          # still to be looked up: the answer was the twin's
