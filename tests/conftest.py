@@ -5,6 +5,14 @@ from typing import Iterator
 import pytest
 
 from simulator import SimControl, Simulator, running_simulator
+from tests.helpers import end_started_processes
+
+
+@pytest.fixture(autouse=True)
+def _end_processes() -> Iterator[None]:
+    """Whatever happens in a test, no process it started outlives it."""
+    yield
+    end_started_processes()
 
 
 @pytest.fixture

@@ -2,12 +2,35 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from typing import Any, Callable
 
 import requests
 
 from backpack_api import INSTRUCTIONS, Signer, generate_keypair, signing_payload, wall_clock_ms
+
+
+# Every process a test starts, so that the suite's finaliser (conftest.py) ends whatever is still
+# running when the test is over, however it ended.
+STARTED: list[subprocess.Popen] = []
+
+
+def start_process(cmd: list[str], **kwargs: Any) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, **kwargs)
+    STARTED.append(proc)
+    return proc
+
+
+def end_started_processes() -> None:
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+        try:
+            proc.communicate(timeout=30)
+        except (ValueError, OSError, subprocess.TimeoutExpired):
+            pass
 
 
 def new_signer() -> Signer:

@@ -14,7 +14,7 @@ import pytest
 from backpack_api import Signer, generate_keypair
 from simulator import SimControl, running_simulator
 from tests.e2e import PYTHON, ROOT, BotThread, open_orders_of, write_config
-from tests.helpers import order_body, signed_request, wait_until
+from tests.helpers import order_body, signed_request, start_process, wait_until
 
 D = Decimal
 BOT = os.path.join(ROOT, "grid_bot.py")
@@ -31,7 +31,7 @@ def run_bot(args, cwd, timeout=60):
 
 
 def spawn(args, cwd):
-    return subprocess.Popen([PYTHON, BOT, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    return start_process([PYTHON, BOT, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 
 

@@ -17,7 +17,7 @@ import pytest
 from simulator import SimControl, running_simulator
 from tests.e2e import (PYTHON, ROOT, assert_counter_orders, ledger_totals, open_orders_of, orders_of,
                        write_config)
-from tests.helpers import wait_until
+from tests.helpers import start_process, wait_until
 
 D = Decimal
 BOT = os.path.join(ROOT, "grid_bot.py")
@@ -31,7 +31,7 @@ def quiet_sim():
 
 
 def spawn(path, cwd, *extra):
-    return subprocess.Popen([PYTHON, BOT, "--config", path, *extra], cwd=cwd, stdout=subprocess.DEVNULL,
+    return start_process([PYTHON, BOT, "--config", path, *extra], cwd=cwd, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
 
 
@@ -52,6 +52,15 @@ def status_json(path, cwd):
 
 def log_of(tmp_path):
     return (tmp_path / "grid_bot.log").read_text()
+
+
+def markers(tmp_path) -> int:
+    """How many times the bot has got to work on its grid (resumed it, or laid a new one out)."""
+    log = tmp_path / "grid_bot.log"
+    if not log.exists():
+        return 0
+    text = log.read_text()
+    return text.count("resuming grid 1 from") + text.count("placing the initial grid")
 
 
 def n_open(control, key):
@@ -220,14 +229,21 @@ def test_thirty_kill9s_at_random_moments_never_duplicate_or_lose_an_order(tmp_pa
                            price=D("149.5"), ticker_interval=0.2) as sim:
         path, signer = write_config(tmp_path, sim)
         control, key = SimControl(sim.rest_url), signer.api_key
-        kills = 0
+        kills = late = 0
         while kills < 30:
             fault = rng.choice(FAULTS)
             if fault is not None:
                 control.fault(**fault)
+            started = markers(tmp_path)
             p = spawn(path, tmp_path)
-            # The moment of death is the point of the test: anywhere from start-up to steady trading.
-            time.sleep(rng.uniform(0.2, 2.5))
+            # The moment of death is the point of the test: about a third die at a random moment of
+            # start-up, the rest at a random moment once the bot has resumed (or laid out) its grid.
+            if rng.random() < 0.35:
+                time.sleep(rng.uniform(0.05, 1.0))
+            else:
+                wait_until(lambda: markers(tmp_path) > started, timeout=60, message="the bot at work")
+                time.sleep(rng.uniform(0, 1.5))
+                late += 1
             stop(p, signal.SIGKILL)
             kills += 1
         control.clear_faults()
@@ -237,7 +253,7 @@ def test_thirty_kill9s_at_random_moments_never_duplicate_or_lose_an_order(tmp_pa
         expect = check_books(tmp_path, path, control, key)
         st = control.state()
         log = log_of(tmp_path)
-    assert log.count("resuming grid 1 from") >= 25      # most runs got far enough to save the grid
+    assert log.count("resuming grid 1 from") >= late - 1   # every run killed late had resumed the grid
     assert not re.findall(r"^\S+ \S+ ERROR .*", log, re.M)  # nothing went wrong that the bot noticed
     assert len(st["fills"]) >= 10 and expect["round_trips"] >= 3, "the market should have traded"
 
@@ -254,8 +270,10 @@ def test_restarts_with_on_exit_keep_never_duplicate_or_lose_an_order(tmp_path):
             fault = rng.choice(FAULTS)
             if fault is not None:
                 control.fault(**fault)
+            started = markers(tmp_path)
             p = spawn(path, tmp_path)
-            time.sleep(rng.uniform(0.5, 3.0))
+            wait_until(lambda: markers(tmp_path) > started, timeout=60, message="the bot at work")
+            time.sleep(rng.uniform(0, 2.0))
             assert stop(p) == 0                          # a graceful stop that keeps the grid
             assert status_json(path, tmp_path)["grid"]["status"] == "running"
         control.clear_faults()

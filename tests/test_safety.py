@@ -1,6 +1,6 @@
 """Tier 3: never two grids, never a duplicate. The real bot as a process against the simulator: a second
 instance, a lost state file and --adopt, a replayed placement, damaged state files, SIGHUP, a skewed
-clock, file modes. Every process a test starts is ended by the ``procs`` fixture, whatever happens."""
+clock, file modes. Every process a test starts is ended by conftest's finaliser, whatever happens."""
 from __future__ import annotations
 
 import os
@@ -14,7 +14,7 @@ import pytest
 
 from simulator import SimControl, running_simulator
 from tests.e2e import PYTHON, ROOT, open_orders_of, orders_of, write_config
-from tests.helpers import order_body, signed_request, wait_until
+from tests.helpers import order_body, signed_request, start_process, wait_until
 
 D = Decimal
 BOT = os.path.join(ROOT, "grid_bot.py")
@@ -29,20 +29,11 @@ def quiet_sim():
 
 @pytest.fixture
 def procs():
-    """Start bot processes; any still running at the end of the test is killed."""
-    started: list[subprocess.Popen] = []
-
+    """Start bot processes (conftest's finaliser kills any still running when the test is over)."""
     def spawn(path, cwd, *extra):
-        p = subprocess.Popen([PYTHON, BOT, "--config", path, *extra], cwd=cwd, stdout=subprocess.DEVNULL,
+        return start_process([PYTHON, BOT, "--config", path, *extra], cwd=cwd, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True)
-        started.append(p)
-        return p
-
-    yield spawn
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-        p.communicate(timeout=30)
+    return spawn
 
 
 def stop(p, sig=signal.SIGTERM):

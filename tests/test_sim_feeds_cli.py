@@ -13,7 +13,7 @@ import requests
 
 from simulator import SimControl, running_simulator
 from simulator.feeds import Candle, FeedError, RandomFeed, candle_path, read_klines_csv
-from tests.helpers import new_signer, order_body, signed_request, wait_until
+from tests.helpers import new_signer, order_body, signed_request, start_process, wait_until
 
 D = Decimal
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,12 +34,20 @@ def test_random_feed_is_reproducible_for_a_seed():
 
 
 def test_random_feed_moves_the_market_and_fills(tmp_path):
-    with running_simulator(feed="random", tick_seconds=0.02, volatility=0.01, seed=3) as s:
+    # The walk is pulled back toward its start, so it keeps crossing a bid just below it.
+    with running_simulator(feed="random", tick_seconds=0.02, volatility=0.01, seed=3, reversion=0.2) as s:
         signer = new_signer()
-        start = D(SimControl(s.rest_url).state()["markets"]["SOL_USDC"]["price"])
-        signed_request(s.rest_url, signer, "POST", "/api/v1/order",
-                       body=order_body(f"{start - D('0.5'):.2f}", "1"))
-        wait_until(lambda: SimControl(s.rest_url).state()["fills"], timeout=30,
+
+        def rest_a_bid():
+            # The price may move past the bid between reading it and placing: a post-only bid that
+            # would cross is refused, so place again from the new price until one rests.
+            price = D(SimControl(s.rest_url).state()["markets"]["SOL_USDC"]["price"])
+            r = signed_request(s.rest_url, signer, "POST", "/api/v1/order",
+                               body=order_body(f"{price - D('0.5'):.2f}", "1"))
+            return r.status_code == 200
+
+        wait_until(rest_a_bid, timeout=30, message="a bid resting below the price")
+        wait_until(lambda: SimControl(s.rest_url).state()["fills"], timeout=60,
                    message="the random walk to reach the bid")
 
 
@@ -125,7 +133,7 @@ def test_bad_klines_files_are_named(tmp_path, rows, header, error):
 
 
 def test_standalone_prints_its_urls_first_and_stops_on_sigterm():
-    proc = subprocess.Popen([sys.executable, "-m", "simulator", "--feed", "none", "--price", "123.45",
+    proc = start_process([sys.executable, "-m", "simulator", "--feed", "none", "--price", "123.45",
                              "--balance", "USDC=500", "--maker-fee", "0.001"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
