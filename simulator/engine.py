@@ -843,9 +843,13 @@ class Exchange:
             }
 
 
+def kline_time(t: int) -> str:
+    """A candle's start or end as Backpack writes it (UTC; sorts as text in time order)."""
+    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def kline_json(bucket_s: int, interval_s: int, c: dict) -> dict:
-    def fmt(t: int) -> str:
-        return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    fmt = kline_time
     return {"start": fmt(bucket_s), "end": fmt(bucket_s + interval_s), "open": s(c["o"]),
             "high": s(c["h"]), "low": s(c["l"]), "close": s(c["c"]), "volume": s(c["v"]),
             "quoteVolume": s(c["qv"]), "trades": str(c["n"])}

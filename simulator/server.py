@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import requests
 
-from .engine import Exchange, SimError
+from .engine import Exchange, SimError, kline_time
 from .faults import FaultBoard
 from .feeds import Feed, RandomFeed, ReplayFeed
 from .markets import DEFAULT_MARKETS, DEFAULT_SYMBOL, MarketSpec
@@ -179,9 +179,11 @@ class Simulator:
             bucket = now_s // secs * secs
             prev = last_bucket.get(stream)
             if prev is not None and prev != bucket:
-                closed = self.exchange.klines(sym, secs, prev, prev + secs - 1)
-                if closed:
-                    self.hub.public_event(stream, _kline_event(sym, closed[-1], True, self.exchange))
+                # Every candle that closed since the last push (pushes drift: two may straddle one).
+                now_start = kline_time(bucket)
+                for k in self.exchange.klines(sym, secs, prev, None):
+                    if k["end"] <= now_start:
+                        self.hub.public_event(stream, _kline_event(sym, k, True, self.exchange))
             last_bucket[stream] = bucket
             current = self.exchange.klines(sym, secs, bucket, None)
             if current:

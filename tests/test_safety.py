@@ -78,7 +78,8 @@ def test_a_second_instance_and_a_reset_while_running_are_refused(tmp_path, quiet
     assert code == 0 and not open_orders_of(control.state(), key)
 
 
-def test_a_lost_state_file_is_refused_then_adopt_takes_the_book_over(tmp_path, quiet_sim, procs):
+@pytest.mark.parametrize("loss", ["deleted", "emptied"])
+def test_a_lost_state_file_is_refused_then_adopt_takes_the_book_over(tmp_path, quiet_sim, procs, loss):
     path, signer = write_config(tmp_path, quiet_sim)
     control, key = SimControl(quiet_sim.rest_url), signer.api_key
     first = procs(path, tmp_path)
@@ -89,6 +90,8 @@ def test_a_lost_state_file_is_refused_then_adopt_takes_the_book_over(tmp_path, q
     for name in ("grid_state.db", "grid_state.db-wal", "grid_state.db-shm"):
         if (tmp_path / name).exists():
             os.remove(tmp_path / name)
+    if loss == "emptied":
+        (tmp_path / "grid_state.db").write_bytes(b"")
     r = run(["--config", path], tmp_path)
     assert r.returncode == 2
     line = one_line(r.stderr)
