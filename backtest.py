@@ -30,7 +30,8 @@ from typing import Any, Callable, Iterable, Sequence
 from grid_calculator import GridSpec, funds_needed, initial_plan
 from models import Fill, MarketRules, Order, OrderStatus, Side, parse_market
 from order_manager import OrderManager, Settings
-from simulator.engine import Exchange, SimError
+from simulator.engine import Exchange
+from simulator.records import SimError
 from simulator.feeds import Candle, FeedError, candle_path
 from simulator.markets import MarketSpec, market_json
 

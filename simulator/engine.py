@@ -1,4 +1,7 @@
-"""The simulated exchange: accounts, orders, matching, fills, market data and an event journal.
+"""The simulated exchange: accounts, order entry, matching, fills, cancels and an event journal.
+
+Its records live in ``records.py``, Backpack's wire formats in ``wire.py`` and its market data (ticker,
+depth, klines) in ``market_data.py``, a mixin of ``Exchange``.
 
 No sockets here. The REST and WebSocket servers call into one ``Exchange`` under its lock; every
 change of an order produces the order-update event Backpack would push (backpack_api.md §9.6), which
@@ -20,210 +23,21 @@ Matching model (documented in the README):
 from __future__ import annotations
 
 import bisect
-import contextlib
 import random
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from decimal import ROUND_DOWN, ROUND_HALF_UP, ROUND_UP, Decimal, InvalidOperation
-from typing import Any, Callable, ContextManager, Iterable, Protocol
+from decimal import ROUND_DOWN, ROUND_HALF_UP, ROUND_UP, Decimal
+from typing import Any, Callable, Iterable
 
+from .market_data import MarketData
 from .markets import ASSET_DECIMALS, MarketSpec, decimals_of
-
-D = Decimal
-ZERO = Decimal(0)
-UINT32_MAX = 2**32 - 1
-
-OPEN_STATUSES = ("New", "PartiallyFilled")
+from .records import (ZERO, Account, Balance, EventSink, Fill, HeldEvents, MarketState, NullSink, Order, SimError,
+                      _counterparty_id, _scale, parse_error, plain, s)
+from .wire import fill_state, order_state, order_update, parse_order_payload
 
 
-class SimError(Exception):
-    """An error answer: HTTP status plus Backpack's ``{"code", "message"}`` body."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.status = status
-        self.code = code
-        self.message = message
-
-    def body(self) -> dict:
-        return {"code": self.code, "message": self.message}
-
-
-def parse_error(detail: str) -> SimError:
-    # Request-parse failures come from the web framework with this prefix (backpack_api.md §8).
-    return SimError(400, "INVALID_CLIENT_REQUEST", f"parse request payload error: {detail}")
-
-
-class EventSink(Protocol):
-    def order_event(self, account: str, symbol: str, data: dict) -> None: ...
-    def public_event(self, stream: str, data: dict) -> None: ...
-    def wants(self, stream: str) -> bool: ...
-    def batch(self) -> ContextManager[None]: ...
-
-
-class HeldEvents:
-    """Events of one matching pass, held and then sent together, in order: a price move that fills
-    several orders sends their updates back to back once the pass is done, as an engine does."""
-
-    def __init__(self, sink: EventSink) -> None:
-        self.sink = sink
-        self.held: list[tuple[str, tuple]] = []
-
-    def order_event(self, account: str, symbol: str, data: dict) -> None:
-        self.held.append(("order_event", (account, symbol, data)))
-
-    def public_event(self, stream: str, data: dict) -> None:
-        self.held.append(("public_event", (stream, data)))
-
-    def wants(self, stream: str) -> bool:
-        return self.sink.wants(stream)
-
-    def batch(self) -> ContextManager[None]:
-        return self.sink.batch()
-
-    def release(self) -> None:
-        with self.sink.batch():
-            for name, args in self.held:
-                getattr(self.sink, name)(*args)
-        self.held.clear()
-
-
-class NullSink:
-    def order_event(self, account: str, symbol: str, data: dict) -> None:
-        pass
-
-    def public_event(self, stream: str, data: dict) -> None:
-        pass
-
-    def wants(self, stream: str) -> bool:
-        return False
-
-    def batch(self) -> ContextManager[None]:
-        return contextlib.nullcontext()
-
-
-def s(d: Decimal | None) -> str | None:
-    """A decimal as Backpack writes it: a plain string, never exponent notation."""
-    return None if d is None else f"{d:f}"
-
-
-def plain(d: Decimal) -> str:
-    """A balance as Backpack shows it: no exponent, no trailing zeros (``"120"``, ``"0.5"``)."""
-    return f"{d.normalize():f}" if d else "0"
-
-
-def naive_utc(us: int, with_micros: bool = False) -> str:
-    """A naive UTC datetime string: ms precision (history endpoints) or µs."""
-    dt = datetime.fromtimestamp(us / 1_000_000, tz=timezone.utc).replace(tzinfo=None)
-    text = dt.strftime("%Y-%m-%dT%H:%M:%S")
-    if with_micros:
-        return f"{text}.{us % 1_000_000:06d}"
-    return f"{text}.{(us // 1000) % 1000:03d}"
-
-
-@dataclass
-class Balance:
-    available: Decimal = ZERO
-    locked: Decimal = ZERO
-
-
-@dataclass
-class Account:
-    api_key: str
-    balances: dict[str, Balance]
-    created_us: int
-
-
-@dataclass
-class Order:
-    id: str
-    account: str
-    symbol: str
-    side: str
-    order_type: str
-    price: Decimal | None
-    quantity: Decimal
-    quote_quantity: Decimal | None
-    time_in_force: str
-    post_only: bool
-    client_id: int | None
-    stp: str
-    created_us: int
-    status: str = "New"
-    executed: Decimal = ZERO
-    executed_quote: Decimal = ZERO
-    locked: Decimal = ZERO  # what this order still holds: quote for a Bid, base for an Ask
-    expiry_reason: str | None = None
-    closed_us: int | None = None
-
-    @property
-    def remaining(self) -> Decimal:
-        return self.quantity - self.executed
-
-    @property
-    def is_open(self) -> bool:
-        return self.status in OPEN_STATUSES
-
-
-@dataclass
-class Fill:
-    trade_id: int
-    order_id: str
-    client_id: int | None
-    account: str
-    symbol: str
-    side: str
-    price: Decimal
-    quantity: Decimal
-    fee: Decimal
-    fee_symbol: str
-    is_maker: bool
-    ts_us: int
-
-
-@dataclass
-class MarketState:
-    spec: MarketSpec
-    price: Decimal
-    # (ts_us, price, base volume) for every price print and every trade: klines and 24 h stats.
-    ticks_ts: list[int] = field(default_factory=list)
-    ticks: list[tuple[Decimal, Decimal]] = field(default_factory=list)
-    trades: deque = field(default_factory=lambda: deque(maxlen=1000))
-    next_trade_id: int = 1
-    depth_update_id: int = 0
-    last_book: dict[str, dict[Decimal, Decimal]] = field(default_factory=lambda: {"a": {}, "b": {}})
-
-
-def _dec(value: Any, name: str) -> Decimal:
-    if isinstance(value, bool) or value is None:
-        raise parse_error(f"invalid type for `{name}`, expected a decimal string")
-    try:
-        d = Decimal(str(value))
-    except InvalidOperation:
-        raise parse_error(f"invalid decimal for `{name}`: {value!r}") from None
-    if not d.is_finite():
-        raise parse_error(f"invalid decimal for `{name}`: {value!r}")
-    return d
-
-
-def _scale(d: Decimal) -> int:
-    exp = d.as_tuple().exponent
-    return max(0, -int(exp))
-
-
-def _counterparty_id(trade_id: int) -> str:
-    """The order id of the simulated market participant on the other side of a trade."""
-    return str(3_000_000_000 + trade_id)
-
-
-SYNTHETIC_LEVELS = 10
-SYNTHETIC_QTY = {"SOL_USDC": D("250"), "BTC_USDC": D("2.5"), "ETH_USDC": D("40")}
-
-
-class Exchange:
+class Exchange(MarketData):
     def __init__(self, markets: Iterable[MarketSpec], *, maker_fee: Decimal, taker_fee: Decimal,
                  starting_balances: dict[str, Decimal], prices: dict[str, Decimal] | None = None,
                  clock_us: Callable[[], int] | None = None, seed: int = 0,
@@ -309,44 +123,6 @@ class Exchange:
                           received=received_us)
 
     # ------------------------------------------------------------------ order entry
-    def _parse_order(self, payload: Any) -> dict:
-        if not isinstance(payload, dict):
-            raise parse_error('Expected input type "OrderExecutePayload"')
-        for name in ("symbol", "side", "orderType"):
-            if name not in payload:
-                raise parse_error(f"missing field `{name}`")
-        symbol = payload["symbol"]
-        if not isinstance(symbol, str):
-            raise parse_error("invalid type for `symbol`")
-        side = payload["side"]
-        if side not in ("Bid", "Ask"):
-            raise parse_error(f"unknown variant `{side}`, expected `Bid` or `Ask`")
-        otype = payload["orderType"]
-        if otype not in ("Limit", "Market"):
-            raise parse_error(f"unknown variant `{otype}`, expected `Market` or `Limit`")
-        tif = payload.get("timeInForce") or "GTC"
-        if tif not in ("GTC", "IOC", "FOK"):
-            raise parse_error(f"unknown variant `{tif}`, expected one of `GTC`, `IOC`, `FOK`")
-        post_only = payload.get("postOnly", False)
-        if post_only is None:
-            post_only = False
-        if not isinstance(post_only, bool):
-            raise parse_error("invalid type for `postOnly`, expected a boolean")
-        client_id = payload.get("clientId")
-        if client_id is not None:
-            if isinstance(client_id, bool) or not isinstance(client_id, int) \
-                    or not 0 <= client_id <= UINT32_MAX:
-                raise parse_error("invalid value for `clientId`, expected u32")
-        stp = payload.get("selfTradePrevention") or "RejectTaker"
-        if stp not in ("RejectTaker", "RejectMaker", "RejectBoth", "Allow"):
-            raise parse_error(f"unknown variant `{stp}` for `selfTradePrevention`")
-        price = _dec(payload["price"], "price") if payload.get("price") is not None else None
-        qty = _dec(payload["quantity"], "quantity") if payload.get("quantity") is not None else None
-        qq = (_dec(payload["quoteQuantity"], "quoteQuantity")
-              if payload.get("quoteQuantity") is not None else None)
-        return {"symbol": symbol, "side": side, "type": otype, "tif": tif, "post_only": post_only,
-                "client_id": client_id, "stp": stp, "price": price, "qty": qty, "qq": qq}
-
     def _validate(self, m: MarketState, p: dict) -> None:
         spec = m.spec
         if p["type"] == "Limit":
@@ -389,7 +165,7 @@ class Exchange:
     def place(self, api_key: str, payload: Any) -> Order:
         """Validate, lock funds, accept and match one order; raise SimError as Backpack would."""
         with self.lock:
-            p = self._parse_order(payload)
+            p = parse_order_payload(payload)
             forced = self.reject_hook(p)
             if forced is not None:
                 raise forced
@@ -694,134 +470,9 @@ class Exchange:
             asks = [o.price for o in book if o.side == "Ask" and o.price is not None]
             return (max(bids) if bids else None, min(asks) if asks else None)
 
-    # ------------------------------------------------------------------ market data
-    def ticker(self, symbol: str) -> dict:
-        with self.lock:
-            m = self.market(symbol)
-            now = self.clock_us()
-            start = bisect.bisect_left(m.ticks_ts, now - 24 * 3600 * 1_000_000)
-            window = m.ticks[start:] or [(m.price, ZERO)]
-            first = window[0][0]
-            high = max(p for p, _ in window)
-            low = min(p for p, _ in window)
-            vol = sum((v for _, v in window), ZERO)
-            qvol = sum((p * v for p, v in window), ZERO)
-            trades = sum(1 for _, v in window if v > 0)
-            change = m.price - first
-            pct = (change / first).quantize(D("0.000001")) if first else ZERO
-            return {"symbol": symbol, "firstPrice": s(first), "lastPrice": s(m.price),
-                    "priceChange": s(change), "priceChangePercent": s(pct), "high": s(high),
-                    "low": s(low), "volume": s(vol), "quoteVolume": s(qvol), "trades": str(trades)}
-
-    def ticker_event(self, symbol: str) -> dict:
-        t = self.ticker(symbol)
-        now = self.clock_us()
-        return {"e": "ticker", "E": now, "s": symbol, "o": t["firstPrice"], "c": t["lastPrice"],
-                "h": t["high"], "l": t["low"], "v": t["volume"], "V": t["quoteVolume"],
-                "n": int(t["trades"])}
-
-    def _book(self, m: MarketState) -> dict[str, dict[Decimal, Decimal]]:
-        """Synthetic liquidity around the price plus every resting order."""
-        tick = m.spec.tick_size
-        qty = SYNTHETIC_QTY.get(m.spec.symbol, D("100"))
-        asks: dict[Decimal, Decimal] = {}
-        bids: dict[Decimal, Decimal] = {}
-        for k in range(1, SYNTHETIC_LEVELS + 1):
-            asks[m.price + k * tick] = qty
-            if m.price - k * tick > 0:
-                bids[m.price - k * tick] = qty
-        for o in self.open_by_symbol[m.spec.symbol].values():
-            side = bids if o.side == "Bid" else asks
-            if o.price is not None:
-                side[o.price] = side.get(o.price, ZERO) + o.remaining
-        return {"a": asks, "b": bids}
-
-    def depth(self, symbol: str, limit: int) -> dict:
-        with self.lock:
-            m = self.market(symbol)
-            book = self._book(m)
-            asks = sorted(book["a"].items())[:limit]
-            bids = sorted(book["b"].items(), reverse=True)[:limit]
-            return {"asks": [[s(p), s(q)] for p, q in asks],
-                    "bids": [[s(p), s(q)] for p, q in sorted(bids)],
-                    "lastUpdateId": str(m.depth_update_id), "timestamp": self.clock_us()}
-
-    def _book_changed(self, m: MarketState) -> None:
-        """Push bookTicker and an incremental depth update (absolute quantities, 0 = removed).
-
-        Skipped while nobody listens, so that an order's own events leave sooner. That stays exact:
-        the next update is diffed against the last book published, so it carries every level that
-        changed meanwhile, with its absolute quantity, and the update ids stay consecutive."""
-        sym = m.spec.symbol
-        if not (self.sink.wants(f"depth.{sym}") or self.sink.wants(f"bookTicker.{sym}")):
-            return
-        book = self._book(m)
-        now = self.clock_us()
-        diff: dict[str, list[list[str | None]]] = {"a": [], "b": []}
-        for side in ("a", "b"):
-            old, new = m.last_book[side], book[side]
-            for p in sorted(set(old) | set(new)):
-                if old.get(p) != new.get(p):
-                    diff[side].append([s(p), s(new.get(p, ZERO))])
-        m.last_book = book
-        if diff["a"] or diff["b"]:
-            first = m.depth_update_id + 1
-            m.depth_update_id += 1
-            self.sink.public_event(f"depth.{m.spec.symbol}", {
-                "e": "depth", "E": now, "s": m.spec.symbol, "a": diff["a"], "b": diff["b"],
-                "U": first, "u": m.depth_update_id, "T": now})
-        best_ask = min(book["a"]) if book["a"] else None
-        best_bid = max(book["b"]) if book["b"] else None
-        self.sink.public_event(f"bookTicker.{m.spec.symbol}", {
-            "e": "bookTicker", "E": now, "s": m.spec.symbol,
-            "a": s(best_ask), "A": s(book["a"].get(best_ask)) if best_ask else None,
-            "b": s(best_bid), "B": s(book["b"].get(best_bid)) if best_bid else None,
-            "u": m.depth_update_id, "T": now})
-
-    def klines(self, symbol: str, interval_s: int, start_s: int, end_s: int | None) -> list[dict]:
-        """Candles from the simulator's own price history, oldest first."""
-        with self.lock:
-            m = self.market(symbol)
-            end_us = (end_s * 1_000_000) if end_s is not None else self.clock_us()
-            i = bisect.bisect_left(m.ticks_ts, start_s * 1_000_000)
-            j = bisect.bisect_right(m.ticks_ts, end_us)
-            out: list[dict] = []
-            cur: dict | None = None
-            for ts, (price, vol) in zip(m.ticks_ts[i:j], m.ticks[i:j]):
-                bucket = (ts // 1_000_000) // interval_s * interval_s
-                if cur is None or cur["_b"] != bucket:
-                    cur = {"_b": bucket, "o": price, "h": price, "l": price, "c": price,
-                           "v": ZERO, "qv": ZERO, "n": 0}
-                    out.append(cur)
-                cur["h"] = max(cur["h"], price)
-                cur["l"] = min(cur["l"], price)
-                cur["c"] = price
-                cur["v"] += vol
-                cur["qv"] += vol * price
-                cur["n"] += 1 if vol > 0 else 0
-            return [kline_json(c["_b"], interval_s, c) for c in out]
-
     # ------------------------------------------------------------------ events
     def _emit(self, order: Order, event: str, fill: Fill | None = None) -> None:
-        now = self.clock_us()
-        data: dict[str, Any] = {
-            "e": event, "E": now, "s": order.symbol, "i": order.id, "S": order.side,
-            "o": order.order_type.upper(), "f": order.time_in_force, "q": s(order.quantity),
-            "X": order.status, "t": fill.trade_id if fill else None, "z": s(order.executed),
-            "Z": s(order.executed_quote), "V": order.stp, "T": now, "O": "USER", "r": False,
-            "y": order.post_only,
-        }
-        if order.client_id is not None:
-            data["c"] = order.client_id
-        if order.price is not None:
-            data["p"] = s(order.price)
-            data["Q"] = s(order.price * order.quantity)
-        if fill is not None:
-            data.update({"l": s(fill.quantity), "L": s(fill.price), "m": fill.is_maker,
-                         "n": s(fill.fee), "N": fill.fee_symbol})
-        if event == "orderExpired":
-            data["R"] = order.expiry_reason
-        self.sink.order_event(order.account, order.symbol, data)
+        self.sink.order_event(order.account, order.symbol, order_update(order, event, fill, self.clock_us()))
 
     # ------------------------------------------------------------------ state dump
     def state(self, journal_since_us: int = 0) -> dict:
@@ -841,78 +492,3 @@ class Exchange:
                 "requests": self.request_count,
                 "journal": [e for e in self.journal if e["t"] >= journal_since_us],
             }
-
-
-def kline_time(t: int) -> str:
-    """A candle's start or end as Backpack writes it (UTC; sorts as text in time order)."""
-    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def kline_json(bucket_s: int, interval_s: int, c: dict) -> dict:
-    fmt = kline_time
-    return {"start": fmt(bucket_s), "end": fmt(bucket_s + interval_s), "open": s(c["o"]),
-            "high": s(c["h"]), "low": s(c["l"]), "close": s(c["c"]), "volume": s(c["v"]),
-            "quoteVolume": s(c["qv"]), "trades": str(c["n"])}
-
-
-def order_json(o: Order) -> dict:
-    """An order as /api/v1/order(s) return it: optional fields present as null, createdAt in ms."""
-    out: dict[str, Any] = {
-        "orderType": o.order_type, "id": o.id, "clientId": o.client_id, "symbol": o.symbol,
-        "side": o.side, "quantity": s(o.quantity), "executedQuantity": s(o.executed),
-        "executedQuoteQuantity": s(o.executed_quote), "timeInForce": o.time_in_force,
-        "selfTradePrevention": o.stp, "status": o.status, "createdAt": o.created_us // 1000,
-        "reduceOnly": None, "relatedOrderId": None, "strategyId": None, "triggerBy": None,
-        "triggerPrice": None, "triggerQuantity": None, "triggeredAt": None,
-        "stopLossTriggerPrice": None, "stopLossLimitPrice": None, "stopLossTriggerBy": None,
-        "takeProfitTriggerPrice": None, "takeProfitLimitPrice": None, "takeProfitTriggerBy": None,
-        "systemOrderType": None,
-    }
-    if o.order_type == "Limit":
-        out["price"] = s(o.price)
-        out["postOnly"] = o.post_only
-    else:
-        out["quoteQuantity"] = s(o.quote_quantity)
-        out["slippageTolerance"] = None
-        out["slippageToleranceType"] = None
-    return out
-
-
-def order_history_json(o: Order) -> dict:
-    """The history shape (spec schema ``Order``): createdAt is a naive datetime string."""
-    return {
-        "id": o.id, "createdAt": naive_utc(o.created_us), "executedQuantity": s(o.executed),
-        "executedQuoteQuantity": s(o.executed_quote), "expiryReason": o.expiry_reason,
-        "orderType": o.order_type, "postOnly": o.post_only, "price": s(o.price),
-        "quantity": s(o.quantity), "quoteQuantity": s(o.quote_quantity),
-        "selfTradePrevention": o.stp, "status": o.status, "side": o.side, "symbol": o.symbol,
-        "timeInForce": o.time_in_force, "triggerBy": None, "triggerPrice": None,
-        "triggerQuantity": None, "clientId": o.client_id, "systemOrderType": None,
-        "strategyId": None, "slippageTolerance": None, "slippageToleranceType": None,
-        "stopLossTriggerPrice": None, "stopLossLimitPrice": None, "stopLossTriggerBy": None,
-        "takeProfitTriggerPrice": None, "takeProfitLimitPrice": None, "takeProfitTriggerBy": None,
-    }
-
-
-def fill_json(f: Fill) -> dict:
-    """A fill as /wapi/v1/history/fills returns it: clientId a string, timestamp naive datetime."""
-    return {"clientId": None if f.client_id is None else str(f.client_id), "fee": s(f.fee),
-            "feeSymbol": f.fee_symbol, "isMaker": f.is_maker, "orderId": f.order_id,
-            "price": s(f.price), "quantity": s(f.quantity), "side": f.side, "symbol": f.symbol,
-            "systemOrderType": None, "timestamp": naive_utc(f.ts_us), "tradeId": f.trade_id}
-
-
-def order_state(o: Order) -> dict:
-    return {"id": o.id, "account": o.account, "symbol": o.symbol, "side": o.side,
-            "orderType": o.order_type, "price": s(o.price), "quantity": s(o.quantity),
-            "executedQuantity": s(o.executed), "executedQuoteQuantity": s(o.executed_quote),
-            "status": o.status, "clientId": o.client_id, "postOnly": o.post_only,
-            "timeInForce": o.time_in_force, "createdAtUs": o.created_us, "closedAtUs": o.closed_us,
-            "expiryReason": o.expiry_reason}
-
-
-def fill_state(f: Fill) -> dict:
-    return {"tradeId": f.trade_id, "orderId": f.order_id, "clientId": f.client_id,
-            "account": f.account, "symbol": f.symbol, "side": f.side, "price": s(f.price),
-            "quantity": s(f.quantity), "fee": s(f.fee), "feeSymbol": f.fee_symbol,
-            "isMaker": f.is_maker, "timestampUs": f.ts_us}

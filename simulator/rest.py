@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qsl, urlsplit
 
 from . import signing
-from .engine import SimError, fill_json, order_history_json, order_json, plain, s
+from .records import SimError, plain, s
+from .wire import fill_json, order_history_json, order_json
 from .faults import FaultSpecError
 from .markets import market_json
 from .wsserver import KLINE_INTERVALS

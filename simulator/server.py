@@ -17,7 +17,9 @@ from typing import Any, Iterator
 
 import requests
 
-from .engine import Exchange, SimError, kline_time
+from .engine import Exchange
+from .records import SimError
+from .wire import kline_time
 from .faults import FaultBoard
 from .feeds import Feed, RandomFeed, ReplayFeed
 from .markets import DEFAULT_MARKETS, DEFAULT_SYMBOL, MarketSpec

@@ -1,0 +1,148 @@
+"""Wire formats: the JSON Backpack sends for orders, fills and candles, and the order payload it accepts.
+
+Pure functions between the engine's records and Backpack's shapes (backpack_api.md §5-§7).
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from .records import Fill, Order, UINT32_MAX, _dec, naive_utc, parse_error, s
+
+
+
+def parse_order_payload(payload: Any) -> dict:
+    """An ``OrderExecutePayload`` checked field by field, as Backpack's parser answers (backpack_api.md §6.1)."""
+    if not isinstance(payload, dict):
+        raise parse_error('Expected input type "OrderExecutePayload"')
+    for name in ("symbol", "side", "orderType"):
+        if name not in payload:
+            raise parse_error(f"missing field `{name}`")
+    symbol = payload["symbol"]
+    if not isinstance(symbol, str):
+        raise parse_error("invalid type for `symbol`")
+    side = payload["side"]
+    if side not in ("Bid", "Ask"):
+        raise parse_error(f"unknown variant `{side}`, expected `Bid` or `Ask`")
+    otype = payload["orderType"]
+    if otype not in ("Limit", "Market"):
+        raise parse_error(f"unknown variant `{otype}`, expected `Market` or `Limit`")
+    tif = payload.get("timeInForce") or "GTC"
+    if tif not in ("GTC", "IOC", "FOK"):
+        raise parse_error(f"unknown variant `{tif}`, expected one of `GTC`, `IOC`, `FOK`")
+    post_only = payload.get("postOnly", False)
+    if post_only is None:
+        post_only = False
+    if not isinstance(post_only, bool):
+        raise parse_error("invalid type for `postOnly`, expected a boolean")
+    client_id = payload.get("clientId")
+    if client_id is not None:
+        if isinstance(client_id, bool) or not isinstance(client_id, int) \
+                or not 0 <= client_id <= UINT32_MAX:
+            raise parse_error("invalid value for `clientId`, expected u32")
+    stp = payload.get("selfTradePrevention") or "RejectTaker"
+    if stp not in ("RejectTaker", "RejectMaker", "RejectBoth", "Allow"):
+        raise parse_error(f"unknown variant `{stp}` for `selfTradePrevention`")
+    price = _dec(payload["price"], "price") if payload.get("price") is not None else None
+    qty = _dec(payload["quantity"], "quantity") if payload.get("quantity") is not None else None
+    qq = (_dec(payload["quoteQuantity"], "quoteQuantity")
+          if payload.get("quoteQuantity") is not None else None)
+    return {"symbol": symbol, "side": side, "type": otype, "tif": tif, "post_only": post_only,
+            "client_id": client_id, "stp": stp, "price": price, "qty": qty, "qq": qq}
+
+
+def kline_time(t: int) -> str:
+    """A candle's start or end as Backpack writes it (UTC; sorts as text in time order)."""
+    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def kline_json(bucket_s: int, interval_s: int, c: dict) -> dict:
+    fmt = kline_time
+    return {"start": fmt(bucket_s), "end": fmt(bucket_s + interval_s), "open": s(c["o"]),
+            "high": s(c["h"]), "low": s(c["l"]), "close": s(c["c"]), "volume": s(c["v"]),
+            "quoteVolume": s(c["qv"]), "trades": str(c["n"])}
+
+
+def order_json(o: Order) -> dict:
+    """An order as /api/v1/order(s) return it: optional fields present as null, createdAt in ms."""
+    out: dict[str, Any] = {
+        "orderType": o.order_type, "id": o.id, "clientId": o.client_id, "symbol": o.symbol,
+        "side": o.side, "quantity": s(o.quantity), "executedQuantity": s(o.executed),
+        "executedQuoteQuantity": s(o.executed_quote), "timeInForce": o.time_in_force,
+        "selfTradePrevention": o.stp, "status": o.status, "createdAt": o.created_us // 1000,
+        "reduceOnly": None, "relatedOrderId": None, "strategyId": None, "triggerBy": None,
+        "triggerPrice": None, "triggerQuantity": None, "triggeredAt": None,
+        "stopLossTriggerPrice": None, "stopLossLimitPrice": None, "stopLossTriggerBy": None,
+        "takeProfitTriggerPrice": None, "takeProfitLimitPrice": None, "takeProfitTriggerBy": None,
+        "systemOrderType": None,
+    }
+    if o.order_type == "Limit":
+        out["price"] = s(o.price)
+        out["postOnly"] = o.post_only
+    else:
+        out["quoteQuantity"] = s(o.quote_quantity)
+        out["slippageTolerance"] = None
+        out["slippageToleranceType"] = None
+    return out
+
+
+def order_history_json(o: Order) -> dict:
+    """The history shape (spec schema ``Order``): createdAt is a naive datetime string."""
+    return {
+        "id": o.id, "createdAt": naive_utc(o.created_us), "executedQuantity": s(o.executed),
+        "executedQuoteQuantity": s(o.executed_quote), "expiryReason": o.expiry_reason,
+        "orderType": o.order_type, "postOnly": o.post_only, "price": s(o.price),
+        "quantity": s(o.quantity), "quoteQuantity": s(o.quote_quantity),
+        "selfTradePrevention": o.stp, "status": o.status, "side": o.side, "symbol": o.symbol,
+        "timeInForce": o.time_in_force, "triggerBy": None, "triggerPrice": None,
+        "triggerQuantity": None, "clientId": o.client_id, "systemOrderType": None,
+        "strategyId": None, "slippageTolerance": None, "slippageToleranceType": None,
+        "stopLossTriggerPrice": None, "stopLossLimitPrice": None, "stopLossTriggerBy": None,
+        "takeProfitTriggerPrice": None, "takeProfitLimitPrice": None, "takeProfitTriggerBy": None,
+    }
+
+
+def fill_json(f: Fill) -> dict:
+    """A fill as /wapi/v1/history/fills returns it: clientId a string, timestamp naive datetime."""
+    return {"clientId": None if f.client_id is None else str(f.client_id), "fee": s(f.fee),
+            "feeSymbol": f.fee_symbol, "isMaker": f.is_maker, "orderId": f.order_id,
+            "price": s(f.price), "quantity": s(f.quantity), "side": f.side, "symbol": f.symbol,
+            "systemOrderType": None, "timestamp": naive_utc(f.ts_us), "tradeId": f.trade_id}
+
+
+def order_state(o: Order) -> dict:
+    return {"id": o.id, "account": o.account, "symbol": o.symbol, "side": o.side,
+            "orderType": o.order_type, "price": s(o.price), "quantity": s(o.quantity),
+            "executedQuantity": s(o.executed), "executedQuoteQuantity": s(o.executed_quote),
+            "status": o.status, "clientId": o.client_id, "postOnly": o.post_only,
+            "timeInForce": o.time_in_force, "createdAtUs": o.created_us, "closedAtUs": o.closed_us,
+            "expiryReason": o.expiry_reason}
+
+
+def fill_state(f: Fill) -> dict:
+    return {"tradeId": f.trade_id, "orderId": f.order_id, "clientId": f.client_id,
+            "account": f.account, "symbol": f.symbol, "side": f.side, "price": s(f.price),
+            "quantity": s(f.quantity), "fee": s(f.fee), "feeSymbol": f.fee_symbol,
+            "isMaker": f.is_maker, "timestampUs": f.ts_us}
+
+
+def order_update(order: Order, event: str, fill: Fill | None, now: int) -> dict:
+    """An ``account.orderUpdate`` event for ``order`` (backpack_api.md §9.6)."""
+    data: dict[str, Any] = {
+        "e": event, "E": now, "s": order.symbol, "i": order.id, "S": order.side,
+        "o": order.order_type.upper(), "f": order.time_in_force, "q": s(order.quantity),
+        "X": order.status, "t": fill.trade_id if fill else None, "z": s(order.executed),
+        "Z": s(order.executed_quote), "V": order.stp, "T": now, "O": "USER", "r": False,
+        "y": order.post_only,
+    }
+    if order.client_id is not None:
+        data["c"] = order.client_id
+    if order.price is not None:
+        data["p"] = s(order.price)
+        data["Q"] = s(order.price * order.quantity)
+    if fill is not None:
+        data.update({"l": s(fill.quantity), "L": s(fill.price), "m": fill.is_maker,
+                     "n": s(fill.fee), "N": fill.fee_symbol})
+    if event == "orderExpired":
+        data["R"] = order.expiry_reason
+    return data
