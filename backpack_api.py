@@ -54,9 +54,8 @@ INSTRUCTIONS: dict[tuple[str, str], str] = {
 }
 
 RETRYABLE_STATUS = (429, 500, 502, 503, 504)
-# Codes of a signed request refused before it is read: a bad or expired signature, a timestamp out of its
-# window (backpack_api.md §2.3, §8; which code goes with which cause is not documented, so the bot
-# measures its clock rather than guess from the message).
+# A signed request refused before it is read (bad signature, timestamp out of its window: backpack_api.md
+# §2.3, §8). Which code goes with which cause is undocumented: the bot measures its clock instead.
 REFUSED_BEFORE_READING = ("INVALID_CLIENT_REQUEST", "UNAUTHORIZED", "INVALID_SIGNATURE")
 
 
@@ -270,9 +269,7 @@ class BackpackClient:
         self.session.headers["User-Agent"] = "backpack-grid-bot/1"
         self._auth = BackpackAuth(signer, window_ms, clock_ms) if signer else None
         self.requests_sent = 0
-        # Signed requests the exchange refused before looking at them (INVALID_CLIENT_REQUEST covers
-        # an expired or early timestamp, backpack_api.md §2.3): the bot then measures its clock.
-        self.signed_refusals = 0
+        self.signed_refusals = 0  # signed requests refused before being read: the bot then checks its clock
 
     def close(self) -> None:
         self.session.close()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Iterator
 
 import pytest
@@ -19,6 +20,13 @@ def _end_processes() -> Iterator[None]:
 def sim() -> Iterator[Simulator]:
     """A quiet simulator on 127.0.0.1:0: the price moves only when a test says so."""
     with running_simulator(feed="none", ticker_interval=0.1) as s:
+        yield s
+
+
+@pytest.fixture
+def quiet_sim() -> Iterator[Simulator]:
+    """A quiet simulator for the bot's end-to-end tests: SOL_USDC at 149.5, tickers every 0.1 s."""
+    with running_simulator(feed="none", ticker_interval=0.1, price=Decimal("149.5")) as s:
         yield s
 
 

@@ -12,18 +12,12 @@ from decimal import Decimal
 import pytest
 
 from backpack_api import Signer, generate_keypair
-from simulator import SimControl, running_simulator
+from simulator import SimControl
 from tests.e2e import PYTHON, ROOT, BotThread, open_orders_of, write_config
 from tests.helpers import order_body, signed_request, start_process, wait_until
 
 D = Decimal
 BOT = os.path.join(ROOT, "grid_bot.py")
-
-
-@pytest.fixture
-def quiet_sim():
-    with running_simulator(feed="none", ticker_interval=0.1, price=D("149.5")) as s:
-        yield s
 
 
 def run_bot(args, cwd, timeout=60):

@@ -6,18 +6,12 @@ from decimal import Decimal
 
 import pytest
 
-from simulator import SimControl, running_simulator
+from simulator import SimControl
 from tests.e2e import (BotThread, assert_counter_orders, book_of, ledger_totals, open_orders_of, tagged,
                        write_config)
 from tests.helpers import wait_until
 
 D = Decimal
-
-
-@pytest.fixture
-def quiet_sim():
-    with running_simulator(feed="none", ticker_interval=0.1, price=D("149.5")) as s:
-        yield s
 
 
 def levels(*xs):

@@ -4,23 +4,15 @@ from __future__ import annotations
 import logging
 from decimal import Decimal
 
-import pytest
-
 from bot import PriceSource
 from order_state import OrderState
-from simulator import SimControl, running_simulator
+from simulator import SimControl
 from tests.e2e import (BotThread, assert_counter_orders, ledger_totals, open_orders_of, tagged,
                        write_config)
 from tests.helpers import wait_until
 
 D = Decimal
 GRID = [D(x) for x in range(140, 160, 2)]
-
-
-@pytest.fixture
-def quiet_sim():
-    with running_simulator(feed="none", ticker_interval=0.1, price=D("149.5")) as s:
-        yield s
 
 
 def open_at(control, key, price, side=None):

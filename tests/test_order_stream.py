@@ -4,19 +4,11 @@ from __future__ import annotations
 import logging
 from decimal import Decimal
 
-import pytest
-
-from simulator import SimControl, running_simulator
+from simulator import SimControl
 from tests.e2e import BotThread, open_orders_of, write_config
 from tests.helpers import wait_until
 
 D = Decimal
-
-
-@pytest.fixture
-def quiet_sim():
-    with running_simulator(feed="none", ticker_interval=0.1, price=D("149.5")) as s:
-        yield s
 
 
 def counter_at_150(control, key):

@@ -24,12 +24,6 @@ BOT = os.path.join(ROOT, "grid_bot.py")
 GRID = [D(x) for x in range(140, 160, 2)]
 
 
-@pytest.fixture
-def quiet_sim():
-    with running_simulator(feed="none", ticker_interval=0.1, price=D("149.5")) as s:
-        yield s
-
-
 def spawn(path, cwd, *extra):
     return start_process([PYTHON, BOT, "--config", path, *extra], cwd=cwd, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)

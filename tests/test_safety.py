@@ -12,19 +12,13 @@ from decimal import Decimal
 
 import pytest
 
-from simulator import SimControl, running_simulator
+from simulator import SimControl
 from tests.e2e import PYTHON, ROOT, open_orders_of, orders_of, write_config
 from tests.helpers import order_body, signed_request, start_process, wait_until
 
 D = Decimal
 BOT = os.path.join(ROOT, "grid_bot.py")
 GRID = [D(x) for x in range(140, 160, 2)]
-
-
-@pytest.fixture
-def quiet_sim():
-    with running_simulator(feed="none", ticker_interval=0.1, price=D("149.5")) as s:
-        yield s
 
 
 @pytest.fixture
