@@ -116,7 +116,7 @@ class Exchange(MarketData):
 
     def count_request(self, method: str, path: str, account: str | None, status: int,
                       received_us: int | None = None) -> None:
-        """Journal a request once answered (``t``), with when it arrived (``received``)."""
+        """Journal a request as its answer leaves (``t``), with when it arrived (``received``)."""
         with self.lock:
             self.request_count += 1
             self._journal("request", method=method, path=path, account=account, status=status,

@@ -7,6 +7,10 @@ Kinds:
 - ``delay``: hold matching requests ``seconds`` before processing them.
 - ``drop_response``: process matching requests, then drop the connection without an answer (an
   order that is accepted but whose response never arrives).
+- ``late_answer``: process matching requests now and hold the answer ``seconds`` (an order accepted
+  after its client may have given up on it; ``delay`` holds the request before processing instead).
+- ``replay``: process matching requests twice, as a network that delivers a signed request again
+  inside its window would; the client gets the first answer.
 - ``order_reject``: refuse the next ``count`` orders (single or batch items) that match ``side`` and
   ``price`` (both optional) with ``code`` and ``message`` (default: the post-only rejection), as the
   engine may refuse an order for reasons a bot cannot foresee.
@@ -25,7 +29,7 @@ from dataclasses import asdict, dataclass
 from decimal import Decimal
 from typing import Any, Callable
 
-HTTP_KINDS = ("http_status", "delay", "drop_response")
+HTTP_KINDS = ("http_status", "delay", "drop_response", "late_answer", "replay")
 ORDER_KINDS = ("order_reject",)
 WS_KINDS = ("ws_drop", "ws_silent")
 
@@ -93,7 +97,7 @@ class FaultBoard:
             f.status = status
             if spec.get("retry_after") is not None:
                 f.retry_after = float(spec["retry_after"])
-        if kind in ("delay", "ws_silent") or (kind == "ws_drop" and spec.get("seconds") is not None):
+        if kind in ("delay", "late_answer", "ws_silent") or (kind == "ws_drop" and spec.get("seconds") is not None):
             try:
                 f.seconds = float(spec["seconds"])
             except (KeyError, TypeError, ValueError):

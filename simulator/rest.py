@@ -11,7 +11,6 @@ import ipaddress
 import json
 import logging
 import socket
-import threading
 import time
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -84,31 +83,6 @@ class Reply:
         self.payload = payload
         self.text = text
         self.headers = headers or {}
-
-
-class RateLimiter:
-    """Fixed one-minute windows per key: Backpack's 2000 requests/minute, 30 for historical data."""
-
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.per_minute = per_minute
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._windows: dict[str, tuple[float, int]] = {}
-
-    def check(self, key: str, limit: int | None = None) -> float | None:
-        """None when allowed, else the seconds until the window resets."""
-        limit = self.per_minute if limit is None else limit
-        if limit <= 0:
-            return None
-        now = self._clock()
-        with self._lock:
-            start, n = self._windows.get(key, (now, 0))
-            if now - start >= 60:
-                start, n = now, 0
-            if n >= limit:
-                return max(0.0, 60 - (now - start))
-            self._windows[key] = (start, n + 1)
-        return None
 
 
 def _paged(req: Request, items: list, key: Callable[[Any], Any], render: Callable[[Any], dict]) -> Reply:
@@ -406,35 +380,47 @@ class Handler(BaseHTTPRequestHandler):
             self._send(ControlRoutes(sim).handle(method, path, query, body))
             return
 
-        account: str | None = None
-        status = 500
         received_us = sim.exchange.clock_us()
+        journalled = False
+
+        def journal(status: int, account: str | None = None) -> None:
+            # Before the answer leaves: a client that acts on an answer finds its request journalled.
+            nonlocal journalled
+            journalled = True
+            sim.exchange.count_request(method, path, account, status, received_us)
+
         try:
             delay = sim.faults.take("delay", method, path)
             if delay is not None:
                 time.sleep(delay.seconds or 0)
             fault = sim.faults.take("http_status", method, path)
             if fault is not None and fault.status != 202:
-                status = fault.status or 500
+                journal(fault.status or 500)
                 self._send(self._fault_reply(fault.status or 500, fault.retry_after))
                 return
             reply, account = self._process(method, path, query, raw, client)
-            status = reply.status
+            if sim.faults.take("replay", method, path) is not None:
+                self._process(method, path, query, raw, client)  # delivered twice; the first answer goes back
+            late = sim.faults.take("late_answer", method, path)
+            if late is not None:
+                time.sleep(late.seconds or 0)
             if reply.status < 400 and sim.faults.take("drop_response", method, path) is not None:
-                status = 0
+                journal(0, account)
                 self._drop()
                 return
             if fault is not None and fault.status == 202 and reply.status == 200:
                 reply = Reply(202)
-                status = 202
+            journal(reply.status, account)
             self._send(reply)
         finally:
-            sim.exchange.count_request(method, path, account, status, received_us)
+            if not journalled:  # an error before any answer
+                sim.exchange.count_request(method, path, None, 500, received_us)
 
     @staticmethod
     def _fault_reply(status: int, retry_after: float | None) -> Reply:
         if status == 429:
-            headers = {"Retry-After": str(int(retry_after if retry_after is not None else 1))}
+            # Sent as given: a fractional Retry-After ("0.5") must not become 0.
+            headers = {"Retry-After": f"{retry_after if retry_after is not None else 1:g}"}
             return Reply(429, {"code": "TOO_MANY_REQUESTS", "message": "Too many requests"}, headers=headers)
         if status in (502, 504):
             # What a proxy in front of the exchange answers: not JSON.

@@ -23,7 +23,8 @@ from .wire import kline_time
 from .faults import FaultBoard
 from .feeds import Feed, RandomFeed, ReplayFeed
 from .markets import DEFAULT_MARKETS, DEFAULT_SYMBOL, MarketSpec
-from .rest import KLINE_SECONDS, RateLimiter, RestServer
+from .ratelimit import RateLimiter
+from .rest import KLINE_SECONDS, RestServer
 from .wsserver import Hub, WsServer
 
 log = logging.getLogger("simulator")
@@ -180,7 +181,10 @@ class Simulator:
             secs = KLINE_SECONDS[interval]
             bucket = now_s // secs * secs
             prev = last_bucket.get(stream)
-            if prev is not None and prev != bucket:
+            if prev is None:
+                # The first push since the stream was subscribed: candles that closed meanwhile count too.
+                prev = self.hub.subscribed_ms.get(stream, now_s * 1000) // 1000 // secs * secs
+            if prev != bucket:
                 # Every candle that closed since the last push (pushes drift: two may straddle one).
                 now_start = kline_time(bucket)
                 for k in self.exchange.klines(sym, secs, prev, None):

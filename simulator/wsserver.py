@@ -156,6 +156,7 @@ class Hub:
         self.connections: set[Connection] = set()
         # stream -> {connection: account or None}
         self.subscribers: dict[str, dict[Connection, str | None]] = {}
+        self.subscribed_ms: dict[str, int] = {}  # when each stream was first subscribed (the kline pusher)
         self.known_symbols = known_symbols
         self.clock_ms = clock_ms
         self.silent_until = 0.0
@@ -285,6 +286,7 @@ class Hub:
                 continue
             with self._lock:
                 self.subscribers.setdefault(p, {})[conn] = account if p.startswith("account.") else None
+                self.subscribed_ms.setdefault(p, self.clock_ms())
 
     def valid_stream(self, name: str) -> bool:
         m = _STREAM.match(name)

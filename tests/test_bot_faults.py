@@ -1,6 +1,7 @@
 """Tier 3: the bot through partial fills, rejections, HTTP errors, lost answers and WebSocket trouble."""
 from __future__ import annotations
 
+import json
 import logging
 from decimal import Decimal
 
@@ -150,3 +151,43 @@ def test_websocket_silent_the_watchdog_reconnects(tmp_path, quiet_sim, caplog):
     st = control.state()
     ours = tagged(st, key, b.bot.tag)
     assert_counter_orders(ours, GRID)
+
+
+def test_an_order_answered_after_the_bot_gave_up_is_found_not_duplicated(tmp_path, quiet_sim):
+    from backpack_api import BackpackClient, Signer
+    path, signer = write_config(tmp_path, quiet_sim)
+    secret = json.loads(open(path).read())["api"]["api_secret"]
+    client = BackpackClient(quiet_sim.rest_url, Signer(secret), timeout=(2.0, 1.0))   # gives up after 1 s
+    control, key = SimControl(quiet_sim.rest_url), signer.api_key
+    with BotThread(path, client=client) as b:
+        wait_until(lambda: len(open_orders_of(control.state(), key)) == 9, timeout=15, message="the grid")
+        control.fault(kind="late_answer", method="POST", path="/api/v1/order", seconds=2)
+        control.set_price("147.50")                           # the counter-order is accepted, answered late
+        counter = wait_until(lambda: next((o for o in b.bot.om.orders.values()
+                                           if o.price == D(150) and o.side.value == "Ask"), None),
+                             message="the counter-order decided")
+        wait_until(lambda: counter.state is OrderState.OPEN, timeout=30, message="found by its clientId")
+        b.wait_polls(1)
+        assert len(open_at(control, key, "150.00", "Ask")) == 1  # never sent twice
+        result = b.stop()
+    assert result.exit_code == 0 and not open_orders_of(control.state(), key)
+
+
+def test_a_replayed_counter_order_leaves_one_order_and_exact_books(tmp_path, quiet_sim):
+    b, control, key = start_grid(tmp_path, quiet_sim)
+    try:
+        control.fault(kind="replay", method="POST", path="/api/v1/order")
+        control.set_price("147.50")                           # the counter-order (a sell at 150) is replayed
+        wait_until(lambda: [o for o in tagged(control.state(), key, b.bot.tag)
+                            if D(o["price"]) == 150 and o["status"] == "Cancelled"],
+                   timeout=30, message="the replayed twin cancelled")
+        assert len(open_at(control, key, "150.00", "Ask")) == 1
+        control.set_price("150.50")                           # the kept one fills: a round trip
+        wait_until(lambda: b.bot.om.ledger.round_trips == 1, message="the round trip")
+    finally:
+        result = b.stop()
+    st = control.state()
+    ours = [o for o in tagged(st, key, b.bot.tag) if o["status"] != "Cancelled" or o["executedQuantity"] != "0"]
+    expect = ledger_totals(st, ours, [D(x) for x in range(140, 160, 2)], "SOL")
+    assert result.stats.round_trips == expect["round_trips"] == 1
+    assert result.stats.grid_profit == expect["grid_profit"] and result.stats.position == expect["position"]

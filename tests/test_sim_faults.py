@@ -92,3 +92,31 @@ def test_order_reject_refuses_matching_orders_only(sim, control):
     res = signed_request(sim.rest_url, signer, "POST", "/api/v1/orders", body=items).json()
     assert [x["operation"] for x in res] == ["Ok", "Err", "Ok"]
     assert res[1]["code"] == "INVALID_ORDER"
+
+
+def test_a_late_answer_is_processed_first_and_answered_later(sim, control):
+    signer = new_signer()
+    control.fault(kind="late_answer", method="POST", path="/api/v1/order", seconds=0.8)
+    t0 = time.monotonic()
+    r = signed_request(sim.rest_url, signer, "POST", "/api/v1/order", body=order_body("140.00", "1", client_id=31))
+    assert r.status_code == 200 and time.monotonic() - t0 >= 0.8
+    st = control.state()
+    new = next(e for e in st["journal"] if e["type"] == "order_new" and e["account"] == signer.api_key)
+    answered = next(e for e in st["journal"] if e["type"] == "request" and e["path"] == "/api/v1/order")
+    assert answered["t"] - new["t"] >= 700_000            # the order was on the book long before its answer
+
+
+def test_a_replayed_placement_is_processed_twice(sim, control):
+    signer = new_signer()
+    control.fault(kind="replay", method="POST", path="/api/v1/order")
+    r = signed_request(sim.rest_url, signer, "POST", "/api/v1/order", body=order_body("140.00", "1", client_id=32))
+    assert r.status_code == 200
+    mine = [o for o in control.state()["orders"] if o["account"] == signer.api_key]
+    assert [(o["clientId"], o["price"], o["status"]) for o in mine] == [(32, "140.00", "New")] * 2
+    assert r.json()["id"] == mine[0]["id"]                # the client hears of the first one
+
+
+def test_a_fractional_retry_after_is_sent_as_it_is(sim, control):
+    control.fault(kind="http_status", path="*", status=429, retry_after=0.5)
+    r = requests.get(sim.rest_url + "/api/v1/ticker", params={"symbol": "SOL_USDC"}, timeout=5)
+    assert r.status_code == 429 and r.headers["Retry-After"] == "0.5"

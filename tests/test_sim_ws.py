@@ -115,11 +115,15 @@ def test_book_ticker_depth_trade_and_kline_streams(sim, control):
     bt = next_message(ws, "bookTicker.SOL_USDC")["data"]
     assert bt["b"] == "149.99" and bt["a"] == "150.01"
     control.set_price("148.00")
-    trade = next_message(ws, "trade.SOL_USDC")["data"]
+    # The trade, the book's change and the candle come in whatever order the pushers run: take each first.
+    seen: dict[str, dict] = {}
+    wanted = ("trade.SOL_USDC", "depth.SOL_USDC", "kline.1s.SOL_USDC")
+    while not all(w in seen for w in wanted):
+        msg = next_message(ws)
+        seen.setdefault(msg.get("stream"), msg["data"])
+    trade, depth2, k = (seen[w] for w in wanted)
     assert trade["p"] == "149.00" and trade["q"] == "3" and isinstance(trade["t"], int)
-    depth2 = next_message(ws, "depth.SOL_USDC")["data"]
     assert depth2["U"] > depth["u"]
-    k = next_message(ws, "kline.1s.SOL_USDC")["data"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", k["t"]) and isinstance(k["X"], bool)
     ws.close()
 
