@@ -23,7 +23,7 @@ from log_setup import setup_logging
 from order_manager import OrderManager
 from paper import paper_market, paper_path, start_paper
 from reports import level_view, print_status, status_report
-from startup import grid_params, make_grid, market_rules
+from startup import grid_params, keys_refused, make_grid, market_rules
 from state_store import StateLock, StateStore
 
 log = logging.getLogger("grid_bot")
@@ -190,8 +190,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             price = client.ticker_price(t.symbol)
             balances = client.balances() if with_keys else None
         except RequestRejected as e:
-            raise InputError(f"the exchange refused our signed request ({e.code}: {e.message}): check "
-                             f"api.api_key and api.api_secret, and the machine's clock") from None
+            raise keys_refused(e) from None
         except TransientError as e:
             raise FatalError(f"cannot read from {cfg.api.base_url}: {e}") from None
         source = f"last price on {cfg.api.base_url}"

@@ -11,7 +11,7 @@ import logging
 import random
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Callable, Collection
+from typing import Any, Callable, Collection, TypeVar
 
 from backpack_api import BackpackClient, BackpackError, RequestRejected, TransientError
 from config import Config
@@ -28,6 +28,7 @@ from state_store import SavedGrid, StateStore
 log = logging.getLogger("grid_bot")
 
 Balances = dict[str, tuple[Decimal, Decimal]]
+T = TypeVar("T")
 
 
 @dataclass
@@ -81,14 +82,24 @@ def make_grid(rules: MarketRules, t: Any, price: Decimal) -> tuple[GridSpec, lis
         raise InputError(str(e)) from None
 
 
-def read_balances(client: BackpackClient) -> Balances:
+def keys_refused(e: RequestRejected) -> InputError:
+    """A signed request refused: the keys (or the clock) are the user's to fix."""
+    return InputError(f"the exchange refused our signed request ({e.code}: {e.message}): check "
+                      f"api.api_key and api.api_secret, and the machine's clock")
+
+
+def signed_read(read: Callable[[], T], what: str) -> T:
+    """A signed read before the first order: refused is the keys', unreachable is fatal."""
     try:
-        return client.balances()
+        return read()
     except RequestRejected as e:
-        raise InputError(f"the exchange refused our signed request ({e.code}: {e.message}): check "
-                         f"api.api_key and api.api_secret, and the machine's clock") from None
+        raise keys_refused(e) from None
     except TransientError as e:
-        raise FatalError(f"cannot read balances: {e}") from None
+        raise FatalError(f"cannot {what}: {e}") from None
+
+
+def read_balances(client: BackpackClient) -> Balances:
+    return signed_read(client.balances, "read balances")
 
 
 def check_clock(client: BackpackClient, wall_ms: Callable[[], int]) -> None:
@@ -229,13 +240,7 @@ class Startup:
         return g
 
     def open_orders(self) -> list[Order]:
-        try:
-            return self.client.open_orders(self.t.symbol)
-        except RequestRejected as e:
-            raise InputError(f"the exchange refused our signed request ({e.code}: {e.message}): check "
-                             f"api.api_key and api.api_secret, and the machine's clock") from None
-        except TransientError as e:
-            raise FatalError(f"cannot list open orders: {e}") from None
+        return signed_read(lambda: self.client.open_orders(self.t.symbol), "list open orders")
 
     def orders_to_adopt(self, grid: GridSpec, book: list[Order]) -> dict[int, Order]:
         """A new grid never starts on top of orders that look like a grid (a lost state file, another
