@@ -52,7 +52,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
                           run_backtest, sweep_order, sweep_settings)
     from backtest_plot import plot, require_matplotlib
     from simulator.feeds import FeedError, read_klines_csv
-    from simulator.rest import KLINE_SECONDS
+    from simulator.markets import KLINE_SECONDS
 
     overrides: dict[str, Any] = {k: getattr(args, k) for k in BACKTEST_FLAGS if getattr(args, k) is not None}
     if isinstance(overrides.get("grid_num"), str) and overrides["grid_num"].isdigit():

@@ -17,8 +17,9 @@ Matching model (documented in the README):
 - A resting order fills at its own price (maker fee) when the price trades through it: a Bid at ``p``
   when ``m < p``, an Ask when ``m > p``. A price move fills every crossed order completely, or at most
   ``liquidity`` of each when the move says so (a partial fill). Resting orders never match each other.
-- Fees are charged in the asset received (base on a buy, quote on a sell), rounded up to that asset's
-  settlement decimals.
+- Fees are charged in the asset received (base on a buy, quote on a sell), exactly: amount x rate with
+  no rounding and no padding zeros (Backpack charges ``"0.0047325"`` USDC on 4.7325 USDC at 0.1 %,
+  backpack_captures.json "Fill"), so balances are exact too.
 """
 from __future__ import annotations
 
@@ -30,14 +31,15 @@ from collections import deque
 from decimal import ROUND_DOWN, ROUND_HALF_UP, ROUND_UP, Decimal
 from typing import Any, Callable, Iterable
 
+from .account_views import AccountViews
 from .market_data import MarketData
-from .markets import ASSET_DECIMALS, MarketSpec, decimals_of
-from .records import (ZERO, Account, Balance, EventSink, Fill, HeldEvents, MarketState, NullSink, Order, SimError,
-                      _counterparty_id, _scale, parse_error, plain, s)
-from .wire import fill_state, order_state, order_update, parse_order_payload
+from .markets import MarketSpec, decimals_of
+from .records import (ZERO, Account, Balance, EventSink, Fill, HeldEvents, MarketState, NullSink, Order,
+                      OrderRequest, SimError, UINT32_MAX, _counterparty_id, _scale, parse_error, plain, s)
+from .wire import fill_state, order_state, order_update, parse_client_id, parse_order_payload
 
 
-class Exchange(MarketData):
+class Exchange(MarketData, AccountViews):
     def __init__(self, markets: Iterable[MarketSpec], *, maker_fee: Decimal, taker_fee: Decimal,
                  starting_balances: dict[str, Decimal], prices: dict[str, Decimal] | None = None,
                  clock_us: Callable[[], int] | None = None, seed: int = 0,
@@ -64,7 +66,7 @@ class Exchange(MarketData):
         self.journal: deque = deque(maxlen=journal_size)
         self.sink: EventSink = NullSink()
         # Fault injection: a hook that may refuse an order before it is validated.
-        self.reject_hook: Callable[[dict], SimError | None] = lambda payload: None
+        self.reject_hook: Callable[[OrderRequest], SimError | None] = lambda payload: None
         self._rng = random.Random(seed)
         # Order ids are digit strings that grow but are not contiguous (backpack_api.md §1).
         self._next_order_id = 4_227_700_000 + self._rng.randrange(100_000)
@@ -123,16 +125,16 @@ class Exchange(MarketData):
                           received=received_us)
 
     # ------------------------------------------------------------------ order entry
-    def _validate(self, m: MarketState, p: dict) -> None:
+    def _validate(self, m: MarketState, p: OrderRequest) -> None:
         spec = m.spec
-        if p["type"] == "Limit":
-            if p["price"] is None:
+        if p.type == "Limit":
+            if p.price is None:
                 raise SimError(400, "INVALID_ORDER", "Limit order requires a price")
-            if p["qty"] is None:
+            if p.qty is None:
                 raise SimError(400, "INVALID_ORDER", "Limit order requires a quantity")
-        elif p["qty"] is None and p["qq"] is None:
+        elif p.qty is None and p.qq is None:
             raise SimError(400, "INVALID_ORDER", "Market order requires a quantity or a quote quantity")
-        price = p["price"]
+        price = p.price
         if price is not None:
             if _scale(price) > decimals_of(spec.tick_size):
                 raise SimError(400, "INVALID_CLIENT_REQUEST", "Price decimal too long")
@@ -142,7 +144,7 @@ class Exchange(MarketData):
                 raise SimError(400, "INVALID_PRICE", "Price is out of bounds")
             if price > m.price * spec.max_multiplier or price < m.price * spec.min_multiplier:
                 raise SimError(400, "INVALID_PRICE", "Price is too far from the last active price")
-        qty = p["qty"]
+        qty = p.qty
         if qty is not None:
             if _scale(qty) > decimals_of(spec.step_size):
                 raise SimError(400, "INVALID_CLIENT_REQUEST", "Quantity decimal too long")
@@ -163,26 +165,29 @@ class Exchange(MarketData):
         return max(m.price - m.spec.tick_size, m.spec.tick_size)
 
     def place(self, api_key: str, payload: Any) -> Order:
+        """One order as its JSON payload arrives over the wire (``submit`` does the rest)."""
+        return self.submit(api_key, parse_order_payload(payload))
+
+    def submit(self, api_key: str, p: OrderRequest) -> Order:
         """Validate, lock funds, accept and match one order; raise SimError as Backpack would."""
         with self.lock:
-            p = parse_order_payload(payload)
             forced = self.reject_hook(p)
             if forced is not None:
                 raise forced
-            m = self.market(p["symbol"])
+            m = self.market(p.symbol)
             self._validate(m, p)
             spec = m.spec
             acct = self.account(api_key)
-            crosses = p["type"] == "Market" or self._crosses(m, p["side"], p["price"])
-            if p["type"] == "Limit" and p["post_only"] and crosses:
+            crosses = p.type == "Market" or self._crosses(m, p.side, p.price)
+            if p.type == "Limit" and p.post_only and crosses:
                 raise SimError(400, "INVALID_ORDER", "Order would immediately match and take.")
-            qty = p["qty"]
+            qty = p.qty
             if qty is None:  # market order by quote quantity
-                qty = (p["qq"] / self._touch(m, p["side"])).quantize(spec.step_size, ROUND_DOWN)
+                qty = (p.qq / self._touch(m, p.side)).quantize(spec.step_size, ROUND_DOWN)
                 if qty < spec.min_quantity:
                     raise SimError(400, "INVALID_QUANTITY", "Quantity is below the minimum allowed value")
-            if p["side"] == "Bid":
-                lock_price = p["price"] if p["type"] == "Limit" else self._touch(m, "Bid")
+            if p.side == "Bid":
+                lock_price = p.price if p.type == "Limit" else self._touch(m, "Bid")
                 need, asset = lock_price * qty, spec.quote
             else:
                 need, asset = qty, spec.base
@@ -192,11 +197,18 @@ class Exchange(MarketData):
             bal.available -= need
             bal.locked += need
             now = self.clock_us()
+            quote_qty = p.qq
+            if p.type == "Market" and quote_qty is None:
+                # A market order by quantity reports the quote it may spend: quantity x the touch,
+                # rounded up to the tick. Undocumented; it is what both captures show ("3.82" for 0.001 at
+                # 3814.28, "4.30" for 0.0010 at 4299.16; backpack_captures.json "Order: POST ... market").
+                quote_qty = (qty * self._touch(m, p.side) / spec.tick_size).to_integral_value(ROUND_UP) \
+                    * spec.tick_size
             self._next_order_id += 1 + self._rng.randrange(7)
             order = Order(id=str(self._next_order_id), account=api_key, symbol=spec.symbol,
-                          side=p["side"], order_type=p["type"], price=p["price"], quantity=qty,
-                          quote_quantity=p["qq"], time_in_force=p["tif"], post_only=p["post_only"],
-                          client_id=p["client_id"], stp=p["stp"], created_us=now, locked=need)
+                          side=p.side, order_type=p.type, price=p.price, quantity=qty,
+                          quote_quantity=quote_qty, time_in_force=p.tif, post_only=p.post_only,
+                          client_id=p.client_id, stp=p.stp, created_us=now, locked=need)
             self.orders[order.id] = order
             self.open_by_symbol[spec.symbol][order.id] = order
             self._journal("order_new", order_id=order.id, account=api_key, symbol=spec.symbol,
@@ -225,9 +237,11 @@ class Exchange(MarketData):
         return results
 
     # ------------------------------------------------------------------ fills and closes
-    def _fee(self, asset: str, amount: Decimal, rate: Decimal) -> Decimal:
-        places = Decimal(1).scaleb(-ASSET_DECIMALS.get(asset, 8))
-        return (amount * rate).quantize(places, ROUND_UP)
+    @staticmethod
+    def _fee(amount: Decimal, rate: Decimal) -> Decimal:
+        """The exact fee, without the trailing zeros a product of decimals carries."""
+        fee = amount * rate
+        return fee.normalize() if fee else ZERO
 
     def _fill(self, m: MarketState, order: Order, qty: Decimal, price: Decimal, *,
               is_maker: bool) -> Fill:
@@ -243,13 +257,13 @@ class Exchange(MarketData):
             quote.locked -= release
             quote.available += release - quote_amt
             order.locked -= release
-            fee_asset, fee = spec.base, self._fee(spec.base, qty, rate)
+            fee_asset, fee = spec.base, self._fee(qty, rate)
             self._bal(acct, spec.base).available += qty - fee
         else:
             base = self._bal(acct, spec.base)
             base.locked -= qty
             order.locked -= qty
-            fee_asset, fee = spec.quote, self._fee(spec.quote, quote_amt, rate)
+            fee_asset, fee = spec.quote, self._fee(quote_amt, rate)
             self._bal(acct, spec.quote).available += quote_amt - fee
         now = self.clock_us()
         order.executed += qty
@@ -303,16 +317,13 @@ class Exchange(MarketData):
         self._emit(order, "orderCancelled" if status == "Cancelled" else "orderExpired")
 
     # ------------------------------------------------------------------ queries and cancels
-    def _find_open(self, api_key: str, symbol: str, order_id: Any, client_id: Any) -> Order:
+    def _find_open(self, api_key: str, symbol: str, order_id: Any, client_id: int | None) -> Order:
         self.market(symbol)
         if (order_id is None) == (client_id is None):
             raise SimError(400, "INVALID_CLIENT_REQUEST",
                            "Must specify exactly one of `orderId` or `clientId`")
         if client_id is not None:
-            try:
-                cid = int(client_id)
-            except (TypeError, ValueError):
-                raise parse_error("invalid value for `clientId`, expected u32") from None
+            cid = client_id
             # Backpack does not document whether clientIds must be unique; the newest open one wins.
             matches = [o for o in self.open_by_symbol[symbol].values()
                        if o.account == api_key and o.client_id == cid]
@@ -325,17 +336,24 @@ class Exchange(MarketData):
         raise SimError(404, "RESOURCE_NOT_FOUND", "Order not found")
 
     def get_open_order(self, api_key: str, symbol: str, order_id: Any = None,
-                       client_id: Any = None) -> Order:
+                       client_id: str | None = None) -> Order:
+        """GET /api/v1/order: ``clientId`` arrives as query text, a u32 in decimal digits."""
+        cid = None
+        if client_id is not None:
+            if not client_id.isdigit() or int(client_id) > UINT32_MAX:
+                raise parse_error("invalid value for `clientId`, expected u32")
+            cid = int(client_id)
         with self.lock:
-            return self._find_open(api_key, symbol, order_id, client_id)
+            return self._find_open(api_key, symbol, order_id, cid)
 
     def cancel(self, api_key: str, body: Any) -> Order:
         with self.lock:
             if not isinstance(body, dict) or "symbol" not in body:
                 raise parse_error("missing field `symbol`")
+            # A JSON clientId is a u32 number here as on POST: a string is refused on both.
             try:
                 order = self._find_open(api_key, body["symbol"], body.get("orderId"),
-                                        body.get("clientId"))
+                                        parse_client_id(body.get("clientId")))
             except SimError as e:
                 if e.code == "RESOURCE_NOT_FOUND":
                     # Hummingbot's tests see an unknown order on cancel answered with 400.

@@ -98,6 +98,13 @@ class MarketData:
             "b": s(best_bid), "B": s(book["b"].get(best_bid)) if best_bid else None,
             "u": m.depth_update_id, "T": now})
 
+    def recent_trades(self, symbol: str, limit: int, offset: int = 0) -> list[dict]:
+        """The market's trades, newest first (ids and timestamps falling), ``offset`` back from the newest."""
+        with self.lock:
+            trades = self.market(symbol).trades
+            end = len(trades) - offset
+            return [trades[i] for i in range(end - 1, max(end - limit, 0) - 1, -1)] if end > 0 else []
+
     def klines(self, symbol: str, interval_s: int, start_s: int, end_s: int | None) -> list[dict]:
         """Candles from the simulator's own price history, oldest first."""
         with self.lock:

@@ -27,22 +27,29 @@ class MarketSpec:
     max_multiplier: Decimal
     min_multiplier: Decimal
     default_price: Decimal
-    created_at: str = "2024-01-21T06:34:54.691858"
+    # meanMarkPriceBand (max, min): SOL_USDC's real values; BTC_USDC's from hummingbot's capture.
+    mark_band: tuple[str, str] = ("1.15", "0.9")
+    created_at: str = "2025-01-21T06:34:54.691858"
 
 
 DEFAULT_MARKETS: tuple[MarketSpec, ...] = (
-    MarketSpec("SOL_USDC", "SOL", "USDC", D("0.01"), D("0.01"), D("0.01"), D("100000"),
+    # SOL_USDC's filters are the real ones (backpack_captures.json "Market", ccxt): no maximum quantity.
+    MarketSpec("SOL_USDC", "SOL", "USDC", D("0.01"), D("0.01"), D("0.01"), None,
                D("0.01"), None, D("1.25"), D("0.75"), D("150.00")),
     MarketSpec("BTC_USDC", "BTC", "USDC", D("0.1"), D("0.00001"), D("0.00001"), D("100"),
-               D("0.1"), None, D("1.25"), D("0.75"), D("95000.0")),
+               D("0.1"), None, D("1.25"), D("0.75"), D("95000.0"), mark_band=("1.03", "0.97")),
     MarketSpec("ETH_USDC", "ETH", "USDC", D("0.01"), D("0.0001"), D("0.001"), D("10000"),
                D("0.01"), None, D("1.25"), D("0.75"), D("3500.00")),
 )
 
 DEFAULT_SYMBOL = "SOL_USDC"
 
-# Decimals each asset is settled in; fees are rounded up to this precision.
-ASSET_DECIMALS: dict[str, int] = {"USDC": 6, "SOL": 9, "BTC": 8, "ETH": 8}
+# The one table of candle intervals (backpack_api.md §4.1), in the order the docs list them, with their
+# length in seconds: REST klines, the kline streams and the backtester all read it.
+KLINE_SECONDS: dict[str, int] = {
+    "1s": 1, "1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200,
+    "4h": 14400, "6h": 21600, "8h": 28800, "12h": 43200, "1d": 86400, "3d": 259200, "1w": 604800,
+    "1month": 2592000}
 
 
 def decimals_of(step: Decimal) -> int:
@@ -52,7 +59,12 @@ def decimals_of(step: Decimal) -> int:
 
 
 def market_json(m: MarketSpec) -> dict:
-    """The Market object of GET /api/v1/market(s), with every field the spec lists."""
+    """The Market object of GET /api/v1/market(s), with every field the spec lists, as Backpack sends a
+    crypto spot market (backpack_captures.json "Market": SOL_USDC from ccxt, BTC_USDC from hummingbot).
+
+    The price-update multipliers (backpack_api.md §5) are null: Backpack sends them for some markets
+    only and their spot values are unknown; null is the reading that bounds no order further.
+    """
     def s(d: Decimal | None) -> str | None:
         return None if d is None else f"{d:f}"
     return {
@@ -67,12 +79,14 @@ def market_json(m: MarketSpec) -> dict:
                 "tickSize": s(m.tick_size),
                 "maxMultiplier": s(m.max_multiplier),
                 "minMultiplier": s(m.min_multiplier),
-                "maxImpactMultiplier": "1.05",
-                "minImpactMultiplier": "0.95",
-                "meanMarkPriceBand": None,
+                "maxImpactMultiplier": "1.03",
+                "minImpactMultiplier": "0.97",
+                "meanMarkPriceBand": {"maxMultiplier": m.mark_band[0], "minMultiplier": m.mark_band[1]},
                 "meanPremiumBand": None,
                 "borrowEntryFeeMaxMultiplier": None,
                 "borrowEntryFeeMinMultiplier": None,
+                "maxPriceUpdateMultiplier": None,
+                "minPriceUpdateMultiplier": None,
             },
             "quantity": {
                 "stepSize": s(m.step_size),
@@ -85,8 +99,10 @@ def market_json(m: MarketSpec) -> dict:
         "fundingInterval": None,
         "fundingRateUpperBound": None,
         "fundingRateLowerBound": None,
-        "openInterestLimit": None,
+        "openInterestLimit": "0",
+        "positionLimitWeight": None,
         "orderBookState": "Open",
         "createdAt": m.created_at,
         "visible": True,
+        "rwaMarketType": None,
     }

@@ -149,6 +149,22 @@ class Order:
         return self.status in OPEN_STATUSES
 
 
+@dataclass(frozen=True)
+class OrderRequest:
+    """An order as the engine takes it: ``wire.parse_order_payload`` makes one from Backpack's JSON;
+    the backtester builds one directly."""
+    symbol: str
+    side: str                  # Bid | Ask
+    type: str                  # Limit | Market
+    qty: Decimal | None
+    price: Decimal | None = None
+    qq: Decimal | None = None  # a market order's quote quantity
+    tif: str = "GTC"
+    post_only: bool = False
+    client_id: int | None = None
+    stp: str = "RejectTaker"
+
+
 @dataclass
 class Fill:
     trade_id: int
@@ -172,7 +188,8 @@ class MarketState:
     # (ts_us, price, base volume) for every price print and every trade: klines and 24 h stats.
     ticks_ts: list[int] = field(default_factory=list)
     ticks: list[tuple[Decimal, Decimal]] = field(default_factory=list)
-    trades: deque = field(default_factory=lambda: deque(maxlen=1000))
+    # The market's trades, oldest first: GET /api/v1/trades and /trades/history read them newest first.
+    trades: deque = field(default_factory=lambda: deque(maxlen=100_000))
     next_trade_id: int = 1
     depth_update_id: int = 0
     last_book: dict[str, dict[Decimal, Decimal]] = field(default_factory=lambda: {"a": {}, "b": {}})

@@ -22,17 +22,13 @@ from . import signing
 from .records import SimError, plain, s
 from .wire import fill_json, order_history_json, order_json
 from .faults import FaultSpecError
-from .markets import market_json
-from .wsserver import KLINE_INTERVALS
+from .markets import KLINE_SECONDS, market_json
 
 if TYPE_CHECKING:
     from .server import Simulator
 
 log = logging.getLogger("simulator.rest")
 
-KLINE_SECONDS = {"1s": 1, "1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600,
-                 "2h": 7200, "4h": 14400, "6h": 21600, "8h": 28800, "12h": 43200, "1d": 86400,
-                 "3d": 259200, "1w": 604800, "1month": 2592000}
 DEPTH_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
 HISTORICAL_PATHS = ("/api/v1/klines", "/api/v1/trades/history")
 REASONS = {200: "OK", 202: "Accepted", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
@@ -116,12 +112,17 @@ class Routes:
             ("GET", "/api/v1/depth"): self.depth,
             ("GET", "/api/v1/klines"): self.klines,
             ("GET", "/api/v1/trades"): self.trades,
+            ("GET", "/api/v1/trades/history"): self.trades_history,
+            ("GET", "/api/v1/assets"): self.assets,
             ("GET", "/api/v1/time"): lambda r: Reply(200, text=str(self.ex.clock_us() // 1000)),
             ("GET", "/api/v1/ping"): lambda r: Reply(200, text="pong"),
             ("GET", "/api/v1/status"): lambda r: Reply(200, {"status": "Ok", "message": None}),
         }
         self.signed: dict[tuple[str, str], Callable[[Request], Reply]] = {
             ("GET", "/api/v1/capital"): self.capital,
+            ("GET", "/api/v1/capital/collateral"): self.collateral,
+            ("GET", "/api/v1/account"): self.account,
+            ("GET", "/api/v1/account/limits/order"): self.max_order_quantity,
             ("GET", "/api/v1/order"): self.get_order,
             ("POST", "/api/v1/order"): self.post_order,
             ("DELETE", "/api/v1/order"): self.delete_order,
@@ -161,7 +162,7 @@ class Routes:
     def klines(self, r: Request) -> Reply:
         symbol = r.need("symbol")
         interval = r.need("interval")
-        if interval not in KLINE_INTERVALS:
+        if interval not in KLINE_SECONDS:
             raise SimError(400, "INVALID_CLIENT_REQUEST",
                            f"failed to parse parameter `interval`: unknown variant `{interval}`")
         start = r.int_param("startTime")
@@ -174,12 +175,16 @@ class Routes:
         return Reply(200, self.ex.klines(symbol, KLINE_SECONDS[interval], start, end))
 
     def trades(self, r: Request) -> Reply:
-        symbol = r.need("symbol")
-        limit = r.int_param("limit", 100, lo=1, hi=1000)
-        m = self.ex.market(symbol)
-        with self.ex.lock:
-            recent = list(m.trades)[-limit:]
-        return Reply(200, recent)
+        """The newest trades first: ids and timestamps falling, as Backpack sends them."""
+        return Reply(200, self.ex.recent_trades(r.need("symbol"), r.int_param("limit", 100, lo=1, hi=1000)))
+
+    def trades_history(self, r: Request) -> Reply:
+        """Older trades, newest first, ``offset`` trades back (rate limited like klines)."""
+        return Reply(200, self.ex.recent_trades(r.need("symbol"), r.int_param("limit", 100, lo=1, hi=1000),
+                                                r.int_param("offset", 0, lo=0)))
+
+    def assets(self, r: Request) -> Reply:
+        return Reply(200, self.ex.assets())
 
     # -- signed
     def capital(self, r: Request) -> Reply:
@@ -188,9 +193,26 @@ class Routes:
             return Reply(200, {a: {"available": plain(b.available), "locked": plain(b.locked), "staked": "0"}
                                for a, b in acct.balances.items()})
 
+    def collateral(self, r: Request) -> Reply:
+        return Reply(200, self.ex.collateral(r.account))
+
+    def account(self, r: Request) -> Reply:
+        return Reply(200, self.ex.account_summary(r.account))
+
+    def max_order_quantity(self, r: Request) -> Reply:
+        side = r.need("side")
+        if side not in ("Bid", "Ask"):
+            raise SimError(400, "INVALID_CLIENT_REQUEST", "Invalid value for parameter `side`")
+        price = r.q("price")
+        try:
+            limit = None if price is None else Decimal(price)
+        except InvalidOperation:
+            raise SimError(400, "INVALID_CLIENT_REQUEST", "Invalid value for parameter `price`") from None
+        return Reply(200, self.ex.max_order_quantity(r.account, r.need("symbol"), side, limit))
+
     def get_order(self, r: Request) -> Reply:
         o = self.ex.get_open_order(r.account, r.need("symbol"), r.q("orderId"), r.q("clientId"))
-        return Reply(200, order_json(o))
+        return Reply(200, order_json(o, listed=True))
 
     def post_order(self, r: Request) -> Reply:
         return Reply(200, order_json(self.ex.place(r.account, r.body)))
@@ -217,7 +239,7 @@ class Routes:
         mt = r.q("marketType")
         if mt not in (None, "SPOT"):
             return Reply(200, [])
-        return Reply(200, [order_json(o) for o in self.ex.open_orders(r.account, r.q("symbol"))])
+        return Reply(200, [order_json(o, listed=True) for o in self.ex.open_orders(r.account, r.q("symbol"))])
 
     def delete_orders(self, r: Request) -> Reply:
         return Reply(200, [order_json(o) for o in self.ex.cancel_all(r.account, r.body)])

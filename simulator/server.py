@@ -18,13 +18,13 @@ from typing import Any, Iterator
 import requests
 
 from .engine import Exchange
-from .records import SimError
+from .records import OrderRequest, SimError
 from .wire import kline_time
 from .faults import FaultBoard
 from .feeds import Feed, RandomFeed, ReplayFeed
-from .markets import DEFAULT_MARKETS, DEFAULT_SYMBOL, MarketSpec
+from .markets import DEFAULT_MARKETS, DEFAULT_SYMBOL, KLINE_SECONDS, MarketSpec
 from .ratelimit import RateLimiter
-from .rest import KLINE_SECONDS, RestServer
+from .rest import RestServer
 from .wsserver import Hub, WsServer
 
 log = logging.getLogger("simulator")
@@ -96,9 +96,9 @@ class Simulator:
         self.rest: RestServer | None = None
         self.ws: WsServer | None = None
 
-    def _forced_reject(self, order: dict) -> SimError | None:
-        price = None if order["price"] is None else f"{order['price']:f}"
-        fault = self.faults.take_order_reject(order["side"], price)
+    def _forced_reject(self, order: OrderRequest) -> SimError | None:
+        price = None if order.price is None else f"{order.price:f}"
+        fault = self.faults.take_order_reject(order.side, price)
         if fault is None:
             return None
         return SimError(400, fault.code or "INVALID_ORDER", fault.message or "")

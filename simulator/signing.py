@@ -29,6 +29,9 @@ MAX_WINDOW_MS = 60000
 # (method, path) -> instruction, for the endpoints the simulator serves (backpack_api.md §3).
 INSTRUCTIONS: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/capital"): "balanceQuery",
+    ("GET", "/api/v1/capital/collateral"): "collateralQuery",
+    ("GET", "/api/v1/account"): "accountQuery",
+    ("GET", "/api/v1/account/limits/order"): "maxOrderQuantity",
     ("GET", "/api/v1/order"): "orderQuery",
     ("POST", "/api/v1/order"): "orderExecute",
     ("DELETE", "/api/v1/order"): "orderCancel",

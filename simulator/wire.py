@@ -5,13 +5,23 @@ Pure functions between the engine's records and Backpack's shapes (backpack_api.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any
 
-from .records import Fill, Order, UINT32_MAX, _dec, naive_utc, parse_error, s
+from .records import Fill, Order, OrderRequest, UINT32_MAX, _dec, naive_utc, parse_error, s
 
 
 
-def parse_order_payload(payload: Any) -> dict:
+def parse_client_id(value: Any) -> int | None:
+    """A JSON ``clientId``: a u32 number (a string, a bool or a fraction is refused)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= UINT32_MAX:
+        raise parse_error("invalid value for `clientId`, expected u32")
+    return value
+
+
+def parse_order_payload(payload: Any) -> OrderRequest:
     """An ``OrderExecutePayload`` checked field by field, as Backpack's parser answers (backpack_api.md §6.1)."""
     if not isinstance(payload, dict):
         raise parse_error('Expected input type "OrderExecutePayload"')
@@ -35,11 +45,7 @@ def parse_order_payload(payload: Any) -> dict:
         post_only = False
     if not isinstance(post_only, bool):
         raise parse_error("invalid type for `postOnly`, expected a boolean")
-    client_id = payload.get("clientId")
-    if client_id is not None:
-        if isinstance(client_id, bool) or not isinstance(client_id, int) \
-                or not 0 <= client_id <= UINT32_MAX:
-            raise parse_error("invalid value for `clientId`, expected u32")
+    client_id = parse_client_id(payload.get("clientId"))
     stp = payload.get("selfTradePrevention") or "RejectTaker"
     if stp not in ("RejectTaker", "RejectMaker", "RejectBoth", "Allow"):
         raise parse_error(f"unknown variant `{stp}` for `selfTradePrevention`")
@@ -47,8 +53,8 @@ def parse_order_payload(payload: Any) -> dict:
     qty = _dec(payload["quantity"], "quantity") if payload.get("quantity") is not None else None
     qq = (_dec(payload["quoteQuantity"], "quoteQuantity")
           if payload.get("quoteQuantity") is not None else None)
-    return {"symbol": symbol, "side": side, "type": otype, "tif": tif, "post_only": post_only,
-            "client_id": client_id, "stp": stp, "price": price, "qty": qty, "qq": qq}
+    return OrderRequest(symbol=symbol, side=side, type=otype, tif=tif, post_only=post_only,
+                        client_id=client_id, stp=stp, price=price, qty=qty, qq=qq)
 
 
 def kline_time(t: int) -> str:
@@ -63,8 +69,13 @@ def kline_json(bucket_s: int, interval_s: int, c: dict) -> dict:
             "quoteVolume": s(c["qv"]), "trades": str(c["n"])}
 
 
-def order_json(o: Order) -> dict:
-    """An order as /api/v1/order(s) return it: optional fields present as null, createdAt in ms."""
+def order_json(o: Order, listed: bool = False) -> dict:
+    """An order as /api/v1/order(s) return it: optional fields present as null, createdAt in ms.
+
+    The key sets are the captured ones (backpack_captures.json "Order: ..."): ``systemOrderType`` only
+    where orders are listed or looked up (GET), not in the answer to a placement or a cancel; a
+    market order has ``quoteQuantity`` and no ``price`` or ``postOnly``.
+    """
     out: dict[str, Any] = {
         "orderType": o.order_type, "id": o.id, "clientId": o.client_id, "symbol": o.symbol,
         "side": o.side, "quantity": s(o.quantity), "executedQuantity": s(o.executed),
@@ -74,29 +85,38 @@ def order_json(o: Order) -> dict:
         "triggerPrice": None, "triggerQuantity": None, "triggeredAt": None,
         "stopLossTriggerPrice": None, "stopLossLimitPrice": None, "stopLossTriggerBy": None,
         "takeProfitTriggerPrice": None, "takeProfitLimitPrice": None, "takeProfitTriggerBy": None,
-        "systemOrderType": None,
     }
+    if listed:
+        out["systemOrderType"] = None
     if o.order_type == "Limit":
         out["price"] = s(o.price)
         out["postOnly"] = o.post_only
     else:
         out["quoteQuantity"] = s(o.quote_quantity)
-        out["slippageTolerance"] = None
-        out["slippageToleranceType"] = None
     return out
 
 
+def quote_quantity(o: Order) -> Decimal | None:
+    """What an order is worth in quote: a limit order's price x quantity, without padding zeros
+    (``"4"`` for 0.001 at 4000 in order history, backpack_captures.json "Order: /wapi/v1/history/orders");
+    a market order's quote quantity as given or as the engine set it."""
+    if o.price is not None:
+        return (o.price * o.quantity).normalize()
+    return o.quote_quantity
+
+
 def order_history_json(o: Order) -> dict:
-    """The history shape (spec schema ``Order``): createdAt is a naive datetime string."""
+    """The history shape (spec schema ``Order``): createdAt is a naive datetime string; the key set is
+    the captured one (backpack_captures.json "Order: /wapi/v1/history/orders item")."""
     return {
         "id": o.id, "createdAt": naive_utc(o.created_us), "executedQuantity": s(o.executed),
         "executedQuoteQuantity": s(o.executed_quote), "expiryReason": o.expiry_reason,
         "orderType": o.order_type, "postOnly": o.post_only, "price": s(o.price),
-        "quantity": s(o.quantity), "quoteQuantity": s(o.quote_quantity),
+        "quantity": s(o.quantity), "quoteQuantity": s(quote_quantity(o)),
         "selfTradePrevention": o.stp, "status": o.status, "side": o.side, "symbol": o.symbol,
         "timeInForce": o.time_in_force, "triggerBy": None, "triggerPrice": None,
         "triggerQuantity": None, "clientId": o.client_id, "systemOrderType": None,
-        "strategyId": None, "slippageTolerance": None, "slippageToleranceType": None,
+        "strategyId": None,
         "stopLossTriggerPrice": None, "stopLossLimitPrice": None, "stopLossTriggerBy": None,
         "takeProfitTriggerPrice": None, "takeProfitLimitPrice": None, "takeProfitTriggerBy": None,
     }
@@ -133,13 +153,18 @@ def order_update(order: Order, event: str, fill: Fill | None, now: int) -> dict:
         "o": order.order_type.upper(), "f": order.time_in_force, "q": s(order.quantity),
         "X": order.status, "t": fill.trade_id if fill else None, "z": s(order.executed),
         "Z": s(order.executed_quote), "V": order.stp, "T": now, "O": "USER", "r": False,
-        "y": order.post_only,
     }
+    if order.post_only:
+        # Captures of orders that are not post-only have no ``y`` key at all (backpack_captures.json
+        # "WS orderAccepted (limit)"); the spec's all-fields example sends ``"y": true``.
+        data["y"] = True
     if order.client_id is not None:
         data["c"] = order.client_id
     if order.price is not None:
         data["p"] = s(order.price)
         data["Q"] = s(order.price * order.quantity)
+    elif order.quote_quantity is not None:
+        data["Q"] = s(order.quote_quantity)  # "4.30" on a market order ("WS orderAccepted (market)")
     if fill is not None:
         data.update({"l": s(fill.quantity), "L": s(fill.price), "m": fill.is_maker,
                      "n": s(fill.fee), "N": fill.fee_symbol})

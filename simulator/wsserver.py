@@ -25,13 +25,12 @@ import time
 from typing import Any, Callable, Iterator
 
 from . import signing
+from .markets import KLINE_SECONDS
 
 log = logging.getLogger("simulator.ws")
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONT, OP_TEXT, OP_BIN, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
-KLINE_INTERVALS = ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d",
-                   "3d", "1w", "1month")
 _STREAM = re.compile(
     r"^(?:(?P<pub>ticker|bookTicker|trade|depth|depth\.200ms|depth\.600ms|depth\.1000ms)\.(?P<sym>[A-Z0-9_]+)"
     r"|kline\.(?P<iv>[0-9a-z]+)\.(?P<ksym>[A-Z0-9_]+)"
@@ -295,7 +294,7 @@ class Hub:
         if m.group("pub"):
             return m.group("sym") in self.known_symbols
         if m.group("iv"):
-            return m.group("iv") in KLINE_INTERVALS and m.group("ksym") in self.known_symbols
+            return m.group("iv") in KLINE_SECONDS and m.group("ksym") in self.known_symbols
         sym = m.group("asym")
         return sym is None or sym in self.known_symbols
 

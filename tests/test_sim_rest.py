@@ -252,7 +252,7 @@ def test_resting_orders_fill_when_the_price_trades_through(sim, control):
                           params={"symbol": "SOL_USDC", "sortDirection": "Asc"})
     fl = hist.json()
     assert [(f["side"], f["price"], f["fee"], f["feeSymbol"], f["isMaker"]) for f in fl] == [
-        ("Bid", "149.00", "0.001600000", "SOL", True), ("Ask", "152.00", "0.121600", "USDC", True)]
+        ("Bid", "149.00", "0.0016", "SOL", True), ("Ask", "152.00", "0.1216", "USDC", True)]
     assert fl[0]["clientId"] == "7" and fl[1]["clientId"] is None
     assert isinstance(fl[0]["tradeId"], int)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}", fl[0]["timestamp"])
@@ -282,7 +282,7 @@ def test_crossing_limit_order_takes_at_the_touch_with_taker_fee(sim):
                        body=order_body("155.00", "1", post_only=False)).json()
     assert o["status"] == "Filled" and o["executedQuoteQuantity"] == "150.01"
     f = signed_request(sim.rest_url, signer, "GET", "/wapi/v1/history/fills").json()[0]
-    assert f["isMaker"] is False and f["price"] == "150.01" and f["fee"] == "0.001000000"
+    assert f["isMaker"] is False and f["price"] == "150.01" and f["fee"] == "0.001"
     cap = signed_request(sim.rest_url, signer, "GET", "/api/v1/capital").json()
     assert D(cap["USDC"]["available"]) == D("100000") - D("150.01") and D(cap["USDC"]["locked"]) == 0
 

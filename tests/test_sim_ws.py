@@ -85,7 +85,7 @@ def test_order_events_carry_every_field_letter(sim, control):
     part = next_message(ws)["data"]
     assert part["e"] == "orderFill" and part["X"] == "PartiallyFilled"
     assert (part["l"], part["L"], part["z"], part["m"], part["N"]) == ("0.40", "149.00", "0.40", True, "SOL")
-    assert part["n"] == "0.000320000" and isinstance(part["t"], int) and part["Z"] == "59.6000"
+    assert part["n"] == "0.00032" and isinstance(part["t"], int) and part["Z"] == "59.6000"
     control.set_price("148.40")
     full = next_message(ws)["data"]
     assert full["X"] == "Filled" and full["l"] == "0.60" and full["z"] == "1.00" and full["t"] == part["t"] + 1

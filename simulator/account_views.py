@@ -1,0 +1,112 @@
+"""Read-only account views a spot account's tools touch: account settings, collateral, the largest
+order the balances allow, and the public asset list. A mixin of ``Exchange`` (it reads its accounts,
+markets and fees under its lock).
+
+Shapes from Backpack's API reference (operations get_account, get_collateral, get_max_order_quantity,
+get_assets). The values are what a plain spot account has in this simulator, which never lends nor
+borrows: the auto-borrow and auto-lend settings are off, limits and liabilities zero, every balance
+counted at its collateral weight. Backpack's real weights are per asset and unpublished here; the
+simulator uses 1 for the quote asset and 0.9 for the others.
+"""
+from __future__ import annotations
+
+from decimal import ROUND_DOWN, Decimal
+from typing import TYPE_CHECKING
+
+from .records import ZERO, SimError, plain
+
+if TYPE_CHECKING:
+    from .records import Account, Balance, MarketState
+
+BASIS_POINTS = Decimal(10_000)
+ASSET_NAMES = {"SOL": ("Solana", "solana"), "BTC": ("Bitcoin", "bitcoin"),
+               "ETH": ("Ethereum", "ethereum"), "USDC": ("USD Coin", "usd-coin")}
+
+
+class AccountViews:
+    # Provided by Exchange.
+    lock: "object"
+    markets: dict[str, "MarketState"]
+    maker_fee: Decimal
+    taker_fee: Decimal
+
+    def account(self, api_key: str) -> "Account": ...
+    def market(self, symbol: str) -> "MarketState": ...
+    def _bal(self, acct: "Account", asset: str) -> "Balance": ...
+
+    def _mark_price(self, asset: str) -> Decimal:
+        """An asset's price in the quote asset (USDC) from the market that trades it, 1 for USDC."""
+        for m in self.markets.values():
+            if m.spec.base == asset:
+                return m.price
+        return Decimal(1)
+
+    def account_summary(self, api_key: str) -> dict:
+        acct = self.account(api_key)
+        with self.lock:  # type: ignore[attr-defined]
+            open_orders = sum(1 for book in self.open_by_symbol.values()  # type: ignore[attr-defined]
+                              for o in book.values() if o.account == acct.api_key)
+        maker = plain(self.maker_fee * BASIS_POINTS)
+        taker = plain(self.taker_fee * BASIS_POINTS)
+        return {"autoBorrowSettlements": False, "autoLend": False, "autoRealizePnl": False,
+                "autoRepayBorrows": False, "borrowLimit": "0", "futuresMakerFee": maker,
+                "futuresTakerFee": taker, "leverageLimit": "1", "limitOrders": open_orders,
+                "liquidating": False, "positionLimit": "0", "spotMakerFee": maker, "spotTakerFee": taker,
+                "triggerOrders": 0}
+
+    def collateral(self, api_key: str) -> dict:
+        acct = self.account(api_key)
+        items = []
+        total = available = locked = weighted = ZERO
+        with self.lock:  # type: ignore[attr-defined]
+            quotes = {m.spec.quote for m in self.markets.values()}
+            for asset, b in sorted(acct.balances.items()):
+                price = self._mark_price(asset)
+                weight = Decimal(1) if asset in quotes else Decimal("0.9")
+                qty = b.available + b.locked
+                notional = qty * price
+                total += notional
+                available += b.available * price
+                locked += b.locked * price
+                weighted += notional * weight
+                items.append({"symbol": asset, "assetMarkPrice": plain(price), "totalQuantity": plain(qty),
+                              "balanceNotional": plain(notional), "collateralWeight": plain(weight),
+                              "collateralValue": plain(notional * weight),
+                              "openOrderQuantity": plain(b.locked), "lendQuantity": "0",
+                              "availableQuantity": plain(b.available)})
+        return {"assetsValue": plain(total), "borrowLiability": "0", "collateral": items, "imf": "1",
+                "unsettledEquity": "0", "liabilitiesValue": "0", "marginFraction": None, "mmf": "0",
+                "netEquity": plain(total), "netEquityAvailable": plain(available),
+                "netEquityLocked": plain(locked), "netExposureFutures": "0", "pnlUnrealized": "0"}
+
+    def max_order_quantity(self, api_key: str, symbol: str, side: str, price: Decimal | None) -> dict:
+        """The most a spot order may be for: the free quote at the price (the best ask without one)
+        for a buy, the free base for a sell, at the market's step."""
+        m = self.market(symbol)
+        acct = self.account(api_key)
+        spec = m.spec
+        with self.lock:  # type: ignore[attr-defined]
+            if side == "Bid":
+                at = price if price is not None else m.price + spec.tick_size
+                if at <= 0:
+                    raise SimError(400, "INVALID_PRICE", "Invalid price")
+                most = self._bal(acct, spec.quote).available / at
+            else:
+                most = self._bal(acct, spec.base).available
+        qty = most.quantize(spec.step_size, ROUND_DOWN) if most > 0 else ZERO
+        out = {"symbol": symbol, "side": side, "maxOrderQuantity": plain(qty), "reduceOnly": False,
+               "autoBorrow": False, "autoBorrowRepay": False, "autoLendRedeem": False}
+        if price is not None:
+            out["price"] = plain(price)
+        return out
+
+    def assets(self) -> list[dict]:
+        names = sorted({a for m in self.markets.values() for a in (m.spec.base, m.spec.quote)})
+        out = []
+        for a in names:
+            display, gecko = ASSET_NAMES.get(a, (a, None))
+            out.append({"symbol": a, "displayName": display, "coingeckoId": gecko,
+                        "tokens": [{"blockchain": "Solana", "depositEnabled": True, "withdrawEnabled": True,
+                                    "minimumDeposit": "0", "minimumWithdrawal": "0",
+                                    "maximumWithdrawal": None, "withdrawalFee": "0"}]})
+        return out
