@@ -31,7 +31,7 @@ from grid_calculator import GridSpec, funds_needed, initial_plan
 from models import Fill, MarketRules, Order, OrderStatus, Side, parse_market
 from order_manager import OrderManager, Settings
 from simulator.engine import Exchange
-from simulator.records import SimError
+from simulator.records import OrderRequest, SimError
 from simulator.feeds import Candle, FeedError, candle_path
 from simulator.markets import MarketSpec, market_json
 
@@ -175,11 +175,10 @@ class Backtest:
         now_ms = self.now_us // 1000
         for p in om.take_placements(now_ms, price):
             om.sending(p.client_id, now_ms)
-            payload = {"symbol": self.grid.symbol, "side": p.side.value, "orderType": "Limit",
-                       "price": f"{p.price:f}", "quantity": f"{p.quantity:f}", "timeInForce": "GTC",
-                       "postOnly": self.grid.post_only, "clientId": p.client_id}
+            request = OrderRequest(symbol=self.grid.symbol, side=p.side.value, type="Limit", qty=p.quantity,
+                                   price=p.price, post_only=self.grid.post_only, client_id=p.client_id)
             try:
-                o = ex.place(ACCOUNT, payload)
+                o = ex.submit(ACCOUNT, request)
             except SimError as e:
                 om.rejected(p.client_id, e.code, e.message, now_ms)
                 continue
