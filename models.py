@@ -8,13 +8,16 @@ field, never a bare KeyError.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from enum import Enum
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 from errors import Transient
+
+T = TypeVar("T")
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -51,6 +54,17 @@ class OrderStatus(Enum):
     def is_terminal(self) -> bool:
         return self in (OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.EXPIRED,
                         OrderStatus.TRIGGER_FAILED)
+
+
+def _an_object(parse: Callable[[Any], T]) -> Callable[[Any], T]:
+    """A parser of a JSON object refuses anything else with a ParseError (a list, a string, null), as
+    a malformed answer must never escape as an AttributeError."""
+    @functools.wraps(parse)
+    def checked(d: Any) -> T:
+        if not isinstance(d, Mapping):
+            raise ParseError(f"{parse.__name__.removeprefix('parse_')}: expected an object, got {type(d).__name__}")
+        return parse(d)
+    return checked
 
 
 def _req(d: Mapping[str, Any], key: str, where: str) -> Any:
@@ -132,6 +146,7 @@ class MarketRules:
     order_book_state: str
 
 
+@_an_object
 def parse_market(d: Mapping[str, Any]) -> MarketRules:
     where = "market"
     filters = _req(d, "filters", where)
@@ -170,6 +185,7 @@ class Order:
     expiry_reason: str | None = None
 
 
+@_an_object
 def parse_order(d: Mapping[str, Any]) -> Order:
     where = "order"
     created = d.get("createdAt")
@@ -198,6 +214,7 @@ class BatchError:
     message: str
 
 
+@_an_object
 def parse_batch_item(d: Mapping[str, Any]) -> Order | BatchError:
     if d.get("operation") == "Err" or ("code" in d and "id" not in d):
         return BatchError(str(d.get("code") or "UNKNOWN"), str(d.get("message") or ""))
@@ -219,6 +236,7 @@ class Fill:
     timestamp_ms: int
 
 
+@_an_object
 def parse_fill(d: Mapping[str, Any]) -> Fill:
     where = "fill"
     trade_id = opt_int(d.get("tradeId"), "fill.tradeId")
@@ -239,6 +257,7 @@ def parse_fill(d: Mapping[str, Any]) -> Fill:
     )
 
 
+@_an_object
 def parse_balances(d: Mapping[str, Any]) -> dict[str, tuple[Decimal, Decimal]]:
     """``/api/v1/capital`` -> {asset: (available, locked)}."""
     if not isinstance(d, Mapping):
@@ -258,10 +277,12 @@ class Ticker:
     last_price: Decimal
 
 
+@_an_object
 def parse_ticker(d: Mapping[str, Any]) -> Ticker:
     return Ticker(_req(d, "symbol", "ticker"), dec(_req(d, "lastPrice", "ticker"), "ticker.lastPrice"))
 
 
+@_an_object
 def parse_ticker_event(d: Mapping[str, Any]) -> tuple[Ticker, int]:
     """A ``ticker.<symbol>`` stream payload -> (ticker, event time µs)."""
     return (Ticker(_req(d, "s", "ticker event"), dec(_req(d, "c", "ticker event"), "ticker.c")),
@@ -287,6 +308,7 @@ class OrderUpdate:
     engine_time_us: int
 
 
+@_an_object
 def parse_order_update(d: Mapping[str, Any]) -> OrderUpdate:
     where = "orderUpdate"
     event = _req(d, "e", where)

@@ -11,11 +11,21 @@ Kinds:
   after its client may have given up on it; ``delay`` holds the request before processing instead).
 - ``replay``: process matching requests twice, as a network that delivers a signed request again
   inside its window would; the client gets the first answer.
+- ``malformed``: process matching requests (an order *is* placed), then answer 200 with a broken
+  body, ``body`` one of: ``html`` (a proxy's HTML page), ``truncated`` (the JSON cut in half, a
+  complete HTTP answer), ``wrong_shape`` (valid JSON of another shape), ``empty`` (no body at all),
+  ``stall`` (the headers and half the body, then ``seconds`` of silence, then the connection closes).
 - ``order_reject``: refuse the next ``count`` orders (single or batch items) that match ``side`` and
   ``price`` (both optional) with ``code`` and ``message`` (default: the post-only rejection), as the
   engine may refuse an order for reasons a bot cannot foresee.
 - ``ws_drop``: drop every WebSocket connection now; with ``seconds``, refuse new ones for that long.
 - ``ws_silent``: the WebSocket server sends nothing (no data, no pongs) for ``seconds``.
+- ``ws_duplicate``, ``ws_reorder``, ``ws_malformed``, ``ws_foreign``: the next ``count`` data messages
+  (default 1) of streams starting with ``stream`` (default: every stream) are sent twice; held back
+  and sent after the next message of their stream (or a second later); sent as a text frame whose
+  JSON is cut in half (the event is lost to the client); or preceded by the same event on another
+  market's stream (``account.orderUpdate.BTC_USDC`` for an order update of SOL_USDC, and so on), as
+  a multiplexed connection can deliver a frame the client did not subscribe to.
 
 HTTP faults match ``method`` (or any) and ``path`` (exact, or ``*`` for every Backpack path) and last
 for ``count`` matching requests or ``duration`` seconds (default: one request).
@@ -29,9 +39,11 @@ from dataclasses import asdict, dataclass
 from decimal import Decimal
 from typing import Any, Callable
 
-HTTP_KINDS = ("http_status", "delay", "drop_response", "late_answer", "replay")
+HTTP_KINDS = ("http_status", "delay", "drop_response", "late_answer", "replay", "malformed")
 ORDER_KINDS = ("order_reject",)
 WS_KINDS = ("ws_drop", "ws_silent")
+WS_MESSAGE_KINDS = ("ws_duplicate", "ws_reorder", "ws_malformed", "ws_foreign")
+MALFORMED_BODIES = ("html", "truncated", "wrong_shape", "empty", "stall")
 
 
 class FaultSpecError(ValueError):
@@ -51,6 +63,8 @@ class Fault:
     price: str | None = None
     code: str | None = None
     message: str | None = None
+    body: str | None = None
+    stream: str = ""
     count: int | None = None
     until: float | None = None  # monotonic deadline
     hits: int = 0
@@ -77,7 +91,7 @@ class FaultBoard:
         if not isinstance(spec, dict):
             raise FaultSpecError("a fault is a JSON object")
         kind = spec.get("kind")
-        kinds = HTTP_KINDS + ORDER_KINDS + WS_KINDS
+        kinds = HTTP_KINDS + ORDER_KINDS + WS_KINDS + WS_MESSAGE_KINDS
         if kind not in kinds:
             raise FaultSpecError(f"unknown fault kind {kind!r}; one of {', '.join(kinds)}")
         f = Fault(id=next(self._ids), kind=kind)
@@ -97,7 +111,19 @@ class FaultBoard:
             f.status = status
             if spec.get("retry_after") is not None:
                 f.retry_after = float(spec["retry_after"])
-        if kind in ("delay", "late_answer", "ws_silent") or (kind == "ws_drop" and spec.get("seconds") is not None):
+        if kind == "malformed":
+            if spec.get("body") not in MALFORMED_BODIES:
+                raise FaultSpecError(f"malformed needs a body: one of {', '.join(MALFORMED_BODIES)}")
+            f.body = spec["body"]
+            if f.body == "stall":
+                f.seconds = 2.0
+        if kind in WS_MESSAGE_KINDS:
+            stream = spec.get("stream", "")
+            if not isinstance(stream, str):
+                raise FaultSpecError("stream must be a string (a stream name or its prefix)")
+            f.stream = stream
+        if kind in ("delay", "late_answer", "ws_silent") or (kind == "ws_drop" and spec.get("seconds") is not None) \
+                or (kind == "malformed" and spec.get("seconds") is not None):
             try:
                 f.seconds = float(spec["seconds"])
             except (KeyError, TypeError, ValueError):
@@ -107,7 +133,7 @@ class FaultBoard:
             f.price = None if spec.get("price") is None else str(spec["price"])
             f.code = str(spec.get("code") or "INVALID_ORDER")
             f.message = str(spec.get("message") or "Order would immediately match and take.")
-        if kind in HTTP_KINDS + ORDER_KINDS:
+        if kind in HTTP_KINDS + ORDER_KINDS + WS_MESSAGE_KINDS:
             if spec.get("duration") is not None:
                 f.until = self._clock() + float(spec["duration"])
             else:
@@ -133,6 +159,16 @@ class FaultBoard:
                     continue
                 f.hits += 1
                 return f
+        return None
+
+    def take_ws(self, kind: str, stream: str) -> Fault | None:
+        """The first active WebSocket message fault of ``kind`` whose prefix matches ``stream``."""
+        now = self._clock()
+        with self._lock:
+            for f in self._faults:
+                if f.kind == kind and f.active(now) and stream.startswith(f.stream):
+                    f.hits += 1
+                    return f
         return None
 
     def take_order_reject(self, side: str, price: str | None) -> Fault | None:

@@ -354,16 +354,22 @@ class Handler(BaseHTTPRequestHandler):
     def do_PATCH(self) -> None:  # noqa: N802
         self._dispatch("PATCH")
 
-    def _send(self, reply: Reply) -> None:
+    @staticmethod
+    def _body(reply: Reply) -> tuple[bytes, str | None]:
         if reply.text is not None:
-            body, ctype = reply.text.encode(), "text/plain; charset=utf-8"
-        elif reply.payload is None:
-            body, ctype = b"", None
-        else:
-            body = json.dumps(reply.payload, separators=(",", ":")).encode()
-            ctype = "application/json; charset=utf-8"
+            return reply.text.encode(), "text/plain; charset=utf-8"
+        if reply.payload is None:
+            return b"", None
+        return json.dumps(reply.payload, separators=(",", ":")).encode(), "application/json; charset=utf-8"
+
+    def _send(self, reply: Reply, *, body: bytes | None = None, ctype: str | None = None,
+              length: int | None = None) -> None:
+        """Write the answer in one piece; ``body``/``ctype`` replace the reply's own (faults), and
+        ``length`` announces a Content-Length other than the body's (a stalled answer)."""
+        if body is None:
+            body, ctype = self._body(reply)
         lines = [f"HTTP/1.1 {reply.status} {REASONS.get(reply.status, 'Status')}",
-                 f"Content-Length: {len(body)}"]
+                 f"Content-Length: {len(body) if length is None else length}"]
         if ctype:
             lines.append(f"Content-Type: {ctype}")
         lines.extend(f"{k}: {v}" for k, v in reply.headers.items())
@@ -372,6 +378,25 @@ class Handler(BaseHTTPRequestHandler):
         head = ("\r\n".join(lines) + "\r\n\r\n").encode()
         self.wfile.write(head + body)
         self.wfile.flush()
+
+    def _send_malformed(self, reply: Reply, kind: str, seconds: float) -> None:
+        """A 200 whose body a client cannot use (the request behind it was processed)."""
+        good, ctype = self._body(reply)
+        ok = Reply(200, headers=reply.headers)
+        if kind == "html":
+            self._send(ok, body=b"<html><head><title>Just a moment...</title></head><body></body></html>",
+                       ctype="text/html; charset=utf-8")
+        elif kind == "truncated":
+            self._send(ok, body=good[:len(good) // 2], ctype=ctype)
+        elif kind == "wrong_shape":
+            wrapped = {"data": reply.payload} if not isinstance(reply.payload, dict) else [reply.payload]
+            self._send(ok, body=json.dumps(wrapped).encode(), ctype="application/json; charset=utf-8")
+        elif kind == "empty":
+            self._send(ok, body=b"", ctype=None)
+        else:  # stall: half the body, silence, then the connection closes short of its length
+            self._send(ok, body=good[:len(good) // 2], ctype=ctype, length=len(good))
+            time.sleep(seconds)
+            self._drop()
 
     def _drop(self) -> None:
         """Close the connection without a response (the client sees the connection reset)."""
@@ -429,6 +454,11 @@ class Handler(BaseHTTPRequestHandler):
             if reply.status < 400 and sim.faults.take("drop_response", method, path) is not None:
                 journal(0, account)
                 self._drop()
+                return
+            bad = sim.faults.take("malformed", method, path) if reply.status < 400 else None
+            if bad is not None:
+                journal(200, account)
+                self._send_malformed(reply, bad.body or "html", bad.seconds or 0)
                 return
             if fault is not None and fault.status == 202 and reply.status == 200:
                 reply = Reply(202)

@@ -78,6 +78,7 @@ class Simulator:
         self.exchange.sink = self.hub
         self.exchange.clock_offset_us = cfg.clock_offset_ms * 1000
         self.faults = FaultBoard()
+        self.hub.faults = self.faults
         self.exchange.reject_hook = self._forced_reject
         self.limiter = RateLimiter(cfg.rate_limit)
         self.feed: Feed
@@ -169,6 +170,7 @@ class Simulator:
             for stream in self.hub.streams("ticker."):
                 sym = stream[len("ticker."):]
                 self.hub.public_event(stream, self.exchange.ticker_event(sym))
+            self.hub.release_held()
             now = time.monotonic()
             if now >= next_kline:
                 next_kline = now + 1.0

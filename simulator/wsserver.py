@@ -25,6 +25,7 @@ import time
 from typing import Any, Callable, Iterator
 
 from . import signing
+from .faults import FaultBoard
 from .markets import KLINE_SECONDS
 
 log = logging.getLogger("simulator.ws")
@@ -161,6 +162,8 @@ class Hub:
         self.silent_until = 0.0
         self.refuse_until = 0.0
         self.messages_sent = 0
+        self.faults: FaultBoard | None = None  # set by the Simulator: WebSocket message faults
+        self._held: dict[str, tuple[str, Any, str | None, float]] = {}  # ws_reorder's held messages
 
     def is_silent(self) -> bool:
         return time.monotonic() < self.silent_until
@@ -192,18 +195,63 @@ class Hub:
         subs = self.subscribers.get(stream)
         if not subs:
             return
+        messages = self._misbehave(stream, data, account) if self.faults is not None else None
+        if messages is None:
+            self._deliver(subs, stream, data, account)
+            return
+        for s_, d_, a_ in messages:  # all to this stream's subscribers, a foreign stream's frame too
+            self._deliver(subs, s_, d_, a_)
+
+    def _deliver(self, subs: dict, stream: str, data: Any, account: str | None) -> None:
         text: bytes | None = None
         for conn, acct in list(subs.items()):
             if account is not None and acct != account:
                 continue
             if text is None:
-                text = frame(OP_TEXT, json.dumps({"stream": stream, "data": data},
-                                                 separators=(",", ":")).encode())
+                raw = data if isinstance(data, bytes) else json.dumps({"stream": stream, "data": data},
+                                                                      separators=(",", ":")).encode()
+                text = frame(OP_TEXT, raw)
             if self._batch is not None:
                 self._batch.setdefault(conn, []).append(text)
             else:
                 conn.send(text)
             self.messages_sent += 1
+
+    def _misbehave(self, stream: str, data: dict, account: str | None) -> list[tuple[str, Any, str | None]] | None:
+        """The messages a WebSocket fault turns this one into, or None when no fault applies."""
+        faults = self.faults
+        assert faults is not None
+        held = self._held.pop(stream, None)
+        if faults.take_ws("ws_reorder", stream) is not None:
+            self._held[stream] = (stream, data, account, time.monotonic())
+            return [] if held is None else [held[:3]]
+        out: list[tuple[str, Any, str | None]] = [(stream, data, account)]
+        if faults.take_ws("ws_duplicate", stream) is not None:
+            out.append((stream, data, account))
+        elif faults.take_ws("ws_malformed", stream) is not None:
+            whole = json.dumps({"stream": stream, "data": data}, separators=(",", ":")).encode()
+            out = [(stream, whole[:len(whole) // 2], account)]
+        elif faults.take_ws("ws_foreign", stream) is not None:
+            sym = data.get("s") if isinstance(data, dict) else None
+            other = next((s for s in sorted(self.known_symbols) if s != sym and s not in stream), None)
+            if other is not None:
+                foreign_stream = stream.replace(sym, other) if sym and sym in stream else f"{stream}.{other}"
+                foreign = dict(data, s=other) if sym else data
+                out.insert(0, (foreign_stream, foreign, account))
+        if held is not None:
+            out.append(held[:3])  # the held message goes after the one that overtook it
+        return out
+
+    def release_held(self, older_than: float = 1.0) -> None:
+        """Send messages a ``ws_reorder`` fault held when nothing overtook them within ``older_than`` s."""
+        now = time.monotonic()
+        with self._lock:
+            for stream, item in list(self._held.items()):
+                if now - item[3] >= older_than:
+                    del self._held[stream]
+                    subs = self.subscribers.get(stream)
+                    if subs:
+                        self._deliver(subs, *item[:3])
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:

@@ -5,6 +5,8 @@ import json
 import logging
 from decimal import Decimal
 
+import pytest
+
 from bot import PriceSource
 from order_state import OrderState
 from simulator import SimControl
@@ -191,3 +193,60 @@ def test_a_replayed_counter_order_leaves_one_order_and_exact_books(tmp_path, qui
     expect = ledger_totals(st, ours, [D(x) for x in range(140, 160, 2)], "SOL")
     assert result.stats.round_trips == expect["round_trips"] == 1
     assert result.stats.grid_profit == expect["grid_profit"] and result.stats.position == expect["position"]
+
+
+def _round_trip_and_check(b, control, key):
+    """Fill the buy at 148, let the bot sell at 150, fill that: one round trip; then stop the bot and
+    check that the simulator's books and the bot's agree and no level holds two orders."""
+    control.set_price("147.50")
+    wait_until(lambda: len(open_at(control, key, "150.00", "Ask")) == 1, timeout=30, message="the counter-order")
+    control.set_price("150.50")
+    wait_until(lambda: b.bot.om.ledger.round_trips == 1, timeout=30, message="the round trip")
+    b.wait_polls(2)
+    st = control.state()
+    mine = [o for o in open_orders_of(st, key)]
+    assert len({(o["side"], o["price"]) for o in mine}) == len(mine)     # never two orders at one level
+    result = b.stop()
+    st = control.state()
+    ours = tagged(st, key, b.bot.tag)
+    expect = ledger_totals(st, ours, GRID, "SOL")
+    assert result.stats.round_trips == expect["round_trips"] == 1
+    assert result.stats.grid_profit == expect["grid_profit"] and result.stats.position == expect["position"]
+    assert result.stats.fees == expect["fees"]
+    assert open_orders_of(st, key) == []
+    return result
+
+
+@pytest.mark.parametrize("body", ["html", "truncated", "wrong_shape", "empty", "stall"])
+def test_a_malformed_answer_to_a_counter_order_is_looked_up_not_resent(tmp_path, quiet_sim, caplog, body):
+    caplog.set_level(logging.INFO, logger="grid_bot")
+    b, control, key = start_grid(tmp_path, quiet_sim)
+    try:
+        control.fault(kind="malformed", method="POST", path="/api/v1/order", body=body, seconds=1)
+        _round_trip_and_check(b, control, key)
+        assert any("outcome unknown" in r.getMessage() for r in caplog.records)
+    finally:
+        b.stop()
+
+
+def test_malformed_answers_to_reads_change_nothing(tmp_path, quiet_sim):
+    b, control, key = start_grid(tmp_path, quiet_sim)
+    try:
+        for path, body in (("/api/v1/orders", "truncated"), ("/wapi/v1/history/fills", "html"),
+                           ("/api/v1/capital", "wrong_shape"), ("/api/v1/ticker", "empty"),
+                           ("/wapi/v1/history/orders", "stall")):
+            control.fault(kind="malformed", method="GET", path=path, body=body, count=2, seconds=1)
+        _round_trip_and_check(b, control, key)
+    finally:
+        b.stop()
+
+
+@pytest.mark.parametrize("kind", ["ws_duplicate", "ws_reorder", "ws_malformed", "ws_foreign"])
+def test_a_misbehaving_order_stream_loses_nothing_and_duplicates_nothing(tmp_path, quiet_sim, kind):
+    b, control, key = start_grid(tmp_path, quiet_sim)
+    try:
+        wait_until(lambda: quiet_sim.hub.streams("account."), message="the private stream")
+        control.fault(kind=kind, stream="account.", count=4)
+        _round_trip_and_check(b, control, key)
+    finally:
+        b.stop()

@@ -120,3 +120,12 @@ def test_a_config_error_names_the_file_in_one_line(tmp_path):
     r = run_bot(["status", "--config", str(bad)], tmp_path)
     assert r.returncode == 2
     assert str(bad) in assert_one_line(r.stderr)
+
+
+@pytest.mark.parametrize("answer", [[], "ok", None, 3])
+def test_a_parser_of_objects_refuses_anything_else_as_a_parse_error(answer):
+    import models
+    for parse in (models.parse_order, models.parse_fill, models.parse_market, models.parse_balances,
+                  models.parse_order_update, models.parse_ticker, models.parse_batch_item):
+        with pytest.raises(models.ParseError, match="expected an object"):
+            parse(answer)

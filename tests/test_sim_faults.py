@@ -120,3 +120,42 @@ def test_a_fractional_retry_after_is_sent_as_it_is(sim, control):
     control.fault(kind="http_status", path="*", status=429, retry_after=0.5)
     r = requests.get(sim.rest_url + "/api/v1/ticker", params={"symbol": "SOL_USDC"}, timeout=5)
     assert r.status_code == 429 and r.headers["Retry-After"] == "0.5"
+
+
+@pytest.mark.parametrize("body", ["html", "truncated", "wrong_shape", "empty"])
+def test_a_malformed_answer_to_a_placement_still_places_the_order(sim, control, body):
+    signer = new_signer()
+    control.fault(kind="malformed", method="POST", path="/api/v1/order", body=body)
+    r = signed_request(sim.rest_url, signer, "POST", "/api/v1/order", body=order_body("149.00", client_id=9))
+    assert r.status_code == 200
+    if body == "wrong_shape":
+        assert r.json() == [] or "id" not in r.json() and isinstance(r.json(), (list, dict))
+    else:
+        with pytest.raises(ValueError):
+            r.json()
+    opened = signed_request(sim.rest_url, signer, "GET", "/api/v1/orders").json()
+    assert [o["clientId"] for o in opened] == [9]       # placed once, whatever the answer looked like
+    # The next answer is whole again.
+    assert signed_request(sim.rest_url, signer, "GET", "/api/v1/orders").json()[0]["clientId"] == 9
+
+
+def test_a_malformed_answer_to_a_read(sim, control):
+    signer = new_signer()
+    control.fault(kind="malformed", method="GET", path="/api/v1/capital", body="wrong_shape")
+    assert isinstance(signed_request(sim.rest_url, signer, "GET", "/api/v1/capital").json(), list)
+    assert "USDC" in signed_request(sim.rest_url, signer, "GET", "/api/v1/capital").json()
+
+
+def test_a_stalled_answer_stops_mid_body_then_closes(sim, control):
+    signer = new_signer()
+    control.fault(kind="malformed", method="POST", path="/api/v1/order", body="stall", seconds=0.5)
+    started = time.monotonic()
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):  # the body ends short of its length
+        signed_request(sim.rest_url, signer, "POST", "/api/v1/order", body=order_body("149.00", client_id=3))
+    assert time.monotonic() - started >= 0.5
+    assert [o["clientId"] for o in signed_request(sim.rest_url, signer, "GET", "/api/v1/orders").json()] == [3]
+
+
+def test_malformed_needs_a_known_body(sim, control):
+    r = requests.post(sim.rest_url + "/_sim/faults", json={"kind": "malformed", "body": "garbled"}, timeout=5)
+    assert r.status_code == 400 and "html" in r.json()["error"]

@@ -218,3 +218,50 @@ def test_depth_updates_stay_exact_for_a_late_subscriber(sim, control):
     norm = lambda levels: {Decimal(p): Decimal(q) for p, q in levels}  # noqa: E731
     assert norm(book["a"].items()) == norm(now["asks"]) and norm(book["b"].items()) == norm(now["bids"])
     ws.close()
+
+
+def _order_events(sim, control, fault, n_orders, n_frames):
+    """Subscribe to the private stream, inject ``fault``, place ``n_orders`` and read ``n_frames``
+    raw frames (text, not parsed)."""
+    signer = new_signer()
+    ws = connect(sim)
+    subscribe(ws, "account.orderUpdate.SOL_USDC", signer=signer)
+    wait_until(lambda: sim.hub.streams("account."))
+    control.fault(**fault)
+    for i in range(n_orders):
+        signed_request(sim.rest_url, signer, "POST", "/api/v1/order", body=order_body(f"14{i}.00", client_id=i))
+    ws.settimeout(5)
+    try:
+        return [ws.recv() for _ in range(n_frames)]
+    finally:
+        ws.close()
+
+
+def test_ws_duplicate_sends_an_event_twice(sim, control):
+    frames = _order_events(sim, control, {"kind": "ws_duplicate", "stream": "account."}, 2, 3)
+    events = [json.loads(f)["data"]["c"] for f in frames]
+    assert events == [0, 0, 1]
+
+
+def test_ws_reorder_delivers_an_event_after_the_next(sim, control):
+    frames = _order_events(sim, control, {"kind": "ws_reorder", "stream": "account."}, 2, 2)
+    assert [json.loads(f)["data"]["c"] for f in frames] == [1, 0]
+
+
+def test_ws_reorder_releases_a_held_event_when_nothing_overtakes_it(sim, control):
+    frames = _order_events(sim, control, {"kind": "ws_reorder", "stream": "account."}, 1, 1)
+    assert json.loads(frames[0])["data"]["c"] == 0
+
+
+def test_ws_malformed_sends_half_an_event(sim, control):
+    frames = _order_events(sim, control, {"kind": "ws_malformed", "stream": "account."}, 2, 2)
+    with pytest.raises(ValueError):
+        json.loads(frames[0])
+    assert json.loads(frames[1])["data"]["c"] == 1
+
+
+def test_ws_foreign_sends_a_frame_of_another_stream_first(sim, control):
+    frames = _order_events(sim, control, {"kind": "ws_foreign", "stream": "account."}, 1, 2)
+    foreign, own = (json.loads(f) for f in frames)
+    assert foreign["stream"] == "account.orderUpdate.BTC_USDC" and foreign["data"]["s"] == "BTC_USDC"
+    assert own["stream"] == "account.orderUpdate.SOL_USDC" and own["data"]["i"] == foreign["data"]["i"]
