@@ -1,19 +1,21 @@
-"""The simulator's WebSocket server: RFC 6455 on plain sockets, Backpack's streams on top.
+"""The simulator's WebSocket server: Backpack's streams over ``websockets``' sans-I/O protocol.
 
-Why not a library: the simulator must misbehave on command (fall silent, drop every connection,
-withhold pongs), which is simplest when it owns every frame.
+The ``websockets`` library's ``ServerProtocol`` does the RFC 6455 work (the handshake, framing,
+fragmentation, masking, UTF-8, the close handshake) and never touches a socket: the simulator owns
+every socket and decides, frame by frame, whether to send, to drop the connection, or to stay silent
+(the faults). Frames leave from the thread that makes them, under the connection's lock, so events
+reach a client in the order the engine made them.
 
 Protocol (backpack_api.md §9): ``{"method": "SUBSCRIBE"|"UNSUBSCRIBE", "params": [...]}``; data in
 ``{"stream", "data"}`` envelopes; private ``account.*`` streams need the four-string ``signature``
 array; an invalid stream gets ``{"id": null, "error": {"code": 4006, "message": "Invalid stream"}}``.
-The server pings every ``ping_interval`` seconds and closes a connection with no pong for
-``pong_timeout`` seconds.
+The server pings every ``ping_interval`` seconds; a connection with no pong for ``pong_timeout``
+seconds gets a Close frame (1011, as the ``websockets`` library closes on a keepalive timeout;
+Backpack's code is undocumented) and is dropped.
 """
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
 import json
 import logging
 import re
@@ -24,37 +26,27 @@ import threading
 import time
 from typing import Any, Callable, Iterator
 
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
 from . import signing
 from .faults import FaultBoard
 from .markets import KLINE_SECONDS
 
 log = logging.getLogger("simulator.ws")
 
-GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-OP_CONT, OP_TEXT, OP_BIN, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 _STREAM = re.compile(
     r"^(?:(?P<pub>ticker|bookTicker|trade|depth|depth\.200ms|depth\.600ms|depth\.1000ms)\.(?P<sym>[A-Z0-9_]+)"
     r"|kline\.(?P<iv>[0-9a-z]+)\.(?P<ksym>[A-Z0-9_]+)"
     r"|(?P<acct>account\.orderUpdate)(?:\.(?P<asym>[A-Z0-9_]+))?)$")
-
-
-class ProtocolError(Exception):
-    pass
-
-
-def frame(opcode: int, payload: bytes) -> bytes:
-    """A server frame: FIN set, never masked."""
-    n = len(payload)
-    if n < 126:
-        head = struct.pack("!BB", 0x80 | opcode, n)
-    elif n < 1 << 16:
-        head = struct.pack("!BBH", 0x80 | opcode, 126, n)
-    else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 127, n)
-    return head + payload
+PING_TIMEOUT_CLOSE = (1011, "keepalive ping timeout")
 
 
 class Connection:
+    """One client: its socket and its ``ServerProtocol``, used only under ``self._lock``."""
+
     # A client that stops reading is dropped once a write has waited this long for room in its socket.
     SEND_TIMEOUT = 2.0
 
@@ -63,30 +55,59 @@ class Connection:
         self.hub = hub
         self.alive = True
         self.last_pong = time.monotonic()
-        self.rfile = sock.makefile("rb")
-        self._write_lock = threading.Lock()
+        self.protocol = ServerProtocol()  # no extensions: frames go out exactly as sent
+        self._lock = threading.Lock()
+        self._fragments: list[bytes] = []
         # SO_SNDTIMEO bounds a blocking write without giving the socket a timeout (its reader blocks
         # on purpose).
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", int(self.SEND_TIMEOUT), 0))
 
-    # -- outbound
-    def send(self, data: bytes) -> None:
-        """Write a frame now, from the caller's thread: an event leaves the moment the engine makes it,
-        with no hand-off to another thread (one would wait for the interpreter lock)."""
+    # -- outbound (callers may hold the hub's lock: nothing here takes it)
+    def _flush(self) -> None:
+        """Write what the protocol has queued; the library's end-of-stream marker closes our side."""
+        chunks = self.protocol.data_to_send()
+        data = b"".join(chunks)
+        try:
+            if data:
+                self.sock.sendall(data)
+            if chunks and chunks[-1] == b"":
+                self._cut()
+        except OSError:
+            self._cut()
+
+    def send_texts(self, payloads: list[bytes]) -> None:
+        """Send text messages now, from the caller's thread: an event leaves the moment the engine
+        makes it, with no hand-off to another thread (one would wait for the interpreter lock)."""
         if not self.alive or self.hub.is_silent():
             return
-        with self._write_lock:
-            try:
-                self.sock.sendall(data)
-            except OSError:
-                self._cut()
+        with self._lock:
+            if self.protocol.state is not State.OPEN:
+                return
+            for p in payloads:
+                self.protocol.send_text(p)
+            self._flush()
 
     def send_json(self, obj: Any) -> None:
-        self.send(frame(OP_TEXT, json.dumps(obj, separators=(",", ":")).encode()))
+        self.send_texts([json.dumps(obj, separators=(",", ":")).encode()])
+
+    def ping(self) -> None:
+        if not self.alive or self.hub.is_silent():
+            return
+        with self._lock:
+            if self.protocol.state is State.OPEN:
+                self.protocol.send_ping(b"")
+                self._flush()
+
+    def close(self, code: int, reason: str) -> None:
+        """A Close frame, then the TCP connection goes (the server does not wait for the answer)."""
+        with self._lock:
+            if self.alive and self.protocol.state is State.OPEN:
+                self.protocol.send_close(code, reason)
+                self._flush()
+        self.kill()
 
     def _cut(self) -> None:
-        """Stop the connection: its reader thread then ends it and forgets it (callers may hold the
-        hub's lock, so this never takes it)."""
+        """Stop the connection: its reader thread then ends it and forgets it."""
         self.alive = False
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
@@ -101,50 +122,57 @@ class Connection:
         self.hub.forget(self)
 
     # -- inbound
-    def _read_exact(self, n: int) -> bytes:
-        data = self.rfile.read(n)
-        if data is None or len(data) < n:
-            raise ConnectionError("client went away")
-        return data
-
-    def read_message(self) -> tuple[int, bytes]:
-        """One complete message (fragments joined); control frames are handled here."""
-        parts: list[bytes] = []
-        first_op: int | None = None
+    def handshake(self) -> bool:
+        """Read the HTTP upgrade and answer it: 101, or 503 while the server refuses, or the library's
+        400 for a request that is not a WebSocket upgrade."""
         while True:
-            b1, b2 = self._read_exact(2)
-            fin, op = b1 & 0x80, b1 & 0x0F
-            masked, n = b2 & 0x80, b2 & 0x7F
-            if n == 126:
-                n = struct.unpack("!H", self._read_exact(2))[0]
-            elif n == 127:
-                n = struct.unpack("!Q", self._read_exact(8))[0]
-            if not masked:
-                raise ProtocolError("client frames must be masked")
-            mask = self._read_exact(4)
-            raw = self._read_exact(n)
-            payload = _unmask(raw, mask)
-            if op == OP_PING:
-                self.send(frame(OP_PONG, payload))
-                continue
-            if op == OP_PONG:
-                self.last_pong = time.monotonic()
-                continue
-            if op == OP_CLOSE:
-                return op, payload
-            if op != OP_CONT:
-                first_op = op
-            parts.append(payload)
-            if fin:
-                return first_op or OP_TEXT, b"".join(parts)
+            data = self.sock.recv(65536)
+            with self._lock:
+                if not data:
+                    self.protocol.receive_eof()
+                else:
+                    self.protocol.receive_data(data)
+                events = self.protocol.events_received()
+                if events and isinstance(events[0], Request):
+                    if time.monotonic() < self.hub.refuse_until:
+                        response = self.protocol.reject(503, "Service Unavailable\n")
+                    else:
+                        response = self.protocol.accept(events[0])
+                    self.protocol.send_response(response)
+                    self._flush()
+                    return response.status_code == 101
+                if not data or self.protocol.handshake_exc is not None:
+                    self._flush()
+                    return False
 
+    def serve(self) -> None:
+        """Read frames until the client goes: text to the hub, pongs to the watchdog. The library
+        answers pings and a client's Close itself."""
+        while self.alive:
+            data = self.sock.recv(65536)
+            with self._lock:
+                if data:
+                    self.protocol.receive_data(data)
+                else:
+                    self.protocol.receive_eof()
+                events = self.protocol.events_received()
+                if self.hub.is_silent():
+                    self.protocol.data_to_send()  # silence: not even a pong leaves
+                else:
+                    self._flush()
+            for frame in events:
+                self._on_frame(frame)
+            if not data or self.protocol.state is State.CLOSED:
+                return
 
-def _unmask(raw: bytes, mask: bytes) -> bytes:
-    """XOR the payload with the repeating 4-byte mask, as one big-integer operation."""
-    if not raw:
-        return b""
-    rep = (mask * (len(raw) // 4 + 1))[:len(raw)]
-    return (int.from_bytes(raw, "big") ^ int.from_bytes(rep, "big")).to_bytes(len(raw), "big")
+    def _on_frame(self, frame: Frame) -> None:
+        if frame.opcode is Opcode.PONG:
+            self.last_pong = time.monotonic()
+        elif frame.opcode in (Opcode.TEXT, Opcode.CONT) and (frame.opcode is Opcode.CONT or not self._fragments):
+            self._fragments.append(bytes(frame.data))
+            if frame.fin:
+                text, self._fragments = b"".join(self._fragments), []
+                self.hub.handle_text(self, text)
 
 
 class Hub:
@@ -208,13 +236,12 @@ class Hub:
             if account is not None and acct != account:
                 continue
             if text is None:
-                raw = data if isinstance(data, bytes) else json.dumps({"stream": stream, "data": data},
-                                                                      separators=(",", ":")).encode()
-                text = frame(OP_TEXT, raw)
+                text = data if isinstance(data, bytes) else json.dumps({"stream": stream, "data": data},
+                                                                       separators=(",", ":")).encode()
             if self._batch is not None:
                 self._batch.setdefault(conn, []).append(text)
             else:
-                conn.send(text)
+                conn.send_texts([text])
             self.messages_sent += 1
 
     def _misbehave(self, stream: str, data: dict, account: str | None) -> list[tuple[str, Any, str | None]] | None:
@@ -264,8 +291,8 @@ class Hub:
         finally:
             with self._lock:
                 held, self._batch = self._batch or {}, None
-            for conn, frames in held.items():
-                conn.send(b"".join(frames))
+            for conn, texts in held.items():
+                conn.send_texts(texts)
 
     def public_event(self, stream: str, data: dict) -> None:
         with self._lock:
@@ -294,9 +321,9 @@ class Hub:
         for c in conns:
             if now - c.last_pong > pong_timeout:
                 log.info("closing a WebSocket connection with no pong for %.0f s", now - c.last_pong)
-                c.kill()
+                c.close(*PING_TIMEOUT_CLOSE)
             else:
-                c.send(frame(OP_PING, b""))
+                c.ping()
 
     # -- subscription handling
     def handle_text(self, conn: Connection, text: bytes) -> None:
@@ -370,22 +397,13 @@ class _Handler(socketserver.BaseRequestHandler):
         sock: socket.socket = self.request
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         hub = self.server.hub
-        try:
-            if not self._handshake(sock):
-                return
-        except (OSError, ValueError):
-            return
         conn = Connection(sock, hub)
-        hub.add(conn)
         try:
-            while conn.alive:
-                op, payload = conn.read_message()
-                if op == OP_CLOSE:
-                    conn.send(frame(OP_CLOSE, payload[:2]))
-                    break
-                if op == OP_TEXT:
-                    hub.handle_text(conn, payload)
-        except (ConnectionError, OSError, ProtocolError, struct.error, ValueError):
+            if not conn.handshake():
+                return
+            hub.add(conn)
+            conn.serve()
+        except OSError:
             pass
         finally:
             conn.alive = False
@@ -394,32 +412,6 @@ class _Handler(socketserver.BaseRequestHandler):
                 sock.close()
             except OSError:
                 pass
-
-    def _handshake(self, sock: socket.socket) -> bool:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(4096)
-            if not chunk:
-                return False
-            data += chunk
-            if len(data) > 65536:
-                return False
-        head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
-        headers = {}
-        for line in head[1:]:
-            k, _, v = line.partition(":")
-            headers[k.strip().lower()] = v.strip()
-        key = headers.get("sec-websocket-key")
-        if time.monotonic() < self.server.hub.refuse_until:
-            sock.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            return False
-        if not key or headers.get("upgrade", "").lower() != "websocket":
-            sock.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            return False
-        accept = base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
-        sock.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                      f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n").encode())
-        return True
 
 
 class WsServer(socketserver.ThreadingTCPServer):

@@ -137,15 +137,29 @@ def test_unsubscribe_stops_the_stream(sim):
     ws.close()
 
 
-def test_server_pings_and_drops_a_client_without_pongs():
+def test_server_pings_then_sends_close_to_a_client_without_pongs():
+    """A raw client that reads and never answers: the frames it gets are pings, then Close 1011."""
+    from websockets.client import ClientProtocol
+    from websockets.frames import Opcode
+    from websockets.uri import parse_uri
     with running_simulator(feed="none", ping_interval=0.1, pong_timeout=0.5) as s:
-        ws = connect(s)
-        ws.settimeout(5)
-        op, _ = ws.recv_data_frame(True)
-        assert op == websocket.ABNF.OPCODE_PING
-        # This client never answers (recv_data_frame does not pong); the server closes it.
-        wait_until(lambda: not s.hub.connections, timeout=10, message="server to drop the silent client")
-        ws.close()
+        client = ClientProtocol(parse_uri(s.ws_url))
+        client.send_request(client.connect())
+        host, port = s.ws_url[len("ws://"):].split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"".join(client.data_to_send()))  # the upgrade; never a pong after it
+            events = []
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    client.receive_eof()
+                    break
+                client.receive_data(data)
+                events += client.events_received()
+        frames = [e for e in events if hasattr(e, "opcode")]
+        assert frames[0].opcode is Opcode.PING and frames[-1].opcode is Opcode.CLOSE
+        assert (client.close_code, client.close_reason) == (1011, "keepalive ping timeout")
+        wait_until(lambda: not s.hub.connections, timeout=10, message="server to forget the client")
 
 
 def test_ws_drop_fault_closes_connections_and_refuses_for_a_while(sim, control):
@@ -188,7 +202,7 @@ def test_handshake_needs_upgrade_headers(sim):
     host, port = sim.ws_url[len("ws://"):].split(":")
     with socket.create_connection((host, int(port)), timeout=5) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert sock.recv(100).startswith(b"HTTP/1.1 400")
+        assert sock.recv(100).startswith(b"HTTP/1.1 426 Upgrade Required")  # RFC 6455 §4.2.2
 
 
 def test_depth_updates_stay_exact_for_a_late_subscriber(sim, control):
