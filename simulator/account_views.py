@@ -1,6 +1,6 @@
-"""Read-only account views a spot account's tools touch: account settings, collateral, the largest
-order the balances allow, and the public asset list. A mixin of ``Exchange`` (it reads its accounts,
-markets and fees under its lock).
+"""Read-only account views: open orders, fill and order history, and those a spot account's other
+tools touch: account settings, collateral, the largest order the balances allow, the asset list.
+A mixin of ``Exchange`` (it reads its accounts, markets and fees under its lock).
 
 Shapes from Backpack's API reference (operations get_account, get_collateral, get_max_order_quantity,
 get_assets). The values are what a plain spot account has in this simulator, which never lends nor
@@ -11,12 +11,12 @@ simulator uses 1 for the quote asset and 0.9 for the others.
 from __future__ import annotations
 
 from decimal import ROUND_DOWN, Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .records import ZERO, SimError, plain
 
 if TYPE_CHECKING:
-    from .records import Account, Balance, MarketState
+    from .records import Account, Balance, Fill, MarketState, Order
 
 BASIS_POINTS = Decimal(10_000)
 ASSET_NAMES = {"SOL": ("Solana", "solana"), "BTC": ("Bitcoin", "bitcoin"),
@@ -25,14 +25,56 @@ ASSET_NAMES = {"SOL": ("Solana", "solana"), "BTC": ("Bitcoin", "bitcoin"),
 
 class AccountViews:
     # Provided by Exchange.
-    lock: "object"
+    lock: Any
     markets: dict[str, "MarketState"]
+    orders: dict[str, "Order"]
+    open_by_symbol: dict[str, dict[str, "Order"]]
+    fills: list["Fill"]
     maker_fee: Decimal
     taker_fee: Decimal
 
     def account(self, api_key: str) -> "Account": ...
     def market(self, symbol: str) -> "MarketState": ...
     def _bal(self, acct: "Account", asset: str) -> "Balance": ...
+
+    def open_orders(self, api_key: str, symbol: str | None) -> list[Order]:
+        with self.lock:
+            if symbol is not None:
+                self.market(symbol)
+                books = [self.open_by_symbol[symbol]]
+            else:
+                books = list(self.open_by_symbol.values())
+            out = [o for book in books for o in book.values() if o.account == api_key]
+            return sorted(out, key=lambda o: o.created_us)
+
+    def fill_history(self, api_key: str, *, symbol: str | None, order_id: str | None,
+                     from_ms: int | None, to_ms: int | None) -> list[Fill]:
+        with self.lock:
+            out = []
+            for f in self.fills:
+                if f.account != api_key:
+                    continue
+                if symbol is not None and f.symbol != symbol:
+                    continue
+                if order_id is not None and f.order_id != order_id:
+                    continue
+                ms = f.ts_us // 1000
+                if from_ms is not None and ms < from_ms:
+                    continue
+                if to_ms is not None and ms > to_ms:
+                    continue
+                out.append(f)
+            return out
+
+    def order_history(self, api_key: str, *, symbol: str | None, order_id: str | None) -> list[Order]:
+        """Closed orders only: whether Backpack lists open ones here is undocumented, so a bot
+        must not rely on it (it finds open orders through GET /api/v1/order)."""
+        with self.lock:
+            out = [o for o in self.orders.values()
+                   if o.account == api_key and not o.is_open
+                   and (symbol is None or o.symbol == symbol)
+                   and (order_id is None or o.id == order_id)]
+            return out
 
     def _mark_price(self, asset: str) -> Decimal:
         """An asset's price in the quote asset (USDC) from the market that trades it, 1 for USDC."""
@@ -43,8 +85,8 @@ class AccountViews:
 
     def account_summary(self, api_key: str) -> dict:
         acct = self.account(api_key)
-        with self.lock:  # type: ignore[attr-defined]
-            open_orders = sum(1 for book in self.open_by_symbol.values()  # type: ignore[attr-defined]
+        with self.lock:
+            open_orders = sum(1 for book in self.open_by_symbol.values()
                               for o in book.values() if o.account == acct.api_key)
         maker = plain(self.maker_fee * BASIS_POINTS)
         taker = plain(self.taker_fee * BASIS_POINTS)
@@ -58,7 +100,7 @@ class AccountViews:
         acct = self.account(api_key)
         items = []
         total = available = locked = weighted = ZERO
-        with self.lock:  # type: ignore[attr-defined]
+        with self.lock:
             quotes = {m.spec.quote for m in self.markets.values()}
             for asset, b in sorted(acct.balances.items()):
                 price = self._mark_price(asset)
@@ -85,7 +127,7 @@ class AccountViews:
         m = self.market(symbol)
         acct = self.account(api_key)
         spec = m.spec
-        with self.lock:  # type: ignore[attr-defined]
+        with self.lock:
             if side == "Bid":
                 at = price if price is not None else m.price + spec.tick_size
                 if at <= 0:

@@ -379,45 +379,6 @@ class Exchange(MarketData, AccountViews):
             self._book_changed(m)
             return victims
 
-    def open_orders(self, api_key: str, symbol: str | None) -> list[Order]:
-        with self.lock:
-            if symbol is not None:
-                self.market(symbol)
-                books = [self.open_by_symbol[symbol]]
-            else:
-                books = list(self.open_by_symbol.values())
-            out = [o for book in books for o in book.values() if o.account == api_key]
-            return sorted(out, key=lambda o: o.created_us)
-
-    def fill_history(self, api_key: str, *, symbol: str | None, order_id: str | None,
-                     from_ms: int | None, to_ms: int | None) -> list[Fill]:
-        with self.lock:
-            out = []
-            for f in self.fills:
-                if f.account != api_key:
-                    continue
-                if symbol is not None and f.symbol != symbol:
-                    continue
-                if order_id is not None and f.order_id != order_id:
-                    continue
-                ms = f.ts_us // 1000
-                if from_ms is not None and ms < from_ms:
-                    continue
-                if to_ms is not None and ms > to_ms:
-                    continue
-                out.append(f)
-            return out
-
-    def order_history(self, api_key: str, *, symbol: str | None, order_id: str | None) -> list[Order]:
-        """Closed orders only: whether Backpack lists open ones here is undocumented, so a bot
-        must not rely on it (it finds open orders through GET /api/v1/order)."""
-        with self.lock:
-            out = [o for o in self.orders.values()
-                   if o.account == api_key and not o.is_open
-                   and (symbol is None or o.symbol == symbol)
-                   and (order_id is None or o.id == order_id)]
-            return out
-
     # ------------------------------------------------------------------ price moves
     def set_price(self, symbol: str, price: Decimal, *, liquidity: Decimal | None = None,
                   volume: Decimal = ZERO) -> list[Fill]:

@@ -1,0 +1,87 @@
+"""The simulator's control API under ``/_sim/``: not Backpack's; loopback clients only, no auth.
+
+Prices, faults, balances, the feed, the clock and a dump of everything (documented in the README).
+"""
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
+
+from . import signing
+from .faults import FaultSpecError
+from .records import s
+from .replies import Reply
+
+if TYPE_CHECKING:
+    from .server import Simulator
+
+
+class ControlRoutes:
+    """``/_sim/``: not Backpack's; loopback only, no auth."""
+
+    def __init__(self, sim: "Simulator") -> None:
+        self.sim = sim
+
+    def handle(self, method: str, path: str, query: list[tuple[str, str]], body: Any) -> Reply:
+        sim = self.sim
+        ex = sim.exchange
+        if (method, path) == ("GET", "/_sim/state"):
+            since = dict(query).get("journal_since_us")
+            state = ex.state(int(since) if since else 0)
+            state["feed"] = sim.feed.describe()
+            state["faults"] = sim.faults.list()
+            state["ws"] = {"connections": len(sim.hub.connections), "messages_sent": sim.hub.messages_sent,
+                           "streams": sim.hub.streams()}
+            state["urls"] = sim.urls()
+            return Reply(200, state)
+        if (method, path) == ("POST", "/_sim/price"):
+            if not isinstance(body, dict) or "price" not in body:
+                return Reply(400, {"error": "body must be {\"symbol\": ..., \"price\": \"...\"}"})
+            symbol = body.get("symbol", sim.config.symbol)
+            try:
+                price = Decimal(str(body["price"]))
+                liquidity = Decimal(str(body["liquidity"])) if body.get("liquidity") is not None else None
+            except InvalidOperation:
+                return Reply(400, {"error": "price and liquidity must be decimals"})
+            fills = ex.set_price(symbol, price, liquidity=liquidity)
+            return Reply(200, {"symbol": symbol, "price": s(ex.markets[symbol].price),
+                               "fills": [{"tradeId": f.trade_id, "orderId": f.order_id,
+                                          "side": f.side, "price": s(f.price),
+                                          "quantity": s(f.quantity)} for f in fills]})
+        if (method, path) == ("POST", "/_sim/clock"):
+            if not isinstance(body, dict) or not isinstance(body.get("offset_ms"), int):
+                return Reply(400, {"error": "body must be {\"offset_ms\": N} (an integer, may be negative)"})
+            ex.clock_offset_us = body["offset_ms"] * 1000
+            return Reply(200, {"offset_ms": body["offset_ms"]})
+        if path == "/_sim/faults":
+            if method == "GET":
+                return Reply(200, {"faults": sim.faults.list()})
+            if method == "DELETE":
+                sim.faults.clear()
+                return Reply(200, {"faults": []})
+            if method == "POST":
+                specs = body if isinstance(body, list) else [body]
+                try:
+                    added = [sim.add_fault(spec) for spec in specs]
+                except FaultSpecError as e:
+                    return Reply(400, {"error": str(e)})
+                return Reply(200, {"faults": added})
+        if (method, path) == ("POST", "/_sim/balance"):
+            if not isinstance(body, dict) or not {"api_key", "asset", "available"} <= set(body):
+                return Reply(400, {"error": "body must be {\"api_key\", \"asset\", \"available\"}"})
+            try:
+                signing.decode_key(body["api_key"])
+                amount = Decimal(str(body["available"]))
+            except (signing.AuthFailure, InvalidOperation):
+                return Reply(400, {"error": "api_key must be base64 of 32 bytes, available a decimal"})
+            ex.set_balance(body["api_key"], body["asset"], amount)
+            return Reply(200, {"ok": True})
+        if (method, path) == ("POST", "/_sim/feed"):
+            body = body or {}
+            if "paused" in body:
+                sim.feed.pause(bool(body["paused"]))
+            stepped = sim.feed.step(int(body["step"])) if "step" in body else 0
+            if "step_points" in body:
+                stepped += sim.feed.step_points(int(body["step_points"]))
+            return Reply(200, {"stepped": stepped, "feed": sim.feed.describe()})
+        return Reply(404, {"error": f"no control route {method} {path}"})
