@@ -25,7 +25,8 @@ from config import Config
 from errors import EXIT_OK, EXIT_RUNTIME, GridBotError
 from executor import ActiveGrid, Executor, describe_orders
 from order_state import OrderState
-from reports import format_stats
+from notify import Digest, ErrorWatch, Notifier
+from reports import format_stats, start_message
 from startup import Startup
 from state_store import StateStore
 from websocket_client import MarketStream, OrderEvent, StreamDown, StreamError, StreamUp, TickerEvent
@@ -118,7 +119,8 @@ class GridBot:
                  clock: Callable[[], float] = time.monotonic, wall_ms: Callable[[], int] = wall_clock_ms,
                  sleep: Callable[[float], None] = time.sleep, stale_after: float = 5.0,
                  ws_ping_interval: float = 20.0, client: BackpackClient | None = None,
-                 store: StateStore | None = None, reset: bool = False, adopt: bool = False) -> None:
+                 store: StateStore | None = None, reset: bool = False, adopt: bool = False,
+                 notifier: Notifier | None = None) -> None:
         self.cfg = cfg
         self.t = cfg.trading
         if signer is None and cfg.api.api_secret:
@@ -150,6 +152,12 @@ class GridBot:
         self.gap_fill: float | None = None  # seconds the stream was down, while its gap-fill is due
         self.last_check = 0.0    # when the last REST check ran
         self.next_stats = 0.0    # when the next statistics line is due
+        self.check_ok = True     # whether the last REST check reached the exchange
+        self.last_ok_check = clock()
+        self.last_step = clock()
+        self.notifier = notifier
+        self.digest: Digest | None = None
+        self.watch: ErrorWatch | None = None
 
     # -- what tests and reports read
     @property
@@ -199,8 +207,14 @@ class GridBot:
         except GridBotError as e:
             log.error("%s", e)
             self.executor.close()
+            self.tell("error", "refused to start", f"The bot refused to start: {e}")
             return RunResult(e.exit_code, str(e), None)
         self.g, self.last = started.grid, LastPrice(started.price)
+        if self.notifier is not None:
+            self.digest = Digest(self.notifier, self.notifier.cfg, self.g.om.grid.quote, self.clock())
+            self.watch = ErrorWatch(self.notifier, self.notifier.cfg.error_after)
+            self.g.listeners.append(self.digest.on_event)
+            self.tell("start", "started", start_message(self.g.om.grid, started.price, started.resumed))
         self.last_check = self.clock()
         self.next_stats = self.last_check + self.t.interval
         try:
@@ -228,7 +242,41 @@ class GridBot:
     def finish(self, code: int) -> RunResult:
         assert self.g is not None
         self.shutdown()
-        return RunResult(code, self.stop_reason, self.g.om.stats(self.price))
+        result = RunResult(code, self.stop_reason, self.g.om.stats(self.price))
+        self.tell("stop", "stopped", f"Stopped: {self.stop_reason or 'asked to stop'}.\n"
+                  + format_stats(result.stats, self.g.om.grid, self.clock() - self.started, final=True))
+        return result
+
+    # -- notifications (never block: they are queued for the notifier's thread)
+    def tell(self, kind: str, title: str, body: str) -> None:
+        if self.notifier is not None:
+            self.notifier.send(kind, title, body)
+
+    def healthy(self) -> bool:
+        """For the heartbeat: the loop turns, the last REST check reached the exchange recently, and no
+        order's outcome has been unknown for longer than ``error_after``."""
+        now = self.clock()
+        recent = max(60.0, 3 * self.check_interval())
+        stuck = self.watch is not None and "lookup" in self.watch.told
+        return (self.g is not None and not self.shutting_down and now - self.last_step < recent
+                and self.check_ok and now - self.last_ok_check < recent + self.check_interval() and not stuck)
+
+    def watch_health(self) -> None:
+        """Tell the user about what has been wrong for longer than ``error_after``, and the digest."""
+        if self.watch is None or self.digest is None or self.g is None:
+            return
+        now = self.clock()
+        self.watch.update("exchange", not self.check_ok, now, "Backpack unreachable or refusing",
+                          "The bot keeps trying; check the log and https://status.backpack.exchange.")
+        self.watch.update("stream", self.t.use_websocket and not self.stream_up, now, "WebSocket down",
+                          "The bot trades on REST meanwhile and keeps reconnecting.")
+        unknown = any(o.state is OrderState.UNKNOWN for o in self.g.om.live.values())
+        self.watch.update("lookup", unknown, now, "an order's outcome is still unknown",
+                          "The bot keeps looking it up by clientId; check the log and the exchange.")
+        self.watch.update("clock", self.clock_watch.skewed, now, "this machine's clock is off",
+                          "Sync the clock (timedatectl set-ntp true).")
+        self.digest.tick(now, lambda: format_stats(self.g.om.stats(self.price), self.g.om.grid,
+                                                   self.clock() - self.started))
 
     def await_stream(self, timeout: float) -> None:
         """Give the WebSocket a moment to connect and subscribe before the first orders go out, so
@@ -277,6 +325,8 @@ class GridBot:
         if self.clock() >= self.next_stats:
             self.log_stats()
             self.next_stats = self.clock() + self.t.interval
+        self.last_step = self.clock()
+        self.watch_health()
 
     def drain_events(self, timeout: float) -> None:
         """Wait up to ``timeout`` for the first event, then take whatever else is queued, and the rest of
@@ -342,9 +392,11 @@ class GridBot:
         om = self.g.om
         unknown = sum(1 for o in om.live.values() if o.state is OrderState.UNKNOWN)
         result = self.executor.sync(self.g)
+        self.check_ok = result.ok
         if not result.ok:
             log.warning("cannot reconcile yet (%s); trying again at the next check", result.error)
             return
+        self.last_ok_check = self.clock()
         self.ready = True
         on_book = sum(1 for o in om.live.values() if o.state is OrderState.OPEN and not o.missing)
         missing = sum(1 for o in om.live.values() if o.state is OrderState.OPEN and o.missing)
@@ -360,6 +412,9 @@ class GridBot:
             self.settle()
         else:
             result = self.executor.sync(self.g)
+            self.check_ok = result.ok
+            if result.ok:
+                self.last_ok_check = self.clock()
             if not result.ok:
                 log.warning("order check failed, trying again next interval: %s", result.error)
             elif self.gap_fill is not None:

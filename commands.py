@@ -18,8 +18,9 @@ from backpack_api import (BackpackClient, RequestRejected, Signer, TransientErro
                           wall_clock_ms)
 from bot import GridBot
 from config import PLACEHOLDER, Config, ConfigError, check_keys, load_config
-from errors import EXIT_FORCED, EXIT_OK, FatalError, InputError
+from errors import EXIT_FORCED, EXIT_OK, EXIT_RUNTIME, FatalError, InputError
 from log_setup import setup_logging
+from notify import URLS_ENV, Notifier, try_urls
 from order_manager import OrderManager
 from paper import paper_market, paper_path, start_paper
 from reports import level_view, print_status, status_report
@@ -98,9 +99,19 @@ def cmd_run(args: argparse.Namespace) -> int:
             log.info("PAPER MODE: a simulated exchange at %s with paper funds; no real orders", cfg.api.base_url)
         else:
             log.info("starting: %s on %s", cfg.trading.symbol, cfg.api.base_url)
-        bot = GridBot(cfg, signer=signer, store=store, reset=args.reset, adopt=args.adopt)
+        notifier = None
+        if cfg.notify.urls or cfg.notify.heartbeat_url:
+            notifier = Notifier(cfg.notify, grid=f"{'[paper] ' if args.paper else ''}{cfg.trading.symbol} grid")
+        bot = GridBot(cfg, signer=signer, store=store, reset=args.reset, adopt=args.adopt, notifier=notifier)
         install_signals(bot)
-        result = bot.run()
+        if notifier is not None:
+            notifier.health = bot.healthy
+            notifier.start()
+        try:
+            result = bot.run()
+        finally:
+            if notifier is not None:
+                notifier.close(NOTIFY_FLUSH_S)  # the stop message, at most this long
     finally:
         store.close()
         lock.release()
@@ -110,6 +121,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         # The log file has it, but a terminal (or systemd's journal) must see why we stopped.
         print(f"grid_bot: {result.reason}", file=sys.stderr)
     return result.exit_code
+
+
+NOTIFY_FLUSH_S = 10.0
+
+
+def cmd_notify_test(args: argparse.Namespace) -> int:
+    """One test message to every notification URL; per URL, delivered or not."""
+    cfg = read_config(args.config, need_keys=False)
+    n = cfg.notify
+    if not n.urls:
+        raise ConfigError(f"{args.config}: no notification URLs: set notify.urls (or {URLS_ENV})")
+    results = try_urls(n.urls, f"{cfg.trading.symbol} grid", n.urls_from)
+    for name, ok in results:
+        print(f"{name}: {'delivered' if ok else 'NOT delivered (check the URL, the token and the network)'}")
+    return EXIT_OK if all(ok for _, ok in results) else EXIT_RUNTIME
 
 
 def cmd_status(args: argparse.Namespace) -> int:

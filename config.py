@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping
 
 from backpack_api import KeyFormatError, decode_key, public_key_of
 from errors import InputError
+from notify import DEFAULT_EVENTS, EVENTS, HEARTBEAT_ENV, URLS_ENV, NotifyConfig
 
 DEFAULT_BASE_URL = "https://api.backpack.exchange"
 DEFAULT_WS_URL = "wss://ws.backpack.exchange"
@@ -146,6 +147,49 @@ def seconds(lo: int, hi: int, *, zero: str = "") -> Check:
 TEN_YEARS = 10 * 365 * 86400
 
 
+def string_list(allowed: tuple[str, ...]) -> Check:
+    def check(key: str, v: Any) -> tuple[str, ...]:
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise ConfigError(f"{key} must be a list of names from {', '.join(allowed)} (got {_show(v)})")
+        for x in v:
+            if x not in allowed:
+                raise ConfigError(f"{key}: {_show(x)} is not one of {', '.join(allowed)}")
+        return tuple(dict.fromkeys(v))
+    return check
+
+
+def _secret_url_problem(v: Any, schemes: str = "") -> str:
+    """What is wrong with a URL that holds a secret (never echoed back), or ''."""
+    if not isinstance(v, str) or "\0" in v or len(v) > 4096 or any(c.isspace() for c in v):
+        return "must be a URL without spaces"
+    if not re.fullmatch(r"[a-zA-Z][a-zA-Z0-9+.-]*://\S+", v):
+        return f"must look like {schemes or 'scheme://...'}"
+    return ""
+
+
+def secret_urls(key: str, v: Any) -> tuple[str, ...]:
+    """Apprise URLs (they hold tokens: an error names the entry, never its text)."""
+    if not isinstance(v, list):
+        got = "a string" if isinstance(v, str) else _show(v)
+        raise ConfigError(f"{key} must be a list of Apprise URLs, e.g. [\"tgram://TOKEN/CHAT_ID\"] (got {got})")
+    for i, x in enumerate(v):
+        problem = _secret_url_problem(x, "tgram://TOKEN/CHAT_ID or discord://ID/TOKEN")
+        if problem:
+            raise ConfigError(f"{key}[{i}] {problem}")
+    return tuple(v)
+
+
+def secret_http_url(key: str, v: Any) -> str:
+    if v == "":
+        return v
+    problem = _secret_url_problem(v, "https://hc-ping.com/UUID")
+    if not problem and not re.match(r"https?://", v):
+        problem = "must be an http:// or https:// URL"
+    if problem:
+        raise ConfigError(f"{key} {problem}")
+    return v
+
+
 def _show(v: Any) -> str:
     if isinstance(v, str):
         return json.dumps(v if len(v) <= 40 else v[:37] + "...")
@@ -192,6 +236,15 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
     },
     "state": {
         "file": (text(), ""),
+    },
+    "notify": {
+        "urls": (secret_urls, ()),
+        "events": (string_list(EVENTS), DEFAULT_EVENTS),
+        "digest_interval": (seconds(1, 7 * 86400), 3600.0),
+        "error_after": (seconds(1, 86400), 300.0),
+        "daily_hour": (integer(0, 23), 8),
+        "heartbeat_url": (secret_http_url, ""),
+        "heartbeat_interval": (seconds(1, 86400), 300.0),
     },
 }
 REQUIRED_SECTIONS = ("trading",)
@@ -241,6 +294,7 @@ class Config:
     state_file: str
     path: str
     warnings: tuple[str, ...] = ()
+    notify: NotifyConfig = NotifyConfig()
 
     def replace_api(self, **changes: str) -> "Config":
         return replace(self, api=replace(self.api, **changes))
@@ -388,6 +442,14 @@ def load_config(path: str, *, env: Mapping[str, str] | None = None, need_keys: b
     for var, key in (("BACKPACK_API_KEY", "api_key"), ("BACKPACK_API_SECRET", "api_secret")):
         if env.get(var):
             v["api"][key] = env[var].strip()
+    n = v["notify"]
+    urls_from = "notify.urls"
+    if env.get(URLS_ENV, "").strip():
+        urls_from = URLS_ENV
+        n["urls"] = secret_urls(URLS_ENV, env[URLS_ENV].split())
+    heartbeat = n["heartbeat_url"]
+    if env.get(HEARTBEAT_ENV, "").strip():
+        heartbeat = secret_http_url(HEARTBEAT_ENV, env[HEARTBEAT_ENV].strip())
     warnings = _rules(v, need_keys=need_keys)
     base = os.path.dirname(os.path.abspath(path))
 
@@ -405,4 +467,8 @@ def load_config(path: str, *, env: Mapping[str, str] | None = None, need_keys: b
         state_file=beside(v["state"]["file"]) if v["state"]["file"] else beside("grid_state.db"),
         path=os.path.abspath(path),
         warnings=tuple(warnings),
+        notify=NotifyConfig(urls=n["urls"], urls_from=urls_from, events=n["events"],
+                            digest_interval=n["digest_interval"], error_after=n["error_after"],
+                            daily_hour=n["daily_hour"], heartbeat_url=heartbeat,
+                            heartbeat_interval=n["heartbeat_interval"]),
     )

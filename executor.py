@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from backpack_api import (CANCEL_PENDING, BackpackClient, BackpackError, NotFound, OrderRejected, OrderRequest,
                           TransientError, UnknownOutcome)
@@ -48,6 +48,7 @@ class ActiveGrid:
         self.wall_ms = wall_ms
         self.closing = closing            # being cancelled (--reset): no counter-order will follow a fill
         self._saved_version = -1
+        self.listeners: list[Callable[[Any], None]] = []  # told every event after the log (notifications)
 
     @property
     def symbol(self) -> str:
@@ -69,6 +70,8 @@ class ActiveGrid:
                 continue
             level, message = describe(ev, self.om.grid.quote)
             log.log(level, "%s", message)
+            for listen in self.listeners:
+                listen(ev)
 
     def fill_checkpoint(self) -> int:
         """Where fill history is read from: the last fill of this grid (or its creation), never this

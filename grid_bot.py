@@ -7,6 +7,7 @@
     python grid_bot.py backtest [--config config.json] (--klines FILE.csv | --fetch [--days N]) [--sweep K=V,..]
                                 [--plot FILE.png] [--json] [grid overrides]
     python grid_bot.py keygen [--json]
+    python grid_bot.py notify-test [--config config.json]
 
 The commands live in ``commands.py`` and ``backtest_command.py``; the running bot in ``bot.py``; the
 README's "How it is built" maps every module. Exit codes: 0 stopped as asked (or output cut short by
@@ -26,12 +27,12 @@ import traceback
 from typing import Sequence
 
 from backtest_command import cmd_backtest
-from commands import cmd_keygen, cmd_plan, cmd_run, cmd_status
+from commands import cmd_keygen, cmd_notify_test, cmd_plan, cmd_run, cmd_status
 from errors import EXIT_FORCED, EXIT_OK, EXIT_RUNTIME, GridBotError
 from log_setup import log_file_of
 
 
-COMMANDS = ("run", "keygen", "status", "plan", "backtest")
+COMMANDS = ("run", "keygen", "status", "plan", "backtest", "notify-test")
 
 
 def positive_float(text: str) -> float:
@@ -95,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     kg = sub.add_parser("keygen", help="print a fresh ED25519 key pair (base64)")
     kg.add_argument("--json", action="store_true", help="print JSON instead of KEY=value lines")
     kg.set_defaults(func=cmd_keygen)
+    nt = sub.add_parser("notify-test", help="send one test message to every notification URL and say which arrived")
+    nt.add_argument("--config", default="config.json", help="config file (default config.json)")
+    nt.set_defaults(func=cmd_notify_test)
     return p
 
 

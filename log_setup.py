@@ -52,7 +52,7 @@ def setup_logging(cfg: Config, *, level: str | None = None, log_file: str | None
     logger.setLevel(level or cfg.log.level)
     logger.propagate = False
     fmt = logging.Formatter("%(asctime)s %(levelname)-7s %(message)s")
-    secret_filter = SecretFilter([cfg.api.api_secret])
+    secret_filter = SecretFilter([cfg.api.api_secret, *cfg.notify.secrets()])
     handlers: list[logging.Handler] = []
     if cfg.log.console:
         handlers.append(logging.StreamHandler(sys.stderr))

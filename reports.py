@@ -102,6 +102,14 @@ def format_stats(st: Stats, grid: GridSpec, uptime: float, source: str = "", fin
             f"uptime {format_duration(uptime)}")
 
 
+def start_message(grid: GridSpec, price: Decimal, resumed: bool) -> str:
+    """What a phone shows when the bot starts: the grid, its size, the price."""
+    levels = grid.levels
+    return (f"{'Resumed' if resumed else 'New'} grid {grid.symbol}: {len(levels)} levels "
+            f"{fmt_amount(levels[0])}-{fmt_amount(levels[-1])} {grid.quote}, {fmt_amount(grid.quantity)} "
+            f"{grid.base} each; price {fmt_amount(price)}.")
+
+
 def level_view(om: OrderManager) -> list[dict]:
     """Each level with the order resting on it (for status and plan output)."""
     occupied = {o.level: o for o in om.live_orders()}

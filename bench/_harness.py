@@ -36,7 +36,8 @@ class SimProcess:
 class BotProcess:
     """The bot in its own process, with a fresh key and a config pointing at the simulator."""
 
-    def __init__(self, sim: SimProcess, *, log_level: str = "WARNING", **trading: Any) -> None:
+    def __init__(self, sim: SimProcess, *, log_level: str = "WARNING", notify: dict | None = None,
+                 **trading: Any) -> None:
         self.dir = tempfile.mkdtemp(prefix="gridbench-")
         api_key, secret = generate_keypair()
         self.signer = Signer(secret)
@@ -48,6 +49,8 @@ class BotProcess:
                        "api_secret": secret},
                "trading": t, "log": {"file": os.path.join(self.dir, "bot.log"), "console": False,
                                      "level": log_level}}
+        if notify is not None:
+            cfg["notify"] = notify
         self.config = os.path.join(self.dir, "config.json")
         with open(self.config, "w") as fh:
             json.dump(cfg, fh)

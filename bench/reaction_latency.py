@@ -35,8 +35,9 @@ BURST = [("143.50", [("Ask", D(146)), ("Ask", D(148)), ("Ask", D(150))]),
          ("150.50", [("Bid", D(144)), ("Bid", D(146)), ("Bid", D(148))])]
 
 
-def run_mode(sim: SimProcess, moves: int, rng: random.Random, pattern=SINGLE, **trading) -> list[float]:
-    bot = BotProcess(sim, **trading)
+def run_mode(sim: SimProcess, moves: int, rng: random.Random, pattern=SINGLE, notify: dict | None = None,
+             **trading) -> list[float]:
+    bot = BotProcess(sim, notify=notify, **trading)
     interval = float(trading["interval"])
     polling = not trading["use_websocket"]
     try:
