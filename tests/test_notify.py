@@ -247,3 +247,13 @@ def test_notify_test_reports_each_url(tmp_path, quiet_sim):
                                     "URL 2 (json): NOT delivered (check the URL, the token and the network)"]
         assert live.messages()[0]["title"] == "SOL_USDC grid: test message"
         assert "SECRET" not in out + err
+
+
+def test_a_refused_start_is_an_error_message(tmp_path, quiet_sim):
+    with Receiver() as rx:
+        path, _ = _config(tmp_path, quiet_sim, {"urls": [rx.url()]}, quantity="5000")   # far beyond the balances
+        proc = run_bot(path)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 2
+        (msg,) = rx.messages()
+        assert msg["title"] == "SOL_USDC grid: refused to start" and "not enough" in msg["message"].lower()
