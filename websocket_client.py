@@ -171,6 +171,8 @@ class MarketStream:
                                          on_pong=self._on_pong)
             with self._lock:
                 self._app = app
+            if self._stop.is_set():
+                break
             opened_at = None
             self._close_reason = ""
             try:
@@ -205,6 +207,11 @@ class MarketStream:
 
     # -- callbacks: parse, enqueue, return
     def _on_open(self, ws: websocket.WebSocketApp) -> None:
+        if self._stop.is_set():
+            # stop() ran while this connection was being made: its close came before the library's
+            # loop started (which resets the flag the close set), so close now.
+            _hard_close(ws)
+            return
         # Private first, public second, then a ping: the server reads frames in order, so the first
         # frame it sends after these (the pong, or any data) proves both subscriptions are registered.
         # Backpack acknowledges no SUBSCRIBE (backpack_api.md §11); until that frame, events for our

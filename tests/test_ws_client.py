@@ -65,3 +65,13 @@ def test_a_private_stream_needs_a_signer():
     else:
         raise AssertionError("expected ValueError")
     assert Signer(generate_keypair()[1])  # a signer is what it needs
+
+
+def test_a_stop_while_the_first_connection_is_being_made_ends_the_thread(sim):
+    """stop() right after start(): the close may land before the library's loop begins (which resets
+    the flag a close sets); the stream must still end at once, every time."""
+    for _ in range(20):
+        s = MarketStream(sim.ws_url, "SOL_USDC", queue.Queue(), stale_after=5)
+        s.start()
+        s.stop(timeout=3)
+        assert not s._thread.is_alive()
