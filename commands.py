@@ -22,7 +22,7 @@ from errors import EXIT_FORCED, EXIT_OK, EXIT_RUNTIME, FatalError, InputError
 from log_setup import setup_logging
 from notify import URLS_ENV, Notifier, try_urls
 from order_manager import OrderManager
-from paper import paper_market, paper_path, start_paper
+from paper import live_market, paper_market, paper_path, sim_state_path, start_paper
 from reports import level_view, print_status, status_report
 from startup import grid_params, keys_refused, make_grid, market_rules
 from state_store import StateLock, StateStore
@@ -88,14 +88,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         lock.release()
         raise
     try:
+        live = getattr(args, "live_prices", False)
+        if live and not args.paper:
+            raise InputError("--live-prices is for paper mode: add --paper")
         if args.paper:
-            # Each paper run has a new simulated exchange: a grid saved by an earlier one cannot resume.
+            # A random-walk paper run has a new simulated exchange: a grid saved by an earlier run cannot
+            # resume. On live prices the simulated account is saved beside the state file, and a running
+            # paper grid resumes with it.
+            sim_state = sim_state_path(cfg)
             saved = store.active_grid()
-            if saved is not None:
+            resume = live and saved is not None and os.path.exists(sim_state)
+            if saved is not None and not resume:
                 store.set_status(saved.id, "stopped", wall_clock_ms())
-            sim, cfg, signer = start_paper(cfg, args.seed)
+            if live and not resume and os.path.exists(sim_state):
+                os.replace(sim_state, sim_state + ".old")  # a new paper account; the last one kept aside
+            live_from = cfg.api.base_url
+            sim, cfg, signer = start_paper(cfg, args.seed, live=live, sim_state=sim_state)
         setup_logging(cfg, level=args.log_level, log_file=paper_path(cfg.log.file, ".log") if args.paper else None)
-        if args.paper:
+        if args.paper and live:
+            log.info("PAPER MODE on live prices from %s: a simulated exchange at %s follows its trades; paper funds, "
+                     "no real orders, no keys used", live_from, cfg.api.base_url)
+        elif args.paper:
             log.info("PAPER MODE: a simulated exchange at %s with paper funds; no real orders", cfg.api.base_url)
         else:
             log.info("starting: %s on %s", cfg.trading.symbol, cfg.api.base_url)
@@ -193,13 +206,21 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from planner import plan_report, print_plan
 
     cfg = read_config(args.config, need_keys=False)
+    if args.live_prices and not args.paper:
+        raise InputError("--live-prices is for paper mode: add --paper")
     try:
         with_keys = not args.paper and keys_set(cfg)
     except ConfigError as e:
         raise ConfigError(f"{args.config}: {e}") from None
     t = cfg.trading
     balances: dict[str, tuple[Decimal, Decimal]] | None
-    if args.paper:
+    if args.paper and getattr(args, "live_prices", False):
+        spec, price, paper_funds = live_market(cfg)
+        rules = rules_from_spec(spec)
+        source = f"paper mode on live prices: the last price on {cfg.api.base_url}"
+        balances = {k: (v, Decimal(0)) for k, v in paper_funds.items()}
+        balances_source = "paper"
+    elif args.paper:
         spec, price, paper_funds, _ = paper_market(cfg)
         rules = rules_from_spec(spec)
         source = "paper mode: the simulator's starting price"

@@ -158,6 +158,18 @@ def string_list(allowed: tuple[str, ...]) -> Check:
     return check
 
 
+def balances(key: str, v: Any) -> dict[str, Decimal]:
+    """``{"USDC": "1000", "SOL": "10"}``: asset names in capitals, amounts not negative."""
+    if not isinstance(v, dict):
+        raise ConfigError(f"{key} must be an object of asset amounts, e.g. {{\"USDC\": \"1000\"}} (got {_show(v)})")
+    out = {}
+    for asset, amount in v.items():
+        if not re.fullmatch(r"[A-Z0-9]{1,20}", asset):
+            raise ConfigError(f"{key}: {_show(asset)} is not an asset name (capitals, e.g. USDC)")
+        out[asset] = decimal(nonneg=True)(f"{key}.{asset}", amount)
+    return out
+
+
 def _secret_url_problem(v: Any, schemes: str = "") -> str:
     """What is wrong with a URL that holds a secret (never echoed back), or ''."""
     if not isinstance(v, str) or "\0" in v or len(v) > 4096 or any(c.isspace() for c in v):
@@ -237,6 +249,10 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
     "state": {
         "file": (text(), ""),
     },
+    "paper": {
+        "balances": (balances, {}),
+        "stale_after": (seconds(1, 3600), 30.0),
+    },
     "notify": {
         "urls": (secret_urls, ()),
         "events": (string_list(EVENTS), DEFAULT_EVENTS),
@@ -295,6 +311,8 @@ class Config:
     path: str
     warnings: tuple[str, ...] = ()
     notify: NotifyConfig = NotifyConfig()
+    paper_balances: dict[str, Decimal] = field(default_factory=dict)
+    paper_stale_after: float = 30.0
 
     def replace_api(self, **changes: str) -> "Config":
         return replace(self, api=replace(self.api, **changes))
@@ -467,6 +485,8 @@ def load_config(path: str, *, env: Mapping[str, str] | None = None, need_keys: b
         state_file=beside(v["state"]["file"]) if v["state"]["file"] else beside("grid_state.db"),
         path=os.path.abspath(path),
         warnings=tuple(warnings),
+        paper_balances=v["paper"]["balances"],
+        paper_stale_after=v["paper"]["stale_after"],
         notify=NotifyConfig(urls=n["urls"], urls_from=urls_from, events=n["events"],
                             digest_interval=n["digest_interval"], error_after=n["error_after"],
                             daily_hour=n["daily_hour"], heartbeat_url=heartbeat,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Backpack grid bot: the command line, and the one place errors become a message and an exit code.
 
-    python grid_bot.py [run] [--config config.json] [--paper] [--reset] [--log-level DEBUG]
+    python grid_bot.py [run] [--config config.json] [--paper [--live-prices]] [--reset] [--log-level DEBUG]
     python grid_bot.py status [--config config.json] [--paper] [--json]
     python grid_bot.py plan [--config config.json] [--paper] [--json]
     python grid_bot.py backtest [--config config.json] (--klines FILE.csv | --fetch [--days N]) [--sweep K=V,..]
@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--paper", action="store_true",
                      help="trade against a built-in simulator with paper funds; no keys needed")
     run.add_argument("--seed", type=int, help="paper mode: seed of the simulated price path (repeatable runs)")
+    run.add_argument("--live-prices", action="store_true",
+                     help="paper mode: follow the real market's trades (public data from api.base_url and "
+                          "api.ws_url; no key is used)")
     run.add_argument("--reset", action="store_true",
                      help="cancel the orders of the saved running grid and start this config's grid")
     run.add_argument("--adopt", action="store_true",
@@ -69,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plan", help="show what the configured grid would place and need, placing nothing")
     pl.add_argument("--config", default="config.json", help="config file (default config.json)")
     pl.add_argument("--paper", action="store_true", help="the paper-mode market, price and balances")
+    pl.add_argument("--live-prices", action="store_true",
+                    help="with --paper: the real market's rules and last price, with the paper balances")
     pl.add_argument("--json", action="store_true", help="print JSON")
     pl.set_defaults(func=cmd_plan)
     bt = sub.add_parser("backtest", help="run the configured grid over historical prices")

@@ -44,7 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--symbol", default="SOL_USDC", choices=[m.symbol for m in DEFAULT_MARKETS],
                    help="the default market: --price and a replay feed apply to it")
     p.add_argument("--price", type=_decimal, help="starting price of the default market")
-    p.add_argument("--feed", default="random", help="random | none | replay:FILE (a klines CSV)")
+    p.add_argument("--feed", default="random",
+                   help="random | none | replay:FILE (a klines CSV) | live (follow --live-rest/--live-ws)")
+    p.add_argument("--live-rest", default="", help="live feed: the real market's REST URL")
+    p.add_argument("--live-ws", default="", help="live feed: the real market's WebSocket URL")
     p.add_argument("--seed", type=int, default=1, help="random feed seed (default 1)")
     p.add_argument("--volatility", type=float, default=0.001,
                    help="random feed: standard deviation of each tick's log-price move (default 0.001)")
@@ -86,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                     replay_speed=args.replay_speed, maker_fee=args.maker_fee, taker_fee=args.taker_fee,
                     balances=balances, ticker_interval=args.ticker_interval,
                     ping_interval=args.ws_ping_interval, pong_timeout=args.ws_pong_timeout,
-                    rate_limit=args.rate_limit, max_batch=args.max_batch, clock_offset_ms=args.clock_offset_ms)
+                    rate_limit=args.rate_limit, max_batch=args.max_batch, clock_offset_ms=args.clock_offset_ms,
+                    live_rest=args.live_rest, live_ws=args.live_ws)
     try:
         sim = Simulator(cfg).start()
     except (FeedError, ValueError, OSError) as e:

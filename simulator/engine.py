@@ -71,6 +71,7 @@ class Exchange(MarketData, AccountViews):
         # Order ids are digit strings that grow but are not contiguous (backpack_api.md §1).
         self._next_order_id = 4_227_700_000 + self._rng.randrange(100_000)
         self.request_count = 0
+        self.version = 0
         now = self.clock_us()
         for m in self.markets.values():
             self._record_tick(m, now, m.price, ZERO)
@@ -82,6 +83,7 @@ class Exchange(MarketData, AccountViews):
         return (steps * spec.tick_size).quantize(spec.tick_size)
 
     def _journal(self, kind: str, **fields: Any) -> None:
+        self.version += 1  # something changed (paper mode saves the exchange when it has)
         if not self.history:
             return
         entry = {"t": self.clock_us(), "type": kind}
@@ -381,8 +383,10 @@ class Exchange(MarketData, AccountViews):
 
     # ------------------------------------------------------------------ price moves
     def set_price(self, symbol: str, price: Decimal, *, liquidity: Decimal | None = None,
-                  volume: Decimal = ZERO) -> list[Fill]:
-        """Move the market to ``price`` and fill every resting order the move trades through."""
+                  volume: Decimal = ZERO, total: Decimal | None = None, cause: int | None = None) -> list[Fill]:
+        """Move the market to ``price`` and fill every resting order the move trades through: each
+        completely, or at most ``liquidity`` of each, or at most ``total`` of them all together (a real
+        trade of that quantity, ``cause`` its id, fills no more than it traded), best price first."""
         with self.lock:
             m = self.market(symbol)
             price = self._round_tick(m.spec, price)
@@ -391,7 +395,8 @@ class Exchange(MarketData, AccountViews):
             m.price = price
             now = self.clock_us()
             self._record_tick(m, now, price, volume)
-            self._journal("price", symbol=symbol, price=s(price))
+            self._journal("price", symbol=symbol, price=s(price), cause=cause,
+                          quantity=None if total is None else s(total))
             book = self.open_by_symbol[symbol].values()
             bids = sorted((o for o in book if o.side == "Bid" and o.price is not None and o.price > price),
                           key=lambda o: (-o.price, o.created_us))
@@ -400,13 +405,18 @@ class Exchange(MarketData, AccountViews):
             fills = []
             held = self.sink = HeldEvents(self.sink)
             try:
+                left = None if total is None else total.quantize(m.spec.step_size, ROUND_DOWN)
                 for o in bids + asks:
                     qty = o.remaining
                     if liquidity is not None:
                         qty = min(qty, liquidity.quantize(m.spec.step_size, ROUND_DOWN))
+                    if left is not None:
+                        qty = min(qty, left)
                     if qty <= 0:
                         continue
                     fills.append(self._fill(m, o, qty, o.price, is_maker=True))
+                    if left is not None:
+                        left -= qty
                 self._book_changed(m)
             finally:
                 self.sink = held.sink

@@ -22,6 +22,7 @@ from .records import OrderRequest, SimError
 from .wire import kline_time
 from .faults import FaultBoard
 from .feeds import Feed, RandomFeed, ReplayFeed
+from .live_feed import LiveFeed
 from .markets import DEFAULT_MARKETS, DEFAULT_SYMBOL, KLINE_SECONDS, MarketSpec
 from .ratelimit import RateLimiter
 from .rest import RestServer
@@ -57,6 +58,10 @@ class SimConfig:
     max_batch: int = 50
     markets: tuple[MarketSpec, ...] = DEFAULT_MARKETS
     clock_offset_ms: int = 0              # the simulator's clock minus this machine's
+    live_rest: str = ""                   # feed "live": the real market's REST and WebSocket URLs
+    live_ws: str = ""
+    live_stale_after: float = 30.0
+    live_logger: str = "simulator.live"   # paper mode logs the live feed into the bot's log
 
 
 class Simulator:
@@ -65,7 +70,15 @@ class Simulator:
         if cfg.symbol not in {m.symbol for m in cfg.markets}:
             raise ValueError(f"unknown market {cfg.symbol}")
         self.replay: ReplayFeed | None = None
+        self.live: LiveFeed | None = None
         prices: dict[str, Decimal] = {}
+        if cfg.feed == "live":
+            if not (cfg.live_rest and cfg.live_ws):
+                raise ValueError("the live feed needs live_rest and live_ws")
+            self.live = LiveFeed(self._live_trade, cfg.symbol, cfg.live_rest, cfg.live_ws,
+                                 stale_after=cfg.live_stale_after, log=logging.getLogger(cfg.live_logger))
+            if cfg.price is None:
+                prices[cfg.symbol] = self.live.first_price()
         if cfg.feed.startswith("replay:"):
             self.replay = ReplayFeed(self._move, cfg.symbol, cfg.feed[len("replay:"):],
                                      speed=cfg.replay_speed)
@@ -88,10 +101,12 @@ class Simulator:
             self.feed = RandomFeed(self._move, {s: m.price for s, m in self.exchange.markets.items()},
                                    seed=cfg.seed, volatility=cfg.volatility,
                                    tick_seconds=cfg.tick_seconds, reversion=cfg.reversion)
+        elif self.live is not None:
+            self.feed = self.live
         elif cfg.feed == "none":
             self.feed = Feed()
         else:
-            raise ValueError(f"unknown feed {cfg.feed!r}: random, none or replay:FILE")
+            raise ValueError(f"unknown feed {cfg.feed!r}: random, none, live or replay:FILE")
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.rest: RestServer | None = None
@@ -103,6 +118,11 @@ class Simulator:
         if fault is None:
             return None
         return SimError(400, fault.code or "INVALID_ORDER", fault.message or "")
+
+    def _live_trade(self, symbol: str, price: Decimal, quantity: Decimal, trade_id: int) -> None:
+        """A real trade: the paper orders it printed through fill, at most its quantity together."""
+        self.exchange.set_price(symbol, price, volume=quantity, total=quantity, cause=trade_id)
+        self.exchange.record_market_trade(symbol, quantity)
 
     def _move(self, symbol: str, price: Decimal, volume: Decimal) -> None:
         self.exchange.set_price(symbol, price, liquidity=self.config.liquidity, volume=volume)

@@ -1,0 +1,161 @@
+"""Paper mode on live prices. The "real" exchange is a second simulator with a random feed, standing in
+for Backpack; the bot runs as its own process with ``--paper --live-prices``, talking only to its
+in-process paper simulator, which follows the real one's public trades."""
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from backpack_api import generate_keypair
+from simulator import SimControl, running_simulator
+from simulator.server import SimConfig
+from tests.helpers import start_process, wait_until
+
+D = Decimal
+ROOT = Path(__file__).resolve().parent.parent
+BOT = str(ROOT / "grid_bot.py")
+
+
+@pytest.fixture
+def real():
+    """The stand-in for Backpack: SOL_USDC wandering around 149.5, a trade every 0.1 s."""
+    with running_simulator(SimConfig(feed="random", seed=5, price=D("149.5"), tick_seconds=0.1,
+                                     volatility=0.0015, reversion=0.05, ticker_interval=0.5)) as s:
+        yield s
+
+
+def write_config(tmp_path, real, stale_after=30, **trading):
+    api_key, secret = generate_keypair()   # real-looking keys in the file: they must never be used
+    t = {"symbol": "SOL_USDC", "grid_lower": "146", "grid_upper": "153", "grid_num": 8, "quantity": "0.5",
+         "interval": 1, "on_exit": "keep", **trading}
+    cfg = {"api": {"base_url": real.rest_url, "ws_url": real.ws_url, "api_key": api_key, "api_secret": secret},
+           "trading": t, "log": {"file": str(tmp_path / "grid_bot.log"), "console": False},
+           "paper": {"balances": {"USDC": "5000", "SOL": "20"}, "stale_after": stale_after}}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    return str(path)
+
+
+def start_bot(path):
+    return start_process([sys.executable, BOT, "--paper", "--live-prices", "--config", path], cwd=str(ROOT),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def stop_bot(proc):
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    proc.communicate()
+
+
+def paper_control(tmp_path, runs=1):
+    """The paper simulator's control API, from the URL the bot logs at start (the ``runs``-th start)."""
+    def url():
+        log = tmp_path / "grid_bot.paper.log"
+        found = re.findall(r"a simulated exchange at (http://127\.0\.0\.1:\d+) follows", log.read_text()) \
+            if log.exists() else []
+        return found[runs - 1] if len(found) >= runs else None
+    return SimControl(wait_until(url, timeout=30, message="the paper simulator's URL in the log"))
+
+
+def our_fills(state):
+    return [f for f in state["fills"]]
+
+
+def test_paper_fills_follow_the_real_trades_and_the_account_is_never_touched(tmp_path, real):
+    real_control = SimControl(real.rest_url)
+    path = write_config(tmp_path, real)
+    proc = start_bot(path)
+    try:
+        paper = paper_control(tmp_path)
+        wait_until(lambda: len(paper.state()["fills"]) >= 4, timeout=60, message="four paper fills")
+        # The real public stream drops for 2 s: the feed reconnects and replays the trades it missed.
+        real_control.fault(kind="ws_drop", seconds=2)
+        wait_until(lambda: paper.state()["feed"]["connects"] >= 2 and paper.state()["feed"]["gap_filled"] > 0,
+                   timeout=30, message="a reconnect and a gap-fill")
+        state = paper.state()
+        real_streams = real_control.state()["ws"]["streams"]
+    finally:
+        stop_bot(proc)
+    real_trades = {t["id"]: t for t in real.exchange.markets["SOL_USDC"].trades}
+    # Every paper fill was caused by a real trade that printed strictly through its price, and the
+    # fills one trade caused add up to no more than it traded.
+    cause = None
+    per_trade: dict[int, D] = {}
+    fills = 0
+    for e in state["journal"]:
+        if e["type"] == "price":
+            cause = e.get("cause")
+        elif e["type"] == "fill":
+            fills += 1
+            assert cause is not None, "a paper fill without a real trade behind it"
+            trade = real_trades[cause]
+            if e["side"] == "Bid":
+                assert D(trade["price"]) < D(e["price"])
+            else:
+                assert D(trade["price"]) > D(e["price"])
+            per_trade[cause] = per_trade.get(cause, D(0)) + D(e["quantity"])
+            assert per_trade[cause] <= D(trade["quantity"])
+    assert fills >= 4
+    # Not one signed request and not one private subscription reached the "real" exchange.
+    signed = [e for e in real.exchange.journal if e["type"] == "request" and e.get("account")]
+    assert signed == [] and not [s for s in real_streams if s.startswith("account.")]
+    assert real.exchange.accounts == {}
+
+
+def test_a_restart_resumes_the_paper_grid_on_live_prices(tmp_path, real):
+    path = write_config(tmp_path, real)
+    proc = start_bot(path)
+    try:
+        paper = paper_control(tmp_path)
+        wait_until(lambda: len(paper.state()["fills"]) >= 2, timeout=60, message="two paper fills")
+        before = paper.state()
+    finally:
+        stop_bot(proc)                       # on_exit keep: the paper orders stay on the paper book
+    open_before = {o["clientId"] for o in before["orders"] if o["status"] in ("New", "PartiallyFilled")}
+    assert (tmp_path / "grid_state.paper.sim.json").exists()
+    proc = start_bot(path)
+    try:
+        paper = paper_control(tmp_path, runs=2)
+        log = tmp_path / "grid_bot.paper.log"
+        wait_until(lambda: "resuming grid 1" in log.read_text(), timeout=30, message="the grid resumed")
+        after = paper.state()
+        open_after = {o["clientId"] for o in after["orders"] if o["status"] in ("New", "PartiallyFilled")}
+        assert open_before <= {o["clientId"] for o in after["orders"]}   # the same paper orders, not new ones
+        assert open_after
+        assert len(after["fills"]) >= len(before["fills"])
+    finally:
+        stop_bot(proc)
+    status = subprocess.run([sys.executable, BOT, "status", "--paper", "--json", "--config", path], cwd=str(ROOT),
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["grid"]["id"] == 1 and report["grid"]["status"] == "running"   # kept, to resume again
+
+
+def test_a_stale_feed_says_so_and_fills_nothing_until_prices_are_back(tmp_path, real):
+    real_control = SimControl(real.rest_url)
+    path = write_config(tmp_path, real, stale_after=1.5)
+    proc = start_bot(path)
+    log = tmp_path / "grid_bot.paper.log"
+    try:
+        paper = paper_control(tmp_path)
+        wait_until(lambda: paper.state()["feed"]["trades"] > 0, timeout=30, message="live trades")
+        real_control.fault(kind="ws_silent", seconds=4)         # nothing at all from the real stream
+        wait_until(lambda: "live prices stale" in log.read_text(), timeout=30, message="the stale warning")
+        stale = paper.state()
+        assert stale["feed"]["stale"] is True
+        # Stale: no trade arrives, so the paper market stands still (its last move is older than the warning).
+        moves = [e for e in stale["journal"] if e["type"] == "price"]
+        assert stale["time_us"] - moves[-1]["t"] >= 1_000_000
+        wait_until(lambda: "live prices are back" in log.read_text(), timeout=30, message="prices back")
+        # Back: the trades the silence hid are replayed from REST, in order, before new ones.
+        assert paper.state()["feed"]["gap_filled"] > 0
+    finally:
+        stop_bot(proc)
