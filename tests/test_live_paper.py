@@ -159,3 +159,18 @@ def test_a_stale_feed_says_so_and_fills_nothing_until_prices_are_back(tmp_path, 
         assert paper.state()["feed"]["gap_filled"] > 0
     finally:
         stop_bot(proc)
+
+
+def test_plan_on_live_prices_uses_the_real_market_and_paper_balances(tmp_path, real):
+    path = write_config(tmp_path, real)
+    out = subprocess.run([sys.executable, BOT, "plan", "--paper", "--live-prices", "--json", "--config", path],
+                         cwd=str(ROOT), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["price_source"] == f"paper mode on live prices: the last price on {real.rest_url}"
+    assert abs(D(report["price"]) - D("149.5")) < D(5)      # the stand-in's wandering price, not a default
+    assert report["balances_source"] == "paper"
+    assert not [e for e in real.exchange.journal if e["type"] == "request" and e.get("account")]
+    noflag = subprocess.run([sys.executable, BOT, "plan", "--live-prices", "--config", path], cwd=str(ROOT),
+                            capture_output=True, text=True, timeout=60)
+    assert noflag.returncode == 2 and noflag.stderr.strip() == "grid_bot: --live-prices is for paper mode: add --paper"
