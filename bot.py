@@ -26,8 +26,8 @@ from errors import EXIT_OK, EXIT_RUNTIME, GridBotError
 from executor import ActiveGrid, Executor, describe_orders
 from order_state import OrderState
 from notify import Digest, ErrorWatch, Notifier
-from reports import format_stats, start_message
-from startup import Startup
+from reports import format_stats, start_message, wait_reason
+from startup import ClockWatch, Startup
 from state_store import StateStore
 from websocket_client import MarketStream, OrderEvent, StreamDown, StreamError, StreamUp, TickerEvent
 
@@ -78,42 +78,6 @@ class LastPrice:
             self.source = PriceSource.REST_FALLBACK
 
 
-class ClockWatch:
-    """When the exchange refuses our signed requests, measure this machine's clock against the
-    exchange's (``GET /api/v1/time``) and, if it is off by more than the signature window allows, say
-    so once, with what to do; say so again when it is back. The bot keeps trying meanwhile."""
-
-    RECHECK_S = 30.0
-
-    def __init__(self, client: BackpackClient, window_ms: int, wall_ms: Callable[[], int],
-                 clock: Callable[[], float]) -> None:
-        self.client, self.window_ms, self.wall_ms, self.clock = client, window_ms, wall_ms, clock
-        self.seen = client.signed_refusals
-        self.next_check = 0.0
-        self.skewed = False
-
-    def check(self) -> None:
-        refused = self.client.signed_refusals != self.seen
-        if not (refused or self.skewed) or self.clock() < self.next_check:
-            return
-        self.seen = self.client.signed_refusals
-        self.next_check = self.clock() + self.RECHECK_S
-        try:
-            skew_ms = self.wall_ms() - self.client.server_time_ms()
-        except BackpackError:
-            return
-        off = abs(skew_ms) > self.window_ms * 0.8
-        if off and not self.skewed:
-            log.error("the exchange refuses our signed requests: this machine's clock is %.1f s %s the exchange's, "
-                      "more than the %.0f s signature window allows; sync the clock (enable NTP: timedatectl "
-                      "set-ntp true). Trying again meanwhile", abs(skew_ms) / 1000,
-                      "ahead of" if skew_ms > 0 else "behind", self.window_ms / 1000)
-        elif self.skewed and not off:
-            log.info("the clock is back in sync with the exchange's (%+.1f s): signed requests go through again",
-                     skew_ms / 1000)
-        self.skewed = off
-
-
 class GridBot:
     def __init__(self, cfg: Config, *, signer: Signer | None = None, tag: int | None = None,
                  clock: Callable[[], float] = time.monotonic, wall_ms: Callable[[], int] = wall_clock_ms,
@@ -155,6 +119,8 @@ class GridBot:
         self.check_ok = True     # whether the last REST check reached the exchange
         self.last_ok_check = clock()
         self.last_step = clock()
+        self.waiting_since: dict[int, float] = {}   # pair -> since when it has had no order (report_waiting)
+        self.waiting_told: set[int] = set()
         self.notifier = notifier
         self.digest: Digest | None = None
         self.watch: ErrorWatch | None = None
@@ -295,13 +261,18 @@ class GridBot:
         verified (fills then arrive at once; REST is the safety net)."""
         return self.t.interval * (STREAM_POLL_FACTOR if self.stream_verified and self.stream_up else 1)
 
+    def next_check(self) -> float:
+        """When the next REST check is due. The first comes one ``interval`` after the start, whatever
+        the stream does, so a new grid has its first checkpoint (``status``) within seconds."""
+        return self.last_check + (self.check_interval() if self.polls else self.t.interval)
+
     def deadline(self) -> float | None:
         return self.started + self.t.duration if self.t.duration else None
 
     def wait_time(self) -> float:
         """How long the loop may wait for an event before something else is due (at most 1 s)."""
         now = self.clock()
-        due = [self.last_check + self.check_interval(), self.next_stats, now + 1.0]
+        due = [self.next_check(), self.next_stats, now + 1.0]
         deadline = self.deadline()
         if deadline is not None:
             due.append(deadline)
@@ -318,7 +289,7 @@ class GridBot:
         if self.stop_event.is_set():
             return
         self.clock_watch.check()
-        if self.clock() >= self.last_check + self.check_interval() or self.gap_fill is not None:
+        if self.clock() >= self.next_check() or self.gap_fill is not None:
             self.check()
             self.last_check = self.clock()
         self.act()
@@ -436,8 +407,26 @@ class GridBot:
         self.g.publish()
         self.g.save()
 
+    def report_waiting(self) -> None:
+        """A level that has waited for its order longer than three intervals is logged once, with the
+        real reason (the price band, crossing the price, a retry after a rejection)."""
+        assert self.g is not None
+        now, now_ms = self.clock(), self.wall_ms()
+        for p in self.g.om.pairs:
+            if p.order is not None:
+                self.waiting_since.pop(p.index, None)
+                self.waiting_told.discard(p.index)
+                continue
+            since = self.waiting_since.setdefault(p.index, now)
+            if p.index not in self.waiting_told and now - since > 3 * self.t.interval:
+                self.waiting_told.add(p.index)
+                level = self.g.om.grid.pair_level(p.index, p.side)
+                log.warning("level %d (%s @ %s) has waited %.0f s for its order: %s", level, p.side.value,
+                            self.g.om.grid.levels[level], now - since, wait_reason(self.g.om, p, now_ms, self.price))
+
     def log_stats(self) -> None:
         assert self.g is not None and self.last is not None
+        self.report_waiting()
         source = "" if self.last.source is PriceSource.STREAM or not self.t.use_websocket else " (REST)"
         log.info("%s", format_stats(self.g.om.stats(self.price), self.g.om.grid, self.clock() - self.started, source))
 

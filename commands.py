@@ -25,7 +25,7 @@ from order_manager import OrderManager
 from paper import live_market, paper_market, paper_path, sim_state_path, start_paper
 from reports import level_view, print_status, status_report
 from startup import grid_params, keys_refused, make_grid, market_rules
-from state_store import StateLock, StateStore
+from state_store import StateError, StateLock, StateStore
 
 log = logging.getLogger("grid_bot")
 
@@ -159,7 +159,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         if saved is None:
             raise InputError(f"no grid saved in {store.path} yet")
         om = OrderManager.from_snapshot(saved.spec, saved.tag, store.load(saved))
-        report = status_report(saved, om, store.path, wall_clock_ms())
+        paper = None
+        if args.paper:
+            paper = "live" if os.path.exists(sim_state_path(cfg)) else "random"
+        report = status_report(saved, om, store.path, wall_clock_ms(), running=bot_running(store.path),
+                               paper=paper)
     finally:
         store.close()
     if args.json:
@@ -167,6 +171,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         print_status(report)
     return EXIT_OK
+
+
+def bot_running(state_path: str) -> bool:
+    """Does a bot hold this state file's lock now? (Taken and given back at once when none does.)"""
+    try:
+        StateLock(state_path).acquire().release()
+    except StateError as e:
+        return "is running" in str(e)  # not "cannot create the lock file": then nobody can hold it
+    return False
 
 
 def keys_set(cfg: Config) -> bool:

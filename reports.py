@@ -15,6 +15,7 @@ from events import (ClosedByExchange, CounterOrderDecided, DuplicateOnBook, Fill
                     FilledIncomplete, GridEvent, LookupResolved, OrderRefused, OutcomeUnknown,
                     RoundTripCompleted, TransitionRefused)
 from grid_calculator import GridSpec
+from models import Side
 from order_manager import OrderManager
 
 INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR
@@ -110,6 +111,30 @@ def start_message(grid: GridSpec, price: Decimal, resumed: bool) -> str:
             f"{grid.base} each; price {fmt_amount(price)}.")
 
 
+def wait_reason(om: OrderManager, pair: Any, now_ms: int, market: Decimal | None) -> str:
+    """Why a pair has no order on the book now, in words for the log and ``status``."""
+    if pair.order is not None:
+        return "it has one"
+    exp = om.grid.levels[0].as_tuple().exponent
+    places = max(0, -exp) if isinstance(exp, int) else 2
+    if now_ms < pair.retry_at_ms:
+        return f"the exchange refused it; it is tried again in {(pair.retry_at_ms - now_ms + 999) // 1000} s"
+    level = om.grid.pair_level(pair.index, pair.side)
+    price = om.grid.levels[level]
+    if level in {o.level for o in om.live_orders()}:
+        return "its level still holds the other side's order"
+    s = om.settings
+    if market is not None and s.max_multiplier is not None and price > market * s.max_multiplier:
+        return (f"it lies above the exchange's price band (at most {s.max_multiplier}x the last price {market}); "
+                f"it waits until the price rises to {price / s.max_multiplier:.{places}f}")
+    if market is not None and s.min_multiplier is not None and price < market * s.min_multiplier:
+        return (f"it lies below the exchange's price band (at least {s.min_multiplier}x the last price {market}); "
+                f"it waits until the price falls to {price / s.min_multiplier:.{places}f}")
+    if market is not None and om.grid.post_only and (price > market if pair.side is Side.BID else price < market):
+        return f"a post-only {pair.side.value} at {price} would cross the price {market}; it waits for the price"
+    return "it is about to be placed"
+
+
 def level_view(om: OrderManager) -> list[dict]:
     """Each level with the order resting on it (for status and plan output)."""
     occupied = {o.level: o for o in om.live_orders()}
@@ -125,12 +150,35 @@ def level_view(om: OrderManager) -> list[dict]:
     return rows
 
 
-def status_report(saved: Any, om: OrderManager, state_path: str, now_ms: int) -> dict[str, Any]:
-    """The saved state of a grid as plain JSON-able data (decimals as strings)."""
+def situation(saved: Any, om: OrderManager, running: bool, paper: str | None) -> str:
+    """What the grid is doing, truthfully: running, stopped, or interrupted (and what may be open)."""
+    live = len(om.live_orders())
+    if saved.status == "stopped":
+        return (f"stopped {iso(saved.stopped_ms) or ''}: its orders were cancelled; the next start lays out a new "
+                f"grid").replace("  ", " ")
+    if running:
+        return "running: the bot is working on this grid now"
+    if paper == "random":
+        return ("interrupted: the paper bot is not running and its simulated exchange ended with it, so nothing "
+                "is open anywhere; the next paper run starts a new grid")
+    if paper == "live":
+        return (f"not running: {live} paper order(s) were left on the saved paper account (on_exit keep, a forced "
+                f"exit or a crash); the next --paper --live-prices run resumes the grid")
+    return (f"not running: {live} order(s) may still be open on the exchange (on_exit keep, a forced exit or a "
+            f"crash); the next start settles and resumes them, --reset cancels them")
+
+
+def status_report(saved: Any, om: OrderManager, state_path: str, now_ms: int, *, running: bool = False,
+                  paper: str | None = None) -> dict[str, Any]:
+    """The saved state of a grid as plain JSON-able data (decimals as strings). ``running``: a bot holds
+    the state file now; ``paper``: ``random`` or ``live`` for paper mode's state."""
     st = om.stats(None)
     spec = saved.spec
+    waiting = running and saved.status == "running"
     return {
         "state_file": state_path,
+        "situation": situation(saved, om, running, paper),
+        "bot_running": running,
         "grid": {"id": saved.id, "status": saved.status, "symbol": spec.symbol, "mode": spec.mode.value,
                  "levels": [f"{x:f}" for x in spec.levels], "quantity": f"{spec.quantity:f}",
                  "base": spec.base, "quote": spec.quote, "params": saved.params,
@@ -146,8 +194,13 @@ def status_report(saved: Any, om: OrderManager, state_path: str, now_ms: int) ->
                     "executed": None if row["executed"] is None else f"{row['executed']:f}"}
                    for row in level_view(om)],
         # What each pair of adjacent levels wants now; "waiting" when its order is not on the book.
+        # "waiting" only while a bot runs the grid: a stopped grid's orders were cancelled on purpose.
         "pairs": [{"pair": p.index, "side": p.side.value, "level": spec.pair_level(p.index, p.side),
-                   "waiting": p.order is None, "round_trips": p.round_trips} for p in om.pairs],
+                   "waiting": waiting and p.order is None,
+                   "why": (wait_reason(om, p, now_ms, None) if now_ms < p.retry_at_ms else
+                           "it waits for the price: a post-only order may not cross it, and the exchange takes "
+                           "orders only within its band around the last price") if waiting and p.order is None else None,
+                   "round_trips": p.round_trips} for p in om.pairs],
     }
 
 
@@ -156,18 +209,17 @@ def print_status(r: dict[str, Any]) -> None:
     print(f"grid {g['id']} ({g['status']}) {g['symbol']} {g['mode']}, {len(g['levels'])} levels "
           f"{g['levels'][0]}..{g['levels'][-1]}, {g['quantity']} {g['base']} per order")
     ago = f" ({g['last_checkpoint_ago_s']} s ago)" if g["last_checkpoint_ago_s"] is not None else ""
-    print(f"  created {g['created']}; last checkpoint {g['last_checkpoint'] or 'never'}{ago}"
+    print(f"  created {g['created']}; last checkpoint {g['last_checkpoint'] or 'none yet'}{ago}"
           + (f"; stopped {g['stopped']}" if g["stopped"] else ""))
     print(f"  parameters: {describe_params(g['params'])}")
+    print(f"  {r['situation']}")
     print(f"  state file: {r['state_file']}")
     fees = ", ".join(f"{fmt_amount(Decimal(v))} {k}" for k, v in s["fees"].items()) or "0"
     print(f"round trips {s['round_trips']} | grid profit {fmt_amount(Decimal(s['grid_profit']))} {g['quote']} | "
           f"fees {fees} | position {fmt_amount(Decimal(s['position']))} {g['base']} | fills {s['fills']} | "
           f"open {s['open_buys']} buys / {s['open_sells']} sells")
-    waiting = [p for p in r["pairs"] if p["waiting"]]
-    if waiting:
-        print("waiting: " + ", ".join(f"{p['side']} at level {p['level']}" for p in waiting)
-              + " (it would cross the price, or it is retried after a rejection)")
+    for p in (p for p in r["pairs"] if p["waiting"]):
+        print(f"waiting: {p['side']} at level {p['level']}: {p['why']}")
     print("level  price           order")
     for row in reversed(r["levels"]):
         if row["side"] is None:

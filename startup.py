@@ -10,7 +10,7 @@ import difflib
 import logging
 import random
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, Callable, Collection, TypeVar
 
 from backpack_api import BackpackClient, BackpackError, RequestRejected, TransientError
@@ -73,13 +73,58 @@ def market_rules(client: BackpackClient, symbol: str, base_url: str) -> MarketRu
 
 
 def make_grid(rules: MarketRules, t: Any, price: Decimal) -> tuple[GridSpec, list[str]]:
-    """The grid the config asks for on this market at this price (and notes worth a warning)."""
+    """The grid the config asks for on this market at this price (and notes worth a warning). A grid
+    of which no order could be placed now is refused (exit 2)."""
     try:
-        return build_grid(rules, mode=GridMode(t.grid_mode), grid_num=t.grid_num, quantity=t.quantity,
-                          post_only=t.post_only, lower=t.grid_lower, upper=t.grid_upper,
-                          auto_price=t.auto_price, price_range=t.price_range, price=price)
+        grid, notes = build_grid(rules, mode=GridMode(t.grid_mode), grid_num=t.grid_num, quantity=t.quantity,
+                                 post_only=t.post_only, lower=t.grid_lower, upper=t.grid_upper,
+                                 auto_price=t.auto_price, price_range=t.price_range, price=price)
     except GridError as e:
         raise InputError(str(e)) from None
+    return grid, notes + placement_notes(grid, rules, price)
+
+
+def placement_notes(grid: GridSpec, rules: MarketRules, price: Decimal) -> list[str]:
+    """What a grid cannot do at this price, said before it starts: the price outside the range (which
+    side the grid starts with, and what it needs), a range far from the price (a typo?), and levels
+    outside the exchange's price band around the last price (named; refused when that is every one).
+    """
+    notes: list[str] = []
+    lo, hi = grid.levels[0], grid.levels[-1]
+    q = rules.tick_size
+    if price < lo or price > hi:
+        below = price < lo
+        gap = (lo - price if below else price - hi) / price
+        notes.append(f"the price {price} is {'below' if below else 'above'} the grid ({lo}..{hi}): it starts with "
+                     f"{'sells only and needs ' + grid.base if below else 'buys only and needs ' + grid.quote} for "
+                     f"all of them, and trades only once the price {'rises' if below else 'falls'} into the range"
+                     + (f"; the range is {gap:.0%} away from the price: a typo?" if gap > Decimal("0.2") else ""))
+    elif hi / lo > 10:
+        notes.append(f"the range {lo}..{hi} spans more than 10x: a typo? (each step is "
+                     f"{(hi - lo) / (len(grid.levels) - 1)} wide)")
+    mx, mn = rules.max_multiplier, rules.min_multiplier
+    if mx is None and mn is None:
+        return notes
+    # Checked as the exchange checks (exact); shown at the tick, rounded inward.
+    band_hi = price * mx if mx is not None else None
+    band_lo = price * mn if mn is not None else None
+    empty, planned = initial_plan(grid, price)
+    outside = [o.price for o in planned
+               if (band_hi is not None and o.price > band_hi) or (band_lo is not None and o.price < band_lo)]
+    if not outside:
+        return notes
+    shown_lo = band_lo.quantize(q, ROUND_CEILING) if band_lo is not None else 0
+    shown_hi = band_hi.quantize(q, ROUND_FLOOR) if band_hi is not None else "inf"
+    band = (f"{mn if mn is not None else 0}x..{mx if mx is not None else 'inf'}x the last price {price}: "
+            f"{shown_lo}..{shown_hi}")
+    which = ", ".join(str(p) for p in outside[:8]) + (", ..." if len(outside) > 8 else "")
+    if len(outside) == len(planned):
+        raise InputError(f"no order of this grid can be placed now: every level ({lo}..{hi}) lies outside the "
+                         f"exchange's price band ({band}); set trading.grid_lower and trading.grid_upper around "
+                         f"the price")
+    notes.append(f"{len(outside)} of the grid's {len(planned)} orders ({which}) lie outside the exchange's price "
+                 f"band ({band}): they wait until the price comes near enough")
+    return notes
 
 
 def keys_refused(e: RequestRejected) -> InputError:
@@ -114,6 +159,42 @@ def check_clock(client: BackpackClient, wall_ms: Callable[[], int]) -> None:
                          f"(enable NTP: timedatectl set-ntp true) and start again")
     if abs(skew) >= min(1.0, window / 5):
         log.warning("this machine's clock is %+.1f s off the exchange's; signed requests allow %g s", skew, window)
+
+
+class ClockWatch:
+    """When the exchange refuses our signed requests, measure this machine's clock against the
+    exchange's (``GET /api/v1/time``) and, if it is off by more than the signature window allows, say
+    so once, with what to do; say so again when it is back. The bot keeps trying meanwhile."""
+
+    RECHECK_S = 30.0
+
+    def __init__(self, client: BackpackClient, window_ms: int, wall_ms: Callable[[], int],
+                 clock: Callable[[], float]) -> None:
+        self.client, self.window_ms, self.wall_ms, self.clock = client, window_ms, wall_ms, clock
+        self.seen = client.signed_refusals
+        self.next_check = 0.0
+        self.skewed = False
+
+    def check(self) -> None:
+        refused = self.client.signed_refusals != self.seen
+        if not (refused or self.skewed) or self.clock() < self.next_check:
+            return
+        self.seen = self.client.signed_refusals
+        self.next_check = self.clock() + self.RECHECK_S
+        try:
+            skew_ms = self.wall_ms() - self.client.server_time_ms()
+        except BackpackError:
+            return
+        off = abs(skew_ms) > self.window_ms * 0.8
+        if off and not self.skewed:
+            log.error("the exchange refuses our signed requests: this machine's clock is %.1f s %s the exchange's, "
+                      "more than the %.0f s signature window allows; sync the clock (enable NTP: timedatectl "
+                      "set-ntp true). Trying again meanwhile", abs(skew_ms) / 1000,
+                      "ahead of" if skew_ms > 0 else "behind", self.window_ms / 1000)
+        elif self.skewed and not off:
+            log.info("the clock is back in sync with the exchange's (%+.1f s): signed requests go through again",
+                     skew_ms / 1000)
+        self.skewed = off
 
 
 def check_funds(grid: GridSpec, price: Decimal, balances: Balances, maker_fee: Decimal,

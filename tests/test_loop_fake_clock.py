@@ -105,6 +105,11 @@ def test_a_verified_order_stream_slows_the_checks_and_a_drop_restores_them(fake_
                                           0, 0), clock.monotonic()))
     bot.step(0)
     assert bot.stream_verified and bot.check_interval() == 10 * STREAM_POLL_FACTOR
+    # The first check comes one interval after the start, whatever the stream does (a checkpoint for
+    # status within seconds); after it, the slower pace.
+    clock.advance(10)
+    bot.step(0)
+    assert bot.polls == 1
     polls = bot.polls
     clock.advance(49)
     bot.step(0)

@@ -1,0 +1,121 @@
+"""A newcomer's first hour: grids that cannot trade are caught before they start, in run and in plan."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+from simulator import SimControl
+from tests.e2e import open_orders_of, write_config
+
+D = Decimal
+ROOT = Path(__file__).resolve().parent.parent
+BOT = str(ROOT / "grid_bot.py")
+
+
+def bot(*args, timeout=60):
+    return subprocess.run([sys.executable, BOT, *args], cwd=str(ROOT), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_a_grid_wholly_outside_the_price_band_is_refused_by_run_and_plan(tmp_path, quiet_sim):
+    path, signer = write_config(tmp_path, quiet_sim, grid_lower="200", grid_upper="220", grid_num=8)
+    for args in (["plan", "--config", path], ["--config", path]):
+        out = bot(*args)
+        assert out.returncode == 2
+        assert out.stderr.strip() == (
+            "grid_bot: no order of this grid can be placed now: every level (200.00..220.00) lies outside the "
+            "exchange's price band (0.75x..1.25x the last price 149.50: 112.13..186.87); set trading.grid_lower "
+            "and trading.grid_upper around the price")
+    assert open_orders_of(SimControl(quiet_sim.rest_url).state(), signer.api_key) == []
+
+
+def test_plan_names_the_levels_that_must_wait_and_a_price_outside_the_range(tmp_path, quiet_sim):
+    path, _ = write_config(tmp_path, quiet_sim, grid_lower="100", grid_upper="200", grid_num=11)
+    warnings = json.loads(bot("plan", "--json", "--config", path).stdout)["warnings"]
+    assert ("4 of the grid's 10 orders (100.00, 110.00, 190.00, 200.00) lie outside the exchange's price band "
+            "(0.75x..1.25x the last price 149.50: 112.13..186.87): they wait until the price comes near enough") in warnings
+    path, _ = write_config(tmp_path, quiet_sim, grid_lower="155", grid_upper="170", grid_num=6)
+    warnings = json.loads(bot("plan", "--json", "--config", path).stdout)["warnings"]
+    assert ("the price 149.50 is below the grid (155.00..170.00): it starts with sells only and needs SOL for all "
+            "of them, and trades only once the price rises into the range") in warnings
+    path, _ = write_config(tmp_path, quiet_sim, grid_lower="20", grid_upper="30", grid_num=6)
+    out = bot("plan", "--json", "--config", path)
+    assert out.returncode == 2     # 20..30 is outside the band as well as far below the price
+    path, _ = write_config(tmp_path, quiet_sim, grid_lower="120", grid_upper="140", grid_num=6)
+    warnings = json.loads(bot("plan", "--json", "--config", path).stdout)["warnings"]
+    assert any(w.startswith("the price 149.50 is above the grid (120.00..140.00): it starts with buys only")
+               for w in warnings)
+
+
+def start_bot(path, *args):
+    from tests.helpers import start_process
+    return start_process([sys.executable, BOT, *args, "--config", path], cwd=str(ROOT),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def status(path, *args):
+    out = bot("status", "--json", "--config", path, *args)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_status_tells_the_truth_running_stopped_and_interrupted(tmp_path, quiet_sim):
+    import signal
+    from tests.helpers import wait_until
+    control = SimControl(quiet_sim.rest_url)
+    path, signer = write_config(tmp_path, quiet_sim)
+    proc = start_bot(path)
+    try:
+        wait_until(lambda: len(open_orders_of(control.state(), signer.api_key)) == 9, timeout=30)
+        r = wait_until(lambda: (lambda s: s if s["grid"]["last_checkpoint"] else None)(status(path)), timeout=15,
+                       message="a first checkpoint within seconds of the start")
+        assert r["bot_running"] and r["situation"] == "running: the bot is working on this grid now"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        proc.communicate()
+    r = status(path)
+    assert r["situation"].startswith("stopped ") and "its orders were cancelled" in r["situation"]
+    assert not any(p["waiting"] for p in r["pairs"]) and not r["bot_running"]
+    text = bot("status", "--config", path).stdout
+    assert "waiting" not in text
+    # A forced exit leaves the orders open: status says so, and where.
+    proc = start_bot(path)
+    wait_until(lambda: len(open_orders_of(control.state(), signer.api_key)) == 9, timeout=30)
+    proc.kill()
+    proc.wait(timeout=30)
+    proc.communicate()
+    assert status(path)["situation"] == ("not running: 9 order(s) may still be open on the exchange (on_exit keep, "
+                                         "a forced exit or a crash); the next start settles and resumes them, "
+                                         "--reset cancels them")
+    # A paper run killed: its simulator died with it, nothing is open anywhere.
+    proc = start_bot(path, "--paper")
+    wait_until(lambda: (tmp_path / "grid_bot.paper.log").exists()
+               and "placing the initial grid" in (tmp_path / "grid_bot.paper.log").read_text(), timeout=30)
+    proc.kill()
+    proc.wait(timeout=30)
+    proc.communicate()
+    assert status(path, "--paper")["situation"].startswith("interrupted: the paper bot is not running and its "
+                                                           "simulated exchange ended with it")
+
+
+def test_a_level_that_waits_long_is_logged_once_with_its_real_reason(tmp_path, quiet_sim):
+    import signal
+    from tests.helpers import wait_until
+    path, signer = write_config(tmp_path, quiet_sim, grid_lower="100", grid_upper="200", grid_num=11)
+    proc = start_bot(path)
+    log = tmp_path / "grid_bot.log"
+    try:
+        wait_until(lambda: log.exists() and "has waited" in log.read_text(), timeout=30,
+                   message="the waiting level's warning")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        proc.communicate()
+    lines = [ln for ln in log.read_text().splitlines() if "has waited" in ln]
+    assert any("level 0 (Bid @ 100.00) has waited" in ln and "it lies below the exchange's price band (at least "
+               "0.75x the last price 149.5" in ln and "until the price falls to 133.33" in ln for ln in lines)
+    assert len([ln for ln in lines if "level 0 (" in ln]) == 1       # once
