@@ -28,6 +28,7 @@ from decimal import Decimal
 from typing import Any, Callable, Iterable, Sequence
 
 from grid_calculator import GridSpec, funds_needed, initial_plan
+from config import check_flag
 from models import Fill, MarketRules, Order, OrderStatus, Side, parse_market
 from order_manager import OrderManager, Settings
 from simulator.engine import Exchange
@@ -331,6 +332,8 @@ def sweep_settings(pairs: list[tuple[str, list[str]]]) -> list[dict[str, Any]]:
         if not values:
             raise ValueError(f"--sweep {key}: give values, e.g. {key}=10,20,40")
         typed = [int(v) if key == "grid_num" and v.isdigit() else v for v in values]
+        for v in typed:
+            check_flag(f"--sweep {key}", key, v)  # named by the flag, not the config file
         combos = [{**c, key: v} for c in combos for v in typed]
     return combos
 

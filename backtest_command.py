@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from backpack_api import BackpackClient, TransientError, wall_clock_ms
 from commands import public_client, read_config
-from config import Config
+from config import Config, check_flag
 from errors import EXIT_OK, FatalError, InputError
 from startup import make_grid, market_rules
 
@@ -57,6 +57,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {k: getattr(args, k) for k in BACKTEST_FLAGS if getattr(args, k) is not None}
     if isinstance(overrides.get("grid_num"), str) and overrides["grid_num"].isdigit():
         overrides["grid_num"] = int(overrides["grid_num"])
+    for key, value in overrides.items():
+        check_flag(f"--{key.replace('_', '-')}", key, value)  # a bad flag is named as the flag
     try:
         if args.interval not in KLINE_SECONDS:
             raise ValueError(f"--interval {args.interval}: use one of {', '.join(KLINE_SECONDS)}")

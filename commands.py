@@ -35,7 +35,8 @@ def read_config(path: str, **kwargs: Any) -> Config:
     try:
         return load_config(path, **kwargs)
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+        named = not e.from_file or str(e).startswith(path)  # already says where it came from
+        raise ConfigError(str(e) if named else f"{path}: {e}") from None
 
 
 def open_store(cfg: Config, paper: bool, *, readonly: bool = False) -> StateStore:
@@ -186,7 +187,7 @@ def keys_set(cfg: Config) -> bool:
     """Are API keys configured (not left as placeholders)? Malformed ones are an error to fix."""
     if PLACEHOLDER.fullmatch(cfg.api.api_key.strip()) or PLACEHOLDER.fullmatch(cfg.api.api_secret.strip()):
         return False
-    check_keys(cfg.api.api_key, cfg.api.api_secret)
+    check_keys(cfg.api.api_key, cfg.api.api_secret, key_from=cfg.api.key_from, secret_from=cfg.api.secret_from)
     return True
 
 
@@ -224,7 +225,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     try:
         with_keys = not args.paper and keys_set(cfg)
     except ConfigError as e:
-        raise ConfigError(f"{args.config}: {e}") from None
+        raise ConfigError(f"{args.config}: {e}" if e.from_file else str(e)) from None
     t = cfg.trading
     balances: dict[str, tuple[Decimal, Decimal]] | None
     if args.paper and getattr(args, "live_prices", False):

@@ -28,7 +28,22 @@ ON_EXIT = ("cancel", "keep")
 
 
 class ConfigError(InputError):
-    """A configuration problem, as one line that names the key and what to do."""
+    """A configuration problem, as one line that names the key and what to do. ``from_file`` is False
+    when the bad value came from elsewhere (an environment variable, a command-line flag): then the
+    config file is not named in the message."""
+
+    def __init__(self, message: str, *, from_file: bool = True) -> None:
+        super().__init__(message)
+        self.from_file = from_file
+
+
+def check_flag(label: str, key: str, value: Any) -> Any:
+    """A command-line override of ``trading.<key>``, checked as the file's value is and named by its
+    flag (``--grid-num``, ``--sweep grid_num``)."""
+    try:
+        return SCHEMA["trading"][key][0](label, value)
+    except ConfigError as e:
+        raise ConfigError(str(e), from_file=False) from None
 
 
 class _Required:
@@ -273,6 +288,8 @@ class ApiConfig:
     api_key: str
     api_secret: str = field(repr=False)
     window_ms: int = 5000
+    key_from: str = "api.api_key"         # where each came from: the file's key, or the environment variable
+    secret_from: str = "api.api_secret"
 
 
 @dataclass(frozen=True)
@@ -404,21 +421,25 @@ def _similar(a: str, b: str) -> bool:
     return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
 
 
-def check_keys(api_key: str, api_secret: str) -> None:
-    """Pass 2 for the key pair: not a placeholder, base64 of 32 bytes, the key belongs to the secret."""
-    for name, value in (("api.api_key", api_key), ("api.api_secret", api_secret)):
+def check_keys(api_key: str, api_secret: str, *, key_from: str = "api.api_key",
+               secret_from: str = "api.api_secret") -> None:
+    """Pass 2 for the key pair: not a placeholder, base64 of 32 bytes, the key belongs to the secret.
+    ``key_from``/``secret_from``: where each came from (the file's key, or the environment variable)."""
+    in_file = key_from.startswith("api.") and secret_from.startswith("api.")
+    for name, value in ((key_from, api_key), (secret_from, api_secret)):
         if PLACEHOLDER.fullmatch(value.strip()):
-            env = "BACKPACK_API_KEY" if name.endswith("key") else "BACKPACK_API_SECRET"
+            env = "BACKPACK_API_KEY" if name.endswith(("key", "KEY")) else "BACKPACK_API_SECRET"
             raise ConfigError(f"{name} is not set: put your Backpack key in config.json or {env}, "
-                              f"or try --paper to run without keys")
-    try:
-        decode_key(api_secret, "api.api_secret")
-        decode_key(api_key, "api.api_key")
-    except KeyFormatError as e:
-        raise ConfigError(f"{e}: copy it again from Backpack's API key page") from None
+                              f"or try --paper to run without keys", from_file=name.startswith("api."))
+    for name, value in ((secret_from, api_secret), (key_from, api_key)):
+        try:
+            decode_key(value, name)
+        except KeyFormatError as e:
+            raise ConfigError(f"{e}: copy it again from Backpack's API key page",
+                              from_file=name.startswith("api.")) from None
     if public_key_of(api_secret) != api_key.strip():
-        raise ConfigError("api.api_key is not the public key of api.api_secret: they must come from the same "
-                          "API key pair")
+        raise ConfigError(f"{key_from} is not the public key of {secret_from}: they must come from the same "
+                          f"API key pair", from_file=in_file)
 
 
 def _rules(v: dict[str, dict[str, Any]], *, need_keys: bool) -> list[str]:
@@ -442,7 +463,8 @@ def _rules(v: dict[str, dict[str, Any]], *, need_keys: bool) -> list[str]:
     if pr is not None and not (0 < pr < 1):
         raise ConfigError(f"trading.price_range must be between 0 and 1, e.g. 0.05 for +-5% (got {pr})")
     if need_keys:
-        check_keys(v["api"]["api_key"], v["api"]["api_secret"])
+        check_keys(v["api"]["api_key"], v["api"]["api_secret"], key_from=v["api"].get("_key_from", "api.api_key"),
+                   secret_from=v["api"].get("_secret_from", "api.api_secret"))
     return warnings
 
 
@@ -460,14 +482,21 @@ def load_config(path: str, *, env: Mapping[str, str] | None = None, need_keys: b
     for var, key in (("BACKPACK_API_KEY", "api_key"), ("BACKPACK_API_SECRET", "api_secret")):
         if env.get(var):
             v["api"][key] = env[var].strip()
+            v["api"]["_key_from" if key == "api_key" else "_secret_from"] = var
     n = v["notify"]
     urls_from = "notify.urls"
     if env.get(URLS_ENV, "").strip():
         urls_from = URLS_ENV
-        n["urls"] = secret_urls(URLS_ENV, env[URLS_ENV].split())
+        try:
+            n["urls"] = secret_urls(URLS_ENV, env[URLS_ENV].split())
+        except ConfigError as e:
+            raise ConfigError(str(e), from_file=False) from None
     heartbeat = n["heartbeat_url"]
     if env.get(HEARTBEAT_ENV, "").strip():
-        heartbeat = secret_http_url(HEARTBEAT_ENV, env[HEARTBEAT_ENV].strip())
+        try:
+            heartbeat = secret_http_url(HEARTBEAT_ENV, env[HEARTBEAT_ENV].strip())
+        except ConfigError as e:
+            raise ConfigError(str(e), from_file=False) from None
     warnings = _rules(v, need_keys=need_keys)
     base = os.path.dirname(os.path.abspath(path))
 
@@ -478,7 +507,8 @@ def load_config(path: str, *, env: Mapping[str, str] | None = None, need_keys: b
     log = v["log"]
     return Config(
         api=ApiConfig(v["api"]["base_url"].rstrip("/"), v["api"]["ws_url"], v["api"]["api_key"].strip(),
-                      v["api"]["api_secret"].strip(), v["api"]["window_ms"]),
+                      v["api"]["api_secret"].strip(), v["api"]["window_ms"],
+                      v["api"].get("_key_from", "api.api_key"), v["api"].get("_secret_from", "api.api_secret")),
         trading=TradingConfig(**t),
         log=LogConfig(log["level"], beside(log["file"]), log["max_bytes"], log["backup_count"],
                       log["console"]),

@@ -119,3 +119,28 @@ def test_a_level_that_waits_long_is_logged_once_with_its_real_reason(tmp_path, q
     assert any("level 0 (Bid @ 100.00) has waited" in ln and "it lies below the exchange's price band (at least "
                "0.75x the last price 149.5" in ln and "until the price falls to 133.33" in ln for ln in lines)
     assert len([ln for ln in lines if "level 0 (" in ln]) == 1       # once
+
+
+def test_errors_name_where_the_bad_value_came_from(tmp_path, quiet_sim):
+    import base64
+    import os
+    from backpack_api import generate_keypair
+    path, _ = write_config(tmp_path, quiet_sim)
+    key, _ = generate_keypair()
+    short = base64.b64encode(b"x" * 31).decode()
+    env = {**os.environ, "BACKPACK_API_KEY": key, "BACKPACK_API_SECRET": short}
+    out = subprocess.run([sys.executable, BOT, "--config", path], cwd=str(ROOT), capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert out.returncode == 2 and out.stderr.strip() == (
+        "grid_bot: BACKPACK_API_SECRET decodes to 31 bytes, expected 32 (an ED25519 key): copy it again from "
+        "Backpack's API key page")
+    klines = str(ROOT / "docs" / "example_klines.csv")
+    out = bot("backtest", "--config", path, "--klines", klines, "--sweep", "grid_num=10,abc")
+    assert out.returncode == 2 and out.stderr.strip() == 'grid_bot: --sweep grid_num must be a whole number (got "abc")'
+    out = bot("backtest", "--config", path, "--klines", klines, "--quantity", "-1")
+    assert out.returncode == 2 and out.stderr.strip() == "grid_bot: --quantity must be greater than 0 (got -1)"
+    bad = tmp_path / "broken.json"
+    bad.write_text('{"trading": {"symbol": "SOL_USDC",}}')
+    out = bot("plan", "--config", str(bad))
+    assert out.returncode == 2 and out.stderr.strip() == (
+        f"grid_bot: {bad} is not valid JSON: Expecting property name enclosed in double quotes at line 1 column 35")

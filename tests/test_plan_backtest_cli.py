@@ -170,7 +170,7 @@ def test_backtest_sweep_prints_one_table_best_first(tmp_path, sim, klines, capsy
     best = rows[0]["settings"]
     assert lines[1].split()[:2] == [str(best["grid_num"]), best["quantity"]]
     code, _, err = run_cli(capsys, "backtest", "--config", path, "--klines", klines, "--sweep", "grid_num=1,5")
-    assert code == 2 and "trading.grid_num must be at least 2" in err
+    assert code == 2 and err.strip() == "grid_bot: --sweep grid_num must be at least 2 (got 1)"  # named by its flag
 
 
 def test_backtest_plot_draws_a_png(tmp_path, sim, klines, capsys):
