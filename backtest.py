@@ -31,6 +31,7 @@ from grid_calculator import GridSpec, funds_needed, initial_plan
 from config import check_flag
 from models import Fill, MarketRules, Order, OrderStatus, Side, parse_market
 from order_manager import OrderManager, Settings
+from reports import fmt_amount
 from simulator.engine import Exchange
 from simulator.records import OrderRequest, SimError
 from simulator.feeds import Candle, FeedError, candle_path
@@ -62,7 +63,7 @@ class BacktestResult:
     buy_and_hold_equity: Decimal  # the starting funds all in base at the start, valued at the end
     max_drawdown: Decimal         # the largest fall of equity from a peak, as a fraction of it
     time_in_range: Decimal        # the share of candles that closed inside the grid
-    fills_per_day: Decimal
+    fills_per_day: Decimal | None    # None over less than a day of candles
     final_base: Decimal
     final_quote: Decimal
     # For plots: (candle index, close) and (candle index, side, price) of fills, equity per candle.
@@ -75,7 +76,9 @@ class BacktestResult:
         out = {k: d.pop(k) for k in ("round_trips", "grid_profit", "fees", "final_equity", "hold_equity",
                                      "max_drawdown")}
         out.update(d)
-        return json.loads(json.dumps(out, default=lambda x: f"{x:f}" if isinstance(x, Decimal) else str(x)))
+        # Decimals as a trader reads them: at most 8 places, no trailing zeros ("1377.96575", not
+        # "1377.965750000000000000000000" from a long division).
+        return json.loads(json.dumps(out, default=lambda x: fmt_amount(x) if isinstance(x, Decimal) else str(x)))
 
 
 class Backtest:
@@ -167,7 +170,8 @@ class Backtest:
             hold_equity=base0 * last + quote0,
             buy_and_hold_equity=(base0 + quote0 / first) * last,
             max_drawdown=max_dd.quantize(q), time_in_range=(Decimal(in_range) / len(candles)).quantize(q),
-            fills_per_day=(Decimal(st.fills) / days).quantize(Decimal("0.01")),
+            # Per day only over a day or more: two candles' fills are no daily rate.
+            fills_per_day=(Decimal(st.fills) / days).quantize(Decimal("0.01")) if days >= 1 else None,
             final_base=base_total, final_quote=quote_total,
             series={"close": closes, "equity": equity_series, "fills": fill_marks} if self.keep_series else {})
 
@@ -362,7 +366,8 @@ def format_result(r: BacktestResult, grid: GridSpec, maker_fee: Decimal) -> list
         f"  round trips     {r.round_trips}",
         f"  grid profit     {_money(r.grid_profit, '0.000001')} {q}",
         f"  fees            {fees}",
-        f"  fills           {r.fills} ({r.fills_per_day} per day)",
+        f"  fills           {r.fills}" + (f" ({r.fills_per_day} per day)" if r.fills_per_day is not None
+                                              else " (less than a day of candles: no daily rate)"),
         f"  final equity    {_money(r.final_equity)} {q} ({_change(r.final_equity, r.start_equity)} on "
         f"{_money(r.start_equity)} {q} of starting funds: "
         + " + ".join(f"{v.normalize():f} {k}" for k, v in r.start_funds.items()) + ")",
@@ -391,7 +396,7 @@ def format_sweep(rows: list[tuple[dict[str, Any], BacktestResult]], quote: str) 
         cells = "  ".join(f"{str(settings[k]):>12}" for k in keys)
         out.append(f"{cells}  {_change(r.final_equity, r.start_equity):>8}  {_money(r.final_equity):>14}  "
                    f"{_change(r.final_equity, r.hold_equity):>8}  "
-                   f"{_money(r.grid_profit, '0.0001'):>12}  {r.round_trips:>11}  {str(r.fills_per_day):>9}  "
+                   f"{_money(r.grid_profit, '0.0001'):>12}  {r.round_trips:>11}  {str(r.fills_per_day if r.fills_per_day is not None else '-'):>9}  "
                    f"{_pct(r.max_drawdown):>12}")
     out.append(f"(return on the starting funds, best first; equity in {quote})")
     return out

@@ -46,7 +46,15 @@ def positive_float(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="grid_bot.py", description="A grid-trading bot for Backpack Exchange.")
+    p = argparse.ArgumentParser(
+        prog="grid_bot.py", description="A grid-trading bot for Backpack Exchange.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="run is the default command:\n"
+               "  python grid_bot.py --paper                  try it on a simulated exchange, no keys needed\n"
+               "  python grid_bot.py --paper --live-prices    the same on Backpack's real prices\n"
+               "  python grid_bot.py --config config.json     trade for real (see README: Live setup)\n"
+               "  python grid_bot.py plan --config config.json   what a grid will place and need, first\n"
+               "Each command has its own --help (python grid_bot.py run --help).")
     sub = p.add_subparsers(dest="command")
     run = sub.add_parser("run", help="run the grid (the default command)")
     run.add_argument("--config", default="config.json", help="config file (default config.json)")

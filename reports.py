@@ -27,7 +27,20 @@ def fmt_amount(d: Decimal, places: int = 8) -> str:
     text = f"{q:f}"
     if "." in text:
         text = text.rstrip("0").rstrip(".")
-    return text or "0"
+    if text in ("-0", "") or not q:
+        return "0"                 # never "-0": a loss rounded to nothing is nothing
+    return text
+
+
+def fmt_price(d: Decimal, tick_like: Decimal) -> str:
+    """A price at the market's tick (``149.50`` on SOL_USDC, whose tick is 0.01), as a trader reads it."""
+    exp = tick_like.as_tuple().exponent
+    places = max(0, -exp) if isinstance(exp, int) else 2
+    return f"{d.quantize(Decimal(1).scaleb(-places)):f}"
+
+
+def plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
 def format_duration(seconds: float) -> str:
@@ -93,12 +106,12 @@ def describe(ev: GridEvent, quote: str) -> tuple[int, str]:
 
 def format_stats(st: Stats, grid: GridSpec, uptime: float, source: str = "", final: bool = False) -> str:
     fees = ", ".join(f"{fmt_amount(v)} {k}" for k, v in sorted(st.fees.items())) or "0"
-    price = fmt_amount(st.price) if st.price is not None else "?"
+    price = fmt_price(st.price, grid.levels[0]) if st.price is not None else "?"
     floating = f"{fmt_amount(st.floating_pnl, 4)} {grid.quote}" if st.floating_pnl is not None else "?"
     sign = "+" if st.position > 0 else ""
     waiting = f" ({st.waiting} waiting)" if st.waiting and not final else ""
-    return (f"stats | price {price}{source} | open {st.open_bids} buys / {st.open_asks} sells{waiting} | "
-            f"round trips {st.round_trips} | grid profit {fmt_amount(st.grid_profit)} {grid.quote} | "
+    return (f"stats | price {price}{source} | open {plural(st.open_bids, 'buy')} / {plural(st.open_asks, 'sell')}"
+            f"{waiting} | round trips {st.round_trips} | grid profit {fmt_amount(st.grid_profit)} {grid.quote} | "
             f"fees {fees} | position {sign}{fmt_amount(st.position)} {grid.base} | floating PnL {floating} | "
             f"uptime {format_duration(uptime)}")
 
@@ -217,7 +230,7 @@ def print_status(r: dict[str, Any]) -> None:
     fees = ", ".join(f"{fmt_amount(Decimal(v))} {k}" for k, v in s["fees"].items()) or "0"
     print(f"round trips {s['round_trips']} | grid profit {fmt_amount(Decimal(s['grid_profit']))} {g['quote']} | "
           f"fees {fees} | position {fmt_amount(Decimal(s['position']))} {g['base']} | fills {s['fills']} | "
-          f"open {s['open_buys']} buys / {s['open_sells']} sells")
+          f"open {plural(s['open_buys'], 'buy')} / {plural(s['open_sells'], 'sell')}")
     for p in (p for p in r["pairs"] if p["waiting"]):
         print(f"waiting: {p['side']} at level {p['level']}: {p['why']}")
     print("level  price           order")

@@ -144,3 +144,25 @@ def test_errors_name_where_the_bad_value_came_from(tmp_path, quiet_sim):
     out = bot("plan", "--config", str(bad))
     assert out.returncode == 2 and out.stderr.strip() == (
         f"grid_bot: {bad} is not valid JSON: Expecting property name enclosed in double quotes at line 1 column 35")
+
+
+def test_numbers_as_a_trader_reads_them():
+    from accounting import Stats
+    from grid_calculator import GridMode, GridSpec, grid_levels
+    from reports import fmt_amount, format_stats
+    grid = GridSpec("SOL_USDC", "SOL", "USDC", grid_levels(D(140), D(158), 10, GridMode.ARITHMETIC, D("0.01")),
+                    D("0.5"), GridMode.ARITHMETIC)
+    st = Stats(price=D("149.5"), open_bids=1, open_asks=2, round_trips=0, grid_profit=D(0),
+               fees={"SOL": D("0.000100000")}, position=D(0), quote_flow=D(0), floating_pnl=D("-0.00000000001"),
+               fills=1, waiting=0)
+    line = format_stats(st, grid, 60)
+    assert "price 149.50 |" in line                      # at the market's tick
+    assert "open 1 buy / 2 sells" in line                # plural forms right
+    assert "floating PnL 0 USDC" in line and "-0" not in line
+    assert "fees 0.0001 SOL" in line                     # no padding
+    assert fmt_amount(D("-0.000")) == "0" and fmt_amount(D("1377.965750000000000000000000")) == "1377.96575"
+
+
+def test_the_top_level_help_shows_paper_mode():
+    out = bot("--help")
+    assert out.returncode == 0 and "python grid_bot.py --paper " in out.stdout and "--live-prices" in out.stdout

@@ -141,9 +141,12 @@ def test_backtest_prints_the_figures_and_json(tmp_path, sim, klines, capsys):
     code, out, _ = run_cli(capsys, "backtest", "--config", path, "--klines", klines)
     assert code == 0
     for label in ("round trips", "grid profit", "fees", "final equity", "hold", "buy-and-hold", "max drawdown",
-                  "time in range", "per day"):
+                  "time in range", "fills"):
         assert label in out
+    assert "(less than a day of candles: no daily rate)" in out   # an hour of candles: no "per day"
     r = json.loads(run_cli(capsys, "backtest", "--config", path, "--klines", klines, "--json")[1])
+    assert r["fills_per_day"] is None
+    assert all(len(v.partition(".")[2]) <= 8 for v in r.values() if isinstance(v, str) and v[:1].isdigit())
     assert list(r)[:6] == ["round_trips", "grid_profit", "fees", "final_equity", "hold_equity", "max_drawdown"]
     assert r["candles"] == 60 and r["round_trips"] > 0 and len(r["grid"]["levels"]) == 10
     assert f"round trips     {r['round_trips']}\n" in out
