@@ -93,6 +93,18 @@ def _fits(d: Decimal) -> bool:
 Check = Callable[[str, Any], Any]
 
 
+def described(schema: dict[str, Any]) -> Callable[[Check], Check]:
+    """Attach the JSON Schema fragment a checker accepts (``config_schema.py`` builds the schema of the
+    whole file from them: one table for the validator and the editor's schema)."""
+    def attach(check: Check) -> Check:
+        check.schema = schema  # type: ignore[attr-defined]
+        return check
+    return attach
+
+
+_DECIMAL_SCHEMA_PATTERN = r"^\s*" + _DECIMAL_TEXT.pattern + r"\s*$"
+
+
 def text(allowed: tuple[str, ...] | None = None, pattern: str | None = None, hint: str = "") -> Check:
     def check(key: str, v: Any) -> str:
         if not isinstance(v, str):
@@ -106,9 +118,15 @@ def text(allowed: tuple[str, ...] | None = None, pattern: str | None = None, hin
         if pattern is not None and not re.fullmatch(pattern, v):
             raise ConfigError(f"{key} must look like {hint} (got {_show(v)})")
         return v
-    return check
+    schema: dict[str, Any] = {"type": "string", "maxLength": 4096}
+    if allowed is not None:
+        schema["enum"] = list(allowed)
+    if pattern is not None:
+        schema["pattern"] = f"^(?:{pattern})$"
+    return described(schema)(check)
 
 
+@described({"type": "boolean"})
 def boolean(key: str, v: Any) -> bool:
     if not isinstance(v, bool):
         raise ConfigError(f"{key} must be true or false (got {_show(v)})")
@@ -124,7 +142,12 @@ def integer(lo: int | None = None, hi: int | None = None) -> Check:
         if hi is not None and v > hi:
             raise ConfigError(f"{key} must be at most {hi} (got {v})")
         return v
-    return check
+    schema: dict[str, Any] = {"type": "integer"}
+    if lo is not None:
+        schema["minimum"] = lo
+    if hi is not None:
+        schema["maximum"] = hi
+    return described(schema)(check)
 
 
 def decimal(*, positive: bool = False, nonneg: bool = False, below: Decimal | None = None,
@@ -145,7 +168,16 @@ def decimal(*, positive: bool = False, nonneg: bool = False, below: Decimal | No
         if below is not None and d >= below:
             raise ConfigError(f"{key} must be below {below} (got {d})")
         return d
-    return check
+    # A number, or a decimal written as a string (the bounds bind numbers; strings are checked on load).
+    schema: dict[str, Any] = {"type": ["number", "string"] + (["null"] if nullable else []),
+                              "pattern": _DECIMAL_SCHEMA_PATTERN}
+    if positive:
+        schema["exclusiveMinimum"] = 0
+    elif nonneg:
+        schema["minimum"] = 0
+    if below is not None:
+        schema["exclusiveMaximum"] = float(below)
+    return described(schema)(check)
 
 
 def seconds(lo: int, hi: int, *, zero: str = "") -> Check:
@@ -156,7 +188,8 @@ def seconds(lo: int, hi: int, *, zero: str = "") -> Check:
             return float(d)
         also = f", or 0 {zero}" if zero else ""
         raise ConfigError(f"{key} must be a number of seconds from {lo:g} to {hi:,}{also} (got {_show(v)})")
-    return check
+    span = {"minimum": lo, "maximum": hi}
+    return described({"type": "number", "anyOf": [span, {"const": 0}]} if zero else {"type": "number", **span})(check)
 
 
 TEN_YEARS = 10 * 365 * 86400
@@ -170,9 +203,11 @@ def string_list(allowed: tuple[str, ...]) -> Check:
             if x not in allowed:
                 raise ConfigError(f"{key}: {_show(x)} is not one of {', '.join(allowed)}")
         return tuple(dict.fromkeys(v))
-    return check
+    return described({"type": "array", "items": {"enum": list(allowed)}})(check)
 
 
+@described({"type": "object", "propertyNames": {"pattern": "^[A-Z0-9]{1,20}$"},
+            "additionalProperties": {"type": ["number", "string"], "pattern": _DECIMAL_SCHEMA_PATTERN, "minimum": 0}})
 def balances(key: str, v: Any) -> dict[str, Decimal]:
     """``{"USDC": "1000", "SOL": "10"}``: asset names in capitals, amounts not negative."""
     if not isinstance(v, dict):
@@ -194,6 +229,7 @@ def _secret_url_problem(v: Any, schemes: str = "") -> str:
     return ""
 
 
+@described({"type": "array", "items": {"type": "string", "pattern": r"^[a-zA-Z][a-zA-Z0-9+.-]*://\S+$"}})
 def secret_urls(key: str, v: Any) -> tuple[str, ...]:
     """Apprise URLs (they hold tokens: an error names the entry, never its text)."""
     if not isinstance(v, list):
@@ -206,6 +242,7 @@ def secret_urls(key: str, v: Any) -> tuple[str, ...]:
     return tuple(v)
 
 
+@described({"type": "string", "anyOf": [{"const": ""}, {"pattern": r"^https?://\S+$"}]})
 def secret_http_url(key: str, v: Any) -> str:
     if v == "":
         return v
@@ -377,7 +414,8 @@ def read_json(path: str) -> dict:
 
 def _shape(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Pass 1: every key known, typed, in range; defaults filled."""
-    unknown = [k for k in data if k not in SCHEMA]
+    # "$schema" points an editor at config.schema.json; it is not a setting.
+    unknown = [k for k in data if k not in SCHEMA and k != "$schema"]
     if unknown:
         raise ConfigError(f"unknown section {unknown[0]!r}: the sections are {', '.join(SCHEMA)}")
     out: dict[str, dict[str, Any]] = {}
