@@ -25,6 +25,8 @@ DEFAULT_WS_URL = "wss://ws.backpack.exchange"
 PLACEHOLDER = re.compile(r"^(|YOUR[_ A-Z]*|<.*>|CHANGE[_ A-Z]*|xxx+|\.\.\.)$", re.IGNORECASE)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 ON_EXIT = ("cancel", "keep")
+STATE_FILE_ENV = "GRID_BOT_STATE_FILE"   # override state.file and log.file (one grid per systemd instance)
+LOG_FILE_ENV = "GRID_BOT_LOG_FILE"
 
 
 class ConfigError(InputError):
@@ -541,6 +543,11 @@ def load_config(path: str, *, env: Mapping[str, str] | None = None, need_keys: b
     def beside(p: str) -> str:
         return p if os.path.isabs(p) else os.path.join(base, p)
 
+    # The systemd template unit gives each grid its own state file and log this way.
+    if env.get(STATE_FILE_ENV):
+        v["state"]["file"] = env[STATE_FILE_ENV]
+    if env.get(LOG_FILE_ENV):
+        v["log"]["file"] = env[LOG_FILE_ENV]
     t = v["trading"]
     log = v["log"]
     return Config(

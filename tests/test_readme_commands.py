@@ -1,0 +1,101 @@
+"""The README, followed literally: every ``python grid_bot.py ...`` it shows is run as written, in a
+copy of the project (so nothing it writes lands in the checkout), with this test's Python standing in
+for the activated virtualenv's. Commands that need keys or the real exchange are run where that gives
+a clear answer (exit 2 and what to do) and skipped where it needs the internet. A command added to the
+README must be added here: an unknown one fails the test."""
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import start_process, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+SKIP_DIRS = {".git", ".venv", "__pycache__", ".pytest_cache", ".hypothesis", "bench", "tests"}
+
+
+def readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    found = set(re.findall(r"`(python grid_bot\.py[^`]*)`", text))
+    for block in re.findall(r"```sh\n(.*?)```", text, re.S):
+        for line in block.splitlines():
+            for part in line.split("#")[0].split("&&"):
+                part = part.strip()
+                if part.startswith("python grid_bot.py"):
+                    found.add(part)
+    # Templates with placeholders ([--flag], FILE, N) are documentation, not commands to type as they are.
+    return sorted(c for c in found if not re.search(r"\[|FILE|\bN\b|…|<", c))
+
+
+# What each literal command must do here: "ok" (exit 0), "paper" (a paper run, stopped with SIGTERM),
+# ("exit", code, words in the message), or ("skip", why).
+NEEDS_KEYS = ("exit", 2, "api.api_key is not set: put your Backpack key in config.json or BACKPACK_API_KEY, "
+                         "or try --paper")
+EXPECTED = {
+    "python grid_bot.py --paper": "paper",
+    "python grid_bot.py status --paper": "ok",
+    "python grid_bot.py plan --config docs/example_config.json --paper": "ok",
+    "python grid_bot.py backtest --config docs/example_config.json --klines docs/example_klines.csv "
+    "--plot docs/backtest_example.png": "ok",
+    "python grid_bot.py keygen": "ok",
+    "python grid_bot.py --config config.json": NEEDS_KEYS,
+    "python grid_bot.py --reset": NEEDS_KEYS,
+    "python grid_bot.py --adopt": NEEDS_KEYS,
+    "python grid_bot.py --log-level DEBUG": NEEDS_KEYS,
+    "python grid_bot.py status": ("exit", 2, "no saved state at"),
+    "python grid_bot.py notify-test": ("exit", 2, "no notification URLs: set notify.urls"),
+    "python grid_bot.py backtest": ("exit", 2, "one of the arguments --klines --fetch is required"),
+    "python grid_bot.py plan": ("skip", "reads the real exchange's market and price"),
+    "python grid_bot.py --paper --live-prices": ("skip", "follows the real exchange's trades"),
+}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    dest = tmp_path_factory.mktemp("readme") / "grid-bot"
+    shutil.copytree(ROOT, dest, ignore=lambda d, names: [n for n in names if n in SKIP_DIRS
+                                                         or n.endswith((".db", ".log", ".lock", ".sim.json"))])
+    return dest
+
+
+def test_every_literal_command_is_known():
+    unknown = [c for c in readme_commands() if c not in EXPECTED]
+    assert unknown == [], f"README commands this test does not know yet: {unknown}"
+
+
+ORDERED = sorted(EXPECTED, key=lambda c: (EXPECTED[c] != "paper", c))   # the paper run first: status reads it
+
+
+@pytest.mark.parametrize("command", ORDERED)
+def test_the_readme_command_works_as_written(project, command):
+    if command not in readme_commands():
+        pytest.skip("no longer in the README")
+    expect = EXPECTED[command]
+    if isinstance(expect, tuple) and expect[0] == "skip":
+        pytest.skip(f"{command}: {expect[1]} (no internet here)")
+    argv = [sys.executable, *shlex.split(command)[1:]]
+    if expect == "paper":
+        proc = start_process(argv, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        log = project / "grid_bot.paper.log"
+        wait_until(lambda: log.exists() and "round trip" in log.read_text(), timeout=90,
+                   message="a paper round trip, as the Quick start promises within a minute")
+        proc.send_signal(signal.SIGINT)                  # Ctrl+C, as the README says
+        assert proc.wait(timeout=60) == 0
+        proc.communicate()
+        assert "final stats" in log.read_text()
+        return
+    out = subprocess.run(argv, cwd=project, capture_output=True, text=True, timeout=120)
+    if expect == "ok":
+        assert out.returncode == 0, out.stderr
+        assert "Traceback" not in out.stderr
+    else:
+        _, code, words = expect
+        assert out.returncode == code and words in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr
