@@ -19,9 +19,11 @@ Rules this module keeps (backpack_api.md §2-§8, STYLE.md 1-5):
 from __future__ import annotations
 
 import base64
+import collections
 import binascii
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from decimal import Decimal
@@ -248,6 +250,35 @@ def _retry_after(resp: requests.Response) -> float | None:
         return None
 
 
+class Pacer:
+    """At most ``per_minute`` requests in any 60 s, as Backpack counts them (2000 a minute per
+    subaccount, backpack_api.md §8): a burst up to the budget goes at once, the next waits for the
+    oldest to leave the window. Several grids on one account each take a share (``api.requests_per_minute``)."""
+
+    WINDOW_S = 60.0
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.per_minute = per_minute
+        self.clock, self.sleep = clock, sleep
+        self.sent: collections.deque[float] = collections.deque()
+        self.lock = threading.Lock()
+        self.waited = 0.0
+
+    def wait(self) -> None:
+        while True:
+            with self.lock:
+                now = self.clock()
+                while self.sent and now - self.sent[0] >= self.WINDOW_S:
+                    self.sent.popleft()
+                if len(self.sent) < self.per_minute:
+                    self.sent.append(now)
+                    return
+                delay = self.WINDOW_S - (now - self.sent[0])
+            self.waited += delay
+            self.sleep(delay)
+
+
 class BackpackClient:
     """Backpack's REST API as Python calls returning domain values."""
 
@@ -255,8 +286,9 @@ class BackpackClient:
                  timeout: tuple[float, float] = (5.0, 10.0), window_ms: int = DEFAULT_WINDOW_MS,
                  max_attempts: int = 4, backoff_base: float = 0.5, backoff_cap: float = 8.0,
                  clock_ms: Callable[[], int] = wall_clock_ms,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, requests_per_minute: int = 1800) -> None:
         self.base_url = base_url.rstrip("/")
+        self.pacer = Pacer(requests_per_minute, sleep=sleep)
         self.signer = signer
         self.timeout = timeout
         self.window_ms = window_ms
@@ -284,6 +316,7 @@ class BackpackClient:
         headers = {"Content-Type": "application/json; charset=utf-8"} if data is not None else None
         query = {k: format_value(v) for k, v in params.items()} if params else None
         log.debug("-> %s %s %s%s", method, path, query or "", f" {data}" if data else "")
+        self.pacer.wait()
         self.requests_sent += 1
         started = time.monotonic()
         resp = self.session.request(method, self.base_url + path, params=query, data=data,

@@ -90,7 +90,8 @@ class GridBot:
         if signer is None and cfg.api.api_secret:
             signer = Signer(cfg.api.api_secret)
         self.signer = signer
-        self.client = client or BackpackClient(cfg.api.base_url, signer, window_ms=cfg.api.window_ms)
+        self.client = client or BackpackClient(cfg.api.base_url, signer, window_ms=cfg.api.window_ms,
+                                               requests_per_minute=cfg.api.requests_per_minute)
         self.clock, self.wall_ms, self.sleep = clock, wall_ms, sleep
         self.stale_after = stale_after
         self.ws_ping_interval = ws_ping_interval

@@ -276,6 +276,7 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
         "api_key": (text(), ""),
         "api_secret": (text(), ""),
         "window_ms": (integer(1000, 60000), 5000),
+        "requests_per_minute": (integer(30, 2000), 1800),
     },
     "trading": {
         "symbol": (text(pattern=r"[A-Z0-9]+_[A-Z0-9]+", hint="BASE_QUOTE in capitals, e.g. SOL_USDC"), REQUIRED),
@@ -327,6 +328,7 @@ class ApiConfig:
     api_key: str
     api_secret: str = field(repr=False)
     window_ms: int = 5000
+    requests_per_minute: int = 1800
     key_from: str = "api.api_key"         # where each came from: the file's key, or the environment variable
     secret_from: str = "api.api_secret"
 
@@ -552,7 +554,7 @@ def load_config(path: str, *, env: Mapping[str, str] | None = None, need_keys: b
     log = v["log"]
     return Config(
         api=ApiConfig(v["api"]["base_url"].rstrip("/"), v["api"]["ws_url"], v["api"]["api_key"].strip(),
-                      v["api"]["api_secret"].strip(), v["api"]["window_ms"],
+                      v["api"]["api_secret"].strip(), v["api"]["window_ms"], v["api"]["requests_per_minute"],
                       v["api"].get("_key_from", "api.api_key"), v["api"].get("_secret_from", "api.api_secret")),
         trading=TradingConfig(**t),
         log=LogConfig(log["level"], beside(log["file"]), log["max_bytes"], log["backup_count"],

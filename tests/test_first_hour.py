@@ -166,3 +166,60 @@ def test_numbers_as_a_trader_reads_them():
 def test_the_top_level_help_shows_paper_mode():
     out = bot("--help")
     assert out.returncode == 0 and "python grid_bot.py --paper " in out.stdout and "--live-prices" in out.stdout
+
+
+def test_the_pacer_keeps_a_share_of_the_minute_budget():
+    from backpack_api import Pacer
+    now = [0.0]
+    slept = []
+
+    def sleep(s):
+        slept.append(s)
+        now[0] += s
+    pacer = Pacer(3, clock=lambda: now[0], sleep=sleep)
+    for _ in range(3):
+        pacer.wait()                  # a burst up to the budget goes at once
+    assert slept == []
+    now[0] = 10.0
+    pacer.wait()                      # the fourth in the same minute waits for the first to leave it
+    assert slept == [50.0] and now[0] == 60.0
+    pacer.wait()
+    pacer.wait()                      # the 2nd and 3rd (sent at 0 s) left the window at 60 s too
+    assert len(slept) == 1
+
+
+def test_two_grids_on_one_account_touch_only_their_own_orders(tmp_path, quiet_sim):
+    import signal
+    from backpack_api import generate_keypair
+    from tests.helpers import wait_until
+    control = SimControl(quiet_sim.rest_url)
+    _, secret = generate_keypair()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    path_a, signer = write_config(tmp_path / "a", quiet_sim, secret=secret, api={"requests_per_minute": 900})
+    path_b, _ = write_config(tmp_path / "b", quiet_sim, secret=secret, api={"requests_per_minute": 900},
+                             grid_lower="160", grid_upper="178")
+    a, b = start_bot(path_a), start_bot(path_b)
+    try:
+        wait_until(lambda: len(open_orders_of(control.state(), signer.api_key)) == 18, timeout=30,
+                   message="both grids on the book")
+        b_orders = {o["id"] for o in open_orders_of(control.state(), signer.api_key) if D(o["price"]) >= 160}
+        assert len(b_orders) == 9
+        control.set_price("147.50")                       # A's buy at 148 fills; A sells at 150
+        wait_until(lambda: [o for o in open_orders_of(control.state(), signer.api_key)
+                            if o["side"] == "Ask" and D(o["price"]) == 150], timeout=30, message="A's counter-order")
+        a.send_signal(signal.SIGTERM)                     # A stops: it cancels its own orders only
+        assert a.wait(timeout=60) == 0
+        a.communicate()
+        left = {o["id"] for o in open_orders_of(control.state(), signer.api_key)}
+        assert left == b_orders                           # B's nine, untouched
+        control.set_price("162.50")                       # and B still trades: its sell at 162 fills
+        wait_until(lambda: [o for o in open_orders_of(control.state(), signer.api_key)
+                            if o["side"] == "Bid" and D(o["price"]) == 160], timeout=30, message="B's counter-order")
+    finally:
+        for p in (a, b):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                assert p.wait(timeout=60) == 0
+                p.communicate()
+    assert open_orders_of(control.state(), signer.api_key) == []
