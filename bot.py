@@ -120,6 +120,7 @@ class GridBot:
         self.check_ok = True     # whether the last REST check reached the exchange
         self.last_ok_check = clock()
         self.last_step = clock()
+        self.paper: str | None = None   # "random" or "live" in paper mode (what a forced exit leaves behind)
         self.waiting_since: dict[int, float] = {}   # pair -> since when it has had no order (report_waiting)
         self.waiting_told: set[int] = set()
         self.notifier = notifier
@@ -460,7 +461,12 @@ class GridBot:
         """The last words of a forced exit: which orders may still be on the book. (Called from the
         signal handler: it only reads state and logs.)"""
         live = self.g.om.live_orders() if self.g is not None else []
-        if live:
+        if self.paper == "random":
+            log.warning("forced exit: the paper simulator ends with this process, so nothing stays open anywhere")
+        elif self.paper == "live":
+            log.warning("forced exit: %d paper order(s) stay on the saved paper account; the next --paper "
+                        "--live-prices run resumes them", len(live))
+        elif live:
             log.warning("forced exit: %d order(s) may still be open: %s; the next start settles them, or "
                         "cancel them on Backpack", len(live), describe_orders(live))
         else:

@@ -117,6 +117,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if cfg.notify.urls or cfg.notify.heartbeat_url:
             notifier = Notifier(cfg.notify, grid=f"{'[paper] ' if args.paper else ''}{cfg.trading.symbol} grid")
         bot = GridBot(cfg, signer=signer, store=store, reset=args.reset, adopt=args.adopt, notifier=notifier)
+        if args.paper:
+            bot.paper = "live" if live else "random"
         install_signals(bot)
         if notifier is not None:
             notifier.health = bot.healthy

@@ -62,21 +62,22 @@ def describe_params(params: dict[str, Any]) -> str:
 
 
 def describe(ev: GridEvent, quote: str) -> tuple[int, str]:
-    """One event of the core as (log level, message)."""
+    """One event of the core as (log level, message). Prices and quantities as the exchange writes them
+    (at the market's tick and step: ``0.50 @ 148.00``); fees and profits without padding."""
     a = fmt_amount
     if isinstance(ev, FillApplied):
-        return INFO, (f"fill: {ev.side.value} {a(ev.quantity)} @ {a(ev.price)} (level {ev.level}, order "
+        return INFO, (f"fill: {ev.side.value} {ev.quantity:f} @ {ev.price:f} (level {ev.level}, order "
                       f"{ev.order_id}, {a(ev.executed)}/{a(ev.order_quantity)}), fee {a(ev.fee)} {ev.fee_symbol}")
     if isinstance(ev, CounterOrderDecided):
         return INFO, (f"{ev.filled_side.value} at level {ev.filled_level} filled: counter-order {ev.side.value} "
-                      f"{a(ev.quantity)} @ {a(ev.price)} (level {ev.level})")
+                      f"{ev.quantity:f} @ {ev.price:f} (level {ev.level})")
     if isinstance(ev, RoundTripCompleted):
         return INFO, f"round trip {ev.number} on levels {ev.pair}-{ev.pair + 1}: profit {a(ev.profit)} {quote}"
     if isinstance(ev, OrderRefused):
-        return WARNING, (f"{ev.side.value} {a(ev.quantity)} @ {a(ev.price)} (level {ev.level}) rejected: "
+        return WARNING, (f"{ev.side.value} {ev.quantity:f} @ {ev.price:f} (level {ev.level}) rejected: "
                          f"{ev.code} {ev.message}; retrying in {ev.retry_in_ms / 1000:.0f} s")
     if isinstance(ev, OutcomeUnknown):
-        return WARNING, (f"no answer for {ev.side.value} @ {a(ev.price)} (level {ev.level}, clientId "
+        return WARNING, (f"no answer for {ev.side.value} @ {ev.price:f} (level {ev.level}, clientId "
                          f"{ev.client_id}); will look it up by clientId")
     if isinstance(ev, LookupResolved):
         if ev.outcome == "never placed":
@@ -87,7 +88,7 @@ def describe(ev: GridEvent, quote: str) -> tuple[int, str]:
         part = f" after {a(ev.executed)} filled" if ev.executed else ""
         if ev.by_us:
             return INFO, f"cancelled order {ev.order_id} (level {ev.level}){part}"
-        return WARNING, (f"order {ev.order_id} ({ev.side.value} @ {a(ev.price)}, level {ev.level}) was "
+        return WARNING, (f"order {ev.order_id} ({ev.side.value} @ {ev.price:f}, level {ev.level}) was "
                          f"{ev.status} by the exchange or by hand{part}; replacing it")
     if isinstance(ev, FilledIncomplete):
         return WARNING, (f"order {ev.order_id} is filled but only {a(ev.executed)} of {a(ev.quantity)} has "

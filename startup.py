@@ -102,6 +102,9 @@ def placement_notes(grid: GridSpec, rules: MarketRules, price: Decimal) -> list[
     elif hi / lo > 10:
         notes.append(f"the range {lo}..{hi} spans more than 10x: a typo? (each step is "
                      f"{(hi - lo) / (len(grid.levels) - 1)} wide)")
+    elif (hi - lo) / price < Decimal("0.002"):
+        notes.append(f"the range {lo}..{hi} is only {(hi - lo) / price:.2%} of the price {price} wide: a typo? "
+                     f"(the price leaves it with the smallest move)")
     mx, mn = rules.max_multiplier, rules.min_multiplier
     if mx is None and mn is None:
         return notes

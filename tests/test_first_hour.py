@@ -48,6 +48,10 @@ def test_plan_names_the_levels_that_must_wait_and_a_price_outside_the_range(tmp_
     warnings = json.loads(bot("plan", "--json", "--config", path).stdout)["warnings"]
     assert any(w.startswith("the price 149.50 is above the grid (120.00..140.00): it starts with buys only")
                for w in warnings)
+    path, _ = write_config(tmp_path, quiet_sim, grid_lower="149.40", grid_upper="149.60", grid_num=3)
+    warnings = json.loads(bot("plan", "--json", "--config", path).stdout)["warnings"]
+    assert any(w.startswith("the range 149.40..149.60 is only 0.13% of the price 149.50 wide: a typo?")
+               for w in warnings), warnings
 
 
 def start_bot(path, *args):
@@ -223,3 +227,28 @@ def test_two_grids_on_one_account_touch_only_their_own_orders(tmp_path, quiet_si
                 assert p.wait(timeout=60) == 0
                 p.communicate()
     assert open_orders_of(control.state(), signer.api_key) == []
+
+
+def test_a_forced_exit_in_paper_mode_says_nothing_stays_open(tmp_path, quiet_sim):
+    import re
+    import signal
+    from tests.helpers import wait_until
+    path, _ = write_config(tmp_path, quiet_sim)
+    proc = start_bot(path, "--paper")
+    log = tmp_path / "grid_bot.paper.log"
+    try:
+        url = wait_until(lambda: log.exists() and re.search(r"a simulated exchange at (http://[\d.:]+)", log.read_text()),
+                         timeout=30, message="the paper simulator's URL")[1]
+        wait_until(lambda: "placing the initial grid" in log.read_text(), timeout=30)
+        SimControl(url).fault(kind="delay", method="DELETE", path="/api/v1/order", seconds=20, count=100)
+        proc.send_signal(signal.SIGINT)
+        wait_until(lambda: "stopping: SIGINT received" in log.read_text(), message="shutdown to start")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    text = log.read_text()
+    assert "forced exit: the paper simulator ends with this process, so nothing stays open anywhere" in text
+    assert "cancel them on Backpack" not in text
