@@ -88,13 +88,14 @@ def test_other_parameters_are_refused_and_reset_cancels_the_old_grid(tmp_path, q
     p = spawn(path, tmp_path)
     wait_until(lambda: n_open(control, key) == 9, timeout=20, message="the grid")
     stop(p, signal.SIGKILL)
+    control.set_price("147.50")                        # the old grid's buy at 148 fills while it is down
     secret = json.loads(open(path).read())["api"]["api_secret"]
     path2, _ = write_config(tmp_path, quiet_sim, secret=secret, grid_num=8)  # same file, other grid
     r = subprocess.run([PYTHON, BOT, "--config", path2], cwd=tmp_path, capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 2
     assert "holds a running grid with other parameters" in r.stderr and "--reset" in r.stderr
-    assert n_open(control, key) == 9                   # the old grid is untouched
+    assert n_open(control, key) == 8                   # the old grid is untouched (but for its fill)
     old_ids = {o["id"] for o in orders_of(control.state(), key)}
     p = spawn(path2, tmp_path, "--reset")
 
@@ -105,9 +106,12 @@ def test_other_parameters_are_refused_and_reset_cancels_the_old_grid(tmp_path, q
 
     st = wait_until(new_grid_in_place, timeout=30, message="the old grid cancelled and the new one placed")
     old_prices = {D(x) for x in GRID}
-    assert all(o["status"] == "Cancelled" for o in orders_of(st, key) if o["id"] in old_ids)
+    assert all(o["status"] in ("Cancelled", "Filled") for o in orders_of(st, key) if o["id"] in old_ids)
     assert {D(o["price"]) for o in open_orders_of(st, key)} - old_prices  # new levels
-    assert "--reset: cancelling the orders of grid 1" in log_of(tmp_path)
+    reset_log = log_of(tmp_path).split("--reset: cancelling the orders of grid 1", 1)[1]
+    # The old grid's fill is accounted, but no counter-order is announced for a grid being cancelled.
+    assert "fill: Bid 0.50 @ 148.00" in reset_log.split("placing the initial grid")[0]
+    assert "counter-order" not in reset_log.split("placing the initial grid")[0]
     assert stop(p) == 0
 
 
