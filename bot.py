@@ -84,7 +84,7 @@ class GridBot:
                  sleep: Callable[[float], None] = time.sleep, stale_after: float = 5.0,
                  ws_ping_interval: float = 20.0, client: BackpackClient | None = None,
                  store: StateStore | None = None, reset: bool = False, adopt: bool = False,
-                 notifier: Notifier | None = None) -> None:
+                 notifier: Notifier | None = None, stream_wait: float = 5.0) -> None:
         self.cfg = cfg
         self.t = cfg.trading
         if signer is None and cfg.api.api_secret:
@@ -95,6 +95,7 @@ class GridBot:
         self.clock, self.wall_ms, self.sleep = clock, wall_ms, sleep
         self.stale_after = stale_after
         self.ws_ping_interval = ws_ping_interval
+        self.stream_wait = stream_wait  # how long the first orders wait for the WebSocket to be up
         self.store = store
         self.reset = reset
         self.executor = Executor(self.client, post_only=self.t.post_only, wall_ms=wall_ms, clock=clock, sleep=sleep)
@@ -192,7 +193,7 @@ class GridBot:
                                            ping_interval=self.ws_ping_interval, clock=self.clock,
                                            window_ms=self.cfg.api.window_ms)
                 self.stream.start()
-                self.await_stream(5.0)
+                self.await_stream(self.stream_wait)
             if started.resumed and self.g.om.pairs:
                 self.ready = False
                 self.settle()

@@ -17,19 +17,22 @@ def counter_at_150(control, key):
 
 def start(tmp_path, sim, **trading):
     path, signer = write_config(tmp_path, sim, **trading)
-    b = BotThread(path).__enter__()
+    # The first orders wait for the stream (however slow a busy machine makes its start), so their events
+    # verify it.
+    b = BotThread(path, stream_wait=60).__enter__()
     control = SimControl(sim.rest_url)
     wait_until(lambda: len(open_orders_of(control.state(), signer.api_key)) == 9 and b.bot.stream_verified,
-               timeout=15, message="the grid and a live order stream")
+               timeout=60, message="the grid and a live order stream")
     return b, control, signer.api_key
 
 
 def test_a_fill_is_countered_from_the_stream_without_a_rest_check(tmp_path, quiet_sim, caplog):
     caplog.set_level(logging.INFO, logger="grid_bot")
-    b, control, key = start(tmp_path, quiet_sim, interval=30)   # REST checks every 150 s: none in this test
+    # The first REST check comes 60 s after the start, then every 300 s: none in this test.
+    b, control, key = start(tmp_path, quiet_sim, interval=60)
     try:
         polls = b.bot.polls
-        assert b.bot.check_interval() == 150
+        assert b.bot.check_interval() == 300
         control.set_price("147.50")
         wait_until(lambda: counter_at_150(control, key), timeout=10, message="the counter-order")
         assert b.bot.polls == polls                      # no REST check happened in between
@@ -46,7 +49,7 @@ def test_a_fill_is_countered_from_the_stream_without_a_rest_check(tmp_path, quie
 
 def test_a_fill_missed_while_the_stream_was_silent_is_found_by_the_gap_fill(tmp_path, quiet_sim, caplog):
     caplog.set_level(logging.INFO, logger="grid_bot")
-    b, control, key = start(tmp_path, quiet_sim, interval=30)
+    b, control, key = start(tmp_path, quiet_sim, interval=60)
     try:
         control.fault(kind="ws_silent", seconds=2.5)       # the fill event below is lost
         control.set_price("147.50")

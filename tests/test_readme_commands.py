@@ -57,12 +57,16 @@ EXPECTED = {
 }
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    dest = tmp_path_factory.mktemp("readme") / "grid-bot"
+def copy_project(where: Path) -> Path:
+    dest = where / "grid-bot"
     shutil.copytree(ROOT, dest, ignore=lambda d, names: [n for n in names if n in SKIP_DIRS
                                                          or n.endswith((".db", ".log", ".lock", ".sim.json"))])
     return dest
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    return copy_project(tmp_path_factory.mktemp("readme"))
 
 
 def test_every_literal_command_is_known():
@@ -70,16 +74,29 @@ def test_every_literal_command_is_known():
     assert unknown == [], f"README commands this test does not know yet: {unknown}"
 
 
-ORDERED = sorted(EXPECTED, key=lambda c: (EXPECTED[c] != "paper", c))   # the paper run first: status reads it
+# The Quick start's paper run and the status of it are one story, run in one test (one project copy).
+SEQUENCE = ("python grid_bot.py --paper", "python grid_bot.py status --paper")
+SINGLE = sorted(c for c in EXPECTED if c not in SEQUENCE)
 
 
-@pytest.mark.parametrize("command", ORDERED)
+def test_the_quick_start_paper_run_then_its_status(tmp_path):
+    project = copy_project(tmp_path)
+    for command in SEQUENCE:
+        if command in readme_commands():
+            run_as_written(project, command, EXPECTED[command])
+
+
+@pytest.mark.parametrize("command", SINGLE)
 def test_the_readme_command_works_as_written(project, command):
     if command not in readme_commands():
         pytest.skip("no longer in the README")
     expect = EXPECTED[command]
     if isinstance(expect, tuple) and expect[0] == "skip":
         pytest.skip(f"{command}: {expect[1]} (no internet here)")
+    run_as_written(project, command, expect)
+
+
+def run_as_written(project: Path, command: str, expect) -> None:
     argv = [sys.executable, *shlex.split(command)[1:]]
     if expect == "paper":
         proc = start_process(argv, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
