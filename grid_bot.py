@@ -19,8 +19,10 @@ never sees a traceback: a bug's goes to the log file (or a crash file), and one 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
+import signal
 import sys
 import tempfile
 import traceback
@@ -140,6 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
         argv.insert(0, "run")
     args = build_parser().parse_args(argv)  # a usage error is argparse's own line and exit 2
+    # `kill -USR1 <pid>` prints every thread's stack to stderr (the journal under systemd): what a bot
+    # that seems stuck is doing, without stopping it.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         code = args.func(args)
         sys.stdout.flush()

@@ -32,7 +32,16 @@ def procs():
 
 def stop(p, sig=signal.SIGTERM):
     p.send_signal(sig)
-    code = p.wait(timeout=60)
+    try:
+        code = p.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.send_signal(signal.SIGUSR1)              # every thread's stack to stderr: what it was stuck on
+        try:
+            _, err = p.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            _, err = p.communicate()
+        raise AssertionError(f"the bot did not stop within 60 s; its threads:\n{err[-20000:]}") from None
     err = p.stderr.read()
     return code, err
 
