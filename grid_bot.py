@@ -142,9 +142,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
         argv.insert(0, "run")
     args = build_parser().parse_args(argv)  # a usage error is argparse's own line and exit 2
-    # `kill -USR1 <pid>` prints every thread's stack to stderr (the journal under systemd): what a bot
-    # that seems stuck is doing, without stopping it.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         code = args.func(args)
         sys.stdout.flush()
@@ -164,4 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # `kill -USR1 <pid>` prints every thread's stack to stderr (the journal under systemd): what a bot
+    # that seems stuck is doing, without stopping it. (Only as a program: stderr is then a real file.)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     sys.exit(main())
