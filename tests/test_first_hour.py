@@ -244,7 +244,9 @@ def test_a_forced_exit_in_paper_mode_says_nothing_stays_open(tmp_path, quiet_sim
         proc.send_signal(signal.SIGINT)
         wait_until(lambda: "stopping: SIGINT received" in log.read_text(), message="shutdown to start")
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=15) == 130
+        # What this test is about is the message; how fast a forced exit is, test_bot_cli measures (the
+        # paper simulator here shares the process, and so its CPU on a busy machine).
+        assert proc.wait(timeout=60) == 130
     finally:
         if proc.poll() is None:
             proc.kill()
