@@ -25,7 +25,7 @@ from order_manager import OrderManager
 from paper import live_market, paper_market, paper_path, sim_state_path, start_paper
 from reports import level_view, print_status, status_report
 from startup import grid_params, keys_refused, make_grid, market_rules
-from state_store import StateError, StateLock, StateStore
+from state_store import StateLock, StateStore
 
 log = logging.getLogger("grid_bot")
 
@@ -177,12 +177,27 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def bot_running(state_path: str) -> bool:
-    """Does a bot hold this state file's lock now? (Taken and given back at once when none does.)"""
+    """Is a bot running on this state file now? Read, never taken: the lock file holds the pid of the
+    bot that took it last (a probe that took the lock, even for an instant, could make a starting bot
+    refuse to start). Running = that process is alive and is a grid_bot."""
     try:
-        StateLock(state_path).acquire().release()
-    except StateError as e:
-        return "is running" in str(e)  # not "cannot create the lock file": then nobody can hold it
-    return False
+        with open(state_path + ".lock") as fh:
+            pid = int(fh.read(32).strip() or 0)
+    except (OSError, ValueError):
+        return False
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return b"grid_bot" in fh.read()
+    except OSError:
+        return True  # no /proc: an alive pid is the best answer
 
 
 def keys_set(cfg: Config) -> bool:

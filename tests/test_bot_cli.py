@@ -73,7 +73,7 @@ def test_second_ctrl_c_during_shutdown_exits_at_once_with_a_warning(tmp_path, qu
                    message="the grid")
         control.fault(kind="delay", method="DELETE", path="/api/v1/order", seconds=20, count=100)
         proc.send_signal(signal.SIGINT)
-        wait_until(lambda: "stopping: SIGINT received" in (tmp_path / "grid_bot.log").read_text(),
+        wait_until(lambda: "stopping: SIGINT received" in (tmp_path / "grid_bot.log").read_text(), timeout=30,
                    message="shutdown to start")
         started = time.monotonic()
         proc.send_signal(signal.SIGINT)
