@@ -89,7 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         lock.release()
         raise
     try:
-        live = getattr(args, "live_prices", False)
+        live = args.live_prices
         if live and not args.paper:
             raise InputError("--live-prices is for paper mode: add --paper")
         if args.paper:
@@ -245,7 +245,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.config}: {e}" if e.from_file else str(e)) from None
     t = cfg.trading
     balances: dict[str, tuple[Decimal, Decimal]] | None
-    if args.paper and getattr(args, "live_prices", False):
+    if args.paper and args.live_prices:
         spec, price, paper_funds = live_market(cfg)
         rules = rules_from_spec(spec)
         source = f"paper mode on live prices: the last price on {cfg.api.base_url}"

@@ -91,9 +91,12 @@ class PaperExchange:
 
     SAVE_EVERY_S = 1.0
 
-    def __init__(self, sim: Any, state_path: str | None) -> None:
+    def __init__(self, sim: Any, state_path: str | None, secret: str | None = None) -> None:
         self.sim = sim
         self.state_path = state_path
+        # Paper mode's throwaway key for this local simulator (a paper account, never a real one), saved
+        # with the account: the next run signs as the same account.
+        self.secret = secret
         self._saved = -1
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -110,7 +113,7 @@ class PaperExchange:
         ex = self.sim.exchange
         if self.state_path is not None and ex.version != self._saved:
             self._saved = ex.version
-            persist.save(ex, self.state_path)
+            persist.save(ex, self.state_path, {"paper_secret": self.secret})
 
     def _save_loop(self) -> None:
         while not self._stop.wait(self.SAVE_EVERY_S):
@@ -165,9 +168,7 @@ def start_paper(cfg: Config, seed: int | None = None, *, live: bool = False,
     if secret is None:
         _, secret = generate_keypair()
     signer = Signer(secret)
-    paper = PaperExchange(sim, sim_state if live else None)
-    if live:
-        sim.exchange.paper_secret = secret  # saved with the account: the next run signs as the same account
+    paper = PaperExchange(sim, sim_state if live else None, secret)
     urls = sim.urls()
     return paper, cfg.replace_api(base_url=urls["rest"], ws_url=urls["ws"], api_key=signer.api_key,
                                   api_secret=secret), signer

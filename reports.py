@@ -129,8 +129,6 @@ def wait_reason(om: OrderManager, pair: Any, now_ms: int, market: Decimal | None
     """Why a pair has no order on the book now, in words for the log and ``status``."""
     if pair.order is not None:
         return "it has one"
-    exp = om.grid.levels[0].as_tuple().exponent
-    places = max(0, -exp) if isinstance(exp, int) else 2
     if now_ms < pair.retry_at_ms:
         return f"the exchange refused it; it is tried again in {(pair.retry_at_ms - now_ms + 999) // 1000} s"
     level = om.grid.pair_level(pair.index, pair.side)
@@ -140,10 +138,10 @@ def wait_reason(om: OrderManager, pair: Any, now_ms: int, market: Decimal | None
     s = om.settings
     if market is not None and s.max_multiplier is not None and price > market * s.max_multiplier:
         return (f"it lies above the exchange's price band (at most {s.max_multiplier}x the last price {market}); "
-                f"it waits until the price rises to {price / s.max_multiplier:.{places}f}")
+                f"it waits until the price rises to {fmt_price(price / s.max_multiplier, price)}")
     if market is not None and s.min_multiplier is not None and price < market * s.min_multiplier:
         return (f"it lies below the exchange's price band (at least {s.min_multiplier}x the last price {market}); "
-                f"it waits until the price falls to {price / s.min_multiplier:.{places}f}")
+                f"it waits until the price falls to {fmt_price(price / s.min_multiplier, price)}")
     if market is not None and om.grid.post_only and (price > market if pair.side is Side.BID else price < market):
         return f"a post-only {pair.side.value} at {price} would cross the price {market}; it waits for the price"
     return "it is about to be placed"

@@ -31,7 +31,8 @@ def _typed(d: dict) -> dict:
     return {k: (Decimal(v) if k in _DECIMAL_FIELDS and v is not None else v) for k, v in d.items()}
 
 
-def dump(ex: Exchange) -> dict[str, Any]:
+def dump(ex: Exchange, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The exchange's accounts as JSON-able data; ``extra`` keys are saved beside them (paper mode's key)."""
     with ex.lock:
         return {
             "version": VERSION,
@@ -42,8 +43,7 @@ def dump(ex: Exchange) -> dict[str, Any]:
             "fills": [_plain(asdict(f)) for f in ex.fills],
             "next_trade_ids": {s: m.next_trade_id for s, m in ex.markets.items()},
             "next_order_id": ex._next_order_id,
-            # Paper mode's throwaway key for this local simulator (a paper account, never a real one).
-            "paper_secret": getattr(ex, "paper_secret", None),
+            **(extra or {}),
         }
 
 
@@ -69,8 +69,8 @@ def restore(ex: Exchange, data: dict[str, Any]) -> None:
             ex._book_changed(m)
 
 
-def save(ex: Exchange, path: str) -> None:
-    data = json.dumps(dump(ex), separators=(",", ":"))
+def save(ex: Exchange, path: str, extra: dict[str, Any] | None = None) -> None:
+    data = json.dumps(dump(ex, extra), separators=(",", ":"))
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".sim-", dir=folder)
     try:
