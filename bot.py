@@ -24,9 +24,11 @@ from backpack_api import BackpackClient, BackpackError, Signer, wall_clock_ms
 from config import Config
 from errors import EXIT_OK, EXIT_RUNTIME, GridBotError
 from executor import ActiveGrid, Executor, describe_orders
+from exit_runner import ExitRunner
 from order_state import OrderState
 from notify import Digest, ErrorWatch, Notifier
-from reports import format_stats, start_message, wait_reason
+from reports import describe_exit, format_stats, start_message, wait_reason
+from risk import GridRisk
 from startup import ClockWatch, Startup
 from state_store import StateStore
 from websocket_client import MarketStream, OrderEvent, StreamDown, StreamError, StreamUp, TickerEvent
@@ -127,6 +129,8 @@ class GridBot:
         self.notifier = notifier
         self.digest: Digest | None = None
         self.watch: ErrorWatch | None = None
+        self.risk: GridRisk | None = None    # exits and trailing (risk.py), once the grid is known
+        self.exits: ExitRunner | None = None
 
     # -- what tests and reports read
     @property
@@ -179,6 +183,10 @@ class GridBot:
             self.tell("error", "refused to start", f"The bot refused to start: {e}")
             return RunResult(e.exit_code, str(e), None)
         self.g, self.last = started.grid, LastPrice(started.price)
+        self.exits = ExitRunner(self.client, self.executor, started.rules, self.cfg.risk,
+                                window_ms=self.cfg.api.window_ms, sleep=self.sleep, wall_ms=self.wall_ms)
+        self.risk = GridRisk(self.cfg.risk, save=self.g.save, carry_out=lambda price: self.exits.carry_out(self.g, price),
+                             tell=self.risk_told)
         if self.notifier is not None:
             self.digest = Digest(self.notifier, self.notifier.cfg, self.g.om.grid.quote, self.clock())
             self.watch = ErrorWatch(self.notifier, self.notifier.cfg.error_after)
@@ -197,10 +205,13 @@ class GridBot:
             if started.resumed and self.g.om.pairs:
                 self.ready = False
                 self.settle()
-            elif not self.g.om.pairs:
+            elif not self.g.om.pairs and self.g.om.risk.triggered:
                 # A resumed grid whose process died before it saved its first orders.
                 empty = self.g.om.start(started.price)
                 log.info("placing the initial grid (level %d stays empty)", empty)
+            elif not self.g.om.pairs:
+                log.info("waiting for the price to cross the trigger price %s (it is %s): nothing is placed until "
+                         "then", self.g.om.risk.trigger, started.price)
             self.act()
         except Exception as e:  # an unexpected bug: say so, then still try to stop cleanly
             log.exception("unexpected error: %s", e)
@@ -403,12 +414,29 @@ class GridBot:
 
     def act(self) -> None:
         """Whatever the grid needs now. Cheap when there is nothing to do (no I/O). Nothing at all
-        before a resumed grid has been reconciled with the exchange."""
-        assert self.g is not None
-        if self.ready:
-            self.executor.perform(self.g, self.g.om.take_actions(self.wall_ms(), self.price))
+        before a resumed grid has been reconciled with the exchange. Exits and trailing come first:
+        when an exit fires, no grid order is sent."""
+        assert self.g is not None and self.risk is not None
+        if self.ready and not self.risk.finished:
+            if self.risk.before_orders(self.g.om, self.price, self.wall_ms()):
+                self.executor.perform(self.g, self.g.om.take_actions(self.wall_ms(), self.price))
+            if self.risk.finished:
+                ex = self.g.om.risk.exit
+                if self.store is not None and self.g.grid_id is not None:
+                    self.store.set_status(self.g.grid_id, "stopped", self.wall_ms())
+                self.request_stop(f"{ex.reason}: {ex.detail}")
         self.g.publish()
         self.g.save()
+
+    def risk_told(self, kind: str, text: str) -> None:
+        """What exits and trailing have to say: the log, and a notification for an exit."""
+        if kind == "exit":
+            log.warning("EXIT: %s", text)
+            self.tell("exit", "exit", f"Exit: {text}.")
+        elif kind == "trail-limit":
+            log.warning("trailing: %s", text)
+        else:
+            log.info("%s: %s", kind, text)
 
     def report_waiting(self) -> None:
         """A level that has waited for its order longer than three intervals is logged once, with the
@@ -451,7 +479,10 @@ class GridBot:
             log.warning("cannot read the last fills: %s", result.error)
         self.g.save()
         self.executor.close()
-        if closed and self.store is not None and self.g.grid_id is not None:
+        ex = self.g.om.risk.exit
+        if ex is not None and ex.phase == "done":
+            log.info("%s", describe_exit(ex, self.g.om.grid))
+        if closed and ex is None and self.store is not None and self.g.grid_id is not None:
             # A grid whose orders are all cancelled is closed: the next start lays out a new one. One with
             # orders left (kept, or not confirmed cancelled) stays running, so the next start resumes it.
             self.store.set_status(self.g.grid_id, "stopped", self.wall_ms())

@@ -20,6 +20,7 @@ from backpack_api import KeyFormatError, decode_key, public_key_of
 from config_checks import (TEN_YEARS, Check, ConfigError, _show, balances, boolean, decimal, integer,
                            secret_http_url, secret_urls, seconds, string_list, text)
 from notify import DEFAULT_EVENTS, EVENTS, HEARTBEAT_ENV, URLS_ENV, NotifyConfig
+from risk import ON_STOP, OUT_OF_RANGE, RiskConfig
 
 DEFAULT_BASE_URL = "https://api.backpack.exchange"
 DEFAULT_WS_URL = "wss://ws.backpack.exchange"
@@ -72,6 +73,19 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
         "post_only": (boolean, True),
         "maker_fee": (decimal(nonneg=True, below=Decimal("0.05")), Decimal("0.001")),
         "on_exit": (text(ON_EXIT), "cancel"),
+        "trigger_price": (decimal(positive=True, nullable=True), None),
+    },
+    "risk": {
+        "stop_loss_price": (decimal(positive=True, nullable=True), None),
+        "take_profit_price": (decimal(positive=True, nullable=True), None),
+        "stop_loss_return": (decimal(nullable=True), None),
+        "take_profit_return": (decimal(nullable=True), None),
+        "stop_delay": (seconds(0, 86400), 0.0),
+        "on_stop": (text(ON_STOP), "keep"),
+        "out_of_range": (text(OUT_OF_RANGE), "wait"),
+        "trail_up_limit": (decimal(positive=True, nullable=True), None),
+        "trail_down_limit": (decimal(positive=True, nullable=True), None),
+        "max_slippage": (decimal(positive=True, below=Decimal("0.1")), Decimal("0.005")),
     },
     "log": {
         "level": (text(LOG_LEVELS), "INFO"),
@@ -128,6 +142,7 @@ class TradingConfig:
     post_only: bool
     maker_fee: Decimal
     on_exit: str
+    trigger_price: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +165,7 @@ class Config:
     notify: NotifyConfig = NotifyConfig()
     paper_balances: dict[str, Decimal] = field(default_factory=dict)
     paper_stale_after: float = 30.0
+    risk: RiskConfig = RiskConfig()
 
     def replace_api(self, **changes: str) -> "Config":
         return replace(self, api=replace(self.api, **changes))
@@ -283,10 +299,43 @@ def _rules(v: dict[str, dict[str, Any]], *, need_keys: bool) -> list[str]:
     pr = t["price_range"]
     if pr is not None and not (0 < pr < 1):
         raise ConfigError(f"trading.price_range must be between 0 and 1, e.g. 0.05 for +-5% (got {pr})")
+    _risk_rules(v["risk"], t, warnings)
     if need_keys:
         check_keys(v["api"]["api_key"], v["api"]["api_secret"], key_from=v["api"].get("_key_from", "api.api_key"),
                    secret_from=v["api"].get("_secret_from", "api.api_secret"))
     return warnings
+
+
+def _risk_rules(r: dict[str, Any], t: dict[str, Any], warnings: list[str]) -> None:
+    """The risk section's rules between keys (those that need the grid's levels or the price are checked
+    at start and by plan: ``risk.exit_notes``)."""
+    sl, tp = r["stop_loss_price"], r["take_profit_price"]
+    if sl is not None and tp is not None and sl >= tp:
+        raise ConfigError(f"risk.stop_loss_price ({sl}) must be below risk.take_profit_price ({tp})")
+    slr, tpr = r["stop_loss_return"], r["take_profit_return"]
+    if slr is not None and not -1 < slr < 0:
+        raise ConfigError(f"risk.stop_loss_return must be a loss between -1 and 0, e.g. -0.10 to stop at a 10% loss "
+                          f"(got {slr})")
+    if tpr is not None and not tpr > 0:
+        raise ConfigError(f"risk.take_profit_return must be a gain above 0, e.g. 0.20 to stop at a 20% gain "
+                          f"(got {tpr})")
+    up, down = r["trail_up_limit"], r["trail_down_limit"]
+    if r["out_of_range"] == "trail":
+        if up is None and down is None:
+            raise ConfigError("risk.out_of_range is trail but both risk.trail_up_limit and risk.trail_down_limit are "
+                              "null: set the price the grid may follow up to, down to, or both")
+        if up is not None and down is not None and down >= up:
+            raise ConfigError(f"risk.trail_down_limit ({down}) must be below risk.trail_up_limit ({up})")
+        if not t["auto_price"]:
+            if up is not None and up <= t["grid_upper"]:
+                raise ConfigError(f"risk.trail_up_limit ({up}) must be above trading.grid_upper ({t['grid_upper']}): "
+                                  f"the grid follows the price up to it")
+            if down is not None and down >= t["grid_lower"]:
+                raise ConfigError(f"risk.trail_down_limit ({down}) must be below trading.grid_lower "
+                                  f"({t['grid_lower']}): the grid follows the price down to it")
+    elif up is not None or down is not None:
+        warnings.append(f"risk.trail_up_limit and risk.trail_down_limit apply only with risk.out_of_range trail "
+                        f"(it is {r['out_of_range']}): ignored")
 
 
 def load_config(path: str, *, env: Mapping[str, str] | None = None, need_keys: bool = True,
@@ -343,6 +392,7 @@ def load_config(path: str, *, env: Mapping[str, str] | None = None, need_keys: b
         warnings=tuple(warnings),
         paper_balances=v["paper"]["balances"],
         paper_stale_after=v["paper"]["stale_after"],
+        risk=RiskConfig(trigger_price=t["trigger_price"], **v["risk"]),
         notify=NotifyConfig(urls=n["urls"], urls_from=urls_from, events=n["events"],
                             digest_interval=n["digest_interval"], error_after=n["error_after"],
                             daily_hour=n["daily_hour"], heartbeat_url=heartbeat,

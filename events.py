@@ -129,6 +129,29 @@ class TransitionRefused:
     new: str
 
 
+@dataclass(frozen=True)
+class FilledOffGrid:
+    """An order a trail move had left outside the grid filled before its cancel: accounted, no
+    counter-order (its pair is no longer part of the grid)."""
+    order_id: str | None
+    level: int
+    side: Side
+    price: Decimal
+
+
+@dataclass(frozen=True)
+class SaleFill:
+    """A fill of the sale an exit makes (``on_stop: sell_base``)."""
+    trade_id: int
+    order_id: str
+    price: Decimal
+    quantity: Decimal
+    fee: Decimal
+    fee_symbol: str
+    sold: Decimal
+    target: Decimal
+
+
 GridEvent = (FillApplied | CounterOrderDecided | RoundTripCompleted | OrderRefused | OutcomeUnknown
              | LookupResolved | ClosedByExchange | FilledIncomplete | FilledAfterCancel | DuplicateOnBook
-             | TransitionRefused)
+             | TransitionRefused | FilledOffGrid | SaleFill)

@@ -66,7 +66,7 @@ class ActiveGrid:
 
     def publish(self) -> None:
         for ev in self.om.take_events():
-            if self.closing and isinstance(ev, CounterOrderDecided):
+            if (self.closing or self.om.risk.exit is not None) and isinstance(ev, CounterOrderDecided):
                 continue
             level, message = describe(ev, self.om.grid.quote)
             log.log(level, "%s", message)

@@ -46,17 +46,25 @@ def is_multiple(value: Decimal, step: Decimal) -> bool:
     return value % step == 0
 
 
+def raw_level(lower: Decimal, upper: Decimal, n: int, mode: GridMode, j: int) -> Decimal:
+    """Level ``j`` of the ladder through ``lower`` (j = 0) and ``upper`` (j = n - 1), unrounded, with 40
+    significant digits; ``j`` may lie outside 0..n-1 (a trailing grid's levels beyond its first range)."""
+    with localcontext() as ctx:
+        ctx.prec = 40
+        if j == 0:
+            return lower
+        if j == n - 1:
+            return upper
+        if mode is GridMode.ARITHMETIC:
+            return lower + (upper - lower) / (n - 1) * j
+        return lower * ((upper / lower).ln() / (n - 1) * j).exp()
+
+
 def raw_levels(lower: Decimal, upper: Decimal, n: int, mode: GridMode) -> list[Decimal]:
     """Unrounded levels, computed with 40 significant digits."""
     if n < 2:
         raise GridError("grid_num must be at least 2")
-    with localcontext() as ctx:
-        ctx.prec = 40
-        if mode is GridMode.ARITHMETIC:
-            step = (upper - lower) / (n - 1)
-            return [lower + step * i for i in range(n - 1)] + [upper]
-        ratio_log = (upper / lower).ln() / (n - 1)
-        return [lower] + [lower * (ratio_log * i).exp() for i in range(1, n - 1)] + [upper]
+    return [raw_level(lower, upper, n, mode, i) for i in range(n)]
 
 
 def grid_levels(lower: Decimal, upper: Decimal, n: int, mode: GridMode, tick: Decimal) -> tuple[Decimal, ...]:
@@ -137,6 +145,37 @@ class GridSpec:
     def pair_level(self, pair: int, side: Side) -> int:
         """Pair k spans levels k and k+1: its buy rests at k, its sell at k+1."""
         return pair if side is Side.BID else pair + 1
+
+
+@dataclass(frozen=True)
+class Ladder:
+    """The endless ladder a grid's levels are cut from: the first range's ``lower`` (level 0) and
+    ``upper`` (level n - 1), continued by the same step (arithmetic) or ratio (geometric), each level
+    rounded to ``tick``. A trailing grid is the window of n levels starting at its ``offset``."""
+    lower: Decimal
+    upper: Decimal
+    n: int
+    mode: GridMode
+    tick: Decimal
+
+    def price(self, j: int) -> Decimal:
+        return to_step(raw_level(self.lower, self.upper, self.n, self.mode, j), self.tick)
+
+    def window(self, offset: int) -> tuple[Decimal, ...]:
+        return tuple(self.price(offset + i) for i in range(self.n))
+
+    def usable(self, offset: int, min_price: Decimal) -> bool:
+        """Can the grid stand at ``offset``: every level positive, at least ``min_price``, all distinct."""
+        levels = self.window(offset)
+        return levels[0] >= max(min_price, self.tick) and all(a < b for a, b in zip(levels, levels[1:]))
+
+    def to_json(self) -> dict:
+        return {"lower": f"{self.lower:f}", "upper": f"{self.upper:f}", "n": self.n, "mode": self.mode.value,
+                "tick": f"{self.tick:f}"}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Ladder":
+        return cls(Decimal(d["lower"]), Decimal(d["upper"]), int(d["n"]), GridMode(d["mode"]), Decimal(d["tick"]))
 
 
 def initial_sides(n_levels: int, empty: int) -> list[Side]:

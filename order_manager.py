@@ -28,12 +28,13 @@ from typing import Iterable
 
 from accounting import Ledger, Stats
 from events import (ClosedByExchange, CounterOrderDecided, DuplicateOnBook, FillApplied, FilledAfterCancel,
-                    FilledIncomplete, GridEvent, LookupResolved, OrderRefused, OutcomeUnknown,
-                    RoundTripCompleted, TransitionRefused)
+                    FilledIncomplete, FilledOffGrid, GridEvent, LookupResolved, OrderRefused, OutcomeUnknown,
+                    RoundTripCompleted, SaleFill, TransitionRefused)
 from grid_calculator import GridSpec, initial_plan
 from models import Fill, Order, OrderStatus, OrderUpdate, Side
 from order_state import (Action, Cancel, Changes, GridOrder, Lookup, OrderState, Pair, Place, Settings,
                          Snapshot, allowed, placeable, placeable_range)
+from risk import RiskState
 
 SEQ_BITS = 24
 SEQ_MAX = (1 << SEQ_BITS) - 1
@@ -56,6 +57,9 @@ class OrderManager:
         self.seen_trades: set[int] = set()
         self.ledger = Ledger(grid.base, grid.quote)
         self.wait_seq = 0
+        # Exits and trailing (risk.py): the trigger, the trail offset, an exit and its sale. Pairs and
+        # orders carry absolute indices on the grid's ladder: the window is offset .. offset + n - 1.
+        self.risk = RiskState()
         self.version = 0                       # bumped by every change; the store saves on a change
         # Order id -> clientId: ours and on the book, to be cancelled: written off (lost, rejected) yet
         # there, or a second exchange order with one clientId (a placement delivered twice).
@@ -69,7 +73,8 @@ class OrderManager:
     # -------------------------------------------------------------------------- snapshots
     def snapshot(self) -> Snapshot:
         return Snapshot(tuple(replace(p) for p in self.pairs), tuple(replace(o) for o in self.orders.values()),
-                        frozenset(self.seen_trades), self.next_seq, self.wait_seq, self.ledger.copy())
+                        frozenset(self.seen_trades), self.next_seq, self.wait_seq, self.ledger.copy(),
+                        RiskState.from_json(self.risk.to_json()))
 
     @classmethod
     def from_snapshot(cls, grid: GridSpec, tag: int, snap: Snapshot,
@@ -78,6 +83,7 @@ class OrderManager:
         the process died may or may not have reached the exchange: it becomes an unknown outcome,
         looked up once its signature window has passed."""
         om = cls(grid, tag=tag, settings=settings)
+        om.risk = RiskState.from_json(snap.risk.to_json())
         om.pairs = sorted((replace(p, order=None) for p in snap.pairs), key=lambda p: p.index)
         om.orders = {o.client_id: replace(o) for o in snap.orders}
         om.by_order_id = {o.order_id: o.client_id for o in om.orders.values() if o.order_id}
@@ -90,14 +96,23 @@ class OrderManager:
                 om._changed.add(o.client_id)
             if o.state.live:
                 om.live[o.client_id] = o
-                om.pairs[o.pair].order = o.client_id
+                pair = om._pair(o.pair)
+                if pair is not None:
+                    pair.order = o.client_id
+                elif o.cancel_requested:
+                    # Left behind by a trail move: its cancel may not have been sent before the process
+                    # died, so it is sent (again); an order already gone answers "not found".
+                    o.cancel_requested = False
+                    om._changed.add(o.client_id)
         om.version += 1
         return om
 
     def take_changes(self) -> Changes:
+        pairs = (self._pair(i) for i in sorted(self._changed_pairs))
         changes = Changes(tuple(replace(self.orders[c]) for c in sorted(self._changed)),
-                          tuple(replace(self.pairs[i]) for i in sorted(self._changed_pairs)),
-                          tuple(self._new_fills), self.next_seq, self.wait_seq, self.ledger.copy())
+                          tuple(replace(p) for p in pairs if p is not None),
+                          tuple(self._new_fills), self.next_seq, self.wait_seq, self.ledger.copy(),
+                          self.grid.levels, self.risk.to_json())
         self._changed.clear()
         self._changed_pairs.clear()
         self._new_fills.clear()
@@ -135,10 +150,28 @@ class OrderManager:
             self.live.pop(o.client_id, None)
             o.closed_ms = now_ms
             o.missing = False
-            pair = self.pairs[o.pair]
-            if pair.order == o.client_id:
+            pair = self._pair(o.pair)
+            if pair is not None and pair.order == o.client_id:
                 pair.order = None
         return True
+
+    @property
+    def offset(self) -> int:
+        return self.risk.offset
+
+    def _pair(self, index: int) -> Pair | None:
+        """The pair with absolute index ``index``, or None when it lies outside the grid's window (a
+        trail move dropped it)."""
+        k = index - self.risk.offset
+        return self.pairs[k] if 0 <= k < len(self.pairs) else None
+
+    def level_price(self, level: int) -> Decimal:
+        """The price of absolute level ``level`` (inside the window)."""
+        return self.grid.levels[level - self.risk.offset]
+
+    def risk_changed(self) -> None:
+        """The risk state changed: the next save writes it."""
+        self.version += 1
 
     def _next_wait_seq(self) -> int:
         self.wait_seq += 1
@@ -157,8 +190,8 @@ class OrderManager:
         self.pairs = []
         for k in range(len(self.grid.levels) - 1):
             side = Side.BID if k < empty else Side.ASK
-            self.pairs.append(Pair(index=k, side=side, waiting_since=self._next_wait_seq()))
-            self._changed_pairs.add(k)
+            self.pairs.append(Pair(index=self.offset + k, side=side, waiting_since=self._next_wait_seq()))
+            self._changed_pairs.add(self.offset + k)
         return empty
 
     def adopt(self, taken: dict[int, Order], now_ms: int) -> None:
@@ -199,12 +232,24 @@ class OrderManager:
                 continue
             level = self.grid.pair_level(p.index, p.side)
             if level not in occupied:
-                out.append(self.placeable_range(p.side, self.grid.levels[level]))
+                out.append(self.placeable_range(p.side, self.level_price(level)))
         return out
 
     def take_actions(self, now_ms: int, market: Decimal | None) -> list[Action]:
-        """What the running bot should do now: placements, lookups, and cancels of duplicates."""
-        return [*self.take_placements(now_ms, market), *self.take_lookups(now_ms), *self.take_zombie_cancels()]
+        """What the running bot should do now: placements, lookups, and cancels of duplicates and of
+        orders a trail move left outside the grid."""
+        return [*self.take_placements(now_ms, market), *self.take_lookups(now_ms), *self.take_zombie_cancels(),
+                *self.take_orphan_cancels()]
+
+    def take_orphan_cancels(self) -> list[Cancel]:
+        out = []
+        for o in self.live.values():
+            if (self._pair(o.pair) is None and o.state is OrderState.OPEN and o.order_id is not None
+                    and not o.cancel_requested):
+                o.cancel_requested = True
+                self._touch(o)
+                out.append(Cancel(o.client_id, o.order_id))
+        return out
 
     def take_zombie_cancels(self) -> list[Cancel]:
         out = [Cancel(cid, oid) for oid, cid in self.zombies.items()]
@@ -222,7 +267,7 @@ class OrderManager:
             level = self.grid.pair_level(pair.index, pair.side)
             if level in occupied or now_ms < pair.retry_at_ms:
                 continue
-            price = self.grid.levels[level]
+            price = self.level_price(level)
             if not self.placeable(pair.side, price, market):
                 continue
             cid = self._new_client_id()
@@ -286,7 +331,9 @@ class OrderManager:
         o = self.orders[client_id]
         if not self._move(o, OrderState.REJECTED, now_ms):
             return
-        pair = self.pairs[o.pair]
+        pair = self._pair(o.pair)
+        if pair is None:
+            return
         pair.rejections += 1
         delay = min(self.settings.retry_cap_ms, self.settings.retry_base_ms * 2 ** (pair.rejections - 1))
         pair.retry_at_ms = now_ms + delay
@@ -303,8 +350,9 @@ class OrderManager:
     def not_sent(self, client_id: int, now_ms: int) -> None:
         """The request never left (connection refused): nothing can be on the book."""
         o = self.orders[client_id]
-        if self._move(o, OrderState.REJECTED, now_ms):
-            self.pairs[o.pair].retry_at_ms = now_ms + self.settings.retry_base_ms
+        pair = self._pair(o.pair)
+        if self._move(o, OrderState.REJECTED, now_ms) and pair is not None:
+            pair.retry_at_ms = now_ms + self.settings.retry_base_ms
 
     def resolve(self, client_id: int, order: Order | None, fills: Iterable[Fill], now_ms: int) -> None:
         """What a lookup found: the order as the exchange knows it (None: not found) and its fills."""
@@ -342,8 +390,9 @@ class OrderManager:
         requested = o.cancel_requested
         if not self._move(o, OrderState.CANCELLED, now_ms):
             return
-        if not requested:
-            self.pairs[o.pair].retry_at_ms = now_ms + self.settings.replace_delay_ms
+        pair = self._pair(o.pair)
+        if not requested and pair is not None:
+            pair.retry_at_ms = now_ms + self.settings.replace_delay_ms
         if not requested or o.executed:
             self._events.append(ClosedByExchange(o.order_id, o.client_id, o.level, o.side, o.price,
                                                  status.value.lower(), o.executed, requested))
@@ -380,6 +429,9 @@ class OrderManager:
         """Account one fill (once per trade id). True when it was new and ours."""
         if fill.trade_id in self.seen_trades:
             return False
+        if fill.client_id is not None and self.risk.exit is not None and self.risk.exit.sale is not None \
+                and fill.client_id in self.risk.exit.sale.orders and fill.symbol == self.grid.symbol:
+            return self._sale_fill(fill)
         o = self._find(fill.client_id, fill.order_id)
         if o is None or fill.symbol != self.grid.symbol:
             return False
@@ -411,7 +463,11 @@ class OrderManager:
             return
         if not self._move(o, OrderState.FILLED, now_ms) or not was_live:
             return
-        pair = self.pairs[o.pair]
+        pair = self._pair(o.pair)
+        if pair is None:
+            # A trail move had dropped its pair (the fill raced the cancel): accounted, no counter-order.
+            self._events.append(FilledOffGrid(o.order_id, o.level, o.side, o.price))
+            return
         self._changed_pairs.add(pair.index)
         leg = (o.side, o.executed, o.executed_quote, o.fee_quote)
         if pair.opener is None:
@@ -426,7 +482,7 @@ class OrderManager:
         pair.rejections = 0
         pair.waiting_since = self._next_wait_seq()
         nxt = self.grid.pair_level(pair.index, pair.side)
-        self._events.append(CounterOrderDecided(o.side, o.level, pair.side, self.grid.levels[nxt],
+        self._events.append(CounterOrderDecided(o.side, o.level, pair.side, self.level_price(nxt),
                                                 self.grid.quantity, nxt))
 
     def apply_open_orders(self, snapshot: Iterable[Order], as_of_ms: int) -> int:
@@ -485,6 +541,58 @@ class OrderManager:
                 self._move(o, OrderState.OPEN, now_ms)
             else:
                 self._closed_by_exchange(o, u.status or OrderStatus.CANCELLED, now_ms)
+
+    # -------------------------------------------------------------------------- trailing and exits
+    def can_shift(self, up: bool) -> bool:
+        """May the grid move one step now? Above the top it must hold only buys (below the bottom only
+        sells), every order settled on the book: a move never races an order whose outcome is unknown."""
+        side = Side.BID if up else Side.ASK
+        return (bool(self.pairs) and all(p.side is side for p in self.pairs)
+                and all(o.state is OrderState.OPEN and o.order_id is not None for o in self.live.values()))
+
+    def shift(self, up: bool, levels: tuple[Decimal, ...]) -> None:
+        """Move the grid one step along its ladder to ``levels``: up drops its lowest pair (whose buy is
+        then cancelled) and adds a buy pair at the top; down drops its highest pair (a sell) and adds a
+        sell pair at the bottom. The caller records the move (``risk.moves``) in the same save."""
+        drop = self.pairs[0] if up else self.pairs[-1]
+        self.risk.offset += 1 if up else -1
+        self.grid = replace(self.grid, levels=levels)
+        index = self.offset + len(levels) - 2 if up else self.offset
+        new = Pair(index=index, side=Side.BID if up else Side.ASK, waiting_since=self._next_wait_seq())
+        self.pairs = [*self.pairs[1:], new] if up else [new, *self.pairs[:-1]]
+        self._changed_pairs.add(index)
+        if drop.order is not None:
+            self._touch(self.orders[drop.order])  # outside the window now: take_orphan_cancels cancels it
+        self.version += 1
+
+    def new_sale_order(self) -> int:
+        """A clientId for an order of the exit's sale (recorded in ``risk.exit.sale`` before it is sent)."""
+        assert self.risk.exit is not None and self.risk.exit.sale is not None
+        cid = self._new_client_id()
+        self.risk.exit.sale.orders.append(cid)
+        self.version += 1
+        return cid
+
+    def _sale_fill(self, fill: Fill) -> bool:
+        """A fill of the exit's sale: accounted in the ledger (it is the grid's base being sold)."""
+        if fill.trade_id in self.seen_trades:
+            return False
+        sale = self.risk.exit.sale  # type: ignore[union-attr]
+        self.seen_trades.add(fill.trade_id)
+        self._new_fills.append(fill)
+        fee_quote = self.ledger.record_fill(fill)
+        sale.sold += fill.quantity
+        sale.proceeds += fill.price * fill.quantity
+        sale.fees += fee_quote
+        self.version += 1
+        self._events.append(SaleFill(fill.trade_id, fill.order_id, fill.price, fill.quantity, fill.fee,
+                                     fill.fee_symbol, sale.sold, sale.target))
+        return True
+
+    def grid_base(self, start_base: Decimal) -> Decimal:
+        """The base this grid holds: what it took at its start plus what it has bought, less what it
+        has sold and paid in fees."""
+        return start_base + self.ledger.position
 
     # -------------------------------------------------------------------------- reporting
     def stats(self, price: Decimal | None) -> Stats:

@@ -7,12 +7,13 @@ back into ``OPEN``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
 
 from accounting import Leg, Ledger
 from models import Fill, Side
+from risk import RiskState
 
 ZERO = Decimal(0)
 
@@ -137,6 +138,7 @@ class Snapshot:
     next_seq: int
     wait_seq: int
     ledger: Ledger
+    risk: RiskState = field(default_factory=RiskState)
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,8 @@ class Changes:
     next_seq: int
     wait_seq: int
     ledger: Ledger
+    levels: tuple[Decimal, ...] = ()   # the grid's levels now (a trail move changes them)
+    risk: dict | None = None           # RiskState.to_json()
 
 
 # ------------------------------------------------------------------------------ the placement rule

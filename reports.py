@@ -12,8 +12,8 @@ from typing import Any
 
 from accounting import Stats
 from events import (ClosedByExchange, CounterOrderDecided, DuplicateOnBook, FillApplied, FilledAfterCancel,
-                    FilledIncomplete, GridEvent, LookupResolved, OrderRefused, OutcomeUnknown,
-                    RoundTripCompleted, TransitionRefused)
+                    FilledIncomplete, FilledOffGrid, GridEvent, LookupResolved, OrderRefused, OutcomeUnknown,
+                    RoundTripCompleted, SaleFill, TransitionRefused)
 from grid_calculator import GridSpec
 from models import Side
 from order_manager import OrderManager
@@ -102,6 +102,12 @@ def describe(ev: GridEvent, quote: str) -> tuple[int, str]:
     if isinstance(ev, TransitionRefused):
         return WARNING, (f"refused {ev.old} -> {ev.new} for order {ev.client_id} (level {ev.level}); "
                          f"keeping {ev.old}")
+    if isinstance(ev, FilledOffGrid):
+        return WARNING, (f"order {ev.order_id} ({ev.side.value} @ {ev.price:f}, level {ev.level}) filled after a "
+                         f"trail move had left it outside the grid: accounted, no counter-order")
+    if isinstance(ev, SaleFill):
+        return INFO, (f"sale fill: {ev.quantity:f} @ {ev.price:f} (order {ev.order_id}), fee {a(ev.fee)} "
+                      f"{ev.fee_symbol}; sold {a(ev.sold)} of {a(ev.target)}")
     raise TypeError(f"no description for {type(ev).__name__}")
 
 
@@ -123,6 +129,25 @@ def start_message(grid: GridSpec, price: Decimal, resumed: bool) -> str:
     return (f"{'Resumed' if resumed else 'New'} grid {grid.symbol}: {len(levels)} levels "
             f"{fmt_amount(levels[0])}-{fmt_amount(levels[-1])} {grid.quote}, {fmt_amount(grid.quantity)} "
             f"{grid.base} each; price {fmt_amount(price)}.")
+
+
+def describe_exit(ex: Any, grid: GridSpec) -> str:
+    """An exit in one line: why, when, at what price, and what the sale brought (or what was kept)."""
+    text = f"exit: stopped by the {ex.reason} {iso(ex.time_ms)} at price {fmt_price(ex.price, grid.levels[0])}: {ex.detail}"
+    sale = ex.sale
+    if ex.on_stop == "keep":
+        return text + "; on_stop keep: the grid's orders were cancelled and what it holds was kept"
+    if sale is None:
+        return text + "; the sale has not started"
+    avg = f" at {fmt_price(sale.proceeds / sale.sold, grid.levels[0])} on average" if sale.sold else ""
+    text += (f"; sold {fmt_amount(sale.sold)} of {fmt_amount(sale.target)} {grid.base}{avg} for "
+             f"{fmt_amount(sale.proceeds)} {grid.quote} (fees {fmt_amount(sale.fees)} {grid.quote}), no lower than "
+             f"{sale.floor}")
+    if sale.left:
+        text += f"; {fmt_amount(sale.left)} {grid.base} not sold: {sale.note}"
+    elif sale.note:
+        text += f" ({sale.note})"
+    return text
 
 
 def wait_reason(om: OrderManager, pair: Any, now_ms: int, market: Decimal | None) -> str:

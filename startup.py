@@ -17,12 +17,13 @@ from backpack_api import BackpackClient, BackpackError, RequestRejected, Transie
 from config import Config
 from errors import FatalError, InputError
 from executor import ActiveGrid, Executor
-from grid_calculator import (GridError, GridMode, GridSpec, build_grid, funds_needed, initial_plan,
+from grid_calculator import (GridError, GridMode, GridSpec, Ladder, build_grid, funds_needed, initial_plan,
                              match_open_orders, summarize)
 from models import MarketRules, Order, Side
 from order_manager import OrderManager
 from order_state import Settings
-from reports import describe_params, fmt_amount
+from reports import describe_exit, describe_params, fmt_amount
+from risk import RiskState, exit_notes, start_funds
 from state_store import SavedGrid, StateStore
 
 log = logging.getLogger("grid_bot")
@@ -269,6 +270,7 @@ class Startup:
         self.wall_ms = wall_ms
         self.tag = tag
         self.adopt = adopt
+        self.rules_tick = Decimal("0.01")
 
     def prepare(self, *, reset: bool) -> Started:
         """Market rules, clock, price, then resume the saved grid or lay out a new one (grid, funds)."""
@@ -281,6 +283,7 @@ class Startup:
         except TransientError as e:
             raise FatalError(f"cannot read the price of {self.t.symbol}: {e}") from None
         settings = manager_settings(self.client, rules)
+        self.rules_tick = rules.tick_size
         saved = self.store.active_grid() if self.store is not None else None
         if reset:
             if saved is not None:
@@ -288,6 +291,12 @@ class Startup:
             else:
                 log.info("--reset: no running grid to reset in %s", self.store.path if self.store else "memory")
             saved = None
+        if saved is None and not reset and self.store is not None:
+            last = self.store.latest_grid()
+            if last is not None and last.status == "stopped" and last.risk.exit is not None:
+                raise InputError(f"grid {last.id} in {self.store.path} is finished: "
+                                 f"{describe_exit(last.risk.exit, last.spec)[len('exit: '):]}. A stopped grid is "
+                                 f"not resumed: start with --reset to begin a new grid")
         if saved is not None and saved.params != grid_params(self.t):
             assert self.store is not None
             raise InputError(
@@ -300,13 +309,23 @@ class Startup:
 
     def fresh(self, rules: MarketRules, price: Decimal, settings: Settings) -> ActiveGrid:
         grid, notes = make_grid(rules, self.t, price)
+        ladder = Ladder(grid.levels[0], grid.levels[-1], len(grid.levels), grid.mode, rules.tick_size)
+        notes += exit_notes(self.cfg.risk, grid.levels, price, ladder)
         for n in notes:
             log.warning("%s", n)
+        risk = RiskState(ladder=ladder)
+        risk.arm(self.cfg.risk.trigger_price, price)
+        # A grid that waits for its trigger is laid out at the trigger price: that is what it will need.
+        at = price if risk.triggered else self.cfg.risk.trigger_price
         balances = read_balances(self.client)
         book = self.open_orders()
         taken = self.orders_to_adopt(grid, book)
-        need = check_funds(grid, price, balances, self.t.maker_fee, adopted=taken)
-        log_grid(grid, self.t.symbol, price, need, self.t.maker_fee)
+        if taken and not risk.triggered:
+            raise InputError("--adopt and trading.trigger_price do not go together: an adopted order trades at once")
+        need = check_funds(grid, at, balances, self.t.maker_fee, adopted=taken)
+        log_grid(grid, self.t.symbol, at, need, self.t.maker_fee)
+        if risk.triggered:
+            risk.start = start_funds(grid.levels, grid.quantity, price)
         tag = self.tag
         if tag is None:
             # Never a tag an order on the account carries: its clientIds could be mistaken for ours.
@@ -314,8 +333,15 @@ class Startup:
             tag = (self.store.free_tag(random.choice, avoid) if self.store is not None
                    else random.choice([t for t in range(1, 256) if t not in avoid]))
         created = self.wall_ms()
-        grid_id = self.store.create_grid(grid_params(self.t), grid, tag, created) if self.store else None
+        grid_id = self.store.create_grid(grid_params(self.t), grid, tag, created, risk) if self.store else None
         om = OrderManager(grid, tag=tag, settings=settings)
+        om.risk = risk
+        if not risk.triggered:
+            log.info("waiting for the price to %s the trigger price %s (it is %s): nothing is placed until then",
+                     "rise to" if risk.trigger_from == "below" else "fall to", risk.trigger, price)
+            g = ActiveGrid(om, self.store, grid_id, created, self.wall_ms)
+            g.save()
+            return g
         empty = om.start(price)
         om.adopt(taken, created)
         g = ActiveGrid(om, self.store, grid_id, created, self.wall_ms)
@@ -360,7 +386,33 @@ class Startup:
         log.info("resuming grid %d from %s: %s %d levels %s..%s, %d round trips so far", saved.id,
                  self.store.path, saved.spec.symbol, len(saved.spec.levels), saved.spec.levels[0],
                  saved.spec.levels[-1], g.om.ledger.round_trips)
+        self.resume_risk(g, rules_tick=self.rules_tick)
         return g
+
+    def resume_risk(self, g: ActiveGrid, rules_tick: Decimal) -> None:
+        """Exits and trailing on a resumed grid: what it saved, and what a grid saved by an earlier version
+        lacks (its ladder is rebuilt from its levels; its starting funds are unknown)."""
+        om, cfg = g.om, self.cfg.risk
+        st = om.risk
+        if st.ladder is None and st.offset == 0:
+            ladder = Ladder(om.grid.levels[0], om.grid.levels[-1], len(om.grid.levels), om.grid.mode, rules_tick)
+            if ladder.window(0) == om.grid.levels:
+                st.ladder = ladder
+                om.risk_changed()
+        if cfg.out_of_range == "trail" and st.ladder is None:
+            log.warning("risk.out_of_range trail: this grid's levels are not a ladder the bot can extend; it does "
+                        "not trail (start with --reset for a grid that does)")
+        if st.start is None and (cfg.stop_loss_return is not None or cfg.take_profit_return is not None):
+            log.warning("risk.stop_loss_return / take_profit_return: this grid was started by an earlier version "
+                        "that did not record its starting funds, so its return is unknown and these do not act; "
+                        "start with --reset for a grid that records them")
+        if st.exit is not None:
+            log.warning("this grid's exit was under way (%s at %s): finishing it", st.exit.reason, st.exit.price)
+        elif st.offset:
+            log.info("the grid has trailed %+d step(s): its levels are %s..%s", st.offset, om.grid.levels[0],
+                     om.grid.levels[-1])
+        if st.trigger is not None and not st.triggered:
+            log.info("still waiting for the trigger price %s", st.trigger)
 
     def reset_grid(self, saved: SavedGrid, settings: Settings) -> None:
         """--reset: cancel the saved grid's orders (only those), then forget it."""

@@ -17,7 +17,7 @@ import functools
 import json
 import os
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Callable, Collection, Sequence
 
@@ -26,8 +26,9 @@ from errors import InputError
 from grid_calculator import GridMode, GridSpec
 from models import Side
 from order_state import Changes, GridOrder, OrderState, Pair, Snapshot
+from risk import RiskState
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 ORDERS_TABLE = """
 CREATE TABLE {name} (
@@ -51,7 +52,8 @@ CREATE TABLE IF NOT EXISTS grids (
     created_ms INTEGER NOT NULL, stopped_ms INTEGER, checkpoint_ms INTEGER, updated_ms INTEGER,
     next_seq INTEGER NOT NULL, wait_seq INTEGER NOT NULL,
     round_trips INTEGER NOT NULL, grid_profit TEXT NOT NULL, position TEXT NOT NULL,
-    quote_flow TEXT NOT NULL, fees TEXT NOT NULL, fill_count INTEGER NOT NULL, last_fill_ms INTEGER NOT NULL
+    quote_flow TEXT NOT NULL, fees TEXT NOT NULL, fill_count INTEGER NOT NULL, last_fill_ms INTEGER NOT NULL,
+    risk TEXT
 );
 CREATE TABLE IF NOT EXISTS pairs (
     grid_id INTEGER NOT NULL, idx INTEGER NOT NULL, side TEXT NOT NULL, opener TEXT,
@@ -83,6 +85,7 @@ class SavedGrid:
     stopped_ms: int | None
     checkpoint_ms: int | None
     updated_ms: int | None
+    risk: RiskState = field(default_factory=RiskState)
 
 
 def _d(text: str) -> Decimal:
@@ -201,6 +204,10 @@ class StateStore:
             self.conn.execute("DROP TABLE orders")
             self.conn.execute("ALTER TABLE orders_v2 RENAME TO orders")
             self.conn.execute("CREATE INDEX IF NOT EXISTS orders_by_grid ON orders (grid_id, state)")
+        columns = {r[1] for r in self.conn.execute("PRAGMA table_info(grids)")}
+        if "risk" not in columns:
+            # Version 3: exits and trailing (risk.py), saved with the grid as JSON.
+            self.conn.execute("ALTER TABLE grids ADD COLUMN risk TEXT")
         self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
@@ -237,8 +244,9 @@ class StateStore:
             raise _damaged(self.path, f"grid {row['id']} has an invalid quantity, tag or parameters")
         spec = GridSpec(row["symbol"], row["base"], row["quote"], levels, quantity, GridMode(row["mode"]),
                         bool(row["post_only"]))
+        risk = RiskState.from_json(json.loads(row["risk"]) if row["risk"] else None)
         return SavedGrid(row["id"], params, spec, row["tag"], row["status"],
-                         row["created_ms"], row["stopped_ms"], row["checkpoint_ms"], row["updated_ms"])
+                         row["created_ms"], row["stopped_ms"], row["checkpoint_ms"], row["updated_ms"], risk)
 
     def free_tag(self, rng: Callable[[Sequence[int]], int], avoid: Collection[int] = ()) -> int:
         """A tag (the top byte of every clientId) for a new grid, never one in ``avoid`` (the tags of the
@@ -252,16 +260,16 @@ class StateStore:
         running = {r[0] for r in self.conn.execute("SELECT tag FROM grids WHERE status = 'running'")}
         return min((t for t in used if t not in running and t not in avoid), key=lambda t: used[t])
 
-    def create_grid(self, params: dict, spec: GridSpec, tag: int, now_ms: int) -> int:
+    def create_grid(self, params: dict, spec: GridSpec, tag: int, now_ms: int, risk: RiskState | None = None) -> int:
         with self.conn:
             cur = self.conn.execute(
                 "INSERT INTO grids (params, symbol, base, quote, levels, quantity, mode, post_only, tag, "
                 "status, created_ms, next_seq, wait_seq, round_trips, grid_profit, position, quote_flow, "
-                "fees, fill_count, last_fill_ms) VALUES (?,?,?,?,?,?,?,?,?, 'running', ?, 1, 0, 0, '0', '0', "
-                "'0', '{}', 0, 0)",
+                "fees, fill_count, last_fill_ms, risk) VALUES (?,?,?,?,?,?,?,?,?, 'running', ?, 1, 0, 0, '0', '0', "
+                "'0', '{}', 0, 0, ?)",
                 (json.dumps(params, sort_keys=True), spec.symbol, spec.base, spec.quote,
                  json.dumps([_s(x) for x in spec.levels]), _s(spec.quantity), spec.mode.value,
-                 int(spec.post_only), tag, now_ms))
+                 int(spec.post_only), tag, now_ms, json.dumps((risk or RiskState()).to_json())))
         return int(cur.lastrowid)
 
     def set_status(self, grid_id: int, status: str, now_ms: int) -> None:
@@ -304,15 +312,24 @@ class StateStore:
                 (changes.next_seq, changes.wait_seq, lg.round_trips, _s(lg.grid_profit), _s(lg.position),
                  _s(lg.quote_flow), json.dumps({k: _s(v) for k, v in lg.fees.items()}, sort_keys=True),
                  lg.fill_count, lg.last_fill_ms, now_ms, grid_id))
+            if changes.risk is not None:
+                # The trail offset and the levels it gives, the trigger, an exit and its sale: with the
+                # orders, in one transaction.
+                self.conn.execute("UPDATE grids SET risk = ?, levels = ? WHERE id = ?",
+                                  (json.dumps(changes.risk), json.dumps([_s(x) for x in changes.levels]), grid_id))
 
     # ------------------------------------------------------------------------------ loading
     @_checked
     def load(self, saved: SavedGrid) -> Snapshot:
         """The saved state of a grid, for ``OrderManager.from_snapshot``."""
         g = self.conn.execute("SELECT * FROM grids WHERE id = ?", (saved.id,)).fetchone()
+        n_pairs = len(saved.spec.levels) - 1
+        offset = saved.risk.offset
+        # Pairs a trail move dropped stay in the table (history); the grid is its window's pairs.
         pairs = tuple(Pair(index=r["idx"], side=Side(r["side"]), opener=_opener(r["opener"]),
                            round_trips=r["round_trips"], waiting_since=r["waiting_since"])
-                      for r in self.conn.execute("SELECT * FROM pairs WHERE grid_id = ? ORDER BY idx", (saved.id,)))
+                      for r in self.conn.execute("SELECT * FROM pairs WHERE grid_id = ? AND idx >= ? AND idx < ? "
+                                                 "ORDER BY idx", (saved.id, offset, offset + n_pairs)))
         orders = tuple(GridOrder(client_id=r["client_id"], pair=r["pair"], level=r["level"], side=Side(r["side"]),
                                  price=_d(r["price"]), quantity=_d(r["quantity"]), state=OrderState(r["state"]),
                                  created_ms=r["created_ms"], order_id=r["order_id"], sent_ms=r["sent_ms"],
@@ -325,11 +342,12 @@ class StateStore:
         ledger = Ledger(saved.spec.base, saved.spec.quote, {k: _d(v) for k, v in json.loads(g["fees"]).items()},
                         _d(g["position"]), _d(g["quote_flow"]), _d(g["grid_profit"]), g["round_trips"],
                         g["fill_count"], g["last_fill_ms"])
-        n_pairs = len(saved.spec.levels) - 1
-        if sorted(p.index for p in pairs) not in ([], list(range(n_pairs))) or any(
-                not 0 <= o.pair < n_pairs or saved.spec.pair_level(o.pair, o.side) != o.level for o in orders):
+        if sorted(p.index for p in pairs) not in ([], list(range(offset, offset + n_pairs))) or any(
+                saved.spec.pair_level(o.pair, o.side) != o.level or (
+                    offset <= o.pair < offset + n_pairs
+                    and saved.spec.levels[o.level - offset] != o.price) for o in orders if o.state.live):
             raise _damaged(self.path, f"grid {saved.id}'s pairs or orders do not fit its levels")
-        return Snapshot(pairs, orders, trades, g["next_seq"], g["wait_seq"], ledger)
+        return Snapshot(pairs, orders, trades, g["next_seq"], g["wait_seq"], ledger, saved.risk)
 
 
 def _opener_json(opener: Leg | None) -> str | None:

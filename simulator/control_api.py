@@ -48,6 +48,18 @@ class ControlRoutes:
                                "fills": [{"tradeId": f.trade_id, "orderId": f.order_id,
                                           "side": f.side, "price": s(f.price),
                                           "quantity": s(f.quantity)} for f in fills]})
+        if (method, path) == ("POST", "/_sim/depth"):
+            if not isinstance(body, dict) or "quantity" not in body:
+                return Reply(400, {"error": "body must be {\"symbol\": ..., \"quantity\": \"...\" or null}"})
+            symbol = body.get("symbol", sim.config.symbol)
+            try:
+                quantity = None if body["quantity"] is None else Decimal(str(body["quantity"]))
+            except InvalidOperation:
+                return Reply(400, {"error": "quantity must be a decimal or null"})
+            if quantity is not None and not quantity > 0:
+                return Reply(400, {"error": "quantity must be above 0 (null: unlimited)"})
+            ex.set_taker_depth(symbol, quantity)
+            return Reply(200, {"symbol": symbol, "quantity": None if quantity is None else s(quantity)})
         if (method, path) == ("POST", "/_sim/clock"):
             if not isinstance(body, dict) or not isinstance(body.get("offset_ms"), int):
                 return Reply(400, {"error": "body must be {\"offset_ms\": N} (an integer, may be negative)"})

@@ -13,7 +13,9 @@ Matching model (documented in the README):
   ``m - tick`` and its best ask at ``m + tick`` with unlimited quantity.
 - A limit Bid crosses on arrival when its price is above ``m`` (it then takes at ``m + tick``, taker
   fee); an Ask crosses when its price is below ``m`` (takes at ``m - tick``). Post-only orders that would
-  cross are rejected with INVALID_ORDER.
+  cross are rejected with INVALID_ORDER. With a taker depth (``/_sim/depth``) the book holds only that
+  much at each tick: a crossing order walks it up to its limit and moves ``m`` to its last fill; an IOC
+  or market order's remainder expires.
 - A resting order fills at its own price (maker fee) when the price trades through it: a Bid at ``p``
   when ``m < p``, an Ask when ``m > p``. A price move fills every crossed order completely, or at most
   ``liquidity`` of each when the move says so (a partial fill). Resting orders never match each other.
@@ -218,13 +220,49 @@ class Exchange(MarketData, AccountViews):
                           client_id=order.client_id)
             self._emit(order, "orderAccepted")
             if crosses:
-                # Unlimited liquidity at the touch: a crossing order fills completely as taker.
-                self._fill(m, order, order.remaining, self._touch(m, order.side), is_maker=False)
-            elif order.time_in_force in ("IOC", "FOK"):
-                reason = "ImmediateOrCancel" if order.time_in_force == "IOC" else "FillOrKill"
+                self._take(m, order)
+            if order.status in ("New", "PartiallyFilled") and (
+                    p.type == "Market" or order.time_in_force in ("IOC", "FOK")):
+                reason = "FillOrKill" if order.time_in_force == "FOK" else "ImmediateOrCancel"
                 self._close(order, "Expired", reason)
             self._book_changed(m)
             return order
+
+    def _take(self, m: MarketState, order: Order) -> None:
+        """A crossing order takes liquidity: completely at the touch (unlimited), or, with a taker depth,
+        ``depth`` at each tick from the touch outward up to its limit price, moving the market's price
+        to its last fill (a fill-or-kill order fills only if the book within its limit holds it all)."""
+        depth = m.taker_depth
+        if depth is None:
+            self._fill(m, order, order.remaining, self._touch(m, order.side), is_maker=False)
+            return
+        tick = m.spec.tick_size
+        step = tick if order.side == "Bid" else -tick
+        limit = order.price if order.order_type == "Limit" else None
+
+        def within(px: Decimal) -> bool:
+            return px > 0 and (limit is None or (px <= limit if order.side == "Bid" else px >= limit))
+
+        if order.time_in_force == "FOK":
+            px, available = self._touch(m, order.side), ZERO
+            while within(px) and available < order.remaining:
+                available, px = available + depth, px + step
+            if available < order.remaining:
+                return
+        px, last = self._touch(m, order.side), None
+        for _ in range(100_000):
+            if order.remaining <= 0 or not within(px):
+                break
+            qty = min(order.remaining, depth)
+            self._fill(m, order, qty, px, is_maker=False)
+            last, px = px, px + step
+        if last is not None:
+            m.price = last
+            self._record_tick(m, self.clock_us(), last, ZERO)
+
+    def set_taker_depth(self, symbol: str, quantity: Decimal | None) -> None:
+        with self.lock:
+            self.market(symbol).taker_depth = quantity
 
     def place_batch(self, api_key: str, items: Any) -> list[Order | SimError]:
         if not isinstance(items, list):

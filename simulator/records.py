@@ -192,6 +192,9 @@ class MarketState:
     trades: deque = field(default_factory=lambda: deque(maxlen=100_000))
     next_trade_id: int = 1
     depth_update_id: int = 0
+    # The synthetic book's quantity at each tick beyond the touch, for takers: None = unlimited at the
+    # touch. With a depth, a crossing order walks the book tick by tick and moves the price.
+    taker_depth: Decimal | None = None
     last_book: dict[str, dict[Decimal, Decimal]] = field(default_factory=lambda: {"a": {}, "b": {}})
 
 

@@ -257,6 +257,11 @@ class SimControl:
     def clear_faults(self) -> None:
         self._call("DELETE", "/_sim/faults")
 
+    def set_depth(self, quantity: Any, symbol: str = DEFAULT_SYMBOL) -> dict:
+        """Takers find ``quantity`` at each tick from the touch outward (None: unlimited at the touch)."""
+        return self._call("POST", "/_sim/depth", {"symbol": symbol,
+                                                  "quantity": None if quantity is None else str(quantity)})
+
     def set_clock_offset(self, offset_ms: int) -> None:
         """Run the simulator's clock ``offset_ms`` ahead of this machine's (negative: behind)."""
         self._call("POST", "/_sim/clock", {"offset_ms": offset_ms})

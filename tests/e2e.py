@@ -22,7 +22,7 @@ PYTHON = sys.executable
 
 def write_config(tmp_path, sim, *, secret: str | None = None, name: str = "config.json",
                  api: dict | None = None, log: dict | None = None, state: dict | None = None,
-                 **trading: Any) -> tuple[str, Signer]:
+                 risk: dict | None = None, **trading: Any) -> tuple[str, Signer]:
     secret = secret or generate_keypair()[1]
     signer = Signer(secret)
     t = {"symbol": "SOL_USDC", "grid_lower": "140", "grid_upper": "158", "grid_num": 10,
@@ -34,6 +34,8 @@ def write_config(tmp_path, sim, *, secret: str | None = None, name: str = "confi
            "log": {"file": str(tmp_path / "grid_bot.log"), "console": False, "level": "DEBUG", **(log or {})}}
     if state is not None:
         cfg["state"] = state
+    if risk is not None:
+        cfg["risk"] = risk
     path = tmp_path / name
     path.write_text(json.dumps(cfg, indent=2))
     return str(path), signer

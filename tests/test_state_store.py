@@ -128,8 +128,26 @@ def test_a_version_1_state_file_is_migrated(tmp_path):
     conn.commit()
     conn.close()
     store = StateStore(path)
-    assert store.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
+    assert store.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "3"
     assert [tuple(r) for r in store.conn.execute("SELECT grid_id, client_id, order_id FROM orders")] == [(1, 16777217, "x")]
+    store.close()
+
+
+def test_a_version_2_state_file_gains_the_risk_column_and_its_grid_resumes(tmp_path):
+    import sqlite3
+    path = str(tmp_path / "v2.db")
+    store = StateStore(path)
+    gid = store.create_grid({"a": 1}, GRID, 7, 0)
+    store.close()
+    conn = sqlite3.connect(path)
+    conn.execute("ALTER TABLE grids DROP COLUMN risk")   # as version 2 wrote it
+    conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    store = StateStore(path)
+    saved = store.grid(gid)
+    assert saved.risk.offset == 0 and saved.risk.exit is None and saved.risk.triggered
+    assert store.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "3"
     store.close()
 
 

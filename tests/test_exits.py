@@ -1,0 +1,249 @@
+"""Exits and trailing (risk.py), tier 3: the real bot against the simulator over real HTTP and WebSocket,
+on scripted price paths. Every figure is checked against the simulator's own ledger."""
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+
+from simulator import SimControl
+from state_store import StateStore
+from tests.e2e import BotThread, book_of, ledger_totals, open_orders_of, orders_of, write_config
+from tests.helpers import wait_until
+
+D = Decimal
+GRID = dict(grid_lower="140", grid_upper="158", grid_num=10, quantity="0.5")   # levels 140, 142 .. 158
+START = [("Ask", D(p), D("0.5")) for p in ("152", "154", "156", "158")] + \
+        [("Bid", D(p), D("0.5")) for p in ("140", "142", "144", "146", "148")]
+
+
+def settled(b: BotThread, control: SimControl, price: str):
+    """The bot has seen ``price`` and every fill of ours, and has nothing waiting it could place."""
+    def check() -> bool:
+        st = control.state(journal_since_us=10**18)
+        om = b.bot.om
+        if b.bot.price != D(price) or om is None:
+            return False
+        fills = [f for f in st["fills"] if f["account"] == b.bot.cfg.api.api_key]
+        try:
+            waiting = om.waiting_ranges(b.bot.wall_ms())
+            live = list(om.live.values())
+        except RuntimeError:
+            return False
+        return (om.ledger.fill_count == len(fills) and all(o.state.value == "open" for o in live)
+                and not any((lo is None or D(price) >= lo) and (hi is None or D(price) <= hi) for lo, hi in waiting))
+    return check
+
+
+def move(b: BotThread, control: SimControl, price: str) -> None:
+    control.set_price(price)
+    wait_until(settled(b, control, price), timeout=15, message=f"the bot settled at {price}")
+
+
+def finished(b: BotThread, timeout: float = 30) -> None:
+    b.thread.join(timeout)
+    assert not b.thread.is_alive(), "the bot did not stop after its exit"
+
+
+def stored(path: str) -> BotThread:
+    """The bot with its state file (kept beside the config), as ``grid_bot.py run`` has it."""
+    b = BotThread(path, store=StateStore(str(_state_path(path))))
+    return b
+
+
+def _state_path(config_path: str):
+    import os
+    return os.path.join(os.path.dirname(config_path), "grid_state.db")
+
+
+def saved_grid(path) -> object:
+    store = StateStore(str(path), readonly=True)
+    try:
+        return store.latest_grid()
+    finally:
+        store.close()
+
+
+def test_a_trigger_price_places_nothing_before_and_the_usual_grid_after(tmp_path, quiet_sim):
+    path, signer = write_config(tmp_path, quiet_sim, trigger_price="145", **GRID)
+    control = SimControl(quiet_sim.rest_url)
+    key = signer.api_key
+    with BotThread(path) as b:
+        b.wait_polls(2)
+        assert orders_of(control.state(), key) == []          # nothing before the trigger
+        control.set_price("146.1")
+        b.wait_polls(1)
+        assert orders_of(control.state(), key) == []          # not crossed yet
+        assert not b.bot.om.risk.triggered
+        control.set_price("144.9")
+        # As a fresh grid started at 144.9: level 2 (144) stays empty.
+        want = sorted([("Ask", D(p), D("0.5")) for p in range(146, 160, 2)] +
+                      [("Bid", D(p), D("0.5")) for p in ("140", "142")])
+        wait_until(lambda: book_of(control.state(), key) == want, timeout=15, message="the grid laid out at 144.9")
+        assert b.bot.om.risk.start.price == D("144.9")
+        result = b.stop()
+    assert result.exit_code == 0
+    assert len(orders_of(control.state(), key)) == 9          # nothing placed twice
+
+
+def test_stop_loss_by_price_with_keep_cancels_the_grid_and_a_restart_refuses(tmp_path, quiet_sim):
+    path, signer = write_config(tmp_path, quiet_sim, risk={"stop_loss_price": "139"}, **GRID)
+    control = SimControl(quiet_sim.rest_url)
+    key = signer.api_key
+    with stored(path) as b:
+        wait_until(lambda: book_of(control.state(), key) == sorted(START), timeout=15, message="the grid")
+        move(b, control, "143.9")                       # three buys fill, their sells are placed
+        control.set_price("138.9")
+        finished(b)
+    result = b.result
+    assert result.exit_code == 0 and "stop-loss price" in result.reason
+    st = control.state()
+    assert open_orders_of(st, key) == []
+    assert not any(o["timeInForce"] == "IOC" for o in orders_of(st, key))   # keep: nothing sold
+    ours = orders_of(st, key)
+    ledger = ledger_totals(st, ours, [D(x) for x in range(140, 160, 2)], "SOL")
+    assert (result.stats.round_trips, result.stats.grid_profit, result.stats.position) == \
+        (ledger["round_trips"], ledger["grid_profit"], ledger["position"])
+    saved = saved_grid(tmp_path / "grid_state.db")
+    assert saved.status == "stopped" and saved.risk.exit.reason == "stop-loss price"
+    assert saved.risk.exit.price == D("138.9") and saved.risk.exit.phase == "done"
+    # A stopped grid is finished: a restart says why and refuses; --reset starts a new one.
+    again = stored(path)
+    with again:
+        again.thread.join(30)
+    assert again.result.exit_code == 2
+    assert "is finished" in again.result.reason and "stop-loss price" in again.result.reason \
+        and "138.9" in again.result.reason and "--reset" in again.result.reason
+    assert len(orders_of(control.state(), key)) == len(ours)   # nothing placed
+
+
+def test_stop_loss_with_sell_base_sells_the_grids_base_within_the_cap(tmp_path, quiet_sim):
+    path, signer = write_config(tmp_path, quiet_sim, risk={"stop_loss_price": "139", "on_stop": "sell_base",
+                                                            "max_slippage": "0.005"}, **GRID)
+    control = SimControl(quiet_sim.rest_url)
+    key = signer.api_key
+    with stored(path) as b:
+        wait_until(lambda: book_of(control.state(), key) == sorted(START), timeout=15, message="the grid")
+        move(b, control, "147.9")
+        control.set_price("138.9")
+        finished(b)
+    result = b.result
+    assert result.exit_code == 0 and "stop-loss price" in result.reason
+    st = control.state()
+    sale = [o for o in orders_of(st, key) if o["timeInForce"] == "IOC"]
+    floor = D("138.21")                                  # 138.9 x 0.995 = 138.2055, up to the tick
+    assert sale and all(o["side"] == "Ask" and D(o["price"]) == floor and not o["postOnly"] for o in sale)
+    sale_fills = [f for f in st["fills"] if f["orderId"] in {o["id"] for o in sale}]
+    assert all(D(f["price"]) >= floor for f in sale_fills)
+    grid_orders = [o for o in orders_of(st, key) if o["timeInForce"] != "IOC"]
+    ledger = ledger_totals(st, grid_orders, [D(x) for x in range(140, 160, 2)], "SOL")
+    sold = sum((D(f["quantity"]) for f in sale_fills), D(0))
+    # Exactly the grid's own base: what it took (2 SOL for the four sells) plus what it bought, to the step.
+    grid_base = D(2) + ledger["position"]
+    assert sold == grid_base.quantize(D("0.01"), rounding="ROUND_DOWN")
+    saved = saved_grid(tmp_path / "grid_state.db")
+    assert saved.risk.exit.sale.sold == sold and saved.risk.exit.sale.left == 0
+    assert result.stats.position == ledger["position"] - sold
+
+
+def test_a_sale_the_book_cannot_take_within_the_cap_reports_the_remainder(tmp_path, quiet_sim, caplog):
+    path, signer = write_config(tmp_path, quiet_sim, risk={"stop_loss_price": "139", "on_stop": "sell_base",
+                                                            "max_slippage": "0.005"}, **GRID)
+    control = SimControl(quiet_sim.rest_url)
+    key = signer.api_key
+    with stored(path) as b:
+        wait_until(lambda: book_of(control.state(), key) == sorted(START), timeout=15, message="the grid")
+        control.set_depth("0.05")       # 69 ticks from 138.89 down to the cap 138.21: 3.45 SOL in all
+        control.set_price("138.9")
+        finished(b)
+    st = control.state()
+    sale = {o["id"] for o in orders_of(st, key) if o["timeInForce"] == "IOC"}
+    fills = [f for f in st["fills"] if f["orderId"] in sale]
+    sold = sum((D(f["quantity"]) for f in fills), D(0))
+    assert sold == D("3.45") and min(D(f["price"]) for f in fills) == D("138.21")
+    saved = saved_grid(tmp_path / "grid_state.db")
+    s = saved.risk.exit.sale
+    assert s.sold == sold and s.left > 0 and s.note
+    assert f"not sold: {s.note}" in caplog.text
+
+
+def test_take_profit_by_price(tmp_path, quiet_sim):
+    path, signer = write_config(tmp_path, quiet_sim, risk={"take_profit_price": "160"}, **GRID)
+    control = SimControl(quiet_sim.rest_url)
+    with BotThread(path) as b:
+        wait_until(lambda: book_of(control.state(), signer.api_key) == sorted(START), timeout=15, message="the grid")
+        move(b, control, "155.1")
+        assert b.thread.is_alive()
+        control.set_price("160")
+        finished(b)
+    assert b.result.exit_code == 0 and "take-profit price" in b.result.reason
+    assert open_orders_of(control.state(), signer.api_key) == []
+
+
+def test_take_profit_by_return_uses_the_return_status_shows(tmp_path, quiet_sim):
+    path, signer = write_config(tmp_path, quiet_sim, risk={"take_profit_return": "0.01"}, **GRID)
+    control = SimControl(quiet_sim.rest_url)
+    key = signer.api_key
+    with BotThread(path) as b:
+        wait_until(lambda: book_of(control.state(), key) == sorted(START), timeout=15, message="the grid")
+        move(b, control, "152.1")       # +0.77 %: not yet
+        assert b.thread.is_alive()
+        control.set_price("155.1")      # +1.36 %
+        finished(b)
+    assert b.result.exit_code == 0 and "take-profit return" in b.result.reason
+    st = control.state()
+    ours = orders_of(st, key)
+    fills = [f for f in st["fills"] if f["account"] == key]
+    # The return recomputed from the ledger: 2 SOL + 360 USDC at 149.5 to start, valued at the exit's price
+    # (the last price the bot had: the ticker's, or its own latest fill's).
+    at = b.bot.om.risk.exit.price
+    base, quote = D(2), D(360)
+    for f in fills:
+        q, amount = D(f["quantity"]), D(f["price"]) * D(f["quantity"])
+        base, quote = (base + q, quote - amount) if f["side"] == "Bid" else (base - q, quote + amount)
+        if f["feeSymbol"] == "SOL":
+            base -= D(f["fee"])
+        else:
+            quote -= D(f["fee"])
+    ret = (base * at + quote) / (D(2) * D("149.5") + D(360)) - 1
+    assert ret >= D("0.01")
+    assert f"{ret.quantize(D('0.0001')):%}" in b.result.reason
+    assert open_orders_of(st, key) == [] and len(ours) > 9
+
+
+def test_stop_delay_a_short_wick_stops_nothing(tmp_path, quiet_sim):
+    path, signer = write_config(tmp_path, quiet_sim, risk={"stop_loss_price": "145", "stop_delay": 20}, **GRID)
+    control = SimControl(quiet_sim.rest_url)
+    with BotThread(path) as b:
+        wait_until(lambda: book_of(control.state(), signer.api_key) == sorted(START), timeout=15, message="the grid")
+        move(b, control, "144.5")
+        move(b, control, "146.5")       # back above well within the 20 s
+        b.wait_polls(2)
+        assert b.thread.is_alive() and b.bot.om.risk.exit is None
+        assert "stop-loss price" not in b.bot.risk.guard.since
+        result = b.stop()
+    assert result.exit_code == 0 and "test asked to stop" in result.reason
+
+
+def test_stop_delay_a_longer_wick_stops_once_it_has_lasted(tmp_path, quiet_sim):
+    path, signer = write_config(tmp_path, quiet_sim, risk={"stop_loss_price": "145", "stop_delay": 2}, **GRID)
+    control = SimControl(quiet_sim.rest_url)
+    with BotThread(path) as b:
+        wait_until(lambda: book_of(control.state(), signer.api_key) == sorted(START), timeout=15, message="the grid")
+        set_ms = int(time.time() * 1000)
+        control.set_price("144.5")
+        finished(b)
+    assert b.result.exit_code == 0 and "(for 2 s)" in b.result.reason
+    assert b.bot.om.risk.exit.time_ms - set_ms >= 2000
+
+
+def test_out_of_range_stop(tmp_path, quiet_sim):
+    path, signer = write_config(tmp_path, quiet_sim, risk={"out_of_range": "stop"}, **GRID)
+    control = SimControl(quiet_sim.rest_url)
+    with BotThread(path) as b:
+        wait_until(lambda: book_of(control.state(), signer.api_key) == sorted(START), timeout=15, message="the grid")
+        move(b, control, "157.9")       # inside: the sells up to 156 fill, nothing stops
+        assert b.thread.is_alive()
+        control.set_price("158.5")
+        finished(b)
+    assert b.result.exit_code == 0 and "out of range" in b.result.reason
+    assert open_orders_of(control.state(), signer.api_key) == []
