@@ -2,6 +2,7 @@
 on scripted price paths. Every figure is checked against the simulator's own ledger."""
 from __future__ import annotations
 
+import logging
 import time
 from decimal import Decimal
 
@@ -146,6 +147,7 @@ def test_stop_loss_with_sell_base_sells_the_grids_base_within_the_cap(tmp_path, 
 
 
 def test_a_sale_the_book_cannot_take_within_the_cap_reports_the_remainder(tmp_path, quiet_sim, caplog):
+    caplog.set_level(logging.INFO, logger="grid_bot")
     path, signer = write_config(tmp_path, quiet_sim, risk={"stop_loss_price": "139", "on_stop": "sell_base",
                                                             "max_slippage": "0.005"}, **GRID)
     control = SimControl(quiet_sim.rest_url)
@@ -247,3 +249,65 @@ def test_out_of_range_stop(tmp_path, quiet_sim):
         finished(b)
     assert b.result.exit_code == 0 and "out of range" in b.result.reason
     assert open_orders_of(control.state(), signer.api_key) == []
+
+
+def ladder(lo: int, hi: int) -> list[Decimal]:
+    return [D(x) for x in range(lo, hi + 1, 2)]
+
+
+def assert_maker_only_and_one_order_per_level(st: dict, key: str) -> None:
+    fills = [f for f in st["fills"] if f["account"] == key]
+    assert fills and all(f["isMaker"] for f in fills)                  # trailing never takes liquidity
+    prices = [D(o["price"]) for o in open_orders_of(st, key)]
+    assert len(prices) == len(set(prices))                              # never two orders at one level
+
+
+def test_trailing_up_follows_the_price_step_by_step_up_to_the_limit(tmp_path, quiet_sim, caplog):
+    caplog.set_level(logging.INFO, logger="grid_bot")
+    path, signer = write_config(tmp_path, quiet_sim, risk={"out_of_range": "trail", "trail_up_limit": "164"}, **GRID)
+    control = SimControl(quiet_sim.rest_url)
+    key = signer.api_key
+    buys = lambda lo, hi: [("Bid", p, D("0.5")) for p in ladder(lo, hi)]  # noqa: E731
+    with stored(path) as b:
+        wait_until(lambda: book_of(control.state(), key) == sorted(START), timeout=15, message="the grid")
+        move(b, control, "159.9")       # every sell fills; the grid holds only buys; within one step: no move
+        assert b.bot.om.offset == 0 and book_of(control.state(), key) == buys(140, 156)
+        move(b, control, "161")         # more than one step above the top (158 + 2): one step up
+        assert b.bot.om.offset == 1 and b.bot.om.grid.levels == tuple(ladder(142, 160))
+        assert book_of(control.state(), key) == buys(142, 158)
+        move(b, control, "165.5")       # two more steps: 144..162, then 146..164; the next would pass 164
+        assert b.bot.om.offset == 3 and b.bot.om.grid.levels == tuple(ladder(146, 164))
+        assert book_of(control.state(), key) == buys(146, 162)
+        move(b, control, "170")         # at the limit: waits
+        assert b.bot.om.offset == 3 and book_of(control.state(), key) == buys(146, 162)
+        assert "trail_up_limit 164" in caplog.text
+        move(b, control, "159.1")       # back down: the buys at 162 and 160 fill, their sells go one level up
+        result = b.stop()
+    st = control.state()
+    assert_maker_only_and_one_order_per_level(st, key)
+    ledger = ledger_totals(st, orders_of(st, key), ladder(140, 164), "SOL")
+    assert (result.stats.round_trips, result.stats.grid_profit) == (ledger["round_trips"], ledger["grid_profit"])
+    assert [(m.direction, m.lower, m.upper) for m in saved_grid(tmp_path / "grid_state.db").risk.moves] == \
+        [("up", D(142), D(160)), ("up", D(144), D(162)), ("up", D(146), D(164))]
+
+
+def test_trailing_down_follows_the_price_to_the_limit(tmp_path, quiet_sim):
+    path, signer = write_config(tmp_path, quiet_sim, risk={"out_of_range": "trail", "trail_down_limit": "134"}, **GRID)
+    control = SimControl(quiet_sim.rest_url)
+    key = signer.api_key
+    sells = lambda lo, hi: [("Ask", p, D("0.5")) for p in ladder(lo, hi)]  # noqa: E731
+    with stored(path) as b:
+        wait_until(lambda: book_of(control.state(), key) == sorted(START), timeout=15, message="the grid")
+        move(b, control, "139")         # every buy fills: only sells, 142..158
+        assert b.bot.om.offset == 0 and book_of(control.state(), key) == sells(142, 158)
+        move(b, control, "137.5")       # more than a step below 140: one step down, the sell at 158 goes
+        assert b.bot.om.offset == -1 and book_of(control.state(), key) == sells(140, 156)
+        move(b, control, "131")         # 136..154, then 134..152; 132 would pass the limit
+        assert b.bot.om.offset == -3 and b.bot.om.grid.levels == tuple(ladder(134, 152))
+        assert book_of(control.state(), key) == sells(136, 152)
+        move(b, control, "137.1")       # back up: the sells at 136 fill, a buy goes one level down
+        result = b.stop()
+    st = control.state()
+    assert_maker_only_and_one_order_per_level(st, key)
+    ledger = ledger_totals(st, orders_of(st, key), ladder(134, 158), "SOL")
+    assert (result.stats.round_trips, result.stats.grid_profit) == (ledger["round_trips"], ledger["grid_profit"])
