@@ -190,6 +190,17 @@ def level_view(om: OrderManager) -> list[dict]:
 def situation(saved: Any, om: OrderManager, running: bool, paper: str | None) -> str:
     """What the grid is doing, truthfully: running, stopped, or interrupted (and what may be open)."""
     live = len(om.live_orders())
+    ex = om.risk.exit
+    if ex is not None and ex.phase == "done":
+        return (f"finished: {describe_exit(ex, om.grid)[len('exit: '):]}. A stopped grid is not resumed: "
+                f"--reset starts a new one")
+    if ex is not None:
+        return (f"stopping: the {ex.reason} fired {iso(ex.time_ms)} at {ex.price} and the exit is under way "
+                f"({ex.phase}); " + ("the bot is finishing it" if running else "the next start finishes it"))
+    if om.risk.trigger is not None and not om.risk.triggered:
+        return (f"waiting for the price to {'rise' if om.risk.trigger_from == 'below' else 'fall'} to the trigger "
+                f"price {om.risk.trigger}: nothing is placed until then"
+                + ("" if running else " (the bot is not running)"))
     if saved.status == "stopped":
         return (f"stopped {iso(saved.stopped_ms) or ''}: its orders were cancelled; the next start lays out a new "
                 f"grid").replace("  ", " ")
@@ -227,6 +238,7 @@ def status_report(saved: Any, om: OrderManager, state_path: str, now_ms: int, *,
                   "fees": {k: f"{v:f}" for k, v in sorted(st.fees.items())}, "position": f"{st.position:f}",
                   "quote_flow": f"{st.quote_flow:f}", "fills": st.fills, "open_buys": st.open_bids,
                   "open_sells": st.open_asks},
+        "risk": risk_view(om),
         "levels": [{**row, "price": f"{row['price']:f}",
                     "executed": None if row["executed"] is None else f"{row['executed']:f}"}
                    for row in level_view(om)],
@@ -241,6 +253,22 @@ def status_report(saved: Any, om: OrderManager, state_path: str, now_ms: int, *,
     }
 
 
+def risk_view(om: OrderManager) -> dict[str, Any]:
+    """The trigger, the trail and an exit, as plain data (status --json)."""
+    st = om.risk
+    ex = st.exit
+    sale = ex.sale if ex is not None else None
+    return {
+        "trigger_price": None if st.trigger is None else f"{st.trigger:f}", "triggered": st.triggered,
+        "start_funds": None if st.start is None else st.start.to_json(),
+        "trail_offset": st.offset, "trail_moves": [m.to_json() for m in st.moves],
+        "exit": None if ex is None else {
+            "reason": ex.reason, "detail": ex.detail, "price": f"{ex.price:f}", "time": iso(ex.time_ms),
+            "time_ms": ex.time_ms, "on_stop": ex.on_stop, "phase": ex.phase,
+            "sale": None if sale is None else {**sale.to_json(), "left": f"{sale.left:f}"}},
+    }
+
+
 def print_status(r: dict[str, Any]) -> None:
     g, s = r["grid"], r["stats"]
     print(f"grid {g['id']} ({g['status']}) {g['symbol']} {g['mode']}, {len(g['levels'])} levels "
@@ -250,6 +278,12 @@ def print_status(r: dict[str, Any]) -> None:
           + (f"; stopped {g['stopped']}" if g["stopped"] else ""))
     print(f"  parameters: {describe_params(g['params'])}")
     print(f"  {r['situation']}")
+    rk = r["risk"]
+    if rk["trail_offset"]:
+        last = rk["trail_moves"][-1] if rk["trail_moves"] else None
+        print(f"  trailed {int(rk['trail_offset']):+d} step(s) in {len(rk['trail_moves'])} move(s); levels now "
+              f"{g['levels'][0]}..{g['levels'][-1]}" + (f" (last move {iso(last['time_ms'])} at price {last['price']})"
+                                                       if last else ""))
     print(f"  state file: {r['state_file']}")
     fees = ", ".join(f"{fmt_amount(Decimal(v))} {k}" for k, v in s["fees"].items()) or "0"
     print(f"round trips {s['round_trips']} | grid profit {fmt_amount(Decimal(s['grid_profit']))} {g['quote']} | "
