@@ -21,16 +21,18 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Callable, Iterable, Sequence
 
-from grid_calculator import GridSpec, funds_needed, initial_plan
+from grid_calculator import GridSpec, Ladder, funds_needed, initial_plan
 from config import check_flag
 from models import Fill, MarketRules, Order, OrderStatus, Side, parse_market
 from order_manager import OrderManager, Settings
+from risk import GridRisk, RiskConfig, Sale, sale_floor, start_funds, trail_needs
 from reports import fmt_amount
 from simulator.engine import Exchange
 from simulator.records import OrderRequest, SimError
@@ -66,6 +68,10 @@ class BacktestResult:
     fills_per_day: Decimal | None    # None over less than a day of candles
     final_base: Decimal
     final_quote: Decimal
+    exit: dict[str, Any] | None = None       # why, when and at what price the grid stopped, what the sale brought
+    trail_moves: list[dict] = field(default_factory=list)
+    trail_offset: int = 0
+    triggered: dict[str, Any] | None = None  # with a trigger price: the candle it was crossed in (None: never)
     # For plots: (candle index, close) and (candle index, side, price) of fills, equity per candle.
     series: dict[str, list] = field(default_factory=dict, repr=False)
 
@@ -84,22 +90,45 @@ class BacktestResult:
 class Backtest:
     """One grid, one price history."""
 
-    def __init__(self, grid: GridSpec, spec: MarketSpec, *, maker_fee: Decimal, keep_series: bool = False) -> None:
+    def __init__(self, grid: GridSpec, spec: MarketSpec, *, maker_fee: Decimal, keep_series: bool = False,
+                 risk: RiskConfig | None = None) -> None:
         self.grid = grid
         self.spec = spec
         self.maker_fee = maker_fee
         self.keep_series = keep_series
+        self.risk = risk or RiskConfig()
         self.now_us = 0
+        self.fill_marks: list = []
+        self.candle = 0
 
     def _clock(self) -> int:
         return self.now_us
+
+    def _busy(self, om: OrderManager, gr: GridRisk, lo: Decimal, hi: Decimal) -> bool:
+        """Can this candle change anything for the exits or the trail? (A candle that cannot is skipped.)"""
+        c, st = self.risk, om.risk
+        if st.exit is not None:
+            return False
+        if not st.triggered:
+            return st.trigger is not None and (hi >= st.trigger if st.trigger_from == "below" else lo <= st.trigger)
+        if gr.guard.since or c.stop_loss_return is not None or c.take_profit_return is not None:
+            return True
+        levels = om.grid.levels
+        return ((c.stop_loss_price is not None and lo <= c.stop_loss_price)
+                or (c.take_profit_price is not None and hi >= c.take_profit_price)
+                or (c.out_of_range in ("stop", "trail") and (lo < levels[0] or hi > levels[-1])))
 
     def run(self, candles: Sequence[Candle]) -> BacktestResult:
         if not candles:
             raise ValueError("no candles to backtest")
         grid, sym = self.grid, self.grid.symbol
         first = candles[0].open
-        _, plan = initial_plan(grid, first)
+        om = OrderManager(grid, tag=1, settings=Settings(max_multiplier=self.spec.max_multiplier,
+                                                         min_multiplier=self.spec.min_multiplier))
+        om.risk.ladder = Ladder(grid.levels[0], grid.levels[-1], len(grid.levels), grid.mode, self.spec.tick_size)
+        om.risk.arm(self.risk.trigger_price, first)
+        # A grid waiting for its trigger holds the funds it will need when laid out at the trigger price.
+        _, plan = initial_plan(grid, first if om.risk.triggered else om.risk.trigger)
         funds = funds_needed(grid, plan)
         base0, quote0 = funds.get(grid.base, ZERO), funds.get(grid.quote, ZERO)
         t0 = _parse_start(candles[0].start)
@@ -112,43 +141,48 @@ class Backtest:
         # quantity: the difference comes from spare base on the account, as it does live. The account
         # holds a reserve for that; the figures below are the grid's own: its funds plus its flows.
         reserve = {grid.base: grid.quantity * len(grid.levels)}
+        # Trailing up places each new buy higher than the buy it cancels: the account is assumed to hold
+        # that extra quote (plan shows how much). Trailing down swaps a sell for a lower one: no extra.
+        reserve[grid.quote] = trail_needs(self.risk, om.risk.ladder, grid.quantity)[2]
         balances = {a: v + reserve.get(a, ZERO) for a, v in funds.items()}
         ex = Exchange([self.spec], maker_fee=self.maker_fee, taker_fee=self.maker_fee, starting_balances=balances,
                       prices={sym: first}, clock_us=self._clock, history=False)
-        om = OrderManager(grid, tag=1, settings=Settings(max_multiplier=self.spec.max_multiplier,
-                                                         min_multiplier=self.spec.min_multiplier))
-        om.start(first)
-        self._act(ex, om, first)
+        events: list[tuple[int, str, str]] = []   # (candle, kind, text): the trigger, trail moves, the exit
+        gr = GridRisk(self.risk, save=lambda: None, carry_out=lambda price: self._exit(ex, om, price, base0),
+                      tell=lambda kind, text: events.append((self.candle, kind, text)))
+        if om.risk.triggered:
+            om.start(first)
+            om.risk.start = start_funds(grid.levels, grid.quantity, first)
+        self._step(ex, om, gr, first)
         bid, ask = ex.resting_extremes(sym)
         waits = om.waiting_ranges(self.now_us // 1000)
         base_total, quote_total = base0, quote0
         start_equity = base0 * first + quote0
         peak, max_dd = start_equity, ZERO
-        low_level, high_level = grid.levels[0], grid.levels[-1]
         in_range = 0
         closes: list = []
         equity_series: list = []
-        fill_marks: list = []
+        exit_candle = None
         for i, c in enumerate(candles):
             lo, hi = c.low, c.high
+            self.candle = i
             busy = (bid is not None and lo < bid) or (ask is not None and hi > ask) or any(
-                (a is None or hi >= a) and (b is None or lo <= b) for a, b in waits)
-            if busy:
+                (a is None or hi >= a) and (b is None or lo <= b) for a, b in waits) or self._busy(om, gr, lo, hi)
+            if busy and om.risk.exit is None:
                 self.now_us = base_us + i * step_us
                 for price in candle_path(c):
-                    fills = ex.set_price(sym, price)
-                    for f in fills:
-                        om.apply_fill(Fill(f.trade_id, f.order_id, f.client_id, sym, Side(f.side), f.price,
-                                           f.quantity, f.fee, f.fee_symbol, f.is_maker, f.ts_us // 1000))
-                        if self.keep_series:
-                            fill_marks.append((i, f.side, f.price))
-                    self._act(ex, om, price)
+                    for f in ex.set_price(sym, price):
+                        self._apply(om, f, i)
+                    self._step(ex, om, gr, price)
+                    if om.risk.exit is not None:
+                        exit_candle = i
+                        break
                 om.take_events()  # the backtest reports totals, not a line per event
                 bid, ask = ex.resting_extremes(sym)
                 waits = om.waiting_ranges(self.now_us // 1000)
                 base_total, quote_total = base0 + om.ledger.position, quote0 + om.ledger.quote_flow
             close = c.close
-            if low_level <= close <= high_level:
+            if om.grid.levels[0] <= close <= om.grid.levels[-1]:
                 in_range += 1
             equity = base_total * close + quote_total
             if equity > peak:
@@ -162,6 +196,16 @@ class Backtest:
         st = om.stats(last)
         days = Decimal(max(1, len(candles)) * step_us) / Decimal(86_400_000_000)
         q = Decimal("0.000001")
+        exit_info = None
+        if om.risk.exit is not None:
+            e, sale = om.risk.exit, om.risk.exit.sale
+            exit_info = {"reason": e.reason, "detail": e.detail, "price": e.price, "candle": exit_candle,
+                         "time": candles[exit_candle].start if exit_candle is not None else candles[0].start,
+                         "on_stop": e.on_stop,
+                         "sold": sale.sold if sale else ZERO, "proceeds": sale.proceeds if sale else ZERO,
+                         "sale_fees": sale.fees if sale else ZERO, "not_sold": sale.left if sale else ZERO,
+                         "sale_note": sale.note if sale else ""}
+        moves = [{"candle": i, "time": candles[i].start, "text": text} for i, kind, text in events if kind == "trail"]
         return BacktestResult(
             candles=len(candles), start=candles[0].start, end=candles[-1].start, start_price=first,
             end_price=last, round_trips=st.round_trips, grid_profit=st.grid_profit, fees=st.fees,
@@ -173,7 +217,61 @@ class Backtest:
             # Per day only over a day or more: two candles' fills are no daily rate.
             fills_per_day=(Decimal(st.fills) / days).quantize(Decimal("0.01")) if days >= 1 else None,
             final_base=base_total, final_quote=quote_total,
-            series={"close": closes, "equity": equity_series, "fills": fill_marks} if self.keep_series else {})
+            exit=exit_info, trail_moves=moves, trail_offset=om.offset,
+            triggered=None if self.risk.trigger_price is None else next(
+                ({"candle": i, "time": candles[i].start} for i, kind, _ in events if kind == "trigger"), None),
+            series={"close": closes, "equity": equity_series, "fills": self.fill_marks,
+                    "start": [c.start for c in candles]} if self.keep_series else {})
+
+    def _apply(self, om: OrderManager, f: Any, candle: int) -> None:
+        om.apply_fill(Fill(f.trade_id, f.order_id, f.client_id, self.grid.symbol, Side(f.side), f.price,
+                           f.quantity, f.fee, f.fee_symbol, f.is_maker, f.ts_us // 1000))
+        if self.keep_series:
+            self.fill_marks.append((candle, f.side, f.price))
+
+    @staticmethod
+    def _order(o: Any) -> Order:
+        return Order(o.id, o.client_id, o.symbol, Side(o.side), o.price, o.quantity, o.executed, o.executed_quote,
+                     OrderStatus(o.status), o.created_us // 1000, o.post_only)
+
+    def _step(self, ex: Exchange, om: OrderManager, gr: GridRisk, price: Decimal) -> None:
+        """What the bot does on a price update: exits and trailing first, then its orders."""
+        if gr.before_orders(om, price, self.now_us // 1000):
+            self._cancel(ex, om, om.take_orphan_cancels())
+            self._act(ex, om, price)
+
+    def _cancel(self, ex: Exchange, om: OrderManager, cancels: Sequence[Any]) -> None:
+        now_ms = self.now_us // 1000
+        for c in cancels:
+            try:
+                o = ex.cancel(ACCOUNT, {"symbol": self.grid.symbol, "orderId": c.order_id})
+            except SimError:
+                continue
+            om.cancel_result(c.client_id, c.order_id, self._order(o), now_ms)
+
+    def _exit(self, ex: Exchange, om: OrderManager, price: Decimal, base0: Decimal) -> bool:
+        """An exit in the engine: cancel the grid's orders, then sell its base with an IOC at the cap."""
+        self._cancel(ex, om, om.request_cancels())
+        e = om.risk.exit
+        assert e is not None
+        if e.on_stop == "sell_base":
+            from exit_runner import sale_target
+            rules = rules_from_spec(self.spec)
+            free = ex.account(ACCOUNT).balances[self.grid.base].available
+            target, note = sale_target(om.grid_base(base0), free, rules)
+            e.sale = Sale(target, sale_floor(price, self.risk.max_slippage, self.spec.tick_size), note=note)
+            if target > 0:
+                cid = om.new_sale_order()
+                request = OrderRequest(symbol=self.grid.symbol, side="Ask", type="Limit", qty=target,
+                                       price=e.sale.floor, post_only=False, client_id=cid, tif="IOC")
+                o = ex.submit(ACCOUNT, request)
+                for f in [f for f in ex.fills if f.order_id == o.id]:
+                    self._apply(om, f, self.candle)
+                if e.sale.left:
+                    e.sale.note = e.sale.note or f"no buyer at or above {e.sale.floor} for the rest"
+            e.sale.done = True
+        e.phase = "done"
+        return True
 
     def _act(self, ex: Exchange, om: OrderManager, price: Decimal) -> None:
         """What the bot's shell does with the manager's actions, without HTTP: place into the engine."""
@@ -187,14 +285,12 @@ class Backtest:
             except SimError as e:
                 om.rejected(p.client_id, e.code, e.message, now_ms)
                 continue
-            om.placed(p.client_id, Order(o.id, o.client_id, o.symbol, Side(o.side), o.price, o.quantity,
-                                         o.executed, o.executed_quote, OrderStatus(o.status),
-                                         o.created_us // 1000, o.post_only), now_ms)
+            om.placed(p.client_id, self._order(o), now_ms)
 
 
 def run_backtest(grid: GridSpec, spec: MarketSpec, candles: Sequence[Candle], maker_fee: Decimal,
-                 keep_series: bool = False) -> BacktestResult:
-    return Backtest(grid, spec, maker_fee=maker_fee, keep_series=keep_series).run(candles)
+                 keep_series: bool = False, risk: RiskConfig | None = None) -> BacktestResult:
+    return Backtest(grid, spec, maker_fee=maker_fee, keep_series=keep_series, risk=risk).run(candles)
 
 
 def iter_pairs(values: Iterable[str]) -> list[tuple[str, list[str]]]:
@@ -323,7 +419,9 @@ def cached_history(path: str, get: Callable[[int, int], list[dict]], interval_s:
 
 
 # ------------------------------------------------------------------------------ sweeps and output
-SWEEP_KEYS = ("grid_num", "grid_lower", "grid_upper", "quantity", "price_range", "maker_fee")
+SWEEP_KEYS = ("grid_num", "grid_lower", "grid_upper", "quantity", "price_range", "maker_fee", "trigger_price")
+RISK_SWEEP_KEYS = ("stop_loss_price", "take_profit_price", "stop_loss_return", "take_profit_return", "stop_delay",
+                   "on_stop", "out_of_range", "trail_up_limit", "trail_down_limit", "max_slippage")
 
 
 def sweep_settings(pairs: list[tuple[str, list[str]]]) -> list[dict[str, Any]]:
@@ -331,15 +429,21 @@ def sweep_settings(pairs: list[tuple[str, list[str]]]) -> list[dict[str, Any]]:
     when it is one; the config's checks judge every value)."""
     combos: list[dict[str, Any]] = [{}]
     for key, values in pairs:
-        if key not in SWEEP_KEYS:
-            raise ValueError(f"--sweep {key}: only the numeric grid keys can be swept: {', '.join(SWEEP_KEYS)}")
+        if key not in SWEEP_KEYS + RISK_SWEEP_KEYS:
+            raise ValueError(f"--sweep {key}: the keys that can be swept are {', '.join(SWEEP_KEYS + RISK_SWEEP_KEYS)}")
         if not values:
             raise ValueError(f"--sweep {key}: give values, e.g. {key}=10,20,40")
-        typed = [int(v) if key == "grid_num" and v.isdigit() else v for v in values]
+        typed: list[Any] = [int(v) if key == "grid_num" and v.isdigit() else v for v in values]
+        if key == "stop_delay":
+            typed = [Decimal(v) if _NUMBER.fullmatch(v) else v for v in values]   # seconds are numbers
         for v in typed:
-            check_flag(f"--sweep {key}", key, v)  # named by the flag, not the config file
+            # named by the flag, not the config file
+            check_flag(f"--sweep {key}", key, v, section="risk" if key in RISK_SWEEP_KEYS else "trading")
         combos = [{**c, key: v} for c in combos for v in typed]
     return combos
+
+
+_NUMBER = re.compile(r"[0-9]+(\.[0-9]+)?")
 
 
 def _pct(d: Decimal) -> str:
@@ -377,7 +481,28 @@ def format_result(r: BacktestResult, grid: GridSpec, maker_fee: Decimal) -> list
         f"{_change(r.final_equity, r.buy_and_hold_equity)} against it)",
         f"  max drawdown    {_pct(r.max_drawdown)}",
         f"  time in range   {_pct(r.time_in_range)} of candles closed inside the grid",
+        *risk_lines(r, grid),
     ]
+
+
+def risk_lines(r: BacktestResult, grid: GridSpec) -> list[str]:
+    """The trigger, the trail and the exit, as the backtest saw them."""
+    out = []
+    if r.triggered is not None:
+        out.append(f"  trigger         crossed in candle {r.triggered['candle']} ({r.triggered['time']})")
+    if r.trail_moves:
+        out.append(f"  trailing        {len(r.trail_moves)} move(s), {r.trail_offset:+d} step(s) in all; first "
+                   f"{r.trail_moves[0]['time']}, last {r.trail_moves[-1]['time']}")
+    e = r.exit
+    if e is not None:
+        out.append(f"  exit            {e['reason']} in candle {e['candle']} ({e['time']}) at {e['price']}: {e['detail']}")
+        if e["on_stop"] == "sell_base":
+            out.append(f"  sale            sold {fmt_amount(e['sold'])} {grid.base} for {fmt_amount(e['proceeds'])} "
+                       f"{grid.quote}" + (f"; {fmt_amount(e['not_sold'])} {grid.base} not sold: {e['sale_note']}"
+                                          if e["not_sold"] else ""))
+        else:
+            out.append("  on stop         keep: the orders cancelled, what the grid held kept")
+    return out
 
 
 def sweep_order(r: BacktestResult) -> Decimal:

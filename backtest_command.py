@@ -69,7 +69,10 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         raise InputError(str(e)) from None
     if args.plot:
         require_matplotlib()
-    configs = [read_config(args.config, need_keys=False, trading={**overrides, **c}) for c in combos]
+    from backtest import RISK_SWEEP_KEYS
+    configs = [read_config(args.config, need_keys=False,
+                           trading={**overrides, **{k: v for k, v in c.items() if k not in RISK_SWEEP_KEYS}},
+                           risk={k: v for k, v in c.items() if k in RISK_SWEEP_KEYS}) for c in combos]
     cfg, t = configs[0], configs[0].trading
     client = public_client(cfg)
     spec, note = backtest_market(cfg, client, offline_ok=args.klines is not None)
@@ -102,7 +105,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     for c, run_cfg in zip(combos, configs):
         grid, _ = make_grid(rules_from_spec(spec), run_cfg.trading, candles[0].open)
         runs.append((c, grid, run_backtest(grid, spec, candles, run_cfg.trading.maker_fee,
-                                           keep_series=bool(args.plot))))
+                                           keep_series=bool(args.plot), risk=run_cfg.risk)))
     if args.sweep:
         if args.json:
             print(json.dumps([{"settings": c, **r.summary()} for c, _, r in

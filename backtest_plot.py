@@ -36,6 +36,11 @@ def plot(result: BacktestResult, grid: GridSpec, path: str) -> None:
         pts = [(i, float(p)) for i, sd, p in s["fills"] if sd == side]
         if pts:
             ax1.scatter(*zip(*pts), s=14, color=color, marker=marker, label=f"{'buy' if side == 'Bid' else 'sell'} fills")
+    for i, m in enumerate(result.trail_moves):
+        ax1.axvline(m["candle"], lw=0.8, ls="--", color="tab:purple", label="trail move" if i == 0 else None)
+    if result.exit is not None and result.exit["candle"] is not None:
+        ax1.axvline(result.exit["candle"], lw=1.2, color="tab:orange", label=f"exit: {result.exit['reason']}")
+        ax1.scatter([result.exit["candle"]], [float(result.exit["price"])], s=60, color="tab:orange", marker="X")
     ax1.set_ylabel(f"{grid.symbol} price")
     ax1.legend(loc="upper left", fontsize=8)
     ax1.set_title(f"{grid.symbol} grid {grid.levels[0]}..{grid.levels[-1]}, {len(grid.levels)} levels: "

@@ -31,11 +31,11 @@ STATE_FILE_ENV = "GRID_BOT_STATE_FILE"   # override state.file and log.file (one
 LOG_FILE_ENV = "GRID_BOT_LOG_FILE"
 
 
-def check_flag(label: str, key: str, value: Any) -> Any:
-    """A command-line override of ``trading.<key>``, checked as the file's value is and named by its
+def check_flag(label: str, key: str, value: Any, section: str = "trading") -> Any:
+    """A command-line override of ``<section>.<key>``, checked as the file's value is and named by its
     flag (``--grid-num``, ``--sweep grid_num``)."""
     try:
-        return SCHEMA["trading"][key][0](label, value)
+        return SCHEMA[section][key][0](label, value)
     except ConfigError as e:
         raise ConfigError(str(e), from_file=False) from None
 
@@ -339,15 +339,16 @@ def _risk_rules(r: dict[str, Any], t: dict[str, Any], warnings: list[str]) -> No
 
 
 def load_config(path: str, *, env: Mapping[str, str] | None = None, need_keys: bool = True,
-                trading: Mapping[str, Any] | None = None) -> Config:
+                trading: Mapping[str, Any] | None = None, risk: Mapping[str, Any] | None = None) -> Config:
     """Read, check and freeze a config file. ``need_keys`` is False in paper mode and for commands
     that never sign a request. ``trading``: keys that override the file's (command-line flags), checked
     like the file's own."""
     env = os.environ if env is None else env
     data = read_json(path)
-    if trading:
-        section = data.get("trading")
-        data["trading"] = {**(section if isinstance(section, dict) else {}), **trading}
+    for name, override in (("trading", trading), ("risk", risk)):
+        if override:
+            section = data.get(name)
+            data[name] = {**(section if isinstance(section, dict) else {}), **override}
     v = _shape(data)
     for var, key in (("BACKPACK_API_KEY", "api_key"), ("BACKPACK_API_SECRET", "api_secret")):
         if env.get(var):

@@ -428,3 +428,24 @@ class GridRisk:
         self.save()        # the move is on disk before its cancel and its new order are sent
         self.tell("trail", f"the price {price} is more than a step {'above' if up else 'below'} the grid: moved it "
                   f"one step {'up' if up else 'down'} to {levels[0]}..{levels[-1]} ({st.offset:+d} steps in all)")
+
+
+def trail_needs(cfg: RiskConfig, ladder: Ladder | None, quantity: Decimal, offset: int = 0) -> tuple[int, int, Decimal, Decimal]:
+    """How far the grid can trail from ``offset`` (steps up, steps down) and what that needs beyond its own
+    funds at most: each move up places a buy one level higher than the buy it cancels (quote), each move
+    down places a sell the cancelled sell's base pays for, but the grid holds only sells then (base: one
+    order's quantity per move, as a bound). Returns (up, down, extra quote, extra base)."""
+    if cfg.out_of_range != "trail" or ladder is None:
+        return 0, 0, ZERO, ZERO
+    n = ladder.n
+    up = down = 0
+    extra_quote = ZERO
+    while (cfg.trail_up_limit is not None and up < 10_000
+           and ladder.price(offset + n + up) <= cfg.trail_up_limit):
+        # The buy placed at the old top costs more than the lowest buy it replaces frees.
+        extra_quote += (ladder.price(offset + n - 1 + up) - ladder.price(offset + up)) * quantity
+        up += 1
+    while (cfg.trail_down_limit is not None and down < 10_000
+           and ladder.price(offset - 1 - down) >= cfg.trail_down_limit and ladder.usable(offset - 1 - down, ZERO)):
+        down += 1
+    return up, down, extra_quote, ZERO
