@@ -516,12 +516,12 @@ def format_sweep(rows: list[tuple[dict[str, Any], BacktestResult]], quote: str) 
     keys = list(rows[0][0]) if rows else []
     head = "  ".join(f"{k:>12}" for k in keys)
     out = [f"{head}  {'return':>8}  {'final equity':>14}  {'vs hold':>8}  {'grid profit':>12}  {'round trips':>11}  "
-           f"{'fills/day':>9}  {'max drawdown':>12}"]
+           f"{'fills/day':>9}  {'max drawdown':>12}  {'exit':>18}"]
     for settings, r in sorted(rows, key=lambda x: sweep_order(x[1])):
         cells = "  ".join(f"{str(settings[k]):>12}" for k in keys)
         out.append(f"{cells}  {_change(r.final_equity, r.start_equity):>8}  {_money(r.final_equity):>14}  "
                    f"{_change(r.final_equity, r.hold_equity):>8}  "
                    f"{_money(r.grid_profit, '0.0001'):>12}  {r.round_trips:>11}  {str(r.fills_per_day if r.fills_per_day is not None else '-'):>9}  "
-                   f"{_pct(r.max_drawdown):>12}")
+                   f"{_pct(r.max_drawdown):>12}  {(r.exit['reason'] if r.exit else '-'):>18}")
     out.append(f"(return on the starting funds, best first; equity in {quote})")
     return out

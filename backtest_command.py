@@ -15,6 +15,8 @@ from backpack_api import BackpackClient, TransientError, wall_clock_ms
 from commands import public_client, read_config
 from config import Config, check_flag
 from errors import EXIT_OK, FatalError, InputError
+from grid_calculator import Ladder
+from risk import exit_notes
 from startup import make_grid, market_rules
 
 BACKTEST_FLAGS = ("grid_lower", "grid_upper", "grid_num", "quantity", "price_range", "maker_fee",
@@ -104,6 +106,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     runs = []
     for c, run_cfg in zip(combos, configs):
         grid, _ = make_grid(rules_from_spec(spec), run_cfg.trading, candles[0].open)
+        ladder = Ladder(grid.levels[0], grid.levels[-1], len(grid.levels), grid.mode, spec.tick_size)
+        for note in exit_notes(run_cfg.risk, grid.levels, candles[0].open, ladder):
+            print(f"grid_bot: warning: {note}", file=sys.stderr)
         runs.append((c, grid, run_backtest(grid, spec, candles, run_cfg.trading.maker_fee,
                                            keep_series=bool(args.plot), risk=run_cfg.risk)))
     if args.sweep:

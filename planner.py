@@ -12,8 +12,12 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+from dataclasses import replace
+
 from backtest import run_backtest
-from grid_calculator import GridSpec, funds_needed, initial_plan, summarize
+from errors import InputError
+from grid_calculator import GridSpec, Ladder, funds_needed, initial_plan, summarize
+from risk import RiskConfig, exit_notes, trail_needs
 from models import Side
 from simulator.feeds import Candle
 from simulator.markets import MarketSpec
@@ -53,6 +57,64 @@ def scenario(grid: GridSpec, spec: MarketSpec, price: Decimal, maker_fee: Decima
             "change": s(value - r.start_equity), "vs_holding": s(value - hold), "fills": r.fills}
 
 
+def exit_scenario(grid: GridSpec, spec: MarketSpec, price: Decimal, maker_fee: Decimal, cfg: RiskConfig,
+                  target: Decimal) -> dict[str, Any]:
+    """The price walks level by level from ``price`` to ``target`` (a stop-loss or take-profit price): what
+    fires there, and what the grid holds and is worth with ``keep`` and with ``sell_base``."""
+    tick = spec.tick_size
+    if target < price:
+        targets = [p - tick for p in reversed(grid.levels) if target < p - tick < price] + [target]
+    else:
+        targets = [p + tick for p in grid.levels if price < p + tick < target] + [target]
+    out: dict[str, Any] = {"price": s(target)}
+    for on_stop in ("keep", "sell_base"):
+        r = run_backtest(grid, spec, walk(price, targets), maker_fee,
+                         risk=replace(cfg, on_stop=on_stop, stop_delay=0.0, trigger_price=None))
+        at = r.exit["price"] if r.exit else target
+        value = r.final_base * at + r.final_quote
+        out[on_stop] = {"fired": r.exit["reason"] if r.exit else None, "at": s(at), "base": s(r.final_base),
+                        "quote": s(r.final_quote), "value": s(value), "change": s(value - r.start_equity),
+                        "not_sold": s(r.exit["not_sold"]) if r.exit else None}
+    return out
+
+
+def exits_report(grid: GridSpec, spec: MarketSpec, price: Decimal, maker_fee: Decimal, cfg: RiskConfig,
+                 warnings: list[str]) -> dict[str, Any]:
+    """Each configured exit: the trigger, the stop-loss and take-profit (walked on the backtest engine),
+    the return limits, the range policy and the trailing limits; warnings for an exit that can never
+    fire or fires at once."""
+    ladder = Ladder(grid.levels[0], grid.levels[-1], len(grid.levels), grid.mode, spec.tick_size)
+    try:
+        warnings.extend(exit_notes(cfg, grid.levels, price, ladder))
+    except InputError as e:
+        warnings.append(f"{e} (run refuses to start like this)")
+    _, plan = initial_plan(grid, price)
+    funds = funds_needed(grid, plan)
+    start_value = funds[grid.base] * price + funds[grid.quote]
+    up, down, extra_quote, _ = trail_needs(cfg, ladder, grid.quantity)
+    report: dict[str, Any] = {
+        "trigger_price": s(cfg.trigger_price), "on_stop": cfg.on_stop, "stop_delay": cfg.stop_delay,
+        "max_slippage": s(cfg.max_slippage), "out_of_range": cfg.out_of_range,
+        "stop_loss": None, "take_profit": None,
+        "stop_loss_return": None if cfg.stop_loss_return is None else {
+            "return": s(cfg.stop_loss_return), "value": s(start_value * (1 + cfg.stop_loss_return))},
+        "take_profit_return": None if cfg.take_profit_return is None else {
+            "return": s(cfg.take_profit_return), "value": s(start_value * (1 + cfg.take_profit_return))},
+        "start_value": s(start_value),
+        "trail": None if cfg.out_of_range != "trail" else {
+            "up_limit": s(cfg.trail_up_limit), "down_limit": s(cfg.trail_down_limit), "moves_up": up,
+            "moves_down": down, "extra_quote_up": s(extra_quote),
+            "highest": s(ladder.window(up)[-1]) if up else None, "lowest": s(ladder.window(-down)[0]) if down else None},
+    }
+    if cfg.stop_loss_price is not None and cfg.stop_loss_price < price:
+        report["stop_loss"] = exit_scenario(grid, spec, price, maker_fee, cfg, cfg.stop_loss_price)
+    if cfg.take_profit_price is not None and cfg.take_profit_price > price:
+        report["take_profit"] = exit_scenario(grid, spec, price, maker_fee, cfg, cfg.take_profit_price)
+    if up == 0 and down == 0 and cfg.out_of_range == "trail":
+        warnings.append("risk.out_of_range is trail but neither limit lets the grid move a single step")
+    return report
+
+
 def saved_diff(saved_params: dict, saved_levels: list[dict], params: dict, planned: dict[Decimal, str]) -> dict:
     """A running saved grid against what this config would place: changed parameters, and each price
     where the saved grid's live order and this plan's order differ."""
@@ -67,13 +129,19 @@ def saved_diff(saved_params: dict, saved_levels: list[dict], params: dict, plann
 
 def plan_report(grid: GridSpec, spec: MarketSpec, *, price: Decimal, price_source: str, maker_fee: Decimal,
                 auto_price: bool, balances: dict[str, tuple[Decimal, Decimal]] | None,
-                balances_source: str | None, saved: dict | None = None) -> dict[str, Any]:
+                balances_source: str | None, saved: dict | None = None,
+                risk: RiskConfig | None = None) -> dict[str, Any]:
     """Everything ``plan`` shows. ``saved``: {"id", "status", "params", "levels" (level_view rows),
     "params_now"} of the running grid in the state file, or None."""
+    risk = risk or RiskConfig()
+    warnings: list[str] = []
+    exits = exits_report(grid, spec, price, maker_fee, risk, warnings)
+    now = price
+    if risk.trigger_price is not None:
+        price = risk.trigger_price   # the grid is laid out when the price crosses its trigger
     empty, plan = initial_plan(grid, price)
     need = funds_needed(grid, plan)
     summary = summarize(grid, maker_fee)
-    warnings = []
     if summary.profit_min <= 0:
         warnings.append(f"the narrowest step ({summary.step_pct_min}%) does not cover two maker fees of "
                         f"{(maker_fee * 100).normalize():f}%: a round trip there loses money; widen the range or lower grid_num")
@@ -96,7 +164,7 @@ def plan_report(grid: GridSpec, spec: MarketSpec, *, price: Decimal, price_sourc
     report: dict[str, Any] = {
         "symbol": grid.symbol, "base": grid.base, "quote": grid.quote, "mode": grid.mode.value,
         "auto_price": auto_price, "post_only": grid.post_only,
-        "price": s(price), "price_source": price_source,
+        "price": s(price), "price_source": price_source, "price_now": s(now), "exits": exits,
         "lower": s(grid.levels[0]), "upper": s(grid.levels[-1]), "quantity": s(grid.quantity),
         "empty_level": empty, "levels": levels,
         "buys": sum(1 for o in plan if o.side is Side.BID), "sells": sum(1 for o in plan if o.side is Side.ASK),
@@ -135,8 +203,13 @@ def print_plan(r: dict[str, Any]) -> None:
     how = "auto-price" if r["auto_price"] else "fixed"
     print(f"plan: {r['symbol']} {r['mode']} grid ({how}), {len(r['levels'])} levels {r['lower']}..{r['upper']}, "
           f"{r['quantity']} {base} per order{'' if r['post_only'] else ', not post-only'}")
-    print(f"price {r['price']} ({r['price_source']}); the level nearest it ({r['empty_level']}) stays empty: "
-          f"{r['buys']} buys below, {r['sells']} sells above")
+    if r["exits"]["trigger_price"] is not None:
+        print(f"the grid waits for the price ({r['price_now']}, {r['price_source']}) to cross the trigger price "
+              f"{r['price']}: nothing is placed until then; laid out there, the level nearest it ({r['empty_level']}) "
+              f"stays empty: {r['buys']} buys below, {r['sells']} sells above")
+    else:
+        print(f"price {r['price']} ({r['price_source']}); the level nearest it ({r['empty_level']}) stays empty: "
+              f"{r['buys']} buys below, {r['sells']} sells above")
     print()
     print(f"level  side  {'price':>14}  {'quantity':>12}  {'notional':>14}")
     for row in reversed(r["levels"]):
@@ -167,6 +240,7 @@ def print_plan(r: dict[str, Any]) -> None:
         print(f"if the price {word} ({e['price']}): {_amount(e['base'])} {base} + {_amount(e['quote'], 6, 2)} {quote}"
               f" = {_amount(e['value'], 2)} {quote} ({_signed(e['change'])} against now, "
               f"{_signed(e['vs_holding'])} against holding the same funds)")
+    print_exits(r["exits"], base, quote)
     sg = r["saved_grid"]
     if sg is not None:
         print()
@@ -181,6 +255,44 @@ def print_plan(r: dict[str, Any]) -> None:
             print(f"  {row['price']:>14}  saved {row['saved'] or '-':<4} -> this config {row['config'] or '-'}")
     for w in r["warnings"]:
         print(f"WARNING: {w}")
+
+
+def print_exits(e: dict[str, Any], base: str, quote: str) -> None:
+    lines = []
+    for key, word in (("stop_loss", "stop-loss"), ("take_profit", "take-profit")):
+        sc = e[key]
+        if sc is None:
+            continue
+        for on_stop in ("keep", "sell_base"):
+            x = sc[on_stop]
+            what = "kept" if on_stop == "keep" else "after selling the base"
+            fired = f"the {x['fired']} fires at {x['at']}" if x["fired"] else f"nothing fires by {sc['price']}"
+            unsold = f", {_amount(x['not_sold'])} {base} not sold" if x["not_sold"] not in (None, "0") else ""
+            lines.append(f"  {word} at {sc['price']}, on_stop {on_stop}: {fired}; {what}: {_amount(x['base'])} {base} + "
+                         f"{_amount(x['quote'], 6, 2)} {quote} = {_amount(x['value'], 2)} {quote} "
+                         f"({_signed(x['change'])} against now){unsold}")
+    for key, word in (("stop_loss_return", "stop-loss"), ("take_profit_return", "take-profit")):
+        x = e[key]
+        if x is not None:
+            lines.append(f"  {word} at a total return of {Decimal(x['return']):%}: when the grid's funds "
+                         f"({_amount(e['start_value'], 2)} {quote} at the start) are worth {_amount(x['value'], 2)} {quote}")
+    if e["out_of_range"] == "stop":
+        lines.append("  out of range: the grid stops once the price leaves its range")
+    t = e["trail"]
+    if t is not None:
+        up = (f"up to {t['up_limit']}: {t['moves_up']} move(s), the top level at most {t['highest']}, up to "
+              f"{_amount(t['extra_quote_up'], 6, 2)} {quote} more for the buys it moves up"
+              if t["up_limit"] is not None else "not up")
+        down = (f"down to {t['down_limit']}: {t['moves_down']} move(s), the bottom level at least {t['lowest']}"
+                if t["down_limit"] is not None else "not down")
+        lines.append(f"  trailing: {up}; {down} (maker-only, one step at a time)")
+    if not lines:
+        return
+    delay = f", each after holding {e['stop_delay']:g} s" if e["stop_delay"] else ""
+    print()
+    print(f"exits (max_slippage {_amount(e['max_slippage'])}{delay}):")
+    for line in lines:
+        print(line)
 
 
 def _signed(text: str) -> str:

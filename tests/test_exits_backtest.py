@@ -142,3 +142,84 @@ def test_a_backtest_and_the_live_bot_on_the_replay_of_a_scripted_path_agree(tmp_
         assert D(str(prices[r.exit["candle"]])) == ex.price and exit_at - 1 == r.exit["candle"]
         if ex.sale is not None:
             assert (ex.sale.sold, ex.sale.proceeds) == (r.exit["sold"], r.exit["proceeds"])
+
+
+# ------------------------------------------------------------------------------- plan and backtest CLI
+import json  # noqa: E402
+
+import grid_bot  # noqa: E402
+
+
+@pytest.fixture
+def quiet():
+    with running_simulator(feed="none", ticker_interval=0.1, price=D("149.5")) as s:
+        yield s
+
+
+def cli(capsys, *argv):
+    code = grid_bot.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def path_file(tmp_path, prices) -> str:
+    f = tmp_path / "path.csv"
+    f.write_text("start,open,high,low,close,end,volume,quoteVolume,trades\n" + "\n".join(
+        f"2025-01-01 00:{i:02d}:00,{p},{p},{p},{p},,1,1,1" for i, p in enumerate(prices)) + "\n")
+    return str(f)
+
+
+def test_backtest_sweeps_the_risk_keys_and_reports_each_exit(tmp_path, quiet, capsys):
+    path, _ = write_config(tmp_path, quiet, risk={"on_stop": "sell_base"}, **dict(grid_lower="140", grid_upper="158",
+                                                                                  grid_num=10, quantity="0.5"))
+    klines = path_file(tmp_path, [149.5, 147.9, 143.9, 138.5, 136, 150])
+    code, out, err = cli(capsys, "backtest", "--config", path, "--klines", klines, "--json",
+                         "--sweep", "stop_loss_price=139,137", "--sweep", "trigger_price=148")
+    assert code == 0, err
+    rows = {r["settings"]["stop_loss_price"]: r for r in json.loads(out)}
+    assert rows["139"]["exit"]["candle"] == 3 and rows["137"]["exit"]["candle"] == 4
+    assert rows["139"]["exit"]["reason"] == "stop-loss price" and D(rows["139"]["exit"]["sold"]) > 0
+    assert rows["139"]["triggered"] == {"candle": 1, "time": "2025-01-01 00:01:00"}
+    code, out, _ = cli(capsys, "backtest", "--config", path, "--klines", klines, "--sweep", "stop_loss_price=139,137")
+    assert code == 0 and "stop-loss price" in out.splitlines()[1] and "exit" in out.splitlines()[0]
+    code, _, err = cli(capsys, "backtest", "--config", path, "--klines", klines, "--sweep", "on_stop=keep,sell_all")
+    assert code == 2 and "--sweep on_stop must be one of keep, sell_base" in err
+    code, _, err = cli(capsys, "backtest", "--config", path, "--klines", klines, "--sweep", "stop_delay=10,x")
+    assert code == 2 and "--sweep stop_delay must be a number of seconds" in err
+
+
+def test_backtest_plot_marks_the_exit_and_trail_moves(tmp_path, quiet, capsys):
+    pytest.importorskip("matplotlib")
+    path, _ = write_config(tmp_path, quiet, risk={"out_of_range": "trail", "trail_up_limit": "170",
+                                                  "stop_loss_price": "139"},
+                           **dict(grid_lower="140", grid_upper="158", grid_num=10, quantity="0.5"))
+    png = tmp_path / "bt.png"
+    klines = path_file(tmp_path, [149.5, 159.9, 163, 166, 150, 138])
+    code, out, err = cli(capsys, "backtest", "--config", path, "--klines", klines, "--plot", str(png))
+    assert code == 0, err
+    assert "trailing        3 move(s)" in out and "exit            stop-loss price in candle 5" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plan_shows_each_exit_walked_on_the_engine_and_warns(tmp_path, quiet, capsys):
+    path, _ = write_config(tmp_path, quiet, risk={"stop_loss_price": "135", "take_profit_price": "156",
+                                                  "take_profit_return": "0.5", "out_of_range": "trail",
+                                                  "trail_up_limit": "159", "trail_down_limit": "130"},
+                           trigger_price="150.5", **dict(grid_lower="140", grid_upper="158", grid_num=10,
+                                                         quantity="0.5"))
+    code, out, err = cli(capsys, "plan", "--config", path, "--json")
+    assert code == 0, err
+    r = json.loads(out)
+    e = r["exits"]
+    assert r["price"] == "150.5" and r["price_now"] == "149.50"     # laid out at the trigger price
+    assert e["stop_loss"]["keep"]["fired"] == "stop-loss price" and e["stop_loss"]["keep"]["at"] == "135"
+    keep, sell = e["stop_loss"]["keep"], e["stop_loss"]["sell_base"]
+    assert D(sell["base"]) < D("0.01") and D(keep["base"]) > 4 and D(sell["quote"]) > D(keep["quote"])
+    assert e["take_profit"]["keep"]["fired"] == "take-profit price"
+    assert e["trail"]["moves_up"] == 0 and e["trail"]["moves_down"] == 5
+    assert any("take_profit_price 156 lies inside the grid's range" in w for w in r["warnings"])
+    assert any("can never trail up" in w for w in r["warnings"])
+    code, out, _ = cli(capsys, "plan", "--config", path)
+    assert "the grid waits for the price (149.50" in out and "crosses" not in out
+    assert "stop-loss at 135, on_stop sell_base: the stop-loss price fires at 135" in out
+    assert "take-profit at a total return of 50%" in out and "trailing: up to 159: 0 move(s)" in out
