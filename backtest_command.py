@@ -50,8 +50,9 @@ def backtest_market(cfg: Config, client: BackpackClient, offline_ok: bool) -> tu
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
-    from backtest import (cached_history, format_result, format_sweep, iter_pairs, rules_from_spec,
-                          run_backtest, sweep_order, sweep_settings)
+    from backtest import (format_result, format_sweep, iter_pairs, rules_from_spec, run_backtest, sweep_order,
+                          sweep_settings)
+    from history import cached_history
     from backtest_plot import plot, require_matplotlib
     from simulator.feeds import FeedError, read_klines_csv
     from simulator.markets import KLINE_SECONDS

@@ -16,7 +16,6 @@ import threading
 import time
 from dataclasses import dataclass
 from decimal import Decimal
-from enum import Enum
 from typing import Any, Callable
 
 from accounting import Stats
@@ -27,6 +26,7 @@ from executor import ActiveGrid, Executor, describe_orders
 from exit_runner import ExitRunner
 from order_state import OrderState
 from notify import Digest, ErrorWatch, Notifier
+from prices import LastPrice, PriceSource  # noqa: F401 (PriceSource: tests read the source)
 from reports import describe_exit, format_stats, start_message, wait_reason
 from risk import GridRisk
 from startup import ClockWatch, Startup
@@ -44,40 +44,6 @@ class RunResult:
     exit_code: int
     reason: str
     stats: Stats | None
-
-
-class PriceSource(Enum):
-    STREAM = "stream"            # the WebSocket ticker, or our own fills from the order stream
-    REST = "rest"                # before the stream is up, or without one
-    REST_FALLBACK = "rest-fallback"  # the stream's price went stale
-
-
-class LastPrice:
-    """The freshest price the bot knows, and where it came from. Stream prices carry the exchange's
-    event time, so an older ticker never overwrites a newer fill."""
-
-    def __init__(self, price: Decimal) -> None:
-        self.price = price
-        self.source = PriceSource.REST
-        self.event_us = 0
-        self.stream_received = 0.0   # our clock when the last ticker arrived
-
-    def from_stream(self, price: Decimal, event_us: int) -> None:
-        if event_us >= self.event_us:
-            self.price, self.event_us = price, event_us
-        if self.source is PriceSource.REST_FALLBACK:
-            log.info("WebSocket prices are back")
-        self.source = PriceSource.STREAM
-
-    def from_rest(self, price: Decimal, *, fallback: bool) -> None:
-        """A REST price: the usual source without a stream, a fallback (said once) when the stream's
-        price has gone stale."""
-        self.price = price
-        if not fallback:
-            self.source = PriceSource.REST
-        elif self.source is not PriceSource.REST_FALLBACK:
-            log.warning("no fresh WebSocket price: using the REST price %s", price)
-            self.source = PriceSource.REST_FALLBACK
 
 
 class GridBot:

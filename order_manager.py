@@ -165,6 +165,10 @@ class OrderManager:
         k = index - self.risk.offset
         return self.pairs[k] if 0 <= k < len(self.pairs) else None
 
+    def in_grid(self, o: GridOrder) -> bool:
+        """Is this order one of the grid's as it stands (not one a trail move left outside, being cancelled)?"""
+        return self._pair(o.pair) is not None
+
     def level_price(self, level: int) -> Decimal:
         """The price of absolute level ``level`` (inside the window)."""
         return self.grid.levels[level - self.risk.offset]

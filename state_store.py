@@ -342,10 +342,14 @@ class StateStore:
         ledger = Ledger(saved.spec.base, saved.spec.quote, {k: _d(v) for k, v in json.loads(g["fees"]).items()},
                         _d(g["position"]), _d(g["quote_flow"]), _d(g["grid_profit"]), g["round_trips"],
                         g["fill_count"], g["last_fill_ms"])
-        if sorted(p.index for p in pairs) not in ([], list(range(offset, offset + n_pairs))) or any(
-                saved.spec.pair_level(o.pair, o.side) != o.level or (
-                    offset <= o.pair < offset + n_pairs
-                    and saved.spec.levels[o.level - offset] != o.price) for o in orders if o.state.live):
+        all_pairs = self.conn.execute("SELECT count(*) FROM pairs WHERE grid_id = ?", (saved.id,)).fetchone()[0]
+        window = range(offset, offset + n_pairs)
+        if (sorted(p.index for p in pairs) != list(window) and (pairs or all_pairs)) or any(
+                saved.spec.pair_level(o.pair, o.side) != o.level
+                # outside the window only when a trail move left it there (being cancelled)
+                or (o.pair not in window and not saved.risk.moves)
+                or (o.pair in window and saved.spec.levels[o.level - offset] != o.price)
+                for o in orders if o.state.live):
             raise _damaged(self.path, f"grid {saved.id}'s pairs or orders do not fit its levels")
         return Snapshot(pairs, orders, trades, g["next_seq"], g["wait_seq"], ledger, saved.risk)
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 import grid_bot
-from backtest import cached_history, fetch_klines
+from history import cached_history, fetch_klines
 from backpack_api import BackpackClient
 from simulator import SimControl, running_simulator
 from simulator.feeds import read_klines_csv

@@ -14,8 +14,8 @@ from grid_calculator import GridMode, GridSpec, Ladder, grid_levels
 from models import Fill, Order, OrderStatus, Side
 from order_manager import OrderManager
 from order_state import Cancel, OrderState, Settings
-from risk import (Move, RiskConfig, RiskGuard, RiskState, StartFunds, StopNow, Trigger, exit_notes, sale_floor,
-                  start_funds, total_return, trail_needs)
+from risk import (Move, RiskConfig, RiskGuard, RiskState, StartFunds, StopNow, TrailMove, Trigger, exit_notes,
+                  sale_floor, start_funds, total_return, trail_needs)
 from simulator.engine import Exchange
 from simulator.markets import DEFAULT_MARKETS
 from simulator.records import OrderRequest
@@ -136,6 +136,7 @@ def test_a_move_and_its_orphan_survive_a_restart_and_the_cancel_is_sent_again(tm
     gid = store.create_grid({}, om.grid, 9, 0, om.risk)
     store.save(gid, om.take_changes(), 0)
     om.shift(True, LADDER.window(1))
+    om.risk.moves.append(TrailMove(1, "up", 1, D(142), D(160), D(170)))   # as GridRisk.move records it
     cancels = om.take_orphan_cancels()                                   # sent, then the process died
     store.save(gid, om.take_changes(), 1)
     saved = store.grid(gid)
