@@ -6,6 +6,7 @@ import logging
 import time
 from decimal import Decimal
 
+import grid_bot
 from simulator import SimControl
 from state_store import StateStore
 from tests.e2e import BotThread, book_of, ledger_totals, open_orders_of, orders_of, write_config
@@ -64,13 +65,16 @@ def saved_grid(path) -> object:
         store.close()
 
 
-def test_a_trigger_price_places_nothing_before_and_the_usual_grid_after(tmp_path, quiet_sim):
+def test_a_trigger_price_places_nothing_before_and_the_usual_grid_after(tmp_path, quiet_sim, capsys):
     path, signer = write_config(tmp_path, quiet_sim, trigger_price="145", **GRID)
     control = SimControl(quiet_sim.rest_url)
     key = signer.api_key
-    with BotThread(path) as b:
+    with stored(path) as b:
         b.wait_polls(2)
         assert orders_of(control.state(), key) == []          # nothing before the trigger
+        assert grid_bot.main(["status", "--config", path]) == 0
+        assert "waiting for the price to fall to the trigger price 145: nothing is placed until then" in \
+            capsys.readouterr().out
         control.set_price("146.1")
         b.wait_polls(1)
         assert orders_of(control.state(), key) == []          # not crossed yet
@@ -86,7 +90,7 @@ def test_a_trigger_price_places_nothing_before_and_the_usual_grid_after(tmp_path
     assert len(orders_of(control.state(), key)) == 9          # nothing placed twice
 
 
-def test_stop_loss_by_price_with_keep_cancels_the_grid_and_a_restart_refuses(tmp_path, quiet_sim):
+def test_stop_loss_by_price_with_keep_cancels_the_grid_and_a_restart_refuses(tmp_path, quiet_sim, capsys):
     path, signer = write_config(tmp_path, quiet_sim, risk={"stop_loss_price": "139"}, **GRID)
     control = SimControl(quiet_sim.rest_url)
     key = signer.api_key
@@ -107,6 +111,10 @@ def test_stop_loss_by_price_with_keep_cancels_the_grid_and_a_restart_refuses(tmp
     saved = saved_grid(tmp_path / "grid_state.db")
     assert saved.status == "stopped" and saved.risk.exit.reason == "stop-loss price"
     assert saved.risk.exit.price == D("138.9") and saved.risk.exit.phase == "done"
+    code = grid_bot.main(["status", "--config", path])
+    out = capsys.readouterr().out
+    assert code == 0 and "finished: stopped by the stop-loss price" in out and "at price 138.90" in out \
+        and "--reset starts a new one" in out
     # A stopped grid is finished: a restart says why and refuses; --reset starts a new one.
     again = stored(path)
     with again:
@@ -262,7 +270,7 @@ def assert_maker_only_and_one_order_per_level(st: dict, key: str) -> None:
     assert len(prices) == len(set(prices))                              # never two orders at one level
 
 
-def test_trailing_up_follows_the_price_step_by_step_up_to_the_limit(tmp_path, quiet_sim, caplog):
+def test_trailing_up_follows_the_price_step_by_step_up_to_the_limit(tmp_path, quiet_sim, caplog, capsys):
     caplog.set_level(logging.INFO, logger="grid_bot")
     path, signer = write_config(tmp_path, quiet_sim, risk={"out_of_range": "trail", "trail_up_limit": "164"}, **GRID)
     control = SimControl(quiet_sim.rest_url)
@@ -281,6 +289,8 @@ def test_trailing_up_follows_the_price_step_by_step_up_to_the_limit(tmp_path, qu
         move(b, control, "170")         # at the limit: waits
         assert b.bot.om.offset == 3 and book_of(control.state(), key) == buys(146, 162)
         assert "trail_up_limit 164" in caplog.text
+        assert grid_bot.main(["status", "--config", path]) == 0
+        assert "trailed +3 step(s) in 3 move(s); levels now 146.00..164.00" in capsys.readouterr().out
         move(b, control, "159.1")       # back down: the buys at 162 and 160 fill, their sells go one level up
         result = b.stop()
     st = control.state()

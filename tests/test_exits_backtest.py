@@ -72,6 +72,8 @@ PATHS = {
                        {"stop_loss_price": "139", "on_stop": "sell_base"}),
     "take-profit-return": ([149.5, 151.1, 148.9, 153.1, 155.1, 157.1, 150],
                            {"take_profit_return": "0.012"}),
+    "trigger-then-range-stop": ([149.5, 151.1, 146.9, 145.1, 144.9, 147.1, 150.9, 153.1, 157.1, 158.9, 150],
+                                {"out_of_range": "stop"}),
     "trail": ([149.5, 152.5, 155.5, 159.9, 161, 163.5, 167, 165, 161.5, 158.5, 163.1, 155.5, 149.9, 145.5, 141.1,
                139.1, 137.5, 135.1, 131, 133.5, 136.9, 139.9, 144.1],
               {"out_of_range": "trail", "trail_up_limit": "164", "trail_down_limit": "134"}),
@@ -87,12 +89,16 @@ def test_a_backtest_and_the_live_bot_on_the_replay_of_a_scripted_path_agree(tmp_
     with running_simulator(feed=f"replay:{klines}", replay_speed=0, ticker_interval=0.05, maker_fee=FEE,
                            taker_fee=FEE) as sim:
         control = SimControl(sim.rest_url)
+        trigger = {"trigger_price": "145"} if name.startswith("trigger") else {}
         path, signer = write_config(tmp_path, sim, risk=risk, grid_lower="140", grid_upper="158", grid_num=10,
-                                    quantity="0.5", maker_fee=str(FEE))
+                                    quantity="0.5", maker_fee=str(FEE), **trigger)
         key = signer.api_key
         with BotThread(path) as b:
-            wait_until(lambda: len([o for o in control.state()["orders"] if o["account"] == key]) == 9, timeout=20,
-                       message="the initial grid")
+            if trigger:
+                b.wait_polls(1)        # waiting for its trigger: nothing placed
+            else:
+                wait_until(lambda: len([o for o in control.state()["orders"] if o["account"] == key]) == 9,
+                           timeout=20, message="the initial grid")
             bot, stepped, exit_at = b.bot, 0, None
 
             def settled() -> bool:
@@ -105,6 +111,8 @@ def test_a_backtest_and_the_live_bot_on_the_replay_of_a_scripted_path_agree(tmp_
                     waits = bot.om.waiting_ranges(bot.wall_ms())
                     live = list(bot.om.live.values())
                 except RuntimeError:
+                    return False
+                if bot.om.risk.triggered and not bot.om.pairs:
                     return False
                 return (bot.price == price and bot.om.ledger.fill_count == fills
                         and all(o.state.value == "open" and b.bot.om.in_grid(o) for o in live)
@@ -127,6 +135,8 @@ def test_a_backtest_and_the_live_bot_on_the_replay_of_a_scripted_path_agree(tmp_
     assert (live.stats.round_trips, live.stats.grid_profit, live.stats.fees) == (r.round_trips, r.grid_profit, r.fees)
     assert (live.stats.position, live.stats.quote_flow) == (r.final_base - r.start_funds["SOL"],
                                                             r.final_quote - r.start_funds["USDC"])
+    if trigger:
+        assert r.triggered is not None and r.triggered["candle"] == 4 and bot.om.risk.start.price == D("144.9")
     if name == "trail":
         assert r.exit is None and bot.om.offset == r.trail_offset
         moves = [m.direction for m in bot.om.risk.moves]

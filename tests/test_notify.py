@@ -257,3 +257,24 @@ def test_a_refused_start_is_an_error_message(tmp_path, quiet_sim):
         assert proc.returncode == 2
         (msg,) = rx.messages()
         assert msg["title"] == "SOL_USDC grid: refused to start" and "not enough" in msg["message"].lower()
+
+
+def test_an_exit_is_told_with_its_reason_then_the_stop(tmp_path, quiet_sim):
+    control = SimControl(quiet_sim.rest_url)
+    with Receiver() as rx:
+        path, signer = _config(tmp_path, quiet_sim, {"urls": [rx.url("/notify/x")]}, risk={"stop_loss_price": "139"})
+        proc = run_bot(path)
+        try:
+            wait_until(lambda: len(open_orders_of(control.state(), signer.api_key)) == 9, timeout=30)
+            control.set_price("138.5")
+            assert proc.wait(timeout=60) == 0
+        finally:
+            if proc.poll() is None:
+                stop_bot(proc)
+            proc.communicate()
+        wait_until(lambda: any(t.endswith("stopped") for t in titles(rx)), timeout=20, message="the stop message")
+        exit_msg = next(m for m in rx.messages() if m["title"].endswith("exit"))
+        assert "stop-loss price: the price 138.50 is at or below the stop-loss price 139" in exit_msg["message"]
+        stop = next(m for m in rx.messages() if m["title"].endswith("stopped"))
+        assert "Stopped: stop-loss price" in stop["message"]
+        assert titles(rx).index(exit_msg["title"]) < titles(rx).index(stop["title"])
