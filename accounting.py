@@ -42,6 +42,7 @@ class Ledger:
     round_trips: int = 0
     fill_count: int = 0
     last_fill_ms: int = 0
+    fees_quote: Decimal = ZERO        # every fee valued in quote (a fee in base at its fill's price)
 
     def record_fill(self, fill: Fill) -> Decimal:
         """Account one fill; returns its fee valued in quote."""
@@ -54,6 +55,7 @@ class Ledger:
         elif fill.fee_symbol == self.base:
             fee_quote = fill.fee * fill.price
             self.position -= fill.fee
+        self.fees_quote += fee_quote
         if fill.side is Side.BID:
             self.position += fill.quantity
             self.quote_flow -= quote_amt
@@ -79,4 +81,96 @@ class Ledger:
 
     def copy(self) -> "Ledger":
         return Ledger(self.base, self.quote, dict(self.fees), self.position, self.quote_flow, self.grid_profit,
-                      self.round_trips, self.fill_count, self.last_fill_ms)
+                      self.round_trips, self.fill_count, self.last_fill_ms, self.fees_quote)
+
+
+@dataclass
+class StartFunds:
+    """What the grid took at its start (after an entry purchase) and the price then: the base of every
+    return figure. ``time_ms``: when it started (None for a grid saved before it was recorded)."""
+    base: Decimal
+    quote: Decimal
+    price: Decimal
+    time_ms: int | None = None
+
+    @property
+    def value(self) -> Decimal:
+        return self.base * self.price + self.quote
+
+    def to_json(self) -> dict:
+        return {"base": f"{self.base:f}", "quote": f"{self.quote:f}", "price": f"{self.price:f}", "time_ms": self.time_ms}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "StartFunds":
+        return cls(Decimal(d["base"]), Decimal(d["quote"]), Decimal(d["price"]), d.get("time_ms"))
+
+
+def equity(funds: StartFunds, ledger: Ledger, price: Decimal) -> Decimal:
+    """What the grid's funds are worth at ``price``: its starting funds plus everything it traded
+    (fees included: they left the position or the cash flow)."""
+    return (funds.base + ledger.position) * price + funds.quote + ledger.quote_flow
+
+
+def total_return(funds: StartFunds | None, ledger: Ledger, price: Decimal | None) -> Decimal | None:
+    """The grid's total return on its starting funds at ``price`` (grid profit + floating PnL, net of
+    fees): equity / starting value - 1. None when unknown."""
+    if funds is None or price is None or funds.value <= 0:
+        return None
+    return equity(funds, ledger, price) / funds.value - 1
+
+
+YEAR_S = 365 * 86400
+
+
+@dataclass(frozen=True)
+class Figures:
+    """The profit figures, one definition for the live bot, ``status``, ``report`` and ``backtest``.
+
+    - equity: the starting funds plus the grid's flows, valued at the price;
+    - grid profit: completed round trips, net of both fees; floating PnL: the grid's inventory now against
+      its starting inventory, valued at the price, less the grid profit (the open legs);
+    - against holding: equity - the starting funds untouched at the price = grid profit + floating PnL;
+    - total return: equity / starting value - 1 (what holding did to the starting funds, plus the
+      above); break-even: the price at which the total return is zero. Fees are inside all of these:
+      they left the inventory (base) or the cash (quote);
+    - annualised grid yield: grid profit / starting value, scaled to a year by the grid's age (None
+      before a day: too early to say)."""
+    price: Decimal
+    start: StartFunds
+    start_value: Decimal
+    equity: Decimal
+    grid_profit: Decimal
+    floating_pnl: Decimal
+    fees: dict[str, Decimal]
+    fees_quote: Decimal
+    total_return: Decimal
+    hold_value: Decimal
+    vs_hold: Decimal
+    break_even: Decimal | None
+    age_s: float
+    annual_yield: Decimal | None
+
+    def to_json(self) -> dict:
+        def d(x: Decimal | None) -> str | None:
+            return None if x is None else f"{x:f}"
+        return {"price": d(self.price), "start_funds": self.start.to_json(), "start_value": d(self.start_value),
+                "equity": d(self.equity), "grid_profit": d(self.grid_profit), "floating_pnl": d(self.floating_pnl),
+                "fees": {k: d(v) for k, v in sorted(self.fees.items())}, "fees_quote": d(self.fees_quote),
+                "total_return": d(self.total_return), "hold_value": d(self.hold_value), "vs_hold": d(self.vs_hold),
+                "break_even": d(self.break_even), "age_s": int(self.age_s), "annual_yield": d(self.annual_yield)}
+
+
+def figures(start: StartFunds, ledger: Ledger, price: Decimal, age_s: float) -> Figures:
+    value = start.value
+    eq = equity(start, ledger, price)
+    hold = start.base * price + start.quote
+    base_now = start.base + ledger.position
+    # Equity is zero-return where base_now x P + (quote + flow) = value.
+    break_even = (value - start.quote - ledger.quote_flow) / base_now if base_now > 0 else None
+    if break_even is not None and break_even < 0:
+        break_even = None
+    annual = (ledger.grid_profit / value * Decimal(YEAR_S) / Decimal(age_s)
+              if age_s >= 86400 and value > 0 else None)
+    return Figures(price, start, value, eq, ledger.grid_profit, eq - hold - ledger.grid_profit, dict(ledger.fees),
+                   ledger.fees_quote, eq / value - 1 if value > 0 else ZERO, hold, eq - hold, break_even, age_s,
+                   annual)

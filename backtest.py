@@ -145,7 +145,7 @@ class Backtest:
                       tell=lambda kind, text: events.append((self.candle, kind, text)))
         if om.risk.triggered:
             om.start(first)
-            om.risk.start = start_funds(grid.levels, grid.quantity, first)
+            om.risk.start = start_funds(grid.levels, grid.quantity, first, base_us // 1000)
         self._step(ex, om, gr, first)
         bid, ask = ex.resting_extremes(sym)
         waits = om.waiting_ranges(self.now_us // 1000)

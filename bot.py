@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Callable
 
-from accounting import Stats
+from accounting import Figures, Stats, figures
 from backpack_api import BackpackClient, BackpackError, Signer, wall_clock_ms
 from config import Config
 from errors import EXIT_OK, EXIT_RUNTIME, GridBotError
@@ -27,7 +27,7 @@ from exit_runner import ExitRunner
 from order_state import OrderState
 from notify import Digest, ErrorWatch, Notifier
 from prices import LastPrice, PriceSource  # noqa: F401 (PriceSource: tests read the source)
-from reports import describe_exit, format_stats, start_message, wait_reason
+from reports import describe_exit, format_figures, format_stats, start_message, wait_reason
 from risk import GridRisk
 from startup import ClockWatch, Startup
 from state_store import StateStore
@@ -189,8 +189,10 @@ class GridBot:
         assert self.g is not None
         self.shutdown()
         result = RunResult(code, self.stop_reason, self.g.om.stats(self.price))
+        fig = self.figures()
         self.tell("stop", "stopped", f"Stopped: {self.stop_reason or 'asked to stop'}.\n"
-                  + format_stats(result.stats, self.g.om.grid, self.clock() - self.started, final=True))
+                  + format_stats(result.stats, self.g.om.grid, self.clock() - self.started, final=True)
+                  + (f"\n{format_figures(fig, self.g.om.grid)}" if fig is not None else ""))
         return result
 
     # -- notifications (never block: they are queued for the notifier's thread)
@@ -424,6 +426,11 @@ class GridBot:
     def log_stats(self) -> None:
         assert self.g is not None and self.last is not None
         self.report_waiting()
+        om, now_ms = self.g.om, self.wall_ms()
+        om.risk.last_price, om.risk.last_price_ms = self.last.price, now_ms   # for status and report
+        om.risk_changed()
+        if self.store is not None and self.g.grid_id is not None:
+            self.store.add_price(self.g.grid_id, now_ms, self.last.price)
         source = "" if self.last.source is PriceSource.STREAM or not self.t.use_websocket else " (REST)"
         log.info("%s", format_stats(self.g.om.stats(self.price), self.g.om.grid, self.clock() - self.started, source))
 
@@ -454,6 +461,17 @@ class GridBot:
             self.store.set_status(self.g.grid_id, "stopped", self.wall_ms())
         log.info("final %s", format_stats(self.g.om.stats(self.price), self.g.om.grid, self.clock() - self.started,
                                           final=True))
+        fig = self.figures()
+        if fig is not None:
+            log.info("final %s", format_figures(fig, self.g.om.grid))
+
+    def figures(self) -> Figures | None:
+        """The profit figures at the last price (None before the grid has started)."""
+        om = self.g.om if self.g is not None else None
+        if om is None or om.risk.start is None or self.price is None:
+            return None
+        start_ms = om.risk.start.time_ms or self.g.created_ms
+        return figures(om.risk.start, om.ledger, self.price, max(0.0, (self.wall_ms() - start_ms) / 1000))
 
     def warn_forced_exit(self) -> None:
         """The last words of a forced exit: which orders may still be on the book. (Called from the

@@ -10,7 +10,7 @@ import time
 from decimal import Decimal
 from typing import Any
 
-from accounting import Stats
+from accounting import Stats, figures
 from events import (ClosedByExchange, CounterOrderDecided, DuplicateOnBook, FillApplied, FilledAfterCancel,
                     FilledIncomplete, FilledOffGrid, GridEvent, LookupResolved, OrderRefused, OutcomeUnknown,
                     RoundTripCompleted, SaleFill, TransitionRefused)
@@ -121,6 +121,24 @@ def format_stats(st: Stats, grid: GridSpec, uptime: float, source: str = "", fin
             f"{waiting} | round trips {st.round_trips} | grid profit {fmt_amount(st.grid_profit)} {grid.quote} | "
             f"fees {fees} | position {sign}{fmt_amount(st.position)} {grid.base} | floating PnL {floating} | "
             f"uptime {format_duration(uptime)}")
+
+
+def pct(d: Decimal | None) -> str:
+    return "?" if d is None else f"{'+' if d > 0 else ''}{(d * 100).quantize(Decimal('0.01'))}%".replace("-0.00%", "0.00%")
+
+
+def format_figures(f: Any, grid: GridSpec) -> str:
+    """The profit figures in one line (accounting.Figures)."""
+    q, b = grid.quote, grid.base
+    fees = ", ".join(f"{fmt_amount(v)} {k}" for k, v in sorted(f.fees.items()) if v) or "0"
+    return (f"figures | started with {fmt_amount(f.start.base)} {b} + {fmt_amount(f.start.quote, 4)} {q} at "
+            f"{fmt_price(f.start.price, grid.levels[0])} = {fmt_amount(f.start_value, 4)} {q} | equity "
+            f"{fmt_amount(f.equity, 4)} {q} | total return {pct(f.total_return)} | against holding "
+            f"{fmt_amount(f.vs_hold, 4)} {q} | grid profit {fmt_amount(f.grid_profit, 6)} {q} | floating PnL "
+            f"{fmt_amount(f.floating_pnl, 4)} {q} | fees {fees} ({fmt_amount(f.fees_quote, 6)} {q}) | break-even "
+            + (fmt_price(f.break_even, grid.levels[0]) if f.break_even is not None else "none (no base held)")
+            + " | annualised grid yield "
+            + (pct(f.annual_yield) if f.annual_yield is not None else "too early (under a day)"))
 
 
 def start_message(grid: GridSpec, price: Decimal, resumed: bool) -> str:
@@ -239,6 +257,7 @@ def status_report(saved: Any, om: OrderManager, state_path: str, now_ms: int, *,
                   "quote_flow": f"{st.quote_flow:f}", "fills": st.fills, "open_buys": st.open_bids,
                   "open_sells": st.open_asks},
         "risk": risk_view(om),
+        "figures": grid_figures(om, saved.created_ms, now_ms),
         "levels": [{**row, "price": f"{row['price']:f}",
                     "executed": None if row["executed"] is None else f"{row['executed']:f}"}
                    for row in level_view(om)],
@@ -251,6 +270,17 @@ def status_report(saved: Any, om: OrderManager, state_path: str, now_ms: int, *,
                            "orders only within its band around the last price") if waiting and p.order is None else None,
                    "round_trips": p.round_trips} for p in om.pairs],
     }
+
+
+def grid_figures(om: OrderManager, created_ms: int, now_ms: int) -> dict[str, Any] | None:
+    """The profit figures at the last price the bot logged (None before it has one, or for a grid saved
+    by a version that did not record its starting funds)."""
+    st = om.risk
+    if st.start is None or st.last_price is None:
+        return None
+    until = now_ms if st.exit is None else st.exit.time_ms
+    fig = figures(st.start, om.ledger, st.last_price, max(0.0, (until - (st.start.time_ms or created_ms)) / 1000))
+    return {**fig.to_json(), "price_time": iso(st.last_price_ms)}
 
 
 def risk_view(om: OrderManager) -> dict[str, Any]:
@@ -289,6 +319,22 @@ def print_status(r: dict[str, Any]) -> None:
     print(f"round trips {s['round_trips']} | grid profit {fmt_amount(Decimal(s['grid_profit']))} {g['quote']} | "
           f"fees {fees} | position {fmt_amount(Decimal(s['position']))} {g['base']} | fills {s['fills']} | "
           f"open {plural(s['open_buys'], 'buy')} / {plural(s['open_sells'], 'sell')}")
+    f = r["figures"]
+    if f is not None:
+        ret = Decimal(f["total_return"])
+        fees_all = ", ".join(f"{fmt_amount(Decimal(v))} {k}" for k, v in f["fees"].items() if Decimal(v)) or "0"
+        print(f"started with {fmt_amount(Decimal(f['start_funds']['base']))} {g['base']} + "
+              f"{fmt_amount(Decimal(f['start_funds']['quote']), 4)} {g['quote']} at {f['start_funds']['price']} = "
+              f"{fmt_amount(Decimal(f['start_value']), 4)} {g['quote']}; at {f['price']} ({f['price_time']}): equity "
+              f"{fmt_amount(Decimal(f['equity']), 4)} {g['quote']}, total return {pct(ret)}, against holding "
+              f"{fmt_amount(Decimal(f['vs_hold']), 4)} {g['quote']}")
+        be = f["break_even"]
+        yield_ = f["annual_yield"]
+        print(f"grid profit {fmt_amount(Decimal(f['grid_profit']), 6)} {g['quote']} | floating PnL "
+              f"{fmt_amount(Decimal(f['floating_pnl']), 4)} {g['quote']} | fees {fees_all} "
+              f"({fmt_amount(Decimal(f['fees_quote']), 6)} {g['quote']}) | break-even "
+              f"{fmt_amount(Decimal(be), 2) if be is not None else 'none (no base held)'} | annualised grid yield "
+              f"{pct(Decimal(yield_)) if yield_ is not None else 'too early (under a day)'}")
     for p in (p for p in r["pairs"] if p["waiting"]):
         print(f"waiting: {p['side']} at level {p['level']}: {p['why']}")
     print("level  price           order")

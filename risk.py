@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
-from accounting import Ledger
+from accounting import Ledger, StartFunds, total_return
 from errors import InputError
 from grid_calculator import Ladder
 
@@ -55,39 +55,6 @@ class RiskConfig:
     def any_exit(self) -> bool:
         return (any(x is not None for x in (self.stop_loss_price, self.take_profit_price, self.stop_loss_return,
                                             self.take_profit_return)) or self.out_of_range == "stop")
-
-
-@dataclass
-class StartFunds:
-    """What the grid took at its start and the price then: the base of return figures."""
-    base: Decimal
-    quote: Decimal
-    price: Decimal
-
-    @property
-    def value(self) -> Decimal:
-        return self.base * self.price + self.quote
-
-    def to_json(self) -> dict:
-        return {"base": f"{self.base:f}", "quote": f"{self.quote:f}", "price": f"{self.price:f}"}
-
-    @classmethod
-    def from_json(cls, d: dict) -> "StartFunds":
-        return cls(Decimal(d["base"]), Decimal(d["quote"]), Decimal(d["price"]))
-
-
-def equity(funds: StartFunds, ledger: Ledger, price: Decimal) -> Decimal:
-    """What the grid's funds are worth at ``price``: its starting funds plus everything it traded
-    (fees included: they left the position or the cash flow)."""
-    return (funds.base + ledger.position) * price + funds.quote + ledger.quote_flow
-
-
-def total_return(funds: StartFunds | None, ledger: Ledger, price: Decimal | None) -> Decimal | None:
-    """The grid's total return on its starting funds at ``price`` (grid profit + floating PnL, net of
-    fees): equity / starting value - 1. None when unknown."""
-    if funds is None or price is None or funds.value <= 0:
-        return None
-    return equity(funds, ledger, price) / funds.value - 1
 
 
 @dataclass
@@ -169,13 +136,19 @@ class RiskState:
     offset: int = 0
     moves: list[TrailMove] = field(default_factory=list)
     exit: Exit | None = None
+    reserve: Decimal = ZERO            # investment mode: the base the grid keeps for its buys' fees
+    last_price: Decimal | None = None  # the last price the bot logged (status and report read it)
+    last_price_ms: int | None = None
+    entry: Any = None                  # investment mode: the entry purchase (startup.Entry as JSON)
 
     def to_json(self) -> dict[str, Any]:
         return {"trigger": None if self.trigger is None else f"{self.trigger:f}", "trigger_from": self.trigger_from,
                 "triggered": self.triggered, "start": self.start.to_json() if self.start else None,
                 "ladder": self.ladder.to_json() if self.ladder else None, "offset": self.offset,
                 "moves": [m.to_json() for m in self.moves],
-                "exit": self.exit.to_json() if self.exit else None}
+                "exit": self.exit.to_json() if self.exit else None, "reserve": f"{self.reserve:f}",
+                "last_price": None if self.last_price is None else f"{self.last_price:f}",
+                "last_price_ms": self.last_price_ms, "entry": self.entry}
 
     @classmethod
     def from_json(cls, d: dict[str, Any] | None) -> "RiskState":
@@ -185,7 +158,9 @@ class RiskState:
                    bool(d.get("triggered", True)), StartFunds.from_json(d["start"]) if d.get("start") else None,
                    Ladder.from_json(d["ladder"]) if d.get("ladder") else None, int(d.get("offset", 0)),
                    [TrailMove.from_json(m) for m in d.get("moves", [])],
-                   Exit.from_json(d["exit"]) if d.get("exit") else None)
+                   Exit.from_json(d["exit"]) if d.get("exit") else None, Decimal(d.get("reserve", "0")),
+                   None if d.get("last_price") is None else Decimal(d["last_price"]), d.get("last_price_ms"),
+                   d.get("entry"))
 
     def arm(self, trigger: Decimal | None, price: Decimal) -> None:
         """A new grid: wait for ``trigger`` unless the price is already there."""
@@ -356,13 +331,15 @@ def exit_notes(cfg: RiskConfig, levels: tuple[Decimal, ...], price: Decimal, lad
     return notes
 
 
-def start_funds(levels: tuple[Decimal, ...], quantity: Decimal, price: Decimal) -> StartFunds:
+def start_funds(levels: tuple[Decimal, ...], quantity: Decimal, price: Decimal, time_ms: int | None = None,
+                reserve: Decimal = ZERO) -> StartFunds:
     """What a grid laid out at ``price`` takes: quote for the buys below the empty level, base for the
-    sells above it (``grid_calculator.initial_plan``), valued at ``price``."""
+    sells above it (``grid_calculator.initial_plan``) and its fee ``reserve`` in base (investment
+    mode), valued at ``price``."""
     from grid_calculator import nearest_level
     empty = nearest_level(levels, price)
     quote = sum((p * quantity for p in levels[:empty]), ZERO)
-    return StartFunds(quantity * (len(levels) - 1 - empty), quote, price)
+    return StartFunds(quantity * (len(levels) - 1 - empty) + reserve, quote, price, time_ms)
 
 
 class GridRisk:
@@ -393,7 +370,7 @@ class GridRisk:
                 return False
             om.start(price)
             st.triggered = True
-            st.start = start_funds(om.grid.levels, om.grid.quantity, price)
+            st.start = start_funds(om.grid.levels, om.grid.quantity, price, now_ms, st.reserve)
             om.risk_changed()
             self.save()
             self.tell("trigger", f"the price {price} crossed the trigger price {st.trigger}: placing the grid")

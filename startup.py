@@ -325,7 +325,7 @@ class Startup:
         need = check_funds(grid, at, balances, self.t.maker_fee, adopted=taken)
         log_grid(grid, self.t.symbol, at, need, self.t.maker_fee)
         if risk.triggered:
-            risk.start = start_funds(grid.levels, grid.quantity, price)
+            risk.start = start_funds(grid.levels, grid.quantity, price, self.wall_ms())
         tag = self.tag
         if tag is None:
             # Never a tag an order on the account carries: its clientIds could be mistaken for ours.

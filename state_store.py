@@ -24,7 +24,7 @@ from typing import Any, Callable, Collection, Sequence
 from accounting import Leg, Ledger
 from errors import InputError
 from grid_calculator import GridMode, GridSpec
-from models import Side
+from models import Fill, Side
 from order_state import Changes, GridOrder, OrderState, Pair, Snapshot
 from risk import RiskState
 
@@ -61,6 +61,10 @@ CREATE TABLE IF NOT EXISTS pairs (
     PRIMARY KEY (grid_id, idx)
 );
 CREATE INDEX IF NOT EXISTS orders_by_grid ON orders (grid_id, state);
+CREATE TABLE IF NOT EXISTS prices (
+    grid_id INTEGER NOT NULL, ts_ms INTEGER NOT NULL, price TEXT NOT NULL,
+    PRIMARY KEY (grid_id, ts_ms)
+);
 CREATE TABLE IF NOT EXISTS fills (
     symbol TEXT NOT NULL, trade_id INTEGER NOT NULL, grid_id INTEGER NOT NULL, client_id INTEGER,
     order_id TEXT NOT NULL, side TEXT NOT NULL, price TEXT NOT NULL, quantity TEXT NOT NULL,
@@ -318,6 +322,31 @@ class StateStore:
                 self.conn.execute("UPDATE grids SET risk = ?, levels = ? WHERE id = ?",
                                   (json.dumps(changes.risk), json.dumps([_s(x) for x in changes.levels]), grid_id))
 
+    def add_price(self, grid_id: int, ts_ms: int, price: Decimal) -> None:
+        """A price sample (one per statistics line): the price line of ``report --plot``."""
+        with self.conn:
+            self.conn.execute("INSERT OR REPLACE INTO prices VALUES (?,?,?)", (grid_id, ts_ms, _s(price)))
+
+    @_checked
+    def prices(self, grid_id: int) -> list[tuple[int, Decimal]]:
+        return [(r[0], _d(r[1])) for r in self.conn.execute(
+            "SELECT ts_ms, price FROM prices WHERE grid_id = ? ORDER BY ts_ms", (grid_id,))]
+
+    # ------------------------------------------------------------------------------ reading
+    @_checked
+    def fills(self, grid_id: int) -> list[Fill]:
+        """Every fill of the grid, in trade order."""
+        return [_fill_row(r) for r in self.conn.execute(
+            "SELECT * FROM fills WHERE grid_id = ? ORDER BY timestamp_ms, trade_id", (grid_id,))]
+
+    def fees_in_quote(self, saved: SavedGrid) -> Decimal:
+        """Every fee of the grid valued in quote (a fee in base at its fill's price)."""
+        total = Decimal(0)
+        for f in self.fills(saved.id):
+            total += f.fee * f.price if f.fee_symbol == saved.spec.base else (f.fee if f.fee_symbol == saved.spec.quote
+                                                                               else Decimal(0))
+        return total
+
     # ------------------------------------------------------------------------------ loading
     @_checked
     def load(self, saved: SavedGrid) -> Snapshot:
@@ -341,7 +370,7 @@ class StateStore:
                                                            (saved.id,)))
         ledger = Ledger(saved.spec.base, saved.spec.quote, {k: _d(v) for k, v in json.loads(g["fees"]).items()},
                         _d(g["position"]), _d(g["quote_flow"]), _d(g["grid_profit"]), g["round_trips"],
-                        g["fill_count"], g["last_fill_ms"])
+                        g["fill_count"], g["last_fill_ms"], self.fees_in_quote(saved))
         all_pairs = self.conn.execute("SELECT count(*) FROM pairs WHERE grid_id = ?", (saved.id,)).fetchone()[0]
         window = range(offset, offset + n_pairs)
         if (sorted(p.index for p in pairs) != list(window) and (pairs or all_pairs)) or any(
@@ -352,6 +381,11 @@ class StateStore:
                 for o in orders if o.state.live):
             raise _damaged(self.path, f"grid {saved.id}'s pairs or orders do not fit its levels")
         return Snapshot(pairs, orders, trades, g["next_seq"], g["wait_seq"], ledger, saved.risk)
+
+
+def _fill_row(r: sqlite3.Row) -> Fill:
+    return Fill(r["trade_id"], r["order_id"], r["client_id"], r["symbol"], Side(r["side"]), _d(r["price"]),
+                _d(r["quantity"]), _d(r["fee"]), r["fee_symbol"], bool(r["is_maker"]), r["timestamp_ms"])
 
 
 def _opener_json(opener: Leg | None) -> str | None:
