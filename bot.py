@@ -28,7 +28,7 @@ from order_state import OrderState
 from notify import Digest, ErrorWatch, Notifier
 from prices import LastPrice, PriceSource  # noqa: F401 (PriceSource: tests read the source)
 from reports import describe_exit, format_figures, format_stats, start_message, wait_reason
-from risk import GridRisk
+from risk import GridRisk, start_funds
 from startup import ClockWatch, Startup
 from state_store import StateStore
 from websocket_client import MarketStream, OrderEvent, StreamDown, StreamError, StreamUp, TickerEvent
@@ -172,8 +172,14 @@ class GridBot:
                 self.ready = False
                 self.settle()
             elif not self.g.om.pairs and self.g.om.risk.triggered:
-                # A resumed grid whose process died before it saved its first orders.
-                empty = self.g.om.start(started.price)
+                # A resumed grid whose process died before it saved its first orders (or after its entry
+                # purchase).
+                om = self.g.om
+                if om.risk.start is None:
+                    om.risk.start = start_funds(om.grid.levels, om.grid.quantity, started.price, self.wall_ms(),
+                                                om.risk.reserve)
+                    om.risk_changed()
+                empty = om.start(started.price)
                 log.info("placing the initial grid (level %d stays empty)", empty)
             elif not self.g.om.pairs:
                 log.info("waiting for the price to cross the trigger price %s (it is %s): nothing is placed until "

@@ -27,6 +27,7 @@ DEFAULT_WS_URL = "wss://ws.backpack.exchange"
 PLACEHOLDER = re.compile(r"^(|YOUR[_ A-Z]*|<.*>|CHANGE[_ A-Z]*|xxx+|\.\.\.)$", re.IGNORECASE)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 ON_EXIT = ("cancel", "keep")
+ENTRY = ("buy", "none")
 STATE_FILE_ENV = "GRID_BOT_STATE_FILE"   # override state.file and log.file (one grid per systemd instance)
 LOG_FILE_ENV = "GRID_BOT_LOG_FILE"
 
@@ -63,7 +64,9 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
         "grid_upper": (decimal(positive=True, nullable=True), None),
         "grid_lower": (decimal(positive=True, nullable=True), None),
         "grid_num": (integer(2, 1000), REQUIRED),
-        "quantity": (decimal(positive=True), REQUIRED),
+        "quantity": (decimal(positive=True, nullable=True), None),
+        "investment": (decimal(positive=True, nullable=True), None),
+        "entry": (text(ENTRY, nullable=True), None),
         "auto_price": (boolean, False),
         "price_range": (decimal(nullable=True), None),
         "duration": (seconds(1, TEN_YEARS, zero="to run until stopped"), 0.0),
@@ -132,7 +135,7 @@ class TradingConfig:
     grid_upper: Decimal | None
     grid_lower: Decimal | None
     grid_num: int
-    quantity: Decimal
+    quantity: Decimal | None
     auto_price: bool
     price_range: Decimal | None
     duration: float
@@ -143,6 +146,8 @@ class TradingConfig:
     maker_fee: Decimal
     on_exit: str
     trigger_price: Decimal | None = None
+    investment: Decimal | None = None
+    entry: str = "none"               # buy: buy the base the sells need before the grid starts
 
 
 @dataclass(frozen=True)
@@ -296,6 +301,14 @@ def _rules(v: dict[str, dict[str, Any]], *, need_keys: bool) -> list[str]:
         if t["grid_lower"] >= t["grid_upper"]:
             raise ConfigError(f"trading.grid_lower ({t['grid_lower']}) must be below trading.grid_upper "
                               f"({t['grid_upper']})")
+    if (t["quantity"] is None) == (t["investment"] is None):
+        raise ConfigError("set exactly one of trading.quantity (base per order) and trading.investment (the quote "
+                          "the grid may use; the bot sizes the orders)" + (": both are set" if t["quantity"] else ""))
+    if t["entry"] is None:
+        t["entry"] = "buy" if t["investment"] is not None else "none"
+    if t["entry"] == "buy" and t["trigger_price"] is not None:
+        raise ConfigError("trading.entry buy and trading.trigger_price do not go together (the purchase would be made "
+                          "before the trigger): set trading.entry to none and hold the base, or drop trigger_price")
     pr = t["price_range"]
     if pr is not None and not (0 < pr < 1):
         raise ConfigError(f"trading.price_range must be between 0 and 1, e.g. 0.05 for +-5% (got {pr})")

@@ -74,8 +74,11 @@ def described(schema: dict[str, Any]) -> Callable[[Check], Check]:
 _DECIMAL_SCHEMA_PATTERN = r"^\s*" + _DECIMAL_TEXT.pattern + r"\s*$"
 
 
-def text(allowed: tuple[str, ...] | None = None, pattern: str | None = None, hint: str = "") -> Check:
-    def check(key: str, v: Any) -> str:
+def text(allowed: tuple[str, ...] | None = None, pattern: str | None = None, hint: str = "",
+         nullable: bool = False) -> Check:
+    def check(key: str, v: Any) -> str | None:
+        if v is None and nullable:
+            return None
         if not isinstance(v, str):
             raise ConfigError(f"{key} must be a string{hint} (got {_show(v)})")
         if "\0" in v:
@@ -87,9 +90,9 @@ def text(allowed: tuple[str, ...] | None = None, pattern: str | None = None, hin
         if pattern is not None and not re.fullmatch(pattern, v):
             raise ConfigError(f"{key} must look like {hint} (got {_show(v)})")
         return v
-    schema: dict[str, Any] = {"type": "string", "maxLength": 4096}
+    schema: dict[str, Any] = {"type": ["string", "null"] if nullable else "string", "maxLength": 4096}
     if allowed is not None:
-        schema["enum"] = list(allowed)
+        schema["enum"] = list(allowed) + ([None] if nullable else [])
     if pattern is not None:
         schema["pattern"] = f"^(?:{pattern})$"
     return described(schema)(check)

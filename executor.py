@@ -15,12 +15,13 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Callable, Sequence
 
 from backpack_api import (CANCEL_PENDING, BackpackClient, BackpackError, NotFound, OrderRejected, OrderRequest,
                           TransientError, UnknownOutcome)
 from events import CounterOrderDecided
-from models import BatchError, Order
+from models import BatchError, Order, Side
 from order_manager import OrderManager
 from order_state import Action, Cancel, GridOrder, Lookup, Place
 from reports import describe
@@ -28,6 +29,7 @@ from state_store import StateStore
 
 log = logging.getLogger("grid_bot")
 
+ZERO = Decimal(0)
 # Backpack does not document its batch limit (backpack_api.md §8, §11); our simulator enforces 50, and
 # the bot never sends more in one request.
 MAX_BATCH = 50
@@ -130,9 +132,39 @@ class Executor:
     def _request(self, g: ActiveGrid, p: Place) -> OrderRequest:
         return OrderRequest(g.symbol, p.side, p.price, p.quantity, p.client_id, self.post_only)
 
-    def place(self, g: ActiveGrid, places: Sequence[Place]) -> None:
-        """Send orders: one request for one, batch requests for several. Never retried blindly."""
+    def covered(self, g: ActiveGrid, places: Sequence[Place]) -> list[Place]:
+        """The placements the free balance covers, read just before they are sent: the bot never sends an
+        order the account would have to borrow for (an account with auto-borrow would lend it). The rest
+        are refused here, as the exchange refuses insufficient funds, and retried later."""
         om = g.om
+        now = self.wall_ms()
+        try:
+            balances = self.client.balances()
+        except BackpackError as e:
+            log.warning("cannot read the balances before placing (%s): placing nothing now", e)
+            for p in places:
+                om.not_sent(p.client_id, now)
+            return []
+        free = {a: v[0] for a, v in balances.items()}
+        out = []
+        for p in places:
+            asset, need = ((om.grid.quote, p.price * p.quantity) if p.side is Side.BID
+                           else (om.grid.base, p.quantity))
+            if free.get(asset, ZERO) < need:
+                om.rejected(p.client_id, "INSUFFICIENT_FUNDS", f"not sent: the free {asset} balance "
+                            f"({free.get(asset, ZERO):f}) does not cover it, and the bot never borrows", now)
+                continue
+            free[asset] = free.get(asset, ZERO) - need
+            out.append(p)
+        return out
+
+    def place(self, g: ActiveGrid, places: Sequence[Place]) -> None:
+        """Send orders the free balance covers: one request for one, batch requests for several. Never
+        retried blindly."""
+        om = g.om
+        places = self.covered(g, places)
+        if not places:
+            return
         now = self.wall_ms()
         for p in places:
             om.sending(p.client_id, now)

@@ -284,3 +284,39 @@ def build_grid(rules: MarketRules, *, mode: GridMode, grid_num: int, quantity: D
         notes.append(f"quantity {quantity} rounded down to {qty} ({rules.symbol} stepSize {rules.step_size})")
     levels = grid_levels(lower, upper, grid_num, mode, tick)
     return GridSpec(rules.symbol, rules.base, rules.quote, levels, qty, mode, post_only), notes
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """An investment in quote, spent on a grid at ``price``: one base ``quantity`` per level."""
+    investment: Decimal
+    price: Decimal
+    quantity: Decimal
+    quote_for_buys: Decimal           # what the buys below the price lock
+    base_for_sells: Decimal           # what the sells above it lock
+    reserve: Decimal                  # base for the buys' fees (charged in base) over one round trip per pair
+    value: Decimal                    # all of it at ``price``
+    left_over: Decimal                # investment - value: not used
+
+
+def size_for_investment(levels: Sequence[Decimal], price: Decimal, investment: Decimal, maker_fee: Decimal,
+                        rules: MarketRules) -> Sizing:
+    """The largest quantity (down to the step) whose grid fits ``investment``: the quote the buys lock, plus
+    the base the sells lock and a fee reserve in base (one round trip per pair: each buy pays its fee in
+    base) valued at ``price``. GridError when even the market's minimum quantity does not fit."""
+    empty = nearest_level(levels, price)
+    buys = sum(levels[:empty], ZERO)
+    sells = len(levels) - 1 - empty
+    trips = len(levels) - 1
+    per_unit = buys + (sells + maker_fee * trips) * price
+    qty = round_quantity(investment / per_unit, rules)
+    if qty < rules.min_quantity:
+        least = (rules.min_quantity * per_unit).quantize(Decimal("0.01"), ROUND_CEILING)
+        raise GridError(f"trading.investment {investment} is too small for this grid: {rules.symbol}'s minimum order "
+                        f"quantity {rules.min_quantity} needs at least {least} {rules.quote} at the price {price} "
+                        f"(raise the investment or lower grid_num)")
+    if rules.max_quantity is not None and qty > rules.max_quantity:
+        qty = rules.max_quantity
+    reserve = qty * maker_fee * trips
+    value = qty * buys + (qty * sells + reserve) * price
+    return Sizing(investment, price, qty, qty * buys, qty * sells, reserve, value, investment - value)

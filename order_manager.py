@@ -569,6 +569,11 @@ class OrderManager:
             self._touch(self.orders[drop.order])  # outside the window now: take_orphan_cancels cancels it
         self.version += 1
 
+    def reserve_client_id(self) -> int:
+        """A clientId for an order that is not the grid's own (the entry purchase); saved with the grid."""
+        self.version += 1
+        return self._new_client_id()
+
     def new_sale_order(self) -> int:
         """A clientId for an order of the exit's sale (recorded in ``risk.exit.sale`` before it is sent)."""
         assert self.risk.exit is not None and self.risk.exit.sale is not None

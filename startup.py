@@ -18,11 +18,12 @@ from config import Config
 from errors import FatalError, InputError
 from executor import ActiveGrid, Executor
 from grid_calculator import (GridError, GridMode, GridSpec, Ladder, build_grid, funds_needed, initial_plan,
-                             match_open_orders, summarize)
+                             match_open_orders, size_for_investment, summarize)
 from models import MarketRules, Order, Side
 from order_manager import OrderManager
 from order_state import Settings
 from reports import describe_exit, describe_params, fmt_amount
+from entry import Entry, EntryPurchase, shortfall
 from risk import RiskState, exit_notes, start_funds
 from state_store import SavedGrid, StateStore
 
@@ -44,7 +45,11 @@ def grid_params(t: Any) -> dict[str, Any]:
     """What identifies a grid across restarts: what decides its levels and orders. (Levels are not
     compared directly: an auto-price grid's levels depend on the price when it was created.)"""
     params: dict[str, Any] = {"symbol": t.symbol, "grid_mode": t.grid_mode, "grid_num": t.grid_num,
-                              "quantity": f"{t.quantity:f}", "auto_price": t.auto_price}
+                              "auto_price": t.auto_price}
+    if t.investment is not None:
+        params["investment"] = f"{t.investment:f}"
+    else:
+        params["quantity"] = f"{t.quantity:f}"
     if t.auto_price:
         params["price_range"] = f"{t.price_range:f}"
     else:
@@ -74,12 +79,20 @@ def market_rules(client: BackpackClient, symbol: str, base_url: str) -> MarketRu
 
 
 def make_grid(rules: MarketRules, t: Any, price: Decimal) -> tuple[GridSpec, list[str]]:
-    """The grid the config asks for on this market at this price (and notes worth a warning). A grid
+    """The grid the config asks for on this market at this price (and notes worth a warning). With
+    ``investment`` the quantity is sized at this price (``grid_calculator.size_for_investment``). A grid
     of which no order could be placed now is refused (exit 2)."""
+    def build(quantity: Decimal) -> tuple[GridSpec, list[str]]:
+        return build_grid(rules, mode=GridMode(t.grid_mode), grid_num=t.grid_num, quantity=quantity,
+                          post_only=t.post_only, lower=t.grid_lower, upper=t.grid_upper,
+                          auto_price=t.auto_price, price_range=t.price_range, price=price)
     try:
-        grid, notes = build_grid(rules, mode=GridMode(t.grid_mode), grid_num=t.grid_num, quantity=t.quantity,
-                                 post_only=t.post_only, lower=t.grid_lower, upper=t.grid_upper,
-                                 auto_price=t.auto_price, price_range=t.price_range, price=price)
+        if t.investment is None:
+            grid, notes = build(t.quantity)
+        else:
+            levels = build(rules.min_quantity)[0].levels
+            sizing = size_for_investment(levels, price, t.investment, t.maker_fee, rules)
+            grid, notes = build(sizing.quantity)
     except GridError as e:
         raise InputError(str(e)) from None
     return grid, notes + placement_notes(grid, rules, price)
@@ -284,6 +297,7 @@ class Startup:
             raise FatalError(f"cannot read the price of {self.t.symbol}: {e}") from None
         settings = manager_settings(self.client, rules)
         self.rules_tick = rules.tick_size
+        self.rules, self.price = rules, price
         saved = self.store.active_grid() if self.store is not None else None
         if reset:
             if saved is not None:
@@ -315,6 +329,10 @@ class Startup:
             log.warning("%s", n)
         risk = RiskState(ladder=ladder)
         risk.arm(self.cfg.risk.trigger_price, price)
+        if self.t.investment is not None:
+            risk.reserve = grid.quantity * self.t.maker_fee * (len(grid.levels) - 1)
+            log.info("investment %s %s: %s %s per order, a reserve of %s %s for the buys' fees", self.t.investment,
+                     grid.quote, grid.quantity, grid.base, fmt_amount(risk.reserve), grid.base)
         # A grid that waits for its trigger is laid out at the trigger price: that is what it will need.
         at = price if risk.triggered else self.cfg.risk.trigger_price
         balances = read_balances(self.client)
@@ -322,32 +340,63 @@ class Startup:
         taken = self.orders_to_adopt(grid, book)
         if taken and not risk.triggered:
             raise InputError("--adopt and trading.trigger_price do not go together: an adopted order trades at once")
-        need = check_funds(grid, at, balances, self.t.maker_fee, adopted=taken)
-        log_grid(grid, self.t.symbol, at, need, self.t.maker_fee)
-        if risk.triggered:
-            risk.start = start_funds(grid.levels, grid.quantity, price, self.wall_ms())
         tag = self.tag
         if tag is None:
             # Never a tag an order on the account carries: its clientIds could be mistaken for ours.
             avoid = {o.client_id >> 24 for o in book if o.client_id is not None}
             tag = (self.store.free_tag(random.choice, avoid) if self.store is not None
                    else random.choice([t for t in range(1, 256) if t not in avoid]))
-        created = self.wall_ms()
-        grid_id = self.store.create_grid(grid_params(self.t), grid, tag, created, risk) if self.store else None
         om = OrderManager(grid, tag=tag, settings=settings)
         om.risk = risk
+        created = self.wall_ms()
+        g = ActiveGrid(om, self.store, None, created, self.wall_ms)
+        if self.t.entry == "buy" and not taken:
+            _, plan = initial_plan(grid, at)
+            planned = funds_needed(grid, plan)
+            free = balances.get(grid.base, (Decimal(0), Decimal(0)))[0]
+            target = shortfall(planned[grid.base] + risk.reserve, free, rules)
+            if target > 0:
+                log.info("entry: the grid needs %s %s (its sells and fee reserve), the account has %s free: buying %s",
+                         fmt_amount(planned[grid.base] + risk.reserve), grid.base, fmt_amount(free), target)
+                risk.entry = EntryPurchase.start(target, price, self.cfg.risk.max_slippage, rules).to_json()
+                g.grid_id = self.store.create_grid(grid_params(self.t), grid, tag, created, risk) if self.store else None
+                self.buy(g, rules, planned[grid.quote])
+                balances = read_balances(self.client)
+        need = check_funds(grid, at, balances, self.t.maker_fee, adopted=taken)
+        log_grid(grid, self.t.symbol, at, need, self.t.maker_fee)
+        if g.grid_id is None and self.store is not None:
+            g.grid_id = self.store.create_grid(grid_params(self.t), grid, tag, created, risk)
         if not risk.triggered:
             log.info("waiting for the price to %s the trigger price %s (it is %s): nothing is placed until then",
                      "rise to" if risk.trigger_from == "below" else "fall to", risk.trigger, price)
-            g = ActiveGrid(om, self.store, grid_id, created, self.wall_ms)
             g.save()
             return g
+        risk.start = start_funds(grid.levels, grid.quantity, price, self.wall_ms(), risk.reserve)
         empty = om.start(price)
         om.adopt(taken, created)
-        g = ActiveGrid(om, self.store, grid_id, created, self.wall_ms)
+        om.risk_changed()
         g.save()
         log.info("placing the initial grid (level %d stays empty)", empty)
         return g
+
+    def buy(self, g: ActiveGrid, rules: MarketRules, quote_kept: Decimal) -> None:
+        """The entry purchase (entry.py); a purchase that ends short refuses the start, and the grid row is
+        closed (nothing was placed; the next start buys only what is still missing)."""
+        om = g.om
+
+        def save(e: Entry) -> None:
+            om.risk.entry = e.to_json()
+            om.risk_changed()
+            g.save()
+
+        purchase = EntryPurchase(self.client, rules, window_ms=self.cfg.api.window_ms, wall_ms=self.wall_ms,
+                                 new_client_id=om.reserve_client_id, save=save)
+        try:
+            purchase.run(Entry.from_json(om.risk.entry), quote_kept)
+        except InputError:
+            if self.store is not None and g.grid_id is not None:
+                self.store.set_status(g.grid_id, "stopped", self.wall_ms())
+            raise
 
     def open_orders(self) -> list[Order]:
         return signed_read(lambda: self.client.open_orders(self.t.symbol), "list open orders")
@@ -387,6 +436,12 @@ class Startup:
                  self.store.path, saved.spec.symbol, len(saved.spec.levels), saved.spec.levels[0],
                  saved.spec.levels[-1], g.om.ledger.round_trips)
         self.resume_risk(g, rules_tick=self.rules_tick)
+        entry = g.om.risk.entry
+        if entry is not None and not entry.get("done") and not g.om.pairs:
+            log.warning("the entry purchase was under way: looking its orders up by clientId, then buying what is "
+                        "still missing")
+            _, plan = initial_plan(g.om.grid, self.price)
+            self.buy(g, self.rules, funds_needed(g.om.grid, plan)[g.om.grid.quote])
         return g
 
     def resume_risk(self, g: ActiveGrid, rules_tick: Decimal) -> None:
