@@ -281,6 +281,23 @@ class Backtest:
             om.placed(p.client_id, self._order(o), now_ms)
 
 
+def picture(r: BacktestResult, grid: GridSpec) -> Any:
+    """The backtest as ``plots.Picture``: candle closes on their dates, the fills, equity against holding."""
+    from plots import Picture
+    s = r.series
+    times = [_parse_start(t) for t in s["start"]]
+    base0, quote0 = r.start_funds.get(grid.base, ZERO), r.start_funds.get(grid.quote, ZERO)
+    marks = [(times[m["candle"]], "trail move") for m in r.trail_moves]
+    if r.exit is not None and r.exit["candle"] is not None:
+        marks.append((times[r.exit["candle"]], f"exit: {r.exit['reason']}"))
+    if r.triggered is not None:
+        marks.append((times[r.triggered["candle"]], "trigger"))
+    return Picture(f"backtest {grid.symbol} grid {grid.levels[0]}..{grid.levels[-1]}, {len(grid.levels)} levels: "
+                   f"{r.round_trips} round trips, grid profit {r.grid_profit:.4f} {grid.quote}", grid.symbol, grid.quote,
+                   times, s["close"], grid.levels, s["equity"], [base0 * c + quote0 for c in s["close"]],
+                   [(times[i], side, price) for i, side, price in s["fills"]], marks)
+
+
 def run_backtest(grid: GridSpec, spec: MarketSpec, candles: Sequence[Candle], maker_fee: Decimal,
                  keep_series: bool = False, risk: RiskConfig | None = None) -> BacktestResult:
     return Backtest(grid, spec, maker_fee=maker_fee, keep_series=keep_series, risk=risk).run(candles)

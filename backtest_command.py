@@ -50,10 +50,10 @@ def backtest_market(cfg: Config, client: BackpackClient, offline_ok: bool) -> tu
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
-    from backtest import (format_result, format_sweep, iter_pairs, rules_from_spec, run_backtest, sweep_order,
-                          sweep_settings)
+    from backtest import (format_result, format_sweep, iter_pairs, picture, rules_from_spec, run_backtest,
+                          sweep_order, sweep_settings)
     from history import cached_history
-    from backtest_plot import plot, require_matplotlib
+    from plots import draw, require_matplotlib
     from simulator.feeds import FeedError, read_klines_csv
     from simulator.markets import KLINE_SECONDS
 
@@ -128,7 +128,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         print("\n".join(format_result(result, grid, t.maker_fee)))
     if args.plot:
         try:
-            plot(result, grid, args.plot)
+            draw(picture(result, grid), args.plot)
         except OSError as e:
             raise InputError(f"cannot write the plot {args.plot}: {e.strerror}") from None
         print(f"grid_bot: plot written to {args.plot}", file=sys.stderr)

@@ -456,6 +456,10 @@ class GridBot:
         result = self.executor.sync(self.g, orders=False)  # the last fills
         if not result.ok:
             log.warning("cannot read the last fills: %s", result.error)
+        if self.last is not None:
+            om = self.g.om
+            om.risk.last_price, om.risk.last_price_ms = self.last.price, self.wall_ms()   # for status and report
+            om.risk_changed()
         self.g.save()
         self.executor.close()
         ex = self.g.om.risk.exit

@@ -6,10 +6,11 @@
     python grid_bot.py plan [--config config.json] [--paper] [--json]
     python grid_bot.py backtest [--config config.json] (--klines FILE.csv | --fetch [--days N]) [--sweep K=V,..]
                                 [--plot FILE.png] [--json] [grid overrides]
+    python grid_bot.py report [--config config.json] [--paper] [--json] [--csv FILE] [--fills] [--plot FILE.png]
     python grid_bot.py keygen [--json]
     python grid_bot.py notify-test [--config config.json]
 
-The commands live in ``commands.py`` and ``backtest_command.py``; the running bot in ``bot.py``; the
+The commands live in ``commands.py``, ``backtest_command.py`` and ``report_command.py``; the running bot in ``bot.py``; the
 README's "How it is built" maps every module. Exit codes: 0 stopped as asked (or output cut short by
 its reader, as ``status | head``); 1 a runtime failure (the exchange unreachable or refusing, an
 unexpected error); 2 bad input the user must fix (config, keys, symbol, a grid that does not fit the
@@ -32,9 +33,10 @@ from backtest_command import cmd_backtest
 from commands import cmd_keygen, cmd_notify_test, cmd_plan, cmd_run, cmd_status
 from errors import EXIT_FORCED, EXIT_OK, EXIT_RUNTIME, GridBotError
 from log_setup import log_file_of
+from report_command import cmd_report
 
 
-COMMANDS = ("run", "keygen", "status", "plan", "backtest", "notify-test")
+COMMANDS = ("run", "keygen", "status", "plan", "backtest", "report", "notify-test")
 
 
 def positive_float(text: str) -> float:
@@ -108,6 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--plot", metavar="FILE.png", help="draw price, grid, fills and equity (needs matplotlib)")
     bt.add_argument("--json", action="store_true", help="print JSON")
     bt.set_defaults(func=cmd_backtest)
+    rp = sub.add_parser("report", help="what the saved grid did: profit figures, every fill, a CSV, a picture")
+    rp.add_argument("--config", default="config.json", help="config file (default config.json)")
+    rp.add_argument("--paper", action="store_true", help="the paper-mode state")
+    rp.add_argument("--json", action="store_true", help="print JSON (with every fill)")
+    rp.add_argument("--fills", action="store_true",
+                    help="list every fill: fill id, order id, clientId, side, price, quantity, fee and its round trip")
+    rp.add_argument("--csv", metavar="FILE.csv", help="write one row per fill")
+    rp.add_argument("--plot", metavar="FILE.png",
+                    help="draw the price with the levels and fills, and equity against holding (needs matplotlib)")
+    rp.set_defaults(func=cmd_report)
     kg = sub.add_parser("keygen", help="print a fresh ED25519 key pair (base64)")
     kg.add_argument("--json", action="store_true", help="print JSON instead of KEY=value lines")
     kg.set_defaults(func=cmd_keygen)
