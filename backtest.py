@@ -26,6 +26,7 @@ from typing import Any, Iterable, Sequence
 
 from grid_calculator import GridSpec, Ladder, funds_needed, initial_plan
 from history import _parse_start
+from accounting import figures
 from config import check_flag
 from models import Fill, MarketRules, Order, OrderStatus, Side, parse_market
 from order_manager import OrderManager, Settings
@@ -65,6 +66,7 @@ class BacktestResult:
     trail_moves: list[dict] = field(default_factory=list)
     trail_offset: int = 0
     triggered: dict[str, Any] | None = None  # with a trigger price: the candle it was crossed in (None: never)
+    figures: dict[str, Any] | None = None    # accounting.figures at the end price: the live bot's definitions
     # For plots: (candle index, close) and (candle index, side, price) of fills, equity per candle.
     series: dict[str, list] = field(default_factory=dict, repr=False)
 
@@ -84,8 +86,9 @@ class Backtest:
     """One grid, one price history."""
 
     def __init__(self, grid: GridSpec, spec: MarketSpec, *, maker_fee: Decimal, keep_series: bool = False,
-                 risk: RiskConfig | None = None) -> None:
+                 risk: RiskConfig | None = None, reserve: Decimal = ZERO) -> None:
         self.grid = grid
+        self.reserve = reserve            # investment mode: the base kept for the buys' fees (part of the funds)
         self.spec = spec
         self.maker_fee = maker_fee
         self.keep_series = keep_series
@@ -123,6 +126,8 @@ class Backtest:
         # A grid waiting for its trigger holds the funds it will need when laid out at the trigger price.
         _, plan = initial_plan(grid, first if om.risk.triggered else om.risk.trigger)
         funds = funds_needed(grid, plan)
+        if self.reserve:
+            funds[grid.base] = funds.get(grid.base, ZERO) + self.reserve
         base0, quote0 = funds.get(grid.base, ZERO), funds.get(grid.quote, ZERO)
         t0 = _parse_start(candles[0].start)
         step_us = 60_000_000
@@ -145,7 +150,7 @@ class Backtest:
                       tell=lambda kind, text: events.append((self.candle, kind, text)))
         if om.risk.triggered:
             om.start(first)
-            om.risk.start = start_funds(grid.levels, grid.quantity, first, base_us // 1000)
+            om.risk.start = start_funds(grid.levels, grid.quantity, first, base_us // 1000, self.reserve)
         self._step(ex, om, gr, first)
         bid, ask = ex.resting_extremes(sym)
         waits = om.waiting_ranges(self.now_us // 1000)
@@ -211,6 +216,9 @@ class Backtest:
             fills_per_day=(Decimal(st.fills) / days).quantize(Decimal("0.01")) if days >= 1 else None,
             final_base=base_total, final_quote=quote_total,
             exit=exit_info, trail_moves=moves, trail_offset=om.offset,
+            figures=None if om.risk.start is None else figures(
+                om.risk.start, om.ledger, last,
+                (base_us + len(candles) * step_us - (om.risk.start.time_ms or 0) * 1000) / 1_000_000).to_json(),
             triggered=None if self.risk.trigger_price is None else next(
                 ({"candle": i, "time": candles[i].start} for i, kind, _ in events if kind == "trigger"), None),
             series={"close": closes, "equity": equity_series, "fills": self.fill_marks,
@@ -299,8 +307,8 @@ def picture(r: BacktestResult, grid: GridSpec) -> Any:
 
 
 def run_backtest(grid: GridSpec, spec: MarketSpec, candles: Sequence[Candle], maker_fee: Decimal,
-                 keep_series: bool = False, risk: RiskConfig | None = None) -> BacktestResult:
-    return Backtest(grid, spec, maker_fee=maker_fee, keep_series=keep_series, risk=risk).run(candles)
+                 keep_series: bool = False, risk: RiskConfig | None = None, reserve: Decimal = ZERO) -> BacktestResult:
+    return Backtest(grid, spec, maker_fee=maker_fee, keep_series=keep_series, risk=risk, reserve=reserve).run(candles)
 
 
 def iter_pairs(values: Iterable[str]) -> list[tuple[str, list[str]]]:
@@ -331,7 +339,8 @@ def spec_from_rules(rules: MarketRules) -> MarketSpec:
 
 
 # ------------------------------------------------------------------------------ sweeps and output
-SWEEP_KEYS = ("grid_num", "grid_lower", "grid_upper", "quantity", "price_range", "maker_fee", "trigger_price")
+SWEEP_KEYS = ("grid_num", "grid_lower", "grid_upper", "quantity", "investment", "price_range", "maker_fee",
+              "trigger_price")
 RISK_SWEEP_KEYS = ("stop_loss_price", "take_profit_price", "stop_loss_return", "take_profit_return", "stop_delay",
                    "on_stop", "out_of_range", "trail_up_limit", "trail_down_limit", "max_slippage")
 
@@ -393,7 +402,25 @@ def format_result(r: BacktestResult, grid: GridSpec, maker_fee: Decimal) -> list
         f"{_change(r.final_equity, r.buy_and_hold_equity)} against it)",
         f"  max drawdown    {_pct(r.max_drawdown)}",
         f"  time in range   {_pct(r.time_in_range)} of candles closed inside the grid",
+        *figure_lines(r, grid),
         *risk_lines(r, grid),
+    ]
+
+
+def figure_lines(r: BacktestResult, grid: GridSpec) -> list[str]:
+    """The live bot's profit figures (accounting.figures), over the grid's own starting funds."""
+    f = r.figures
+    if f is None:
+        return []
+    q = grid.quote
+    be, ay = f["break_even"], f["annual_yield"]
+    return [
+        f"  total return    {_pct(Decimal(f['total_return']))} on the grid's starting funds "
+        f"({_money(Decimal(f['start_value']))} {q} at {f['start_funds']['price']}); against holding them "
+        f"{_money(Decimal(f['vs_hold']), '0.0001')} {q}",
+        f"  floating PnL    {_money(Decimal(f['floating_pnl']), '0.0001')} {q}; fees {_money(Decimal(f['fees_quote']), '0.0001')} "
+        f"{q} in all; break-even {be if be is None else _money(Decimal(be))}; annualised grid yield "
+        + (_pct(Decimal(ay)) if ay is not None else "too early (under a day)"),
     ]
 
 

@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+from decimal import Decimal
 from typing import Any, Callable
 
 from backpack_api import BackpackClient, TransientError, wall_clock_ms
@@ -19,7 +20,7 @@ from grid_calculator import Ladder
 from risk import exit_notes
 from startup import make_grid, market_rules
 
-BACKTEST_FLAGS = ("grid_lower", "grid_upper", "grid_num", "quantity", "price_range", "maker_fee",
+BACKTEST_FLAGS = ("grid_lower", "grid_upper", "grid_num", "quantity", "investment", "price_range", "maker_fee",
                   "grid_mode", "auto_price")
 
 
@@ -73,8 +74,16 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     if args.plot:
         require_matplotlib()
     from backtest import RISK_SWEEP_KEYS
-    configs = [read_config(args.config, need_keys=False,
-                           trading={**overrides, **{k: v for k, v in c.items() if k not in RISK_SWEEP_KEYS}},
+
+    def trading_of(c: dict[str, Any]) -> dict[str, Any]:
+        t = {**overrides, **{k: v for k, v in c.items() if k not in RISK_SWEEP_KEYS}}
+        # A quantity or an investment given here replaces the config's other one.
+        for key, other in (("quantity", "investment"), ("investment", "quantity")):
+            if key in t:
+                t.setdefault(other, None)
+        return t
+
+    configs = [read_config(args.config, need_keys=False, trading=trading_of(c),
                            risk={k: v for k, v in c.items() if k in RISK_SWEEP_KEYS}) for c in combos]
     cfg, t = configs[0], configs[0].trading
     client = public_client(cfg)
@@ -110,8 +119,10 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         ladder = Ladder(grid.levels[0], grid.levels[-1], len(grid.levels), grid.mode, spec.tick_size)
         for note in exit_notes(run_cfg.risk, grid.levels, candles[0].open, ladder):
             print(f"grid_bot: warning: {note}", file=sys.stderr)
-        runs.append((c, grid, run_backtest(grid, spec, candles, run_cfg.trading.maker_fee,
-                                           keep_series=bool(args.plot), risk=run_cfg.risk)))
+        t_ = run_cfg.trading
+        reserve = grid.quantity * t_.maker_fee * (len(grid.levels) - 1) if t_.investment is not None else Decimal(0)
+        runs.append((c, grid, run_backtest(grid, spec, candles, t_.maker_fee, keep_series=bool(args.plot),
+                                           risk=run_cfg.risk, reserve=reserve)))
     if args.sweep:
         if args.json:
             print(json.dumps([{"settings": c, **r.summary()} for c, _, r in

@@ -276,7 +276,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     grid, notes = make_grid(rules, t, price)
     report = plan_report(grid, spec, price=price, price_source=source, maker_fee=t.maker_fee,
                          auto_price=t.auto_price, balances=balances, balances_source=balances_source,
-                         saved=saved_for_plan(cfg, args.paper), risk=cfg.risk)
+                         saved=saved_for_plan(cfg, args.paper), risk=cfg.risk, investment=t.investment,
+                         entry=t.entry)
     report["warnings"] = [*cfg.warnings, *notes, *report["warnings"]]
     if args.json:
         print(json.dumps(report, indent=2))

@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--interval", default="1m", help="--fetch: candle interval: 1m, 5m, 15m, 1h, 1d... (default 1m)")
     bt.add_argument("--cache", metavar="FILE.csv",
                     help="--fetch: cache file (default klines_<SYMBOL>_<interval>.csv beside the config)")
-    for key in ("grid_lower", "grid_upper", "grid_num", "quantity", "price_range", "maker_fee"):
+    for key in ("grid_lower", "grid_upper", "grid_num", "quantity", "investment", "price_range", "maker_fee"):
         bt.add_argument(f"--{key.replace('_', '-')}", dest=key, metavar="X", help=f"override trading.{key}")
     bt.add_argument("--grid-mode", dest="grid_mode", choices=("arithmetic", "geometric"),
                     help="override trading.grid_mode")

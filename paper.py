@@ -33,10 +33,14 @@ def sim_state_path(cfg: Config) -> str:
 
 
 def paper_funds(cfg: Config, spec: Any, top: Decimal) -> dict[str, Decimal]:
-    """``paper.balances`` if set, else enough for the grid twice over (and 1000 quote to spare)."""
+    """``paper.balances`` if set, else enough for the grid twice over (and 1000 quote to spare); in
+    investment mode twice the investment in quote and no base."""
     if cfg.paper_balances:
         return dict(cfg.paper_balances)
     t = cfg.trading
+    if t.investment is not None:
+        # Investment mode starts from quote alone, as a new user's account does: the entry purchase buys the base.
+        return {spec.quote: (t.investment * 2).quantize(Decimal(1)) + 1000, spec.base: Decimal(0)}
     return {spec.quote: (top * t.quantity * t.grid_num * 2).quantize(Decimal(1)) + 1000,
             spec.base: t.quantity * t.grid_num * 2}
 

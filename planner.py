@@ -14,10 +14,11 @@ from typing import Any
 
 from dataclasses import replace
 
-from backtest import run_backtest
+from backtest import rules_from_spec, run_backtest
+from entry import shortfall
 from errors import InputError
-from grid_calculator import GridSpec, Ladder, funds_needed, initial_plan, summarize
-from risk import RiskConfig, exit_notes, trail_needs
+from grid_calculator import GridSpec, Ladder, funds_needed, initial_plan, size_for_investment, summarize
+from risk import RiskConfig, buy_ceiling, exit_notes, trail_needs
 from models import Side
 from simulator.feeds import Candle
 from simulator.markets import MarketSpec
@@ -130,7 +131,8 @@ def saved_diff(saved_params: dict, saved_levels: list[dict], params: dict, plann
 def plan_report(grid: GridSpec, spec: MarketSpec, *, price: Decimal, price_source: str, maker_fee: Decimal,
                 auto_price: bool, balances: dict[str, tuple[Decimal, Decimal]] | None,
                 balances_source: str | None, saved: dict | None = None,
-                risk: RiskConfig | None = None) -> dict[str, Any]:
+                risk: RiskConfig | None = None, investment: Decimal | None = None,
+                entry: str = "none") -> dict[str, Any]:
     """Everything ``plan`` shows. ``saved``: {"id", "status", "params", "levels" (level_view rows),
     "params_now"} of the running grid in the state file, or None."""
     risk = risk or RiskConfig()
@@ -158,7 +160,7 @@ def plan_report(grid: GridSpec, spec: MarketSpec, *, price: Decimal, price_sourc
             have = balances.get(asset, (ZERO, ZERO))[0]
             row["available"] = s(have)
             row["missing"] = s(max(ZERO, need.get(asset, ZERO) - have))
-            if need.get(asset, ZERO) > have:
+            if need.get(asset, ZERO) > have and not (asset == grid.base and entry == "buy"):
                 warnings.append(f"not enough {asset}: the grid needs {need[asset]:f}, {have:f} available")
         funds[asset] = row
     report: dict[str, Any] = {
@@ -179,7 +181,29 @@ def plan_report(grid: GridSpec, spec: MarketSpec, *, price: Decimal, price_sourc
         "if_price_ends": {edge: scenario(grid, spec, price, maker_fee, edge) for edge in ("bottom", "top")},
         "saved_grid": None,
         "warnings": warnings,
+        "investment": None,
     }
+    reserve = ZERO
+    if investment is not None:
+        sz = size_for_investment(grid.levels, price, investment, maker_fee, rules_from_spec(spec))
+        reserve = sz.reserve
+        report["investment"] = {"investment": s(sz.investment), "quantity": s(sz.quantity),
+                                "quote_for_buys": s(sz.quote_for_buys), "base_for_sells": s(sz.base_for_sells),
+                                "reserve": s(sz.reserve), "value": s(sz.value), "left_over": s(sz.left_over)}
+    if entry == "buy":
+        free = balances.get(grid.base, (ZERO, ZERO))[0] if balances is not None else None
+        want = need.get(grid.base, ZERO) + reserve
+        buys = None if free is None else shortfall(want, free, rules_from_spec(spec))
+        at_most = buy_ceiling(price, risk.max_slippage, spec.tick_size)
+        report["entry"] = {"needs": s(want), "free": s(free), "buys": s(buys), "at_most": s(at_most),
+                           "costs_at_most": s(None if buys is None else buys * at_most)}
+        if buys and balances is not None:
+            quote_free = balances.get(grid.quote, (ZERO, ZERO))[0]
+            if quote_free < need.get(grid.quote, ZERO) + buys * at_most:
+                warnings.append(f"not enough {grid.quote} for the buys ({need.get(grid.quote, ZERO):f}) and the entry "
+                                f"purchase (up to {buys * at_most:f}): {quote_free:f} available")
+    else:
+        report["entry"] = None
     if saved is not None:
         planned = {o.price: o.side.value for o in plan}
         report["saved_grid"] = {"id": saved["id"], "status": saved["status"],
@@ -230,10 +254,26 @@ def print_plan(r: dict[str, Any]) -> None:
         line = f"  {asset:<6} needs {_amount(row['needed'])}"
         if row["available"] is not None:
             ok = "ok" if Decimal(row["missing"]) == 0 else f"MISSING {_amount(row['missing'])}"
+            if asset == base and r["entry"] is not None and Decimal(row["missing"]):
+                ok = f"{_amount(row['missing'])} short: the entry purchase buys it"
             line += f", {_amount(row['available'])} available ({r['balances_source']}): {ok}"
         print(line)
     print(f"  and spare {base} for fees: buys pay theirs in {base}, so each round trip uses "
           f"{_amount(r['base_fee_per_round_trip'])} {base} beyond what the grid locks")
+    iv = r["investment"]
+    if iv is not None:
+        print(f"investment {_amount(iv['investment'])} {quote}: {iv['quantity']} {base} per order; the buys lock "
+              f"{_amount(iv['quote_for_buys'], 6, 2)} {quote}, the sells {_amount(iv['base_for_sells'])} {base} and a fee "
+              f"reserve of {_amount(iv['reserve'])} {base}: {_amount(iv['value'], 6, 2)} {quote} at {r['price']}; "
+              f"left over {_amount(iv['left_over'], 6, 2)} {quote}")
+    en = r["entry"]
+    if en is not None:
+        buys = ("" if en["buys"] is None else
+                f"; the account has {_amount(en['free'])} free: it buys {_amount(en['buys'])} {base} for at most "
+                f"{_amount(en['costs_at_most'], 6, 2)} {quote}" if Decimal(en["buys"])
+                else f"; the account has {_amount(en['free'])} free: nothing to buy")
+        print(f"entry purchase: the grid needs {_amount(en['needs'])} {base} (sells and fee reserve){buys}, with IOC "
+              f"orders at most {en['at_most']} (max_slippage), before anything is placed")
     print()
     for edge, word in (("bottom", "falls through the bottom"), ("top", "rises through the top")):
         e = r["if_price_ends"][edge]

@@ -21,7 +21,7 @@ from errors import EXIT_OK, InputError
 from models import Fill, Side
 from order_manager import OrderManager
 from order_state import OrderState
-from reports import describe_exit, describe_params, fmt_amount, format_duration, iso, pct
+from reports import describe_exit, describe_params, fmt_amount, fmt_price, format_duration, iso, pct
 from state_store import SavedGrid
 
 ZERO = Decimal(0)
@@ -129,7 +129,8 @@ def print_report(r: dict[str, Any], show_fills: bool) -> None:
         print(f"  floating PnL        {fmt_amount(Decimal(f['floating_pnl']), 6)} {q}")
         print(f"  fees                {fees} ({fmt_amount(Decimal(f['fees_quote']), 6)} {q} in all)")
         be = f["break_even"]
-        print(f"  break-even price    {fmt_amount(Decimal(be), 2) if be is not None else 'none: the grid holds no base'}")
+        print(f"  break-even price    "
+              f"{fmt_price(Decimal(be), Decimal(g['levels'][0])) if be is not None else 'none: the grid holds no base'}")
         ay = f["annual_yield"]
         print(f"  annual grid yield   {pct(Decimal(ay)) if ay is not None else 'too early (under a day)'}")
     print(f"  fills               {r['fills_count']}")

@@ -333,7 +333,8 @@ def print_status(r: dict[str, Any]) -> None:
         print(f"grid profit {fmt_amount(Decimal(f['grid_profit']), 6)} {g['quote']} | floating PnL "
               f"{fmt_amount(Decimal(f['floating_pnl']), 4)} {g['quote']} | fees {fees_all} "
               f"({fmt_amount(Decimal(f['fees_quote']), 6)} {g['quote']}) | break-even "
-              f"{fmt_amount(Decimal(be), 2) if be is not None else 'none (no base held)'} | annualised grid yield "
+              f"{fmt_price(Decimal(be), Decimal(g['levels'][0])) if be is not None else 'none (no base held)'} | "
+              f"annualised grid yield "
               f"{pct(Decimal(yield_)) if yield_ is not None else 'too early (under a day)'}")
     for p in (p for p in r["pairs"] if p["waiting"]):
         print(f"waiting: {p['side']} at level {p['level']}: {p['why']}")

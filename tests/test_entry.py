@@ -12,6 +12,7 @@ from simulator import SimControl, running_simulator
 from state_store import StateStore
 from tests.e2e import BotThread, open_orders_of, orders_of, write_config
 from tests.helpers import wait_until
+from errors import InputError
 from tests.test_restart import spawn, status_json, stop
 
 D = Decimal
@@ -111,3 +112,60 @@ def test_kill9_during_the_purchase_never_buys_twice(tmp_path):
     assert bought == D("3.01")          # once, whatever the moment of the kill
     assert "the entry purchase was under way" in (tmp_path / "grid_bot.log").read_text()
     assert status_json(path, tmp_path)["grid"]["status"] == "stopped"
+
+
+# ------------------------------------------------------------------------------------- sizing, plan, config
+import json  # noqa: E402
+
+import grid_bot  # noqa: E402
+from backtest import rules_from_spec  # noqa: E402
+from grid_calculator import GridMode, grid_levels, size_for_investment  # noqa: E402
+from simulator.markets import DEFAULT_MARKETS  # noqa: E402
+
+RULES = rules_from_spec(next(m for m in DEFAULT_MARKETS if m.symbol == "SOL_USDC"))
+
+
+def test_the_investment_is_sized_per_level_with_a_fee_reserve_and_what_is_left_over():
+    levels = grid_levels(D(140), D(158), 10, GridMode.ARITHMETIC, D("0.01"))
+    sz = size_for_investment(levels, D("149.5"), D(1000), D("0.001"), RULES)
+    assert sz.quantity == QTY and sz.quote_for_buys == D("540") and sz.base_for_sells == D(3)
+    assert sz.reserve == D("0.00675") and sz.value == D(540) + D("3.00675") * D("149.5")
+    assert sz.left_over == D(1000) - sz.value and 0 <= sz.left_over < D("0.01") * D("1319.3455")
+    with pytest.raises(InputError, match="trading.investment 1 is too small for this grid"):
+        size_for_investment(levels, D("149.5"), D(1), D("0.001"), RULES)
+
+
+def test_plan_shows_the_sizing_and_the_entry_purchase(tmp_path, quiet_sim, capsys):
+    path, signer = write_config(tmp_path, quiet_sim, **INVEST)
+    SimControl(quiet_sim.rest_url).set_balance(signer.api_key, "SOL", "1")
+    assert grid_bot.main(["plan", "--config", path, "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["quantity"] == "0.75" and r["investment"]["reserve"] == "0.00675" and r["investment"]["left_over"]
+    assert r["entry"]["buys"] == "2.01" and r["entry"]["at_most"] == "150.24"     # 3.00675 - 1, up to the step
+    assert not any("not enough SOL" in w for w in r["warnings"])
+    assert grid_bot.main(["plan", "--config", path]) == 0
+    out = capsys.readouterr().out
+    assert "investment 1000 USDC: 0.75 SOL per order" in out and "it buys 2.01 SOL for at most 301.9824 USDC" in out
+
+
+@pytest.mark.parametrize("trading,words", [
+    (dict(quantity="1", investment="100"), "set exactly one of trading.quantity"),
+    (dict(quantity=None), "set exactly one of trading.quantity"),
+    (dict(quantity=None, investment="100", entry="buy", trigger_price="100"), "do not go together"),
+    (dict(quantity=None, investment="100", entry="later"), "trading.entry must be one of buy, none"),
+])
+def test_the_investment_keys_are_checked(tmp_path, quiet_sim, capsys, trading, words):
+    path, _ = write_config(tmp_path, quiet_sim, **trading)
+    assert grid_bot.main(["plan", "--config", path]) == 2
+    assert words in capsys.readouterr().err
+
+
+def test_entry_none_refuses_a_short_account_as_before(tmp_path, quiet_sim, capsys):
+    path, signer = write_config(tmp_path, quiet_sim, entry="none", **INVEST)
+    control = SimControl(quiet_sim.rest_url)
+    control.set_balance(signer.api_key, "SOL", "1")
+    b = stored(path)
+    with b:
+        b.thread.join(30)
+    assert b.result.exit_code == 2 and "not enough balance for this grid: missing 2 SOL" in b.result.reason
+    assert orders_of(control.state(), signer.api_key) == []
