@@ -41,6 +41,7 @@ NEEDS_KEYS = ("exit", 2, "api.api_key is not set: put your Backpack key in confi
 EXPECTED = {
     "python grid_bot.py --paper": "paper",
     "python grid_bot.py status --paper": "ok",
+    "python grid_bot.py report --paper --fills --plot grid.png": "ok",
     "python grid_bot.py plan --config docs/example_config.json --paper": "ok",
     "python grid_bot.py backtest --config docs/example_config.json --klines docs/example_klines.csv "
     "--plot docs/backtest_example.png": "ok",
@@ -74,8 +75,9 @@ def test_every_literal_command_is_known():
     assert unknown == [], f"README commands this test does not know yet: {unknown}"
 
 
-# The Quick start's paper run and the status of it are one story, run in one test (one project copy).
-SEQUENCE = ("python grid_bot.py --paper", "python grid_bot.py status --paper")
+# The Quick start's paper run, its status and its report are one story, run in one test (one project copy).
+SEQUENCE = ("python grid_bot.py --paper", "python grid_bot.py status --paper",
+            "python grid_bot.py report --paper --fills --plot grid.png")
 SINGLE = sorted(c for c in EXPECTED if c not in SEQUENCE)
 
 
@@ -101,7 +103,8 @@ def run_as_written(project: Path, command: str, expect) -> None:
     if expect == "paper":
         proc = start_process(argv, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         log = project / "grid_bot.paper.log"
-        wait_until(lambda: log.exists() and "round trip" in log.read_text(), timeout=90,
+        # "round trip 1 on levels": a completed one (the start's grid summary also says "round trip").
+        wait_until(lambda: log.exists() and "round trip 1 on levels" in log.read_text(), timeout=90,
                    message="a paper round trip, as the Quick start promises within a minute")
         proc.send_signal(signal.SIGINT)                  # Ctrl+C, as the README says
         assert proc.wait(timeout=60) == 0
