@@ -30,6 +30,9 @@ from state_store import StateStore
 log = logging.getLogger("grid_bot")
 
 ZERO = Decimal(0)
+# How long a balance read stands as the budget for placements (less what they lock): within a second the
+# only change our orders cannot see is someone else's trading on the account.
+BUDGET_TTL_S = 1.0
 # Backpack does not document its batch limit (backpack_api.md §8, §11); our simulator enforces 50, and
 # the bot never sends more in one request.
 MAX_BATCH = 50
@@ -104,6 +107,8 @@ class Executor:
         self.clock = clock
         self.sleep = sleep
         self._pool: ThreadPoolExecutor | None = None
+        self._budget: dict[str, Decimal] | None = None   # free balances less what was placed since (covered)
+        self._budget_at = 0.0
 
     def close(self) -> None:
         if self._pool is not None:
@@ -132,29 +137,48 @@ class Executor:
     def _request(self, g: ActiveGrid, p: Place) -> OrderRequest:
         return OrderRequest(g.symbol, p.side, p.price, p.quantity, p.client_id, self.post_only)
 
+    def note_balances(self, balances: dict[str, tuple[Decimal, Decimal]]) -> None:
+        """Free balances just read (by start-up, or by ``covered``): the budget placements draw on."""
+        self._budget = {a: v[0] for a, v in balances.items()}
+        self._budget_at = self.clock()
+
     def covered(self, g: ActiveGrid, places: Sequence[Place]) -> list[Place]:
-        """The placements the free balance covers, read just before they are sent: the bot never sends an
-        order the account would have to borrow for (an account with auto-borrow would lend it). The rest
-        are refused here, as the exchange refuses insufficient funds, and retried later."""
+        """The placements the free balance covers: the bot never sends an order the account would have to
+        borrow for (an account with auto-borrow would lend it). The budget is the free balances read less
+        than ``BUDGET_TTL_S`` ago, less every order placed since (our own fills and cancels only add to
+        what is free, so it never overstates); otherwise, or when it falls short, they are read now. What
+        is still not covered is refused here, as the exchange refuses insufficient funds, and retried later."""
         om = g.om
         now = self.wall_ms()
-        try:
-            balances = self.client.balances()
-        except BackpackError as e:
-            log.warning("cannot read the balances before placing (%s): placing nothing now", e)
+
+        def need(p: Place) -> tuple[str, Decimal]:
+            return (om.grid.quote, p.price * p.quantity) if p.side is Side.BID else (om.grid.base, p.quantity)
+
+        def short(budget: dict[str, Decimal]) -> bool:
+            total: dict[str, Decimal] = {}
             for p in places:
-                om.not_sent(p.client_id, now)
-            return []
-        free = {a: v[0] for a, v in balances.items()}
+                asset, amount = need(p)
+                total[asset] = total.get(asset, ZERO) + amount
+            return any(budget.get(a, ZERO) < v for a, v in total.items())
+
+        if self._budget is None or self.clock() - self._budget_at > BUDGET_TTL_S or short(self._budget):
+            try:
+                self.note_balances(self.client.balances())
+            except BackpackError as e:
+                log.warning("cannot read the balances before placing (%s): placing nothing now", e)
+                for p in places:
+                    om.not_sent(p.client_id, now)
+                return []
+        free = self._budget
+        assert free is not None
         out = []
         for p in places:
-            asset, need = ((om.grid.quote, p.price * p.quantity) if p.side is Side.BID
-                           else (om.grid.base, p.quantity))
-            if free.get(asset, ZERO) < need:
+            asset, amount = need(p)
+            if free.get(asset, ZERO) < amount:
                 om.rejected(p.client_id, "INSUFFICIENT_FUNDS", f"not sent: the free {asset} balance "
                             f"({free.get(asset, ZERO):f}) does not cover it, and the bot never borrows", now)
                 continue
-            free[asset] = free.get(asset, ZERO) - need
+            free[asset] = free.get(asset, ZERO) - amount
             out.append(p)
         return out
 

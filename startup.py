@@ -363,6 +363,7 @@ class Startup:
                 self.buy(g, rules, planned[grid.quote])
                 balances = read_balances(self.client)
         need = check_funds(grid, at, balances, self.t.maker_fee, adopted=taken)
+        self.executor.note_balances(balances)   # the first placements draw on this read
         log_grid(grid, self.t.symbol, at, need, self.t.maker_fee)
         if g.grid_id is None and self.store is not None:
             g.grid_id = self.store.create_grid(grid_params(self.t), grid, tag, created, risk)

@@ -169,3 +169,32 @@ def test_entry_none_refuses_a_short_account_as_before(tmp_path, quiet_sim, capsy
         b.thread.join(30)
     assert b.result.exit_code == 2 and "not enough balance for this grid: missing 2 SOL" in b.result.reason
     assert orders_of(control.state(), signer.api_key) == []
+
+
+def test_the_bot_never_sends_an_order_the_free_balance_does_not_cover(tmp_path, quiet_sim, caplog):
+    """An account with auto-borrow would lend to such an order: the bot reads the free balance before
+    placing and holds the order back (and tries again) instead of sending it."""
+    import logging
+    caplog.set_level(logging.INFO, logger="grid_bot")
+    path, signer = write_config(tmp_path, quiet_sim, grid_lower="140", grid_upper="158", grid_num=10,
+                                quantity="0.5")
+    control, key = SimControl(quiet_sim.rest_url), signer.api_key
+    # No spare SOL: the four sells lock all 2 SOL; the buy at 148 brings 0.5 SOL less its fee in SOL
+    # (0.0005), so its counter-sell of 0.5 SOL at 150 is not covered.
+    control.set_balance(key, "SOL", "2")
+    with BotThread(path) as b:
+        wait_until(lambda: len(open_orders_of(control.state(), key)) == 9, timeout=20, message="the grid")
+        since = max(e["t"] for e in control.state()["journal"])
+        control.set_price("147.5")
+        wait_until(lambda: "does not cover it, and the bot never borrows" in caplog.text, timeout=15,
+                   message="the order held back")
+        def posts() -> list:
+            return [e for e in control.state(journal_since_us=since)["journal"]
+                    if e.get("type") == "request" and e.get("method") == "POST" and e.get("path") == "/api/v1/order"]
+        assert posts() == []                        # never sent, so never refused by the exchange either
+        assert not [o for o in open_orders_of(control.state(), key) if o["side"] == "Ask" and D(o["price"]) == 150]
+        control.set_balance(key, "SOL", "1")       # funds back: the retry places it
+        wait_until(lambda: [o for o in open_orders_of(control.state(), key)
+                            if o["side"] == "Ask" and D(o["price"]) == 150], timeout=30, message="the retried sell")
+        assert len(posts()) == 1                    # sent once the balance covered it
+        b.stop()
