@@ -70,6 +70,8 @@ def test_a_stop_delay_in_a_backtest_counts_candle_time():
 PATHS = {
     "stop-loss-sell": ([149.5, 147.9, 145.1, 146.9, 143.1, 141.9, 144.5, 138.5, 150, 155],
                        {"stop_loss_price": "139", "on_stop": "sell_base"}),
+    "stop-loss-keep": ([149.5, 147.9, 143.1, 146.9, 141.9, 138.9, 150], {"stop_loss_price": "139"}),
+    "take-profit-price": ([149.5, 152.1, 150.9, 155.1, 157.5, 160.1, 150], {"take_profit_price": "160"}),
     "take-profit-return": ([149.5, 151.1, 148.9, 153.1, 155.1, 157.1, 150],
                            {"take_profit_return": "0.012"}),
     "trigger-then-range-stop": ([149.5, 151.1, 146.9, 145.1, 144.9, 147.1, 150.9, 153.1, 157.1, 158.9, 150],
