@@ -25,7 +25,7 @@ from order_manager import OrderManager
 from paper import live_market, paper_market, paper_path, sim_state_path, start_paper
 from reports import level_view, print_status, status_report
 from startup import grid_params, keys_refused, make_grid, market_rules
-from state_store import StateLock, StateStore
+from state_store import SavedGrid, StateLock, StateStore
 
 log = logging.getLogger("grid_bot")
 
@@ -154,14 +154,19 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
     return EXIT_OK if all(ok for _, ok in results) else EXIT_RUNTIME
 
 
+def saved_grid(store: StateStore) -> tuple[SavedGrid, OrderManager]:
+    """The grid ``status`` and ``report`` show: the running one, else the latest; with its manager."""
+    saved = store.active_grid() or store.latest_grid()
+    if saved is None:
+        raise InputError(f"no grid saved in {store.path} yet")
+    return saved, OrderManager.from_snapshot(saved.spec, saved.tag, store.load(saved))
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     cfg = read_config(args.config, need_keys=False)
     store = open_store(cfg, args.paper, readonly=True)
     try:
-        saved = store.active_grid() or store.latest_grid()
-        if saved is None:
-            raise InputError(f"no grid saved in {store.path} yet")
-        om = OrderManager.from_snapshot(saved.spec, saved.tag, store.load(saved))
+        saved, om = saved_grid(store)
         paper = None
         if args.paper:
             paper = "live" if os.path.exists(sim_state_path(cfg)) else "random"

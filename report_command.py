@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from accounting import figures
-from commands import open_store, read_config
+from commands import open_store, read_config, saved_grid
 from errors import EXIT_OK, InputError
 from models import Fill, Side
 from order_manager import OrderManager
@@ -196,10 +196,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         require_matplotlib()
     store = open_store(cfg, args.paper, readonly=True)
     try:
-        saved = store.active_grid() or store.latest_grid()
-        if saved is None:
-            raise InputError(f"no grid saved in {store.path} yet")
-        om = OrderManager.from_snapshot(saved.spec, saved.tag, store.load(saved))
+        saved, om = saved_grid(store)
         fills, prices = store.fills(saved.id), store.prices(saved.id)
     finally:
         store.close()
