@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  python grid_bot.py --paper --live-prices    the same on Backpack's real prices\n"
                "  python grid_bot.py --config config.json     trade for real (see README: Live setup)\n"
                "  python grid_bot.py plan --config config.json   what a grid will place and need, first\n"
+               "  python grid_bot.py report --config config.json what it did: profit figures, every fill\n"
                "Each command has its own --help (python grid_bot.py run --help).")
     sub = p.add_subparsers(dest="command")
     run = sub.add_parser("run", help="run the grid (the default command)")
