@@ -27,7 +27,7 @@ from exit_runner import ExitRunner
 from order_state import OrderState
 from notify import Digest, ErrorWatch, Notifier
 from prices import LastPrice, PriceSource  # noqa: F401 (PriceSource: tests read the source)
-from reports import describe_exit, format_figures, format_stats, start_message, wait_reason
+from reports import WaitWatch, describe_exit, format_figures, format_stats, start_message
 from risk import GridRisk, start_funds
 from startup import ClockWatch, Startup
 from state_store import StateStore
@@ -90,12 +90,12 @@ class GridBot:
         self.last_ok_check = clock()
         self.last_step = clock()
         self.paper: str | None = None   # "random" or "live" in paper mode (what a forced exit leaves behind)
-        self.waiting_since: dict[int, float] = {}   # pair -> since when it has had no order (report_waiting)
-        self.waiting_told: set[int] = set()
+        self.waits = WaitWatch()     # levels waiting longer than three intervals, told once
         self.notifier = notifier
         self.digest: Digest | None = None
         self.watch: ErrorWatch | None = None
         self.risk: GridRisk | None = None    # exits and trailing (risk.py), once the grid is known
+        self.exit_code = EXIT_OK             # what a stop from the loop returns (a refused entry purchase: 2)
         self.exits: ExitRunner | None = None
 
     # -- what tests and reports read
@@ -135,7 +135,7 @@ class GridBot:
             log.exception("unexpected error: %s", e)
             self.stop_reason = f"unexpected error: {e}"
             return self.finish(EXIT_RUNTIME)
-        return self.finish(EXIT_OK)
+        return self.finish(self.exit_code)
 
     def begin(self) -> RunResult | None:
         """Everything before the loop: the checks, the stream, the first orders. Returns a result when
@@ -152,7 +152,7 @@ class GridBot:
         self.exits = ExitRunner(self.client, self.executor, started.rules, self.cfg.risk,
                                 window_ms=self.cfg.api.window_ms, sleep=self.sleep, wall_ms=self.wall_ms)
         self.risk = GridRisk(self.cfg.risk, save=self.g.save, carry_out=lambda price: self.exits.carry_out(self.g, price),
-                             tell=self.risk_told)
+                             tell=self.risk_told, prepare=lambda price: self.entry_at_trigger(started.rules, price))
         if self.notifier is not None:
             self.digest = Digest(self.notifier, self.notifier.cfg, self.g.om.grid.quote, self.clock())
             self.watch = ErrorWatch(self.notifier, self.notifier.cfg.error_after)
@@ -402,6 +402,17 @@ class GridBot:
         self.g.publish()
         self.g.save()
 
+    def entry_at_trigger(self, rules: Any, price: Any) -> bool:
+        """The entry purchase of a grid laid out at its trigger (``Startup.entry_at_trigger``); one that
+        ends short stops the bot with exit 2, nothing placed."""
+        try:
+            return self.startup.entry_at_trigger(self.g, rules, price)
+        except GridBotError as e:
+            log.error("%s", e)
+            self.exit_code = e.exit_code
+            self.request_stop(str(e))
+            return False
+
     def risk_told(self, kind: str, text: str) -> None:
         """What exits and trailing have to say: the log, and a notification for an exit."""
         if kind == "exit":
@@ -412,26 +423,9 @@ class GridBot:
         else:
             log.info("%s: %s", kind, text)
 
-    def report_waiting(self) -> None:
-        """A level that has waited for its order longer than three intervals is logged once, with the
-        real reason (the price band, crossing the price, a retry after a rejection)."""
-        assert self.g is not None
-        now, now_ms = self.clock(), self.wall_ms()
-        for p in self.g.om.pairs:
-            if p.order is not None:
-                self.waiting_since.pop(p.index, None)
-                self.waiting_told.discard(p.index)
-                continue
-            since = self.waiting_since.setdefault(p.index, now)
-            if p.index not in self.waiting_told and now - since > 3 * self.t.interval:
-                self.waiting_told.add(p.index)
-                level = self.g.om.grid.pair_level(p.index, p.side)
-                log.warning("level %d (%s @ %s) has waited %.0f s for its order: %s", level, p.side.value,
-                            self.g.om.grid.levels[level], now - since, wait_reason(self.g.om, p, now_ms, self.price))
-
     def log_stats(self) -> None:
         assert self.g is not None and self.last is not None
-        self.report_waiting()
+        self.waits.check(self.g.om, self.clock(), self.wall_ms(), self.price, 3 * self.t.interval)
         om, now_ms = self.g.om, self.wall_ms()
         om.risk.last_price, om.risk.last_price_ms = self.last.price, now_ms   # for status and report
         om.risk_changed()

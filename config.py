@@ -306,9 +306,6 @@ def _rules(v: dict[str, dict[str, Any]], *, need_keys: bool) -> list[str]:
                           "the grid may use; the bot sizes the orders)" + (": both are set" if t["quantity"] else ""))
     if t["entry"] is None:
         t["entry"] = "buy" if t["investment"] is not None else "none"
-    if t["entry"] == "buy" and t["trigger_price"] is not None:
-        raise ConfigError("trading.entry buy and trading.trigger_price do not go together (the purchase would be made "
-                          "before the trigger): set trading.entry to none and hold the base, or drop trigger_price")
     pr = t["price_range"]
     if pr is not None and not (0 < pr < 1):
         raise ConfigError(f"trading.price_range must be between 0 and 1, e.g. 0.05 for +-5% (got {pr})")

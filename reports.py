@@ -175,7 +175,7 @@ def wait_reason(om: OrderManager, pair: Any, now_ms: int, market: Decimal | None
     if now_ms < pair.retry_at_ms:
         return f"the exchange refused it; it is tried again in {(pair.retry_at_ms - now_ms + 999) // 1000} s"
     level = om.grid.pair_level(pair.index, pair.side)
-    price = om.grid.levels[level]
+    price = om.level_price(level)
     if level in {o.level for o in om.live_orders()}:
         return "its level still holds the other side's order"
     s = om.settings
@@ -190,12 +190,37 @@ def wait_reason(om: OrderManager, pair: Any, now_ms: int, market: Decimal | None
     return "it is about to be placed"
 
 
+class WaitWatch:
+    """A level that has waited for its order longer than ``after`` seconds is logged once, with the real
+    reason (the price band, crossing the price, a retry after a rejection)."""
+
+    def __init__(self) -> None:
+        self.since: dict[int, float] = {}   # pair -> since when it has had no order
+        self.told: set[int] = set()
+
+    def check(self, om: OrderManager, now: float, now_ms: int, price: Decimal | None, after: float) -> None:
+        for p in om.pairs:
+            if p.order is not None:
+                self.since.pop(p.index, None)
+                self.told.discard(p.index)
+                continue
+            since = self.since.setdefault(p.index, now)
+            if p.index not in self.told and now - since > after:
+                self.told.add(p.index)
+                level = om.grid.pair_level(p.index, p.side)
+                logging.getLogger("grid_bot").warning(
+                    "level %d (%s @ %s) has waited %.0f s for its order: %s", level, p.side.value,
+                    om.level_price(level), now - since, wait_reason(om, p, now_ms, price))
+
+
 def level_view(om: OrderManager) -> list[dict]:
-    """Each level with the order resting on it (for status and plan output)."""
+    """Each level of the grid as it stands (0 = its lowest now, after any trail moves) with the order resting
+    on it (for status and plan output); an order a trail move left outside, still being cancelled, is not
+    shown."""
     occupied = {o.level: o for o in om.live_orders()}
     rows = []
     for i, price in enumerate(om.grid.levels):
-        o = occupied.get(i)
+        o = occupied.get(om.offset + i)
         rows.append({"level": i, "price": price,
                      "side": o.side.value if o else None,
                      "state": o.state.value if o else None,
@@ -263,7 +288,8 @@ def status_report(saved: Any, om: OrderManager, state_path: str, now_ms: int, *,
                    for row in level_view(om)],
         # What each pair of adjacent levels wants now; "waiting" when its order is not on the book.
         # "waiting" only while a bot runs the grid: a stopped grid's orders were cancelled on purpose.
-        "pairs": [{"pair": p.index, "side": p.side.value, "level": spec.pair_level(p.index, p.side),
+        "pairs": [{"pair": p.index - om.offset, "side": p.side.value,
+                   "level": spec.pair_level(p.index, p.side) - om.offset,
                    "waiting": waiting and p.order is None,
                    "why": (wait_reason(om, p, now_ms, None) if now_ms < p.retry_at_ms else
                            "it waits for the price: a post-only order may not cross it, and the exchange takes "

@@ -348,8 +348,10 @@ class GridRisk:
     order is placed; it returns whether the grid may place orders now. ``carry_out(price)`` is the
     shell's part of an exit (cancel, sell; True when done), ``save()`` writes the state down."""
 
-    def __init__(self, cfg: RiskConfig, *, save: Any, carry_out: Any, tell: Any = None) -> None:
+    def __init__(self, cfg: RiskConfig, *, save: Any, carry_out: Any, tell: Any = None, prepare: Any = None) -> None:
         self.cfg = cfg
+        # The shell's part of laying the grid out at the trigger (the entry purchase); False: not now.
+        self.prepare = prepare or (lambda price: True)
         self.guard = RiskGuard(cfg)
         self.save = save
         self.carry_out = carry_out
@@ -368,12 +370,19 @@ class GridRisk:
         if not st.triggered:
             if not self.guard.crossed(st, price):
                 return False
-            om.start(price)
+            # Triggered, written down first: a purchase the shell makes now is finished by a restart.
             st.triggered = True
-            st.start = start_funds(om.grid.levels, om.grid.quantity, price, now_ms, st.reserve)
             om.risk_changed()
             self.save()
             self.tell("trigger", f"the price {price} crossed the trigger price {st.trigger}: placing the grid")
+        if not om.pairs:
+            # Triggered and not laid out yet (just now, or the shell's part must be tried again).
+            if not self.prepare(price):
+                return False
+            om.start(price)
+            st.start = start_funds(om.grid.levels, om.grid.quantity, price, now_ms, st.reserve)
+            om.risk_changed()
+            self.save()
         decision = self.guard.decide(st, om.grid.levels, om.ledger, price, now_ms)
         moves = 0
         while isinstance(decision, Move) and moves < len(om.grid.levels) and om.can_shift(decision.up):

@@ -78,10 +78,11 @@ def market_rules(client: BackpackClient, symbol: str, base_url: str) -> MarketRu
     return rules
 
 
-def make_grid(rules: MarketRules, t: Any, price: Decimal) -> tuple[GridSpec, list[str]]:
+def make_grid(rules: MarketRules, t: Any, price: Decimal, size_at: Decimal | None = None) -> tuple[GridSpec, list[str]]:
     """The grid the config asks for on this market at this price (and notes worth a warning). With
-    ``investment`` the quantity is sized at this price (``grid_calculator.size_for_investment``). A grid
-    of which no order could be placed now is refused (exit 2)."""
+    ``investment`` the quantity is sized at ``size_at`` (default: the price; a grid that waits for its
+    trigger is sized at the trigger price, where it will be laid out; ``grid_calculator.size_for_investment``).
+    A grid of which no order could be placed now is refused (exit 2)."""
     def build(quantity: Decimal) -> tuple[GridSpec, list[str]]:
         return build_grid(rules, mode=GridMode(t.grid_mode), grid_num=t.grid_num, quantity=quantity,
                           post_only=t.post_only, lower=t.grid_lower, upper=t.grid_upper,
@@ -91,7 +92,7 @@ def make_grid(rules: MarketRules, t: Any, price: Decimal) -> tuple[GridSpec, lis
             grid, notes = build(t.quantity)
         else:
             levels = build(rules.min_quantity)[0].levels
-            sizing = size_for_investment(levels, price, t.investment, t.maker_fee, rules)
+            sizing = size_for_investment(levels, size_at or price, t.investment, t.maker_fee, rules)
             grid, notes = build(sizing.quantity)
     except GridError as e:
         raise InputError(str(e)) from None
@@ -322,7 +323,7 @@ class Startup:
         return Started(self.fresh(rules, price, settings), rules, price, False)
 
     def fresh(self, rules: MarketRules, price: Decimal, settings: Settings) -> ActiveGrid:
-        grid, notes = make_grid(rules, self.t, price)
+        grid, notes = make_grid(rules, self.t, price, size_at=self.cfg.risk.trigger_price)
         ladder = Ladder(grid.levels[0], grid.levels[-1], len(grid.levels), grid.mode, rules.tick_size)
         notes += exit_notes(self.cfg.risk, grid.levels, price, ladder)
         for n in notes:
@@ -350,18 +351,23 @@ class Startup:
         om.risk = risk
         created = self.wall_ms()
         g = ActiveGrid(om, self.store, None, created, self.wall_ms)
-        if self.t.entry == "buy" and not taken:
+        if self.t.entry == "buy" and not taken and risk.triggered:
+            if self.purchase(g, rules, price, balances, lambda: grid_params(self.t)):
+                balances = read_balances(self.client)
+        if self.t.entry == "buy" and not risk.triggered:
+            # The purchase is made when the trigger is crossed: now, the quote it and the buys will need.
             _, plan = initial_plan(grid, at)
             planned = funds_needed(grid, plan)
             free = balances.get(grid.base, (Decimal(0), Decimal(0)))[0]
-            target = shortfall(planned[grid.base] + risk.reserve, free, rules)
-            if target > 0:
-                log.info("entry: the grid needs %s %s (its sells and fee reserve), the account has %s free: buying %s",
-                         fmt_amount(planned[grid.base] + risk.reserve), grid.base, fmt_amount(free), target)
-                risk.entry = EntryPurchase.start(target, price, self.cfg.risk.max_slippage, rules).to_json()
-                g.grid_id = self.store.create_grid(grid_params(self.t), grid, tag, created, risk) if self.store else None
-                self.buy(g, rules, planned[grid.quote])
-                balances = read_balances(self.client)
+            cost = shortfall(planned[grid.base] + risk.reserve, free, rules) * at
+            have = balances.get(grid.quote, (Decimal(0), Decimal(0)))[0]
+            if have < planned[grid.quote] + cost:
+                raise InputError(f"not enough {grid.quote} for this grid at its trigger price {at}: the buys lock "
+                                 f"{fmt_amount(planned[grid.quote])} and the entry purchase costs about "
+                                 f"{fmt_amount(cost)}, {fmt_amount(have)} available")
+            log.info("entry: when the trigger is crossed, the bot buys the %s the sells need (about %s %s now)",
+                     grid.base, fmt_amount(cost / at if at else Decimal(0)), grid.base)
+            balances = {**balances, grid.base: (max(free, planned[grid.base] + risk.reserve), Decimal(0))}
         need = check_funds(grid, at, balances, self.t.maker_fee, adopted=taken)
         self.executor.note_balances(balances)   # the first placements draw on this read
         log_grid(grid, self.t.symbol, at, need, self.t.maker_fee)
@@ -379,6 +385,42 @@ class Startup:
         g.save()
         log.info("placing the initial grid (level %d stays empty)", empty)
         return g
+
+    def purchase(self, g: ActiveGrid, rules: MarketRules, price: Decimal, balances: Balances,
+                 params: Callable[[], dict[str, Any]]) -> bool:
+        """The entry purchase for a grid about to be laid out at ``price``: buys what the free base lacks
+        for the sells and the fee reserve, if anything (the grid's row is created first, if it is not yet).
+        Returns whether it bought; raises InputError (the start refused) when it ends short."""
+        om, grid = g.om, g.om.grid
+        _, plan = initial_plan(grid, price)
+        planned = funds_needed(grid, plan)
+        free = balances.get(grid.base, (Decimal(0), Decimal(0)))[0]
+        target = shortfall(planned[grid.base] + om.risk.reserve, free, rules)
+        if target <= 0:
+            return False
+        log.info("entry: the grid needs %s %s (its sells and fee reserve), the account has %s free: buying %s",
+                 fmt_amount(planned[grid.base] + om.risk.reserve), grid.base, fmt_amount(free), target)
+        om.risk.entry = EntryPurchase.start(target, price, self.cfg.risk.max_slippage, rules).to_json()
+        om.risk_changed()
+        if g.grid_id is None and self.store is not None:
+            g.grid_id = self.store.create_grid(params(), grid, om.tag, g.created_ms, om.risk)
+        g.save()
+        self.buy(g, rules, planned[grid.quote])
+        return True
+
+    def entry_at_trigger(self, g: ActiveGrid, rules: MarketRules, price: Decimal) -> bool:
+        """The grid's trigger was crossed: its entry purchase (``trading.entry: buy``) is made now, at the
+        price it is laid out at. True when the grid may be laid out; False to try again at the next price
+        update (the balances could not be read). InputError when the purchase ends short."""
+        if self.t.entry != "buy" or (g.om.risk.entry or {}).get("done"):
+            return True
+        try:
+            balances = self.client.balances()
+        except BackpackError as e:
+            log.warning("entry: cannot read the balances (%s); trying again", e)
+            return False
+        self.purchase(g, rules, price, balances, lambda: grid_params(self.t))
+        return True
 
     def buy(self, g: ActiveGrid, rules: MarketRules, quote_kept: Decimal) -> None:
         """The entry purchase (entry.py); a purchase that ends short refuses the start, and the grid row is

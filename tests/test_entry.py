@@ -151,7 +151,6 @@ def test_plan_shows_the_sizing_and_the_entry_purchase(tmp_path, quiet_sim, capsy
 @pytest.mark.parametrize("trading,words", [
     (dict(quantity="1", investment="100"), "set exactly one of trading.quantity"),
     (dict(quantity=None), "set exactly one of trading.quantity"),
-    (dict(quantity=None, investment="100", entry="buy", trigger_price="100"), "do not go together"),
     (dict(quantity=None, investment="100", entry="later"), "trading.entry must be one of buy, none"),
 ])
 def test_the_investment_keys_are_checked(tmp_path, quiet_sim, capsys, trading, words):
@@ -198,3 +197,21 @@ def test_the_bot_never_sends_an_order_the_free_balance_does_not_cover(tmp_path, 
                             if o["side"] == "Ask" and D(o["price"]) == 150], timeout=30, message="the retried sell")
         assert len(posts()) == 1                    # sent once the balance covered it
         b.stop()
+
+
+def test_with_a_trigger_the_purchase_waits_for_it_then_the_grid_is_laid_out(tmp_path, quiet_sim):
+    path, signer = write_config(tmp_path, quiet_sim, trigger_price="145", **INVEST)
+    control, key = SimControl(quiet_sim.rest_url), signer.api_key
+    control.set_balance(key, "SOL", "0")
+    with stored(path) as b:
+        b.wait_polls(2)
+        assert orders_of(control.state(), key) == []         # no purchase, no order before the trigger
+        control.set_price("144.9")
+        wait_until(lambda: len(open_orders_of(control.state(), key)) == 9, timeout=20, message="the grid")
+        b.stop()
+    st = control.state()
+    ours = sorted(orders_of(st, key), key=lambda o: o["createdAtUs"])
+    # Sized at the trigger price (145: 0.77 SOL per order); at 144.9, 7 sells and the reserve need 5.39693 SOL.
+    assert [(o["timeInForce"], o["side"], o["price"], o["executedQuantity"]) for o in ours[:1]] == \
+        [("IOC", "Bid", "145.62", "5.40")]
+    assert all(o["timeInForce"] == "GTC" and D(o["quantity"]) == D("0.77") for o in ours[1:]) and len(ours) == 10

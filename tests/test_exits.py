@@ -2,6 +2,7 @@
 on scripted price paths. Every figure is checked against the simulator's own ledger."""
 from __future__ import annotations
 
+import json
 import logging
 import time
 from decimal import Decimal
@@ -291,6 +292,10 @@ def test_trailing_up_follows_the_price_step_by_step_up_to_the_limit(tmp_path, qu
         assert "trail_up_limit 164" in caplog.text
         assert grid_bot.main(["status", "--config", path]) == 0
         assert "trailed +3 step(s) in 3 move(s); levels now 146.00..164.00" in capsys.readouterr().out
+        assert grid_bot.main(["status", "--config", path, "--json"]) == 0
+        rows = json.loads(capsys.readouterr().out)["levels"]
+        assert [(r["level"], r["price"], r["side"]) for r in rows if r["side"]] == \
+            [(i, f"{p}.00", "Bid") for i, p in enumerate(range(146, 164, 2))]
         move(b, control, "159.1")       # back down: the buys at 162 and 160 fill, their sells go one level up
         result = b.stop()
     st = control.state()
