@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from accounting import Figures, Stats, figures
 from backpack_api import BackpackClient, BackpackError, Signer, wall_clock_ms
+from clock_watch import ClockWatch
 from config import Config
 from errors import EXIT_OK, EXIT_RUNTIME, GridBotError
 from executor import ActiveGrid, Executor, describe_orders
@@ -29,7 +30,7 @@ from notify import Digest, ErrorWatch, Notifier
 from prices import LastPrice, PriceSource  # noqa: F401 (PriceSource: tests read the source)
 from reports import WaitWatch, describe_exit, format_figures, format_stats, start_message
 from risk import GridRisk, start_funds
-from startup import ClockWatch, Startup
+from startup import Startup
 from state_store import StateStore
 from websocket_client import MarketStream, OrderEvent, StreamDown, StreamError, StreamUp, TickerEvent
 

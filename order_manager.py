@@ -3,7 +3,9 @@
 No I/O, no clock: callers pass ``now_ms`` and prices in, and take actions (``Place``, ``Cancel``,
 ``Lookup``) and typed events (``events.py``) out. The live bot, paper mode and the backtester drive this
 one class. Methods that change state are named as commands (``take_actions``, ``request_cancels``,
-``apply_fill``...); ``stats``, ``live_orders``, ``waiting_ranges`` and ``placeable`` are queries.
+``apply_fill``...); ``stats``, ``live_orders``, ``waiting_ranges`` and ``placeable`` are queries. What the
+exchange reports (lookups, cancels, snapshots, stream events) is applied in ``exchange_news.py``, trail moves
+and the orders outside the pairs (entry purchase, exit sale) in ``grid_moves.py``: mixins of this class.
 
 The model. N levels make N - 1 adjacent *pairs*; pair k spans levels k and k+1 and always wants
 exactly one order: a buy at level k or a sell at level k+1. When that order has filled completely the
@@ -24,14 +26,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 from decimal import Decimal
-from typing import Iterable
 
 from accounting import Ledger, Stats
-from events import (ClosedByExchange, CounterOrderDecided, DuplicateOnBook, FillApplied, FilledAfterCancel,
-                    FilledIncomplete, FilledOffGrid, GridEvent, LookupResolved, OrderRefused, OutcomeUnknown,
-                    RoundTripCompleted, SaleFill, TransitionRefused)
+from events import (CounterOrderDecided, FillApplied, FilledAfterCancel, FilledOffGrid, GridEvent, OrderRefused,
+                    OutcomeUnknown, RoundTripCompleted, TransitionRefused)
+from exchange_news import ExchangeNews
 from grid_calculator import GridSpec, initial_plan
-from models import Fill, Order, OrderStatus, OrderUpdate, Side
+from grid_moves import GridMoves
+from models import Fill, Order, Side
 from order_state import (Action, Cancel, Changes, GridOrder, Lookup, OrderState, Pair, Place, Settings,
                          Snapshot, allowed, placeable, placeable_range)
 from risk import RiskState
@@ -40,7 +42,7 @@ SEQ_BITS = 24
 SEQ_MAX = (1 << SEQ_BITS) - 1
 
 
-class OrderManager:
+class OrderManager(ExchangeNews, GridMoves):
     def __init__(self, grid: GridSpec, *, tag: int, settings: Settings | None = None) -> None:
         if not 1 <= tag <= 255:
             raise ValueError("tag must be 1..255")
@@ -165,10 +167,6 @@ class OrderManager:
         k = index - self.risk.offset
         return self.pairs[k] if 0 <= k < len(self.pairs) else None
 
-    def in_grid(self, o: GridOrder) -> bool:
-        """Is this order one of the grid's as it stands (not one a trail move left outside, being cancelled)?"""
-        return self._pair(o.pair) is not None
-
     def level_price(self, level: int) -> Decimal:
         """The price of absolute level ``level`` (inside the window)."""
         return self.grid.levels[level - self.risk.offset]
@@ -244,16 +242,6 @@ class OrderManager:
         orders a trail move left outside the grid."""
         return [*self.take_placements(now_ms, market), *self.take_lookups(now_ms), *self.take_zombie_cancels(),
                 *self.take_orphan_cancels()]
-
-    def take_orphan_cancels(self) -> list[Cancel]:
-        out = []
-        for o in self.live.values():
-            if (self._pair(o.pair) is None and o.state is OrderState.OPEN and o.order_id is not None
-                    and not o.cancel_requested):
-                o.cancel_requested = True
-                self._touch(o)
-                out.append(Cancel(o.client_id, o.order_id))
-        return out
 
     def take_zombie_cancels(self) -> list[Cancel]:
         out = [Cancel(cid, oid) for oid, cid in self.zombies.items()]
@@ -358,76 +346,6 @@ class OrderManager:
         if self._move(o, OrderState.REJECTED, now_ms) and pair is not None:
             pair.retry_at_ms = now_ms + self.settings.retry_base_ms
 
-    def resolve(self, client_id: int, order: Order | None, fills: Iterable[Fill], now_ms: int) -> None:
-        """What a lookup found: the order as the exchange knows it (None: not found) and its fills."""
-        for f in fills:
-            self.apply_fill(f)
-        o = self.orders[client_id]
-        o.lookups += 1
-        self._touch(o)
-        if not o.state.live:
-            return
-        if order is None:
-            if o.state in (OrderState.UNKNOWN, OrderState.INTENDED):
-                if self._move(o, OrderState.LOST if o.state is OrderState.UNKNOWN else OrderState.REJECTED,
-                              now_ms):
-                    self._events.append(LookupResolved(client_id, o.order_id, o.level, "never placed", o.lookups))
-            elif o.lookups >= 3:
-                self._move(o, OrderState.CANCELLED, now_ms)
-                self._events.append(LookupResolved(client_id, o.order_id, o.level, "gone", o.lookups))
-            return
-        self._learn_id(o, order.id)
-        if order.id in self.duplicates:
-            return  # the lookup found the twin: ours is looked up again
-        if order.status.is_open:
-            self._move(o, OrderState.OPEN, now_ms)
-            o.missing = False
-            return
-        if order.status is OrderStatus.FILLED or o.complete:
-            if not o.complete:
-                o.missing = True  # the exchange says filled; its fills have not all arrived yet
-                self._events.append(FilledIncomplete(o.order_id, o.executed, o.quantity))
-            return
-        self._closed_by_exchange(o, order.status, now_ms)
-
-    def _closed_by_exchange(self, o: GridOrder, status: OrderStatus, now_ms: int) -> None:
-        requested = o.cancel_requested
-        if not self._move(o, OrderState.CANCELLED, now_ms):
-            return
-        pair = self._pair(o.pair)
-        if not requested and pair is not None:
-            pair.retry_at_ms = now_ms + self.settings.replace_delay_ms
-        if not requested or o.executed:
-            self._events.append(ClosedByExchange(o.order_id, o.client_id, o.level, o.side, o.price,
-                                                 status.value.lower(), o.executed, requested))
-
-    def cancel_result(self, client_id: int, order_id: str, result: Order | None, now_ms: int) -> None:
-        """Our cancel's answer: the cancelled order, or None when it was no longer on the book."""
-        o = self.orders[client_id]
-        if order_id != o.order_id or not o.state.live:
-            return  # a duplicate or a written-off order: its fills, if any, arrive through fill history
-        o.cancel_requested = True
-        self._touch(o)
-        if result is None:
-            o.missing = True  # filled meanwhile, or already cancelled: find out
-            return
-        if result.status.is_terminal:
-            if result.executed_quantity > o.executed:
-                o.missing = True  # fills we have not seen yet; the lookup brings them
-                return
-            self._closed_by_exchange(o, result.status, now_ms)
-
-    def _learn_id(self, o: GridOrder, order_id: str) -> None:
-        if o.order_id is None:
-            o.order_id = order_id
-            self._touch(o)
-        elif order_id != o.order_id and order_id not in self.duplicates:
-            # Two exchange orders carry this clientId: keep the one we know, cancel this one at once.
-            self.duplicates.add(order_id)
-            self.zombies[order_id] = o.client_id
-            self._events.append(DuplicateOnBook(order_id, o.client_id, o.level, "a second order with its clientId"))
-        self.by_order_id[order_id] = o.client_id
-
     # -------------------------------------------------------------------------- observations
     def apply_fill(self, fill: Fill) -> bool:
         """Account one fill (once per trade id). True when it was new and ours."""
@@ -488,120 +406,6 @@ class OrderManager:
         nxt = self.grid.pair_level(pair.index, pair.side)
         self._events.append(CounterOrderDecided(o.side, o.level, pair.side, self.level_price(nxt),
                                                 self.grid.quantity, nxt))
-
-    def apply_open_orders(self, snapshot: Iterable[Order], as_of_ms: int) -> int:
-        """A REST snapshot of open orders, requested at ``as_of_ms``. Returns how many foreign
-        orders (not this grid's) it held."""
-        on_book: set[str] = set()
-        foreign = 0
-        for order in sorted(snapshot, key=lambda x: x.created_at_ms):  # of two with one clientId, keep the older
-            on_book.add(order.id)
-            o = self._find(order.client_id, order.id)
-            if o is None:
-                foreign += 1
-                continue
-            self._learn_id(o, order.id)
-            if order.id in self.duplicates:
-                continue
-            if o.state in (OrderState.LOST, OrderState.REJECTED):
-                if order.id in self.zombies:
-                    continue
-                # Ours, yet we had concluded it never reached the book and have placed its pair's
-                # order again since: this one is a duplicate, so it goes.
-                self.zombies[order.id] = o.client_id
-                self._events.append(DuplicateOnBook(order.id, o.client_id, o.level, o.state.value))
-                continue
-            if not o.state.live:
-                # Filled or cancelled in our books: the snapshot was taken before the news we already
-                # have (fill history is read after it), so it says nothing new.
-                continue
-            if o.state in (OrderState.INTENDED, OrderState.UNKNOWN):
-                self._move(o, OrderState.OPEN, as_of_ms)
-            if o.state is OrderState.OPEN:
-                o.missing = False
-            # executed_quantity ahead of our fills is fine: fill history, read after this
-            # snapshot, brings those fills.
-        for o in self.live.values():
-            if (o.state is OrderState.OPEN and o.order_id is not None and o.order_id not in on_book
-                    and o.sent_ms is not None and o.sent_ms < as_of_ms and not o.complete):
-                o.missing = True
-        return foreign
-
-    def apply_update(self, u: OrderUpdate, now_ms: int) -> None:
-        """One event of the private order stream."""
-        o = self._find(u.client_id, u.order_id)
-        if o is None or u.symbol != self.grid.symbol:
-            return
-        self._learn_id(o, u.order_id)
-        if u.fill is not None:
-            self.apply_fill(u.fill)
-        if u.order_id in self.duplicates:
-            return  # the twin's own news (accepted, cancelled) says nothing about our order
-        if u.event == "orderAccepted" and o.state in (OrderState.INTENDED, OrderState.UNKNOWN):
-            self._move(o, OrderState.OPEN, now_ms)
-        elif u.event in ("orderCancelled", "orderExpired") and o.state.live:
-            if u.executed_quantity is not None and u.executed_quantity > o.executed:
-                o.missing = True  # some fills have not reached us: the lookup brings them
-                self._move(o, OrderState.OPEN, now_ms)
-            else:
-                self._closed_by_exchange(o, u.status or OrderStatus.CANCELLED, now_ms)
-
-    # -------------------------------------------------------------------------- trailing and exits
-    def can_shift(self, up: bool) -> bool:
-        """May the grid move one step now? Above the top it must hold only buys (below the bottom only
-        sells), every order settled on the book: a move never races an order whose outcome is unknown."""
-        side = Side.BID if up else Side.ASK
-        return (bool(self.pairs) and all(p.side is side for p in self.pairs)
-                and all(o.state is OrderState.OPEN and o.order_id is not None for o in self.live.values()))
-
-    def shift(self, up: bool, levels: tuple[Decimal, ...]) -> None:
-        """Move the grid one step along its ladder to ``levels``: up drops its lowest pair (whose buy is
-        then cancelled) and adds a buy pair at the top; down drops its highest pair (a sell) and adds a
-        sell pair at the bottom. The caller records the move (``risk.moves``) in the same save."""
-        drop = self.pairs[0] if up else self.pairs[-1]
-        self.risk.offset += 1 if up else -1
-        self.grid = replace(self.grid, levels=levels)
-        index = self.offset + len(levels) - 2 if up else self.offset
-        new = Pair(index=index, side=Side.BID if up else Side.ASK, waiting_since=self._next_wait_seq())
-        self.pairs = [*self.pairs[1:], new] if up else [new, *self.pairs[:-1]]
-        self._changed_pairs.add(index)
-        if drop.order is not None:
-            self._touch(self.orders[drop.order])  # outside the window now: take_orphan_cancels cancels it
-        self.version += 1
-
-    def reserve_client_id(self) -> int:
-        """A clientId for an order that is not the grid's own (the entry purchase); saved with the grid."""
-        self.version += 1
-        return self._new_client_id()
-
-    def new_sale_order(self) -> int:
-        """A clientId for an order of the exit's sale (recorded in ``risk.exit.sale`` before it is sent)."""
-        assert self.risk.exit is not None and self.risk.exit.sale is not None
-        cid = self._new_client_id()
-        self.risk.exit.sale.orders.append(cid)
-        self.version += 1
-        return cid
-
-    def _sale_fill(self, fill: Fill) -> bool:
-        """A fill of the exit's sale: accounted in the ledger (it is the grid's base being sold)."""
-        if fill.trade_id in self.seen_trades:
-            return False
-        sale = self.risk.exit.sale  # type: ignore[union-attr]
-        self.seen_trades.add(fill.trade_id)
-        self._new_fills.append(fill)
-        fee_quote = self.ledger.record_fill(fill)
-        sale.sold += fill.quantity
-        sale.proceeds += fill.price * fill.quantity
-        sale.fees += fee_quote
-        self.version += 1
-        self._events.append(SaleFill(fill.trade_id, fill.order_id, fill.price, fill.quantity, fill.fee,
-                                     fill.fee_symbol, sale.sold, sale.target))
-        return True
-
-    def grid_base(self, start_base: Decimal) -> Decimal:
-        """The base this grid holds: what it took at its start plus what it has bought, less what it
-        has sold and paid in fees."""
-        return start_base + self.ledger.position
 
     # -------------------------------------------------------------------------- reporting
     def stats(self, price: Decimal | None) -> Stats:

@@ -14,7 +14,9 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, Callable, Collection, TypeVar
 
 from backpack_api import BackpackClient, BackpackError, RequestRejected, TransientError
+from clock_watch import check_clock
 from config import Config
+from entry import Entry, EntryPurchase, shortfall
 from errors import FatalError, InputError
 from executor import ActiveGrid, Executor
 from grid_calculator import (GridError, GridMode, GridSpec, Ladder, build_grid, funds_needed, initial_plan,
@@ -23,7 +25,6 @@ from models import MarketRules, Order, Side
 from order_manager import OrderManager
 from order_state import Settings
 from reports import describe_exit, describe_params, fmt_amount
-from entry import Entry, EntryPurchase, shortfall
 from risk import RiskState, exit_notes, start_funds
 from state_store import SavedGrid, StateStore
 
@@ -165,56 +166,6 @@ def read_balances(client: BackpackClient) -> Balances:
     return signed_read(client.balances, "read balances")
 
 
-def check_clock(client: BackpackClient, wall_ms: Callable[[], int]) -> None:
-    try:
-        server = client.server_time_ms()
-    except BackpackError:
-        return
-    skew, window = (wall_ms() - server) / 1000, client.window_ms / 1000
-    if abs(skew) >= window:
-        raise FatalError(f"this machine's clock is {skew:+.1f} s off the exchange's: signed requests "
-                         f"would be refused (the signature window is {window:g} s, api.window_ms); sync the clock "
-                         f"(enable NTP: timedatectl set-ntp true) and start again")
-    if abs(skew) >= min(1.0, window / 5):
-        log.warning("this machine's clock is %+.1f s off the exchange's; signed requests allow %g s", skew, window)
-
-
-class ClockWatch:
-    """When the exchange refuses our signed requests, measure this machine's clock against the
-    exchange's (``GET /api/v1/time``) and, if it is off by more than the signature window allows, say
-    so once, with what to do; say so again when it is back. The bot keeps trying meanwhile."""
-
-    RECHECK_S = 30.0
-
-    def __init__(self, client: BackpackClient, window_ms: int, wall_ms: Callable[[], int],
-                 clock: Callable[[], float]) -> None:
-        self.client, self.window_ms, self.wall_ms, self.clock = client, window_ms, wall_ms, clock
-        self.seen = client.signed_refusals
-        self.next_check = 0.0
-        self.skewed = False
-
-    def check(self) -> None:
-        refused = self.client.signed_refusals != self.seen
-        if not (refused or self.skewed) or self.clock() < self.next_check:
-            return
-        self.seen = self.client.signed_refusals
-        self.next_check = self.clock() + self.RECHECK_S
-        try:
-            skew_ms = self.wall_ms() - self.client.server_time_ms()
-        except BackpackError:
-            return
-        off = abs(skew_ms) > self.window_ms * 0.8
-        if off and not self.skewed:
-            log.error("the exchange refuses our signed requests: this machine's clock is %.1f s %s the exchange's, "
-                      "more than the %.0f s signature window allows; sync the clock (enable NTP: timedatectl "
-                      "set-ntp true). Trying again meanwhile", abs(skew_ms) / 1000,
-                      "ahead of" if skew_ms > 0 else "behind", self.window_ms / 1000)
-        elif self.skewed and not off:
-            log.info("the clock is back in sync with the exchange's (%+.1f s): signed requests go through again",
-                     skew_ms / 1000)
-        self.skewed = off
-
-
 def check_funds(grid: GridSpec, price: Decimal, balances: Balances, maker_fee: Decimal,
                 adopted: Collection[int] = ()) -> dict[str, Decimal]:
     """What the initial orders lock against what the account has free (the pairs in ``adopted`` already
@@ -284,7 +235,6 @@ class Startup:
         self.wall_ms = wall_ms
         self.tag = tag
         self.adopt = adopt
-        self.rules_tick = Decimal("0.01")
 
     def prepare(self, *, reset: bool) -> Started:
         """Market rules, clock, price, then resume the saved grid or lay out a new one (grid, funds)."""
@@ -297,8 +247,6 @@ class Startup:
         except TransientError as e:
             raise FatalError(f"cannot read the price of {self.t.symbol}: {e}") from None
         settings = manager_settings(self.client, rules)
-        self.rules_tick = rules.tick_size
-        self.rules, self.price = rules, price
         saved = self.store.active_grid() if self.store is not None else None
         if reset:
             if saved is not None:
@@ -319,7 +267,7 @@ class Startup:
                 f"({describe_params(saved.params)}): put those settings back to resume it, or start with "
                 f"--reset to cancel its orders and begin this grid")
         if saved is not None:
-            return Started(self.resume(saved, settings), rules, price, True)
+            return Started(self.resume(saved, settings, rules, price), rules, price, True)
         return Started(self.fresh(rules, price, settings), rules, price, False)
 
     def fresh(self, rules: MarketRules, price: Decimal, settings: Settings) -> ActiveGrid:
@@ -471,29 +419,29 @@ class Startup:
         om = OrderManager.from_snapshot(saved.spec, saved.tag, self.store.load(saved), settings)
         return ActiveGrid(om, self.store, saved.id, saved.created_ms, self.wall_ms, closing=closing)
 
-    def resume(self, saved: SavedGrid, settings: Settings) -> ActiveGrid:
+    def resume(self, saved: SavedGrid, settings: Settings, rules: MarketRules, price: Decimal) -> ActiveGrid:
         assert self.store is not None
         read_balances(self.client)  # the keys still work
         g = self.load(saved, settings)
         log.info("resuming grid %d from %s: %s %d levels %s..%s, %d round trips so far", saved.id,
                  self.store.path, saved.spec.symbol, len(saved.spec.levels), saved.spec.levels[0],
                  saved.spec.levels[-1], g.om.ledger.round_trips)
-        self.resume_risk(g, rules_tick=self.rules_tick)
+        self.resume_risk(g, rules.tick_size)
         entry = g.om.risk.entry
         if entry is not None and not entry.get("done") and not g.om.pairs:
             log.warning("the entry purchase was under way: looking its orders up by clientId, then buying what is "
                         "still missing")
-            _, plan = initial_plan(g.om.grid, self.price)
-            self.buy(g, self.rules, funds_needed(g.om.grid, plan)[g.om.grid.quote])
+            _, plan = initial_plan(g.om.grid, price)
+            self.buy(g, rules, funds_needed(g.om.grid, plan)[g.om.grid.quote])
         return g
 
-    def resume_risk(self, g: ActiveGrid, rules_tick: Decimal) -> None:
+    def resume_risk(self, g: ActiveGrid, tick: Decimal) -> None:
         """Exits and trailing on a resumed grid: what it saved, and what a grid saved by an earlier version
         lacks (its ladder is rebuilt from its levels; its starting funds are unknown)."""
         om, cfg = g.om, self.cfg.risk
         st = om.risk
         if st.ladder is None and st.offset == 0:
-            ladder = Ladder(om.grid.levels[0], om.grid.levels[-1], len(om.grid.levels), om.grid.mode, rules_tick)
+            ladder = Ladder(om.grid.levels[0], om.grid.levels[-1], len(om.grid.levels), om.grid.mode, tick)
             if ladder.window(0) == om.grid.levels:
                 st.ladder = ladder
                 om.risk_changed()

@@ -13,7 +13,7 @@ from __future__ import annotations
 from decimal import ROUND_DOWN, Decimal
 from typing import TYPE_CHECKING, Any
 
-from .records import ZERO, SimError, plain
+from .records import UINT32_MAX, ZERO, SimError, parse_error, plain
 
 if TYPE_CHECKING:
     from .records import Account, Balance, Fill, MarketState, Order
@@ -36,6 +36,7 @@ class AccountViews:
     def account(self, api_key: str) -> "Account": ...
     def market(self, symbol: str) -> "MarketState": ...
     def _bal(self, acct: "Account", asset: str) -> "Balance": ...
+    def _find_open(self, api_key: str, symbol: str, order_id: Any, client_id: int | None) -> "Order": ...
 
     def open_orders(self, api_key: str, symbol: str | None) -> list[Order]:
         with self.lock:
@@ -152,3 +153,14 @@ class AccountViews:
                                     "minimumDeposit": "0", "minimumWithdrawal": "0",
                                     "maximumWithdrawal": None, "withdrawalFee": "0"}]})
         return out
+
+    def get_open_order(self, api_key: str, symbol: str, order_id: Any = None,
+                       client_id: str | None = None) -> Order:
+        """GET /api/v1/order: ``clientId`` arrives as query text, a u32 in decimal digits."""
+        cid = None
+        if client_id is not None:
+            if not client_id.isdigit() or int(client_id) > UINT32_MAX:
+                raise parse_error("invalid value for `clientId`, expected u32")
+            cid = int(client_id)
+        with self.lock:
+            return self._find_open(api_key, symbol, order_id, cid)

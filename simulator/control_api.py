@@ -9,11 +9,34 @@ from typing import TYPE_CHECKING, Any
 
 from . import signing
 from .faults import FaultSpecError
-from .records import s
+from .records import plain, s
 from .replies import Reply
+from .wire import fill_state, order_state
 
 if TYPE_CHECKING:
+    from .engine import Exchange
     from .server import Simulator
+
+
+def exchange_state(ex: "Exchange", journal_since_us: int = 0) -> dict:
+    """Everything the exchange holds, for ``GET /_sim/state``: markets, fees, balances, orders, fills, the
+    request count and the journal since ``journal_since_us``."""
+    with ex.lock:
+        return {
+            "time_us": ex.clock_us(),
+            "markets": {sym: {"price": s(m.price), "tickSize": s(m.spec.tick_size),
+                              "stepSize": s(m.spec.step_size), "base": m.spec.base,
+                              "quote": m.spec.quote}
+                        for sym, m in ex.markets.items()},
+            "fees": {"maker": s(ex.maker_fee), "taker": s(ex.taker_fee)},
+            "accounts": {k: {a: {"available": plain(b.available), "locked": plain(b.locked)}
+                             for a, b in acct.balances.items()}
+                         for k, acct in ex.accounts.items()},
+            "orders": [order_state(o) for o in ex.orders.values()],
+            "fills": [fill_state(f) for f in ex.fills],
+            "requests": ex.request_count,
+            "journal": [e for e in ex.journal if e["t"] >= journal_since_us],
+        }
 
 
 class ControlRoutes:
@@ -27,7 +50,7 @@ class ControlRoutes:
         ex = sim.exchange
         if (method, path) == ("GET", "/_sim/state"):
             since = dict(query).get("journal_since_us")
-            state = ex.state(int(since) if since else 0)
+            state = exchange_state(ex, int(since) if since else 0)
             state["feed"] = sim.feed.describe()
             state["faults"] = sim.faults.list()
             state["ws"] = {"connections": len(sim.hub.connections), "messages_sent": sim.hub.messages_sent,

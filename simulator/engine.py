@@ -37,8 +37,8 @@ from .account_views import AccountViews
 from .market_data import MarketData
 from .markets import MarketSpec, decimals_of
 from .records import (ZERO, Account, Balance, EventSink, Fill, HeldEvents, MarketState, NullSink, Order,
-                      OrderRequest, SimError, UINT32_MAX, _counterparty_id, _scale, parse_error, plain, s)
-from .wire import fill_state, order_state, order_update, parse_client_id, parse_order_payload
+                      OrderRequest, SimError, _counterparty_id, _scale, parse_error, s)
+from .wire import order_update, parse_client_id, parse_order_payload
 
 
 class Exchange(MarketData, AccountViews):
@@ -375,17 +375,6 @@ class Exchange(MarketData, AccountViews):
                 return o
         raise SimError(404, "RESOURCE_NOT_FOUND", "Order not found")
 
-    def get_open_order(self, api_key: str, symbol: str, order_id: Any = None,
-                       client_id: str | None = None) -> Order:
-        """GET /api/v1/order: ``clientId`` arrives as query text, a u32 in decimal digits."""
-        cid = None
-        if client_id is not None:
-            if not client_id.isdigit() or int(client_id) > UINT32_MAX:
-                raise parse_error("invalid value for `clientId`, expected u32")
-            cid = int(client_id)
-        with self.lock:
-            return self._find_open(api_key, symbol, order_id, cid)
-
     def cancel(self, api_key: str, body: Any) -> Order:
         with self.lock:
             if not isinstance(body, dict) or "symbol" not in body:
@@ -500,22 +489,3 @@ class Exchange(MarketData, AccountViews):
     # ------------------------------------------------------------------ events
     def _emit(self, order: Order, event: str, fill: Fill | None = None) -> None:
         self.sink.order_event(order.account, order.symbol, order_update(order, event, fill, self.clock_us()))
-
-    # ------------------------------------------------------------------ state dump
-    def state(self, journal_since_us: int = 0) -> dict:
-        with self.lock:
-            return {
-                "time_us": self.clock_us(),
-                "markets": {sym: {"price": s(m.price), "tickSize": s(m.spec.tick_size),
-                                  "stepSize": s(m.spec.step_size), "base": m.spec.base,
-                                  "quote": m.spec.quote}
-                            for sym, m in self.markets.items()},
-                "fees": {"maker": s(self.maker_fee), "taker": s(self.taker_fee)},
-                "accounts": {k: {a: {"available": plain(b.available), "locked": plain(b.locked)}
-                                 for a, b in acct.balances.items()}
-                             for k, acct in self.accounts.items()},
-                "orders": [order_state(o) for o in self.orders.values()],
-                "fills": [fill_state(f) for f in self.fills],
-                "requests": self.request_count,
-                "journal": [e for e in self.journal if e["t"] >= journal_since_us],
-            }

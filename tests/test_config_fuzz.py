@@ -17,6 +17,7 @@ from config import ConfigError, load_config
 from errors import InputError
 from grid_calculator import funds_needed, initial_plan, summarize
 from simulator import running_simulator
+from simulator.control_api import exchange_state
 from simulator.markets import DEFAULT_MARKETS
 from startup import make_grid
 from tests.e2e import PYTHON, ROOT
@@ -128,11 +129,11 @@ def test_reported_crashes_are_one_line_exit_2_and_nothing_sent(tmp_path, sim, tr
            "trading": t, "log": {"file": str(tmp_path / "b.log"), "console": False}}
     path = write(tmp_path, cfg)
     # (the fixture's readiness ping is journalled once answered, so it may appear late: not the bot's)
-    before = [e for e in sim.exchange.state()["journal"] if e["type"] == "request" and e["path"] != "/api/v1/ping"]
+    before = [e for e in exchange_state(sim.exchange)["journal"] if e["type"] == "request" and e["path"] != "/api/v1/ping"]
     r = subprocess.run([PYTHON, os.path.join(ROOT, "grid_bot.py"), "--config", path], cwd=tmp_path,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     lines = [x for x in r.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and words in lines[0] and "Traceback" not in r.stderr
-    after = [e for e in sim.exchange.state()["journal"] if e["type"] == "request" and e["path"] != "/api/v1/ping"]
+    after = [e for e in exchange_state(sim.exchange)["journal"] if e["type"] == "request" and e["path"] != "/api/v1/ping"]
     assert len(after) == len(before)                      # the exchange never heard from it
