@@ -29,7 +29,7 @@ from order_state import OrderState
 from notify import Digest, ErrorWatch, Notifier
 from prices import LastPrice, PriceSource  # noqa: F401 (PriceSource: tests read the source)
 from reports import WaitWatch, describe_exit, format_figures, format_stats, start_message
-from risk import GridRisk, start_funds
+from risk import GridRisk
 from startup import Startup
 from state_store import StateStore
 from websocket_client import MarketStream, OrderEvent, StreamDown, StreamError, StreamUp, TickerEvent
@@ -172,19 +172,11 @@ class GridBot:
             if started.resumed and self.g.om.pairs:
                 self.ready = False
                 self.settle()
-            elif not self.g.om.pairs and self.g.om.risk.triggered:
-                # A resumed grid whose process died before it saved its first orders (or after its entry
-                # purchase).
-                om = self.g.om
-                if om.risk.start is None:
-                    om.risk.start = start_funds(om.grid.levels, om.grid.quantity, started.price, self.wall_ms(),
-                                                om.risk.reserve)
-                    om.risk_changed()
-                empty = om.start(started.price)
-                log.info("placing the initial grid (level %d stays empty)", empty)
-            elif not self.g.om.pairs:
+            elif not self.g.om.pairs and not self.g.om.risk.triggered:
                 log.info("waiting for the price to cross the trigger price %s (it is %s): nothing is placed until "
                          "then", self.g.om.risk.trigger, started.price)
+            # A resumed grid with no pairs (its process died before it saved its first orders, or after its
+            # entry purchase) is laid out by act(), as a triggered grid is (GridRisk.before_orders).
             self.act()
         except Exception as e:  # an unexpected bug: say so, then still try to stop cleanly
             log.exception("unexpected error: %s", e)
@@ -421,6 +413,8 @@ class GridBot:
             self.tell("exit", "exit", f"Exit: {text}.")
         elif kind == "trail-limit":
             log.warning("trailing: %s", text)
+        elif kind == "start":
+            log.info("%s", text)
         else:
             log.info("%s: %s", kind, text)
 

@@ -379,10 +379,12 @@ class GridRisk:
             # Triggered and not laid out yet (just now, or the shell's part must be tried again).
             if not self.prepare(price):
                 return False
-            om.start(price)
-            st.start = start_funds(om.grid.levels, om.grid.quantity, price, now_ms, st.reserve)
+            empty = om.start(price)
+            if st.start is None:
+                st.start = start_funds(om.grid.levels, om.grid.quantity, price, now_ms, st.reserve)
             om.risk_changed()
             self.save()
+            self.tell("start", f"placing the initial grid (level {empty} stays empty)")
         decision = self.guard.decide(st, om.grid.levels, om.ledger, price, now_ms)
         moves = 0
         while isinstance(decision, Move) and moves < len(om.grid.levels) and om.can_shift(decision.up):
