@@ -25,11 +25,11 @@ from urllib.parse import urlsplit
 
 import requests
 
-import models
-from errors import GridBotError, Rejected, Transient
-from models import BatchError, Fill, MarketRules, Order, ParseError, Side
+import gridbot.core.models as models
+from gridbot.core.errors import GridBotError, Rejected, Transient
+from gridbot.core.models import BatchError, Fill, MarketRules, Order, ParseError, Side
 # Signing lives in backpack_auth; its names are part of this module's interface too.
-from backpack_auth import (DEFAULT_WINDOW_MS, INSTRUCTIONS, MAX_WINDOW_MS, BackpackAuth,  # noqa: F401
+from gridbot.exchange.auth import (DEFAULT_WINDOW_MS, INSTRUCTIONS, MAX_WINDOW_MS, BackpackAuth,  # noqa: F401
                            KeyFormatError, Signer, decode_key, format_value, generate_keypair, public_key_of,
                            signing_payload, wall_clock_ms)
 

@@ -29,11 +29,11 @@ import tempfile
 import traceback
 from typing import Sequence
 
-from backtest_command import cmd_backtest
-from commands import cmd_keygen, cmd_notify_test, cmd_plan, cmd_run, cmd_status
-from errors import EXIT_FORCED, EXIT_OK, EXIT_RUNTIME, GridBotError
-from log_setup import log_file_of
-from report_command import cmd_report
+from gridbot.commands.backtest import cmd_backtest
+from gridbot.commands.common import cmd_keygen, cmd_notify_test, cmd_plan, cmd_run, cmd_status
+from gridbot.core.errors import EXIT_FORCED, EXIT_OK, EXIT_RUNTIME, GridBotError
+from gridbot.ops.log_setup import log_file_of
+from gridbot.commands.report import cmd_report
 
 
 COMMANDS = ("run", "keygen", "status", "plan", "backtest", "report", "notify-test")

@@ -21,8 +21,8 @@ from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_UP, Decim
 from enum import Enum
 from typing import Sequence
 
-from errors import InputError
-from models import MarketRules, Order, Side
+from gridbot.core.errors import InputError
+from gridbot.core.models import MarketRules, Order, Side
 
 ZERO = Decimal(0)
 

@@ -27,16 +27,16 @@ from __future__ import annotations
 from dataclasses import replace
 from decimal import Decimal
 
-from accounting import Ledger, Stats
-from events import (CounterOrderDecided, FillApplied, FilledAfterCancel, FilledOffGrid, GridEvent, OrderRefused,
+from gridbot.core.accounting import Ledger, Stats
+from gridbot.core.events import (CounterOrderDecided, FillApplied, FilledAfterCancel, FilledOffGrid, GridEvent, OrderRefused,
                     OutcomeUnknown, RoundTripCompleted, TransitionRefused)
-from exchange_news import ExchangeNews
+from gridbot.core.exchange_news import ExchangeNews
 from grid_calculator import GridSpec, initial_plan
-from grid_moves import GridMoves
-from models import Fill, Order, Side
-from order_state import (Action, Cancel, Changes, GridOrder, Lookup, OrderState, Pair, Place, Settings,
+from gridbot.core.grid_moves import GridMoves
+from gridbot.core.models import Fill, Order, Side
+from gridbot.core.order_state import (Action, Cancel, Changes, GridOrder, Lookup, OrderState, Pair, Place, Settings,
                          Snapshot, allowed, placeable, placeable_range)
-from risk import RiskState
+from gridbot.core.risk import RiskState
 
 SEQ_BITS = 24
 SEQ_MAX = (1 << SEQ_BITS) - 1

@@ -26,9 +26,9 @@ from typing import Any, Callable
 
 import websocket
 
-import models
+import gridbot.core.models as models
 from backpack_api import Signer, wall_clock_ms
-from models import OrderUpdate
+from gridbot.core.models import OrderUpdate
 
 log = logging.getLogger("grid_bot.ws")
 

@@ -97,7 +97,7 @@ def bare_place_rtt(sim: SimProcess, samples: int, pause: Callable[[], float] | N
     """Round trips (ms) of a bare signed order placement, each followed by its cancel; with ``pause``,
     each placement comes after that many seconds of quiet (as a bot's reaction comes after a wait)."""
     from backpack_api import OrderRequest
-    from models import Side
+    from gridbot.core.models import Side
     client = BackpackClient(sim.urls["rest"], Signer(generate_keypair()[1]))
     out = []
     for i in range(samples + 5):

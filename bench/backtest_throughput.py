@@ -21,7 +21,7 @@ from decimal import Decimal
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from backtest import run_backtest  # noqa: E402
+from gridbot.analysis.backtest import run_backtest  # noqa: E402
 from grid_calculator import GridMode, GridSpec, grid_levels  # noqa: E402
 from simulator.feeds import read_klines_csv  # noqa: E402
 from simulator.markets import DEFAULT_MARKETS  # noqa: E402

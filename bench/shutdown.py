@@ -28,11 +28,11 @@ from decimal import Decimal
 
 from _harness import SimProcess
 from backpack_api import BackpackClient, OrderRequest, Signer, generate_keypair
-from executor import MAX_CONCURRENT, ActiveGrid, Executor
+from gridbot.engine.executor import MAX_CONCURRENT, ActiveGrid, Executor
 from grid_calculator import GridMode, GridSpec
-from models import Side
+from gridbot.core.models import Side
 from order_manager import OrderManager
-from state_store import StateStore
+from gridbot.engine.state_store import StateStore
 
 LEVELS = tuple(Decimal("130") + Decimal("0.5") * i for i in range(100))  # 130.0 .. 179.5
 GRID = GridSpec("SOL_USDC", "SOL", "USDC", LEVELS, Decimal("0.1"), GridMode.ARITHMETIC)

@@ -21,7 +21,7 @@ from decimal import Decimal
 
 from _harness import BotProcess, SimProcess, wait_for
 from backpack_api import BackpackClient, OrderRequest, Signer, generate_keypair
-from models import Side
+from gridbot.core.models import Side
 
 LEVELS = [Decimal("130") + Decimal("0.5") * i for i in range(100)]  # 130.0 .. 179.5
 
@@ -53,10 +53,10 @@ def executor_place(sim: SimProcess, tmp: str) -> float:
     import logging
     import os
 
-    from executor import ActiveGrid, Executor
+    from gridbot.engine.executor import ActiveGrid, Executor
     from grid_calculator import GridMode, GridSpec
     from order_manager import OrderManager
-    from state_store import StateStore
+    from gridbot.engine.state_store import StateStore
 
     logging.getLogger("grid_bot").setLevel(logging.WARNING)
     signer = Signer(generate_keypair()[1])

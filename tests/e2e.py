@@ -11,8 +11,8 @@ from decimal import Decimal
 from typing import Any
 
 from backpack_api import Signer, generate_keypair
-from config import load_config
-from bot import GridBot, RunResult
+from gridbot.ops.config import load_config
+from gridbot.engine.loop import GridBot, RunResult
 from tests.helpers import wait_until
 
 D = Decimal

@@ -7,9 +7,9 @@ from decimal import Decimal
 
 import pytest
 
-from backtest import run_backtest
+from gridbot.analysis.backtest import run_backtest
 from grid_calculator import GridMode, GridSpec, grid_levels
-from order_state import OrderState
+from gridbot.core.order_state import OrderState
 from simulator import SimControl, running_simulator
 from simulator.feeds import Candle, read_klines_csv
 from simulator.markets import DEFAULT_MARKETS

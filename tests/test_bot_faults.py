@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from bot import PriceSource
-from order_state import OrderState
+from gridbot.engine.loop import PriceSource
+from gridbot.core.order_state import OrderState
 from simulator import SimControl
 from tests.e2e import (BotThread, assert_counter_orders, ledger_totals, open_orders_of, tagged,
                        write_config)

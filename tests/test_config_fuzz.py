@@ -12,14 +12,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backtest import rules_from_spec
-from config import ConfigError, load_config
-from errors import InputError
+from gridbot.analysis.backtest import rules_from_spec
+from gridbot.ops.config import ConfigError, load_config
+from gridbot.core.errors import InputError
 from grid_calculator import funds_needed, initial_plan, summarize
 from simulator import running_simulator
 from simulator.control_api import exchange_state
 from simulator.markets import DEFAULT_MARKETS
-from startup import make_grid
+from gridbot.engine.startup import make_grid
 from tests.e2e import PYTHON, ROOT
 
 D = Decimal

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-import config_schema
-from config import REQUIRED, SCHEMA, ConfigError
+import gridbot.ops.config_schema as config_schema
+from gridbot.ops.config import REQUIRED, SCHEMA, ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_DOC = config_schema.json_schema()

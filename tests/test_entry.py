@@ -9,10 +9,10 @@ from decimal import Decimal
 import pytest
 
 from simulator import SimControl, running_simulator
-from state_store import StateStore
+from gridbot.engine.state_store import StateStore
 from tests.e2e import BotThread, open_orders_of, orders_of, write_config
 from tests.helpers import wait_until
-from errors import InputError
+from gridbot.core.errors import InputError
 from tests.test_restart import spawn, status_json, stop
 
 D = Decimal
@@ -118,7 +118,7 @@ def test_kill9_during_the_purchase_never_buys_twice(tmp_path):
 import json  # noqa: E402
 
 import grid_bot  # noqa: E402
-from backtest import rules_from_spec  # noqa: E402
+from gridbot.analysis.backtest import rules_from_spec  # noqa: E402
 from grid_calculator import GridMode, grid_levels, size_for_investment  # noqa: E402
 from simulator.markets import DEFAULT_MARKETS  # noqa: E402
 

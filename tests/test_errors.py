@@ -13,7 +13,7 @@ import grid_bot
 from grid_calculator import GridMode, GridSpec
 from order_manager import OrderManager
 from simulator import SimControl, running_simulator
-from state_store import StateStore
+from gridbot.engine.state_store import StateStore
 from tests.e2e import PYTHON, ROOT, write_config
 
 D = Decimal
@@ -124,7 +124,7 @@ def test_a_config_error_names_the_file_in_one_line(tmp_path):
 
 @pytest.mark.parametrize("answer", [[], "ok", None, 3])
 def test_a_parser_of_objects_refuses_anything_else_as_a_parse_error(answer):
-    import models
+    import gridbot.core.models as models
     for parse in (models.parse_order, models.parse_fill, models.parse_market, models.parse_balances,
                   models.parse_order_update, models.parse_ticker, models.parse_batch_item):
         with pytest.raises(models.ParseError, match="expected an object"):

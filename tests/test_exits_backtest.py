@@ -7,9 +7,9 @@ from decimal import Decimal
 
 import pytest
 
-from backtest import format_result, run_backtest
+from gridbot.analysis.backtest import format_result, run_backtest
 from grid_calculator import GridMode, GridSpec, grid_levels
-from risk import RiskConfig
+from gridbot.core.risk import RiskConfig
 from simulator import SimControl, running_simulator
 from simulator.feeds import Candle, read_klines_csv
 from simulator.markets import DEFAULT_MARKETS

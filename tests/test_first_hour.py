@@ -151,9 +151,9 @@ def test_errors_name_where_the_bad_value_came_from(tmp_path, quiet_sim):
 
 
 def test_numbers_as_a_trader_reads_them():
-    from accounting import Stats
+    from gridbot.core.accounting import Stats
     from grid_calculator import GridMode, GridSpec, grid_levels
-    from reports import fmt_amount, format_stats
+    from gridbot.ops.reports import fmt_amount, format_stats
     grid = GridSpec("SOL_USDC", "SOL", "USDC", grid_levels(D(140), D(158), 10, GridMode.ARITHMETIC, D("0.01")),
                     D("0.5"), GridMode.ARITHMETIC)
     st = Stats(price=D("149.5"), open_bids=1, open_asks=2, round_trips=0, grid_profit=D(0),

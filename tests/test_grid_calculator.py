@@ -8,7 +8,7 @@ import pytest
 from grid_calculator import (GridError, GridMode, GridSpec, auto_bounds, build_grid, funds_needed,
                              grid_levels, initial_plan, max_levels, nearest_level, round_trip_profit,
                              summarize, to_step)
-from models import MarketRules, Side
+from gridbot.core.models import MarketRules, Side
 
 D = Decimal
 SOL = MarketRules("SOL_USDC", "SOL", "USDC", D("0.01"), D("0.01"), D("0.01"), None, D("0.01"), None,

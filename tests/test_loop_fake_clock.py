@@ -12,10 +12,10 @@ from decimal import Decimal
 
 import pytest
 
-from bot import STREAM_POLL_FACTOR, GridBot, PriceSource
-from config import load_config
-from models import OrderStatus, OrderUpdate
-from order_state import OrderState
+from gridbot.engine.loop import STREAM_POLL_FACTOR, GridBot, PriceSource
+from gridbot.ops.config import load_config
+from gridbot.core.models import OrderStatus, OrderUpdate
+from gridbot.core.order_state import OrderState
 from simulator import SimControl, running_simulator
 from tests.e2e import open_orders_of, write_config
 from websocket_client import OrderEvent, StreamDown, StreamUp, TickerEvent

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from config import ConfigError, load_config
-from events import FillApplied, OrderRefused, RoundTripCompleted
-from models import Side
-from notify import Digest, ErrorWatch, Message, NotifyConfig, Outbox
+from gridbot.ops.config import ConfigError, load_config
+from gridbot.core.events import FillApplied, OrderRefused, RoundTripCompleted
+from gridbot.core.models import Side
+from gridbot.ops.notify import Digest, ErrorWatch, Message, NotifyConfig, Outbox
 from simulator import SimControl
 from tests.e2e import open_orders_of, write_config
 from tests.helpers import start_process, wait_until

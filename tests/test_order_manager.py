@@ -7,11 +7,11 @@ from decimal import Decimal
 import pytest
 
 from grid_calculator import GridMode, GridSpec
-from models import Fill, Order, OrderStatus, OrderUpdate, Side
-from events import (ClosedByExchange, CounterOrderDecided, DuplicateOnBook, FillApplied, OrderRefused,
+from gridbot.core.models import Fill, Order, OrderStatus, OrderUpdate, Side
+from gridbot.core.events import (ClosedByExchange, CounterOrderDecided, DuplicateOnBook, FillApplied, OrderRefused,
                     RoundTripCompleted, TransitionRefused)
 from order_manager import OrderManager
-from order_state import Cancel, Lookup, OrderState, Place, Settings
+from gridbot.core.order_state import Cancel, Lookup, OrderState, Place, Settings
 
 D = Decimal
 LEVELS = (D("100"), D("110"), D("120"), D("130"), D("140"))

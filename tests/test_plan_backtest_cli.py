@@ -8,11 +8,11 @@ from decimal import Decimal
 import pytest
 
 import grid_bot
-from history import cached_history, fetch_klines
+from gridbot.marketdata.history import cached_history, fetch_klines
 from backpack_api import BackpackClient
 from simulator import SimControl, running_simulator
 from simulator.feeds import read_klines_csv
-from state_store import StateStore
+from gridbot.engine.state_store import StateStore
 from tests.e2e import BotThread, open_orders_of, write_config
 from tests.helpers import wait_until
 from tests.test_backtest import price_path

@@ -12,7 +12,7 @@ import pytest
 
 import grid_bot
 from simulator import SimControl
-from state_store import StateStore
+from gridbot.engine.state_store import StateStore
 from tests.e2e import BotThread, ledger_totals, open_orders_of, orders_of, write_config
 from tests.helpers import wait_until
 

@@ -7,19 +7,19 @@ from decimal import Decimal
 
 import pytest
 
-from accounting import Ledger
-from config import ConfigError, load_config
-from errors import InputError
+from gridbot.core.accounting import Ledger
+from gridbot.ops.config import ConfigError, load_config
+from gridbot.core.errors import InputError
 from grid_calculator import GridMode, GridSpec, Ladder, grid_levels
-from models import Fill, Order, OrderStatus, Side
+from gridbot.core.models import Fill, Order, OrderStatus, Side
 from order_manager import OrderManager
-from order_state import Cancel, OrderState, Settings
-from risk import (Move, RiskConfig, RiskGuard, RiskState, StartFunds, StopNow, TrailMove, Trigger, exit_notes,
+from gridbot.core.order_state import Cancel, OrderState, Settings
+from gridbot.core.risk import (Move, RiskConfig, RiskGuard, RiskState, StartFunds, StopNow, TrailMove, Trigger, exit_notes,
                   sale_floor, start_funds, total_return, trail_needs)
 from simulator.engine import Exchange
 from simulator.markets import DEFAULT_MARKETS
 from simulator.records import OrderRequest
-from state_store import StateStore
+from gridbot.engine.state_store import StateStore
 
 D = Decimal
 LADDER = Ladder(D(140), D(158), 10, GridMode.ARITHMETIC, D("0.01"))

@@ -50,7 +50,7 @@ def test_the_unit_is_hardened(tmp_path, unit):
 
 
 def test_the_template_gives_each_grid_its_own_state_and_log(tmp_path):
-    from config import load_config
+    from gridbot.ops.config import load_config
     cfg = load_config(str(ROOT / "docs" / "example_config.json"), need_keys=False,
                       env={"GRID_BOT_STATE_FILE": str(tmp_path / "a" / "grid_state.db"),
                            "GRID_BOT_LOG_FILE": str(tmp_path / "a.log")})

@@ -5,10 +5,10 @@ import itertools
 from decimal import Decimal
 
 from grid_calculator import GridMode, GridSpec
-from models import Fill, Order, OrderStatus, Side
+from gridbot.core.models import Fill, Order, OrderStatus, Side
 from order_manager import OrderManager
-from order_state import OrderState
-from state_store import StateStore
+from gridbot.core.order_state import OrderState
+from gridbot.engine.state_store import StateStore
 
 D = Decimal
 GRID = GridSpec("SOL_USDC", "SOL", "USDC", (D(100), D(110), D(120), D(130), D(140)), D(1), GridMode.ARITHMETIC)

@@ -1,0 +1,146 @@
+"""The ``backtest`` command: the configured grid over a klines file or fetched history, sweeps, plots.
+
+The engine is ``backtest.py`` (the bot's own ``OrderManager`` on the simulator's matching engine); this
+module reads the arguments, gets the market's rules and the candles, and prints the result.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from decimal import Decimal
+from typing import Any, Callable
+
+from backpack_api import BackpackClient, TransientError, wall_clock_ms
+from gridbot.commands.common import public_client, read_config
+from gridbot.ops.config import Config, check_flag
+from gridbot.core.errors import EXIT_OK, FatalError, InputError
+from grid_calculator import Ladder
+from gridbot.core.risk import exit_notes
+from gridbot.engine.startup import make_grid, market_rules
+
+BACKTEST_FLAGS = ("grid_lower", "grid_upper", "grid_num", "quantity", "investment", "price_range", "maker_fee",
+                  "grid_mode", "auto_price")
+
+
+def progress_bar(label: str) -> Callable[[int, int], None]:
+    def show(done: int, total: int) -> None:
+        width = 30
+        filled = width * done // max(total, 1)
+        end = "\n" if done >= total else ""
+        print(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} requests", end=end,
+              file=sys.stderr, flush=True)
+    return show
+
+
+def backtest_market(cfg: Config, client: BackpackClient, offline_ok: bool) -> tuple[Any, str | None]:
+    """The engine's market for the backtest: the exchange's rules, or, reading a file with the exchange
+    out of reach, the simulator's built-in rules for the symbol (with a note)."""
+    from gridbot.analysis.backtest import spec_from_rules
+    from simulator.markets import DEFAULT_MARKETS
+
+    try:
+        return spec_from_rules(market_rules(client, cfg.trading.symbol, cfg.api.base_url)), None
+    except FatalError as e:
+        builtin = {m.symbol: m for m in DEFAULT_MARKETS}.get(cfg.trading.symbol)
+        if not offline_ok or builtin is None:
+            raise
+        return builtin, (f"{e}; using the built-in rules of {builtin.symbol} (tick {builtin.tick_size}, "
+                         f"step {builtin.step_size}, min quantity {builtin.min_quantity})")
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from gridbot.analysis.backtest import (format_result, format_sweep, iter_pairs, picture, rules_from_spec, run_backtest,
+                          sweep_order, sweep_settings)
+    from gridbot.marketdata.history import cached_history
+    from gridbot.analysis.plots import draw, require_matplotlib
+    from simulator.feeds import FeedError, read_klines_csv
+    from simulator.markets import KLINE_SECONDS
+
+    overrides: dict[str, Any] = {k: getattr(args, k) for k in BACKTEST_FLAGS if getattr(args, k) is not None}
+    if isinstance(overrides.get("grid_num"), str) and overrides["grid_num"].isdigit():
+        overrides["grid_num"] = int(overrides["grid_num"])
+    for key, value in overrides.items():
+        check_flag(f"--{key.replace('_', '-')}", key, value)  # a bad flag is named as the flag
+    try:
+        if args.interval not in KLINE_SECONDS:
+            raise ValueError(f"--interval {args.interval}: use one of {', '.join(KLINE_SECONDS)}")
+        combos = sweep_settings(iter_pairs(args.sweep)) if args.sweep else [{}]
+        if args.plot and len(combos) > 1:
+            raise ValueError("--plot draws one backtest: leave out --sweep, or pick the settings to plot")
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    if args.plot:
+        require_matplotlib()
+    from gridbot.analysis.backtest import RISK_SWEEP_KEYS
+
+    def trading_of(c: dict[str, Any]) -> dict[str, Any]:
+        t = {**overrides, **{k: v for k, v in c.items() if k not in RISK_SWEEP_KEYS}}
+        # A quantity or an investment given here replaces the config's other one.
+        for key, other in (("quantity", "investment"), ("investment", "quantity")):
+            if key in t:
+                t.setdefault(other, None)
+        return t
+
+    configs = [read_config(args.config, need_keys=False, trading=trading_of(c),
+                           risk={k: v for k, v in c.items() if k in RISK_SWEEP_KEYS}) for c in combos]
+    cfg, t = configs[0], configs[0].trading
+    client = public_client(cfg)
+    spec, note = backtest_market(cfg, client, offline_ok=args.klines is not None)
+    if note:
+        print(f"grid_bot: {note}", file=sys.stderr)
+    try:
+        if args.klines:
+            candles = list(read_klines_csv(args.klines))
+        else:
+            iv = KLINE_SECONDS[args.interval]
+            # Up to the start of the candle still forming: every candle before it has closed, so the
+            # cache never records a range that lacks one.
+            now = int(wall_clock_ms() // 1000) // iv * iv
+            start = now - int(args.days * 86400) // iv * iv
+            cache = args.cache or os.path.join(os.path.dirname(cfg.path), f"klines_{t.symbol}_{args.interval}.csv")
+            try:
+                candles = cached_history(
+                    cache, lambda a, b: client.klines(t.symbol, args.interval, a, b), iv, start, now,
+                    progress=progress_bar(f"fetching {t.symbol} {args.interval} klines"))
+            except TransientError as e:
+                raise FatalError(f"cannot fetch klines from {cfg.api.base_url}: {e}") from None
+            except OSError as e:
+                raise InputError(f"cannot write the klines cache {cache}: {e.strerror} (use --cache)") from None
+            print(f"grid_bot: {len(candles)} candles cached in {cache}", file=sys.stderr)
+    except FeedError as e:
+        raise InputError(str(e)) from None
+    if not candles:
+        raise InputError("no candles to backtest: the file or the time range is empty")
+    runs = []
+    for c, run_cfg in zip(combos, configs):
+        grid, _ = make_grid(rules_from_spec(spec), run_cfg.trading, candles[0].open)
+        ladder = Ladder(grid.levels[0], grid.levels[-1], len(grid.levels), grid.mode, spec.tick_size)
+        for note in exit_notes(run_cfg.risk, grid.levels, candles[0].open, ladder):
+            print(f"grid_bot: warning: {note}", file=sys.stderr)
+        t_ = run_cfg.trading
+        reserve = grid.quantity * t_.maker_fee * (len(grid.levels) - 1) if t_.investment is not None else Decimal(0)
+        runs.append((c, grid, run_backtest(grid, spec, candles, t_.maker_fee, keep_series=bool(args.plot),
+                                           risk=run_cfg.risk, reserve=reserve)))
+    if args.sweep:
+        if args.json:
+            print(json.dumps([{"settings": c, **r.summary()} for c, _, r in
+                              sorted(runs, key=lambda x: sweep_order(x[2]))], indent=2))
+        else:
+            print("\n".join(format_sweep([(c, r) for c, _, r in runs], spec.quote)))
+        return EXIT_OK
+    _, grid, result = runs[0]
+    if args.json:
+        print(json.dumps({**result.summary(), "grid": {"symbol": grid.symbol, "mode": grid.mode.value,
+                                                       "levels": [f"{x:f}" for x in grid.levels],
+                                                       "quantity": f"{grid.quantity:f}"}}, indent=2))
+    else:
+        print("\n".join(format_result(result, grid, t.maker_fee)))
+    if args.plot:
+        try:
+            draw(picture(result, grid), args.plot)
+        except OSError as e:
+            raise InputError(f"cannot write the plot {args.plot}: {e.strerror}") from None
+        print(f"grid_bot: plot written to {args.plot}", file=sys.stderr)
+    return EXIT_OK

@@ -1,0 +1,488 @@
+"""The running bot: the main loop of grid_bot, event dispatch, and shutdown.
+
+One thread owns state: this one. The WebSocket thread only puts events on ``self.events``; the loop
+takes them, feeds prices, order updates and fills to the ``OrderManager``, and has the ``Executor``
+perform what the manager asks. The REST check (``Executor.sync``) runs every ``interval`` (five times
+less often while the private order stream is verified), at once after a reconnect, and before
+anything is placed on a resumed grid.
+
+Time is injected (``clock``, ``wall_ms``, ``sleep``), so tests can drive the loop on a fake clock.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Callable
+
+from gridbot.core.accounting import Figures, Stats, figures
+from backpack_api import BackpackClient, BackpackError, Signer, wall_clock_ms
+from gridbot.exchange.clock_watch import ClockWatch
+from gridbot.ops.config import Config
+from gridbot.core.errors import EXIT_OK, EXIT_RUNTIME, GridBotError
+from gridbot.engine.executor import ActiveGrid, Executor, describe_orders
+from gridbot.engine.exit_runner import ExitRunner
+from gridbot.core.order_state import OrderState
+from gridbot.ops.notify import Digest, ErrorWatch, Notifier
+from gridbot.core.prices import LastPrice, PriceSource  # noqa: F401 (PriceSource: tests read the source)
+from gridbot.ops.reports import WaitWatch, describe_exit, format_figures, format_stats, start_message
+from gridbot.core.risk import GridRisk
+from gridbot.engine.startup import Startup
+from gridbot.engine.state_store import StateStore
+from websocket_client import MarketStream, OrderEvent, StreamDown, StreamError, StreamUp, TickerEvent
+
+log = logging.getLogger("grid_bot")
+
+STREAM_POLL_FACTOR = 5  # while the order stream is verified, the REST safety net runs 5x less often
+BURST_WAIT = 0.005      # the longest wait for a frame that had already arrived to be parsed and queued
+
+
+@dataclass
+class RunResult:
+    exit_code: int
+    reason: str
+    stats: Stats | None
+
+
+class GridBot:
+    def __init__(self, cfg: Config, *, signer: Signer | None = None, tag: int | None = None,
+                 clock: Callable[[], float] = time.monotonic, wall_ms: Callable[[], int] = wall_clock_ms,
+                 sleep: Callable[[float], None] = time.sleep, stale_after: float = 5.0,
+                 ws_ping_interval: float = 20.0, client: BackpackClient | None = None,
+                 store: StateStore | None = None, reset: bool = False, adopt: bool = False,
+                 notifier: Notifier | None = None, stream_wait: float = 5.0) -> None:
+        self.cfg = cfg
+        self.t = cfg.trading
+        if signer is None and cfg.api.api_secret:
+            signer = Signer(cfg.api.api_secret)
+        self.signer = signer
+        self.client = client or BackpackClient(cfg.api.base_url, signer, window_ms=cfg.api.window_ms,
+                                               requests_per_minute=cfg.api.requests_per_minute)
+        self.clock, self.wall_ms, self.sleep = clock, wall_ms, sleep
+        self.stale_after = stale_after
+        self.ws_ping_interval = ws_ping_interval
+        self.stream_wait = stream_wait  # how long the first orders wait for the WebSocket to be up
+        self.store = store
+        self.reset = reset
+        self.executor = Executor(self.client, post_only=self.t.post_only, wall_ms=wall_ms, clock=clock, sleep=sleep)
+        self.startup = Startup(cfg, self.client, self.executor, store, wall_ms=wall_ms, tag=tag, adopt=adopt)
+        self.clock_watch = ClockWatch(self.client, cfg.api.window_ms, wall_ms, clock)
+        self.events: queue.Queue[Any] = queue.Queue()
+        self.stop_event = threading.Event()
+        self.stop_reason = ""
+        self.shutting_down = False
+        self.stream: MarketStream | None = None
+        self.g: ActiveGrid | None = None
+        self.last: LastPrice | None = None
+        self.started = 0.0
+        self.ready = True        # False on a resumed grid until it has been settled with the exchange
+        self.polls = 0           # completed REST checks (tests wait on it)
+        # The order stream is trusted once an order event has arrived on the current connection
+        # (Backpack acknowledges no subscription); until then the REST check runs every interval.
+        self.stream_verified = False
+        self.stream_up = False   # as the stream's own events (StreamUp, StreamDown) say
+        self.gap_fill: float | None = None  # seconds the stream was down, while its gap-fill is due
+        self.last_check = 0.0    # when the last REST check ran
+        self.next_stats = 0.0    # when the next statistics line is due
+        self.check_ok = True     # whether the last REST check reached the exchange
+        self.last_ok_check = clock()
+        self.last_step = clock()
+        self.paper: str | None = None   # "random" or "live" in paper mode (what a forced exit leaves behind)
+        self.waits = WaitWatch()     # levels waiting longer than three intervals, told once
+        self.notifier = notifier
+        self.digest: Digest | None = None
+        self.watch: ErrorWatch | None = None
+        self.risk: GridRisk | None = None    # exits and trailing (risk.py), once the grid is known
+        self.exit_code = EXIT_OK             # what a stop from the loop returns (a refused entry purchase: 2)
+        self.exits: ExitRunner | None = None
+
+    # -- what tests and reports read
+    @property
+    def om(self) -> Any:
+        return self.g.om if self.g is not None else None
+
+    @property
+    def tag(self) -> int | None:
+        return self.g.om.tag if self.g is not None else None
+
+    @property
+    def grid(self) -> Any:
+        return self.g.om.grid if self.g is not None else None
+
+    @property
+    def price(self) -> Decimal | None:
+        return self.last.price if self.last is not None else None
+
+    # -- control
+    def request_stop(self, reason: str) -> None:
+        if not self.stop_event.is_set():
+            self.stop_reason = reason
+            self.stop_event.set()
+            self.events.put(None)  # wake the loop
+
+    # -- running
+    def run(self) -> RunResult:
+        """Start, run the loop until asked to stop, stop cleanly."""
+        failed = self.begin()
+        if failed is not None:
+            return failed
+        try:
+            while not self.stop_event.is_set():
+                self.step(self.wait_time())
+        except Exception as e:  # an unexpected bug: say so, then still try to stop cleanly
+            log.exception("unexpected error: %s", e)
+            self.stop_reason = f"unexpected error: {e}"
+            return self.finish(EXIT_RUNTIME)
+        return self.finish(self.exit_code)
+
+    def begin(self) -> RunResult | None:
+        """Everything before the loop: the checks, the stream, the first orders. Returns a result when
+        the bot cannot start (nothing is placed then)."""
+        self.started = self.clock()
+        try:
+            started = self.startup.prepare(reset=self.reset)
+        except GridBotError as e:
+            log.error("%s", e)
+            self.executor.close()
+            self.tell("error", "refused to start", f"The bot refused to start: {e}")
+            return RunResult(e.exit_code, str(e), None)
+        self.g, self.last = started.grid, LastPrice(started.price)
+        self.exits = ExitRunner(self.client, self.executor, started.rules, self.cfg.risk,
+                                window_ms=self.cfg.api.window_ms, sleep=self.sleep, wall_ms=self.wall_ms)
+        self.risk = GridRisk(self.cfg.risk, save=self.g.save, carry_out=lambda price: self.exits.carry_out(self.g, price),
+                             tell=self.risk_told, prepare=lambda price: self.entry_at_trigger(started.rules, price))
+        if self.notifier is not None:
+            self.digest = Digest(self.notifier, self.notifier.cfg, self.g.om.grid.quote, self.clock())
+            self.watch = ErrorWatch(self.notifier, self.notifier.cfg.error_after)
+            self.g.listeners.append(self.digest.on_event)
+            self.tell("start", "started", start_message(self.g.om.grid, started.price, started.resumed))
+        self.last_check = self.clock()
+        self.next_stats = self.last_check + self.t.interval
+        try:
+            if self.t.use_websocket:
+                self.stream = MarketStream(self.cfg.api.ws_url, self.t.symbol, self.events, signer=self.signer,
+                                           private=self.signer is not None, stale_after=self.stale_after,
+                                           ping_interval=self.ws_ping_interval, clock=self.clock,
+                                           window_ms=self.cfg.api.window_ms)
+                self.stream.start()
+                self.await_stream(self.stream_wait)
+            if started.resumed and self.g.om.pairs:
+                self.ready = False
+                self.settle()
+            elif not self.g.om.pairs and not self.g.om.risk.triggered:
+                log.info("waiting for the price to cross the trigger price %s (it is %s): nothing is placed until "
+                         "then", self.g.om.risk.trigger, started.price)
+            # A resumed grid with no pairs (its process died before it saved its first orders, or after its
+            # entry purchase) is laid out by act(), as a triggered grid is (GridRisk.before_orders).
+            self.act()
+        except Exception as e:  # an unexpected bug: say so, then still try to stop cleanly
+            log.exception("unexpected error: %s", e)
+            self.stop_reason = f"unexpected error: {e}"
+            return self.finish(EXIT_RUNTIME)
+        return None
+
+    def finish(self, code: int) -> RunResult:
+        assert self.g is not None
+        self.shutdown()
+        result = RunResult(code, self.stop_reason, self.g.om.stats(self.price))
+        fig = self.figures()
+        self.tell("stop", "stopped", f"Stopped: {self.stop_reason or 'asked to stop'}.\n"
+                  + format_stats(result.stats, self.g.om.grid, self.clock() - self.started, final=True)
+                  + (f"\n{format_figures(fig, self.g.om.grid)}" if fig is not None else ""))
+        return result
+
+    # -- notifications (never block: they are queued for the notifier's thread)
+    def tell(self, kind: str, title: str, body: str) -> None:
+        if self.notifier is not None:
+            self.notifier.send(kind, title, body)
+
+    def healthy(self) -> bool:
+        """For the heartbeat: the loop turns, the last REST check reached the exchange recently, and no
+        order's outcome has been unknown for longer than ``error_after``."""
+        now = self.clock()
+        recent = max(60.0, 3 * self.check_interval())
+        stuck = self.watch is not None and "lookup" in self.watch.told
+        return (self.g is not None and not self.shutting_down and now - self.last_step < recent
+                and self.check_ok and now - self.last_ok_check < recent + self.check_interval() and not stuck)
+
+    def watch_health(self) -> None:
+        """Tell the user about what has been wrong for longer than ``error_after``, and the digest."""
+        if self.watch is None or self.digest is None or self.g is None:
+            return
+        now = self.clock()
+        self.watch.update("exchange", not self.check_ok, now, "Backpack unreachable or refusing",
+                          "The bot keeps trying; check the log and https://status.backpack.exchange.")
+        self.watch.update("stream", self.t.use_websocket and not self.stream_up, now, "WebSocket down",
+                          "The bot trades on REST meanwhile and keeps reconnecting.")
+        unknown = any(o.state is OrderState.UNKNOWN for o in self.g.om.live.values())
+        self.watch.update("lookup", unknown, now, "an order's outcome is still unknown",
+                          "The bot keeps looking it up by clientId; check the log and the exchange.")
+        self.watch.update("clock", self.clock_watch.skewed, now, "this machine's clock is off",
+                          "Sync the clock (timedatectl set-ntp true).")
+        self.digest.tick(now, lambda: format_stats(self.g.om.stats(self.price), self.g.om.grid,
+                                                   self.clock() - self.started))
+
+    def await_stream(self, timeout: float) -> None:
+        """Give the WebSocket a moment to connect and subscribe before the first orders go out, so
+        their events (and early fills) arrive on the order stream. Trading starts anyway after
+        ``timeout``: REST covers until the stream is up."""
+        deadline = self.clock() + timeout
+        while not self.stream_up and self.clock() < deadline:
+            if self.stop_event.is_set():
+                return
+            self.drain_events(min(0.2, max(0.0, deadline - self.clock())))
+        if not self.stream_up:
+            log.warning("the WebSocket is not up after %g s: starting on REST prices and checks", timeout)
+
+    def check_interval(self) -> float:
+        """Seconds between REST checks: ``interval``, or five times that while the order stream is
+        verified (fills then arrive at once; REST is the safety net)."""
+        return self.t.interval * (STREAM_POLL_FACTOR if self.stream_verified and self.stream_up else 1)
+
+    def next_check(self) -> float:
+        """When the next REST check is due. The first comes one ``interval`` after the start, whatever
+        the stream does, so a new grid has its first checkpoint (``status``) within seconds."""
+        return self.last_check + (self.check_interval() if self.polls else self.t.interval)
+
+    def deadline(self) -> float | None:
+        return self.started + self.t.duration if self.t.duration else None
+
+    def wait_time(self) -> float:
+        """How long the loop may wait for an event before something else is due (at most 1 s)."""
+        now = self.clock()
+        due = [self.next_check(), self.next_stats, now + 1.0]
+        deadline = self.deadline()
+        if deadline is not None:
+            due.append(deadline)
+        return max(0.0, min(due) - now)
+
+    def step(self, wait: float) -> None:
+        """One turn of the loop: wait up to ``wait`` for events and handle them, then the REST check if
+        it is due, whatever the grid needs, and the statistics line when due."""
+        deadline = self.deadline()
+        if deadline is not None and self.clock() >= deadline:
+            self.request_stop(f"duration of {self.t.duration:g} s reached")
+            return
+        self.drain_events(wait)
+        if self.stop_event.is_set():
+            return
+        self.clock_watch.check()
+        if self.clock() >= self.next_check() or self.gap_fill is not None:
+            self.check()
+            self.last_check = self.clock()
+        self.act()
+        if self.clock() >= self.next_stats:
+            self.log_stats()
+            self.next_stats = self.clock() + self.t.interval
+        self.last_step = self.clock()
+        self.watch_health()
+
+    def drain_events(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for the first event, then take whatever else is queued, and the rest of
+        a burst whose next frame had already arrived (``OrderEvent.more``), so that one act() answers
+        the whole burst in one batch."""
+        try:
+            ev = self.events.get(timeout=timeout) if timeout > 0 else self.events.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            self.handle(ev)
+            more = isinstance(ev, OrderEvent) and ev.more
+            try:
+                ev = self.events.get(timeout=BURST_WAIT) if more else self.events.get_nowait()
+            except queue.Empty:
+                return
+
+    def handle(self, ev: Any) -> None:
+        assert self.g is not None and self.last is not None
+        if isinstance(ev, TickerEvent):
+            self.last.stream_received = ev.received
+            self.last.from_stream(ev.price, ev.event_time_us)
+        elif isinstance(ev, OrderEvent):
+            if not self.stream_verified:
+                self.stream_verified = True
+                log.info("order stream live: fills are acted on as they happen; REST checks every %g s",
+                         self.t.interval * STREAM_POLL_FACTOR)
+            fill = ev.update.fill
+            if fill is not None:
+                # Our fill is the latest trade: fresher than the ticker (pushed once a second), and the
+                # price at which the fill's own counter-order is sure to rest.
+                self.last.from_stream(fill.price, ev.update.engine_time_us)
+            self.g.om.apply_update(ev.update, self.wall_ms())
+        elif isinstance(ev, StreamUp):
+            self.stream_up, self.stream_verified = True, False
+            if ev.reconnect:
+                log.info("WebSocket back after %.1f s down; filling the gap from open orders and fill "
+                         "history", ev.down_for)
+                self.gap_fill = ev.down_for
+        elif isinstance(ev, StreamDown):
+            self.stream_up = self.stream_verified = False
+            log.warning("WebSocket down (%s): trading on REST prices and REST checks every %g s until it "
+                        "is back", ev.reason, self.t.interval)
+        elif isinstance(ev, StreamError):
+            log.warning("WebSocket: %s", ev.message)
+
+    def refresh_price(self) -> None:
+        """Use the WebSocket price while it is fresh; otherwise ask REST, and say so once."""
+        assert self.last is not None
+        if self.stream_up and self.clock() - self.last.stream_received < self.stale_after:
+            return
+        try:
+            price = self.client.ticker_price(self.t.symbol)
+        except BackpackError as e:
+            log.warning("cannot read the price over REST: %s", e)
+            return
+        self.last.from_rest(price, fallback=self.t.use_websocket)
+
+    def settle(self) -> None:
+        """A resumed grid: what happened while we were down, settled against the exchange. Nothing is
+        placed until this has succeeded (``act`` waits for ``ready``)."""
+        assert self.g is not None
+        om = self.g.om
+        unknown = sum(1 for o in om.live.values() if o.state is OrderState.UNKNOWN)
+        result = self.executor.sync(self.g)
+        self.check_ok = result.ok
+        if not result.ok:
+            log.warning("cannot reconcile yet (%s); trying again at the next check", result.error)
+            return
+        self.last_ok_check = self.clock()
+        self.ready = True
+        on_book = sum(1 for o in om.live.values() if o.state is OrderState.OPEN and not o.missing)
+        missing = sum(1 for o in om.live.values() if o.state is OrderState.OPEN and o.missing)
+        waiting = sum(1 for p in om.pairs if p.order is None)
+        log.info("reconciled: %d of our orders on the book, %d fill(s) while stopped, %d order(s) with an "
+                 "unknown outcome to settle, %d missing to look up, %d pair(s) to (re)place; %d foreign "
+                 "order(s) left alone", on_book, result.new_fills, unknown, missing, waiting, result.foreign)
+
+    def check(self) -> None:
+        """The periodic REST check (and the gap-fill after a reconnect)."""
+        assert self.g is not None
+        if not self.ready:
+            self.settle()
+        else:
+            result = self.executor.sync(self.g)
+            self.check_ok = result.ok
+            if result.ok:
+                self.last_ok_check = self.clock()
+            if not result.ok:
+                log.warning("order check failed, trying again next interval: %s", result.error)
+            elif self.gap_fill is not None:
+                log.info("gap-fill after %.1f s down: %d fill(s) the stream missed, %d order(s) gone from the "
+                         "book to look up", self.gap_fill, result.new_fills, result.newly_missing)
+                self.gap_fill = None
+            if result.foreign:
+                log.debug("%d open order(s) on %s are not this grid's; leaving them alone", result.foreign,
+                          self.t.symbol)
+            self.refresh_price()
+        self.polls += 1
+
+    def act(self) -> None:
+        """Whatever the grid needs now. Cheap when there is nothing to do (no I/O). Nothing at all
+        before a resumed grid has been reconciled with the exchange. Exits and trailing come first:
+        when an exit fires, no grid order is sent."""
+        assert self.g is not None and self.risk is not None
+        if self.ready and not self.risk.finished:
+            if self.risk.before_orders(self.g.om, self.price, self.wall_ms()):
+                self.executor.perform(self.g, self.g.om.take_actions(self.wall_ms(), self.price))
+            if self.risk.finished:
+                ex = self.g.om.risk.exit
+                if self.store is not None and self.g.grid_id is not None:
+                    self.store.set_status(self.g.grid_id, "stopped", self.wall_ms())
+                self.request_stop(f"{ex.reason}: {ex.detail}")
+        self.g.publish()
+        self.g.save()
+
+    def entry_at_trigger(self, rules: Any, price: Any) -> bool:
+        """The entry purchase of a grid laid out at its trigger (``Startup.entry_at_trigger``); one that
+        ends short stops the bot with exit 2, nothing placed."""
+        try:
+            return self.startup.entry_at_trigger(self.g, rules, price)
+        except GridBotError as e:
+            log.error("%s", e)
+            self.exit_code = e.exit_code
+            self.request_stop(str(e))
+            return False
+
+    def risk_told(self, kind: str, text: str) -> None:
+        """What exits and trailing have to say: the log, and a notification for an exit."""
+        if kind == "exit":
+            log.warning("EXIT: %s", text)
+            self.tell("exit", "exit", f"Exit: {text}.")
+        elif kind == "trail-limit":
+            log.warning("trailing: %s", text)
+        elif kind == "start":
+            log.info("%s", text)
+        else:
+            log.info("%s: %s", kind, text)
+
+    def log_stats(self) -> None:
+        assert self.g is not None and self.last is not None
+        self.waits.check(self.g.om, self.clock(), self.wall_ms(), self.price, 3 * self.t.interval)
+        om, now_ms = self.g.om, self.wall_ms()
+        om.risk.last_price, om.risk.last_price_ms = self.last.price, now_ms   # for status and report
+        om.risk_changed()
+        if self.store is not None and self.g.grid_id is not None:
+            self.store.add_price(self.g.grid_id, now_ms, self.last.price)
+        source = "" if self.last.source is PriceSource.STREAM or not self.t.use_websocket else " (REST)"
+        log.info("%s", format_stats(self.g.om.stats(self.price), self.g.om.grid, self.clock() - self.started, source))
+
+    # -- stopping
+    def shutdown(self) -> None:
+        assert self.g is not None
+        self.shutting_down = True
+        log.info("stopping: %s", self.stop_reason or "asked to stop")
+        if self.stream is not None:
+            self.stream.stop()
+        closed = False
+        if self.t.on_exit == "keep":
+            log.info("on_exit is keep: leaving %d order(s) on the book; the next start resumes this grid",
+                     len(self.g.om.live_orders()))
+        else:
+            closed = self.executor.cancel_all(self.g)
+        result = self.executor.sync(self.g, orders=False)  # the last fills
+        if not result.ok:
+            log.warning("cannot read the last fills: %s", result.error)
+        if self.last is not None:
+            om = self.g.om
+            om.risk.last_price, om.risk.last_price_ms = self.last.price, self.wall_ms()   # for status and report
+            om.risk_changed()
+        self.g.save()
+        self.executor.close()
+        ex = self.g.om.risk.exit
+        if ex is not None and ex.phase == "done":
+            log.info("%s", describe_exit(ex, self.g.om.grid))
+        if closed and ex is None and self.store is not None and self.g.grid_id is not None:
+            # A grid whose orders are all cancelled is closed: the next start lays out a new one. One with
+            # orders left (kept, or not confirmed cancelled) stays running, so the next start resumes it.
+            self.store.set_status(self.g.grid_id, "stopped", self.wall_ms())
+        log.info("final %s", format_stats(self.g.om.stats(self.price), self.g.om.grid, self.clock() - self.started,
+                                          final=True))
+        fig = self.figures()
+        if fig is not None:
+            log.info("final %s", format_figures(fig, self.g.om.grid))
+
+    def figures(self) -> Figures | None:
+        """The profit figures at the last price (None before the grid has started)."""
+        om = self.g.om if self.g is not None else None
+        if om is None or om.risk.start is None or self.price is None:
+            return None
+        start_ms = om.risk.start.time_ms or self.g.created_ms
+        return figures(om.risk.start, om.ledger, self.price, max(0.0, (self.wall_ms() - start_ms) / 1000))
+
+    def warn_forced_exit(self) -> None:
+        """The last words of a forced exit: which orders may still be on the book. (Called from the
+        signal handler: it only reads state and logs.)"""
+        live = self.g.om.live_orders() if self.g is not None else []
+        if self.paper == "random":
+            log.warning("forced exit: the paper simulator ends with this process, so nothing stays open anywhere")
+        elif self.paper == "live":
+            log.warning("forced exit: %d paper order(s) stay on the saved paper account; the next --paper "
+                        "--live-prices run resumes them", len(live))
+        elif live:
+            log.warning("forced exit: %d order(s) may still be open: %s; the next start settles them, or "
+                        "cancel them on Backpack", len(live), describe_orders(live))
+        else:
+            log.warning("forced exit")

@@ -1,0 +1,474 @@
+"""Start-up: every check before the first order, then a fresh grid, a resumed one, or ``--reset``.
+
+The market's rules, the clock against the exchange's, the price, then the saved running grid (resumed
+when its parameters match, refused when they do not, cancelled first with ``--reset``) or a new grid whose
+funds are checked against the balances. Nothing is placed here except ``--reset``'s cancels.
+"""
+from __future__ import annotations
+
+import difflib
+import logging
+import random
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import Any, Callable, Collection, TypeVar
+
+from backpack_api import BackpackClient, BackpackError, RequestRejected, TransientError
+from gridbot.exchange.clock_watch import check_clock
+from gridbot.ops.config import Config
+from gridbot.engine.entry import Entry, EntryPurchase, shortfall
+from gridbot.core.errors import FatalError, InputError
+from gridbot.engine.executor import ActiveGrid, Executor
+from grid_calculator import (GridError, GridMode, GridSpec, Ladder, build_grid, funds_needed, initial_plan,
+                             match_open_orders, size_for_investment, summarize)
+from gridbot.core.models import MarketRules, Order, Side
+from order_manager import OrderManager
+from gridbot.core.order_state import Settings
+from gridbot.ops.reports import describe_exit, describe_params, fmt_amount
+from gridbot.core.risk import RiskState, exit_notes, start_funds
+from gridbot.engine.state_store import SavedGrid, StateStore
+
+log = logging.getLogger("grid_bot")
+
+Balances = dict[str, tuple[Decimal, Decimal]]
+T = TypeVar("T")
+
+
+@dataclass
+class Started:
+    grid: ActiveGrid
+    rules: MarketRules
+    price: Decimal
+    resumed: bool
+
+
+def grid_params(t: Any) -> dict[str, Any]:
+    """What identifies a grid across restarts: what decides its levels and orders. (Levels are not
+    compared directly: an auto-price grid's levels depend on the price when it was created.)"""
+    params: dict[str, Any] = {"symbol": t.symbol, "grid_mode": t.grid_mode, "grid_num": t.grid_num,
+                              "auto_price": t.auto_price}
+    if t.investment is not None:
+        params["investment"] = f"{t.investment:f}"
+    else:
+        params["quantity"] = f"{t.quantity:f}"
+    if t.auto_price:
+        params["price_range"] = f"{t.price_range:f}"
+    else:
+        params["grid_lower"] = f"{t.grid_lower:f}"
+        params["grid_upper"] = f"{t.grid_upper:f}"
+    return params
+
+
+def market_rules(client: BackpackClient, symbol: str, base_url: str) -> MarketRules:
+    """The market's rules from the exchange; an unknown symbol is the user's to fix."""
+    try:
+        markets = client.markets()
+    except TransientError as e:
+        raise FatalError(f"cannot reach the exchange at {base_url}: {e}") from None
+    except RequestRejected as e:
+        raise FatalError(f"the exchange at {base_url} refused to list its markets ({e}); check api.base_url, "
+                         f"and whether this machine may reach it") from None
+    by_symbol = {m.symbol: m for m in markets}
+    rules = by_symbol.get(symbol)
+    if rules is None:
+        close = difflib.get_close_matches(symbol, list(by_symbol), n=3, cutoff=0.7)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        raise InputError(f"unknown symbol {symbol} on {base_url}{hint} (set trading.symbol)")
+    if rules.order_book_state in ("Closed", "CancelOnly"):
+        raise InputError(f"{rules.symbol} is not trading now (order book {rules.order_book_state})")
+    return rules
+
+
+def make_grid(rules: MarketRules, t: Any, price: Decimal, size_at: Decimal | None = None) -> tuple[GridSpec, list[str]]:
+    """The grid the config asks for on this market at this price (and notes worth a warning). With
+    ``investment`` the quantity is sized at ``size_at`` (default: the price; a grid that waits for its
+    trigger is sized at the trigger price, where it will be laid out; ``grid_calculator.size_for_investment``).
+    A grid of which no order could be placed now is refused (exit 2)."""
+    def build(quantity: Decimal) -> tuple[GridSpec, list[str]]:
+        return build_grid(rules, mode=GridMode(t.grid_mode), grid_num=t.grid_num, quantity=quantity,
+                          post_only=t.post_only, lower=t.grid_lower, upper=t.grid_upper,
+                          auto_price=t.auto_price, price_range=t.price_range, price=price)
+    try:
+        if t.investment is None:
+            grid, notes = build(t.quantity)
+        else:
+            levels = build(rules.min_quantity)[0].levels
+            sizing = size_for_investment(levels, size_at or price, t.investment, t.maker_fee, rules)
+            grid, notes = build(sizing.quantity)
+    except GridError as e:
+        raise InputError(str(e)) from None
+    return grid, notes + placement_notes(grid, rules, price)
+
+
+def placement_notes(grid: GridSpec, rules: MarketRules, price: Decimal) -> list[str]:
+    """What a grid cannot do at this price, said before it starts: the price outside the range (which
+    side the grid starts with, and what it needs), a range far from the price (a typo?), and levels
+    outside the exchange's price band around the last price (named; refused when that is every one).
+    """
+    notes: list[str] = []
+    lo, hi = grid.levels[0], grid.levels[-1]
+    q = rules.tick_size
+    if price < lo or price > hi:
+        below = price < lo
+        gap = (lo - price if below else price - hi) / price
+        notes.append(f"the price {price} is {'below' if below else 'above'} the grid ({lo}..{hi}): it starts with "
+                     f"{'sells only and needs ' + grid.base if below else 'buys only and needs ' + grid.quote} for "
+                     f"all of them, and trades only once the price {'rises' if below else 'falls'} into the range"
+                     + (f"; the range is {gap:.0%} away from the price: a typo?" if gap > Decimal("0.2") else ""))
+    elif hi / lo > 10:
+        notes.append(f"the range {lo}..{hi} spans more than 10x: a typo? (each step is "
+                     f"{(hi - lo) / (len(grid.levels) - 1)} wide)")
+    elif (hi - lo) / price < Decimal("0.002"):
+        notes.append(f"the range {lo}..{hi} is only {(hi - lo) / price:.2%} of the price {price} wide: a typo? "
+                     f"(the price leaves it with the smallest move)")
+    mx, mn = rules.max_multiplier, rules.min_multiplier
+    if mx is None and mn is None:
+        return notes
+    # Checked as the exchange checks (exact); shown at the tick, rounded inward.
+    band_hi = price * mx if mx is not None else None
+    band_lo = price * mn if mn is not None else None
+    empty, planned = initial_plan(grid, price)
+    outside = [o.price for o in planned
+               if (band_hi is not None and o.price > band_hi) or (band_lo is not None and o.price < band_lo)]
+    if not outside:
+        return notes
+    shown_lo = band_lo.quantize(q, ROUND_CEILING) if band_lo is not None else 0
+    shown_hi = band_hi.quantize(q, ROUND_FLOOR) if band_hi is not None else "inf"
+    band = (f"{mn if mn is not None else 0}x..{mx if mx is not None else 'inf'}x the last price {price}: "
+            f"{shown_lo}..{shown_hi}")
+    which = ", ".join(str(p) for p in outside[:8]) + (", ..." if len(outside) > 8 else "")
+    if len(outside) == len(planned):
+        raise InputError(f"no order of this grid can be placed now: every level ({lo}..{hi}) lies outside the "
+                         f"exchange's price band ({band}); set trading.grid_lower and trading.grid_upper around "
+                         f"the price")
+    notes.append(f"{len(outside)} of the grid's {len(planned)} orders ({which}) lie outside the exchange's price "
+                 f"band ({band}): they wait until the price comes near enough")
+    return notes
+
+
+def keys_refused(e: RequestRejected) -> InputError:
+    """A signed request refused: the keys (or the clock) are the user's to fix."""
+    return InputError(f"the exchange refused our signed request ({e.code}: {e.message}): check "
+                      f"api.api_key and api.api_secret, and the machine's clock")
+
+
+def signed_read(read: Callable[[], T], what: str) -> T:
+    """A signed read before the first order: refused is the keys', unreachable is fatal."""
+    try:
+        return read()
+    except RequestRejected as e:
+        raise keys_refused(e) from None
+    except TransientError as e:
+        raise FatalError(f"cannot {what}: {e}") from None
+
+
+def read_balances(client: BackpackClient) -> Balances:
+    return signed_read(client.balances, "read balances")
+
+
+def check_funds(grid: GridSpec, price: Decimal, balances: Balances, maker_fee: Decimal,
+                adopted: Collection[int] = ()) -> dict[str, Decimal]:
+    """What the initial orders lock against what the account has free (the pairs in ``adopted`` already
+    have their orders on the book, their funds already locked)."""
+    _, plan = initial_plan(grid, price)
+    plan = [o for o in plan if (o.level if o.side is Side.BID else o.level - 1) not in adopted]
+    need = funds_needed(grid, plan)
+    zero = (Decimal(0), Decimal(0))
+    missing = [f"{fmt_amount(amount - balances.get(asset, zero)[0])} {asset} (needs {fmt_amount(amount)}, "
+               f"{fmt_amount(balances.get(asset, zero)[0])} available)"
+               for asset, amount in need.items() if amount > balances.get(asset, zero)[0]]
+    if missing:
+        raise InputError("not enough balance for this grid: missing " + " and ".join(missing) +
+                         "; deposit it, or lower trading.quantity or trading.grid_num")
+    # A buy pays its maker fee in the base it receives; its counter-sell sells the full quantity.
+    per_trip = grid.quantity * maker_fee
+    spare = balances.get(grid.base, zero)[0] - need.get(grid.base, Decimal(0))
+    if per_trip > 0 and spare < per_trip * (len(grid.levels) - 1):
+        log.warning("little spare %s: buys pay their fee in %s, so each round trip uses %s %s beyond what "
+                    "the grid locks; the %s spare covers %d round trip(s), then counter-sells are refused "
+                    "until you add %s", grid.base, grid.base, fmt_amount(per_trip), grid.base,
+                    fmt_amount(spare), int(spare / per_trip), grid.base)
+    return need
+
+
+def log_grid(grid: GridSpec, symbol: str, price: Decimal, need: dict[str, Decimal], maker_fee: Decimal) -> None:
+    empty, plan = initial_plan(grid, price)
+    s = summarize(grid, maker_fee)
+    step = (f"step {fmt_amount(s.step_min)}" if s.step_min == s.step_max
+            else f"steps {fmt_amount(s.step_min)}..{fmt_amount(s.step_max)}")
+    pct = f"{s.step_pct_min}%" if s.step_pct_min == s.step_pct_max else f"{s.step_pct_min}%..{s.step_pct_max}%"
+    buys = sum(1 for o in plan if o.side is Side.BID)
+    log.info("grid: %s %d levels %s..%s %s, %s (%s); price %s, empty level %d (%s); %d buys and %d sells "
+             "of %s %s", symbol, len(grid.levels), grid.levels[0], grid.levels[-1], grid.mode.value, step, pct,
+             price, empty, grid.levels[empty], buys, len(plan) - buys, fmt_amount(grid.quantity), grid.base)
+    log.info("grid: locks %s; net profit per round trip %s..%s %s after two maker fees of %s%%",
+             " + ".join(f"{fmt_amount(v)} {k}" for k, v in need.items()), fmt_amount(s.profit_min),
+             fmt_amount(s.profit_max), grid.quote, fmt_amount(maker_fee * 100))
+    for o in plan:
+        log.debug("grid: level %d %s %s @ %s", o.level, o.side.value, o.quantity, o.price)
+    if s.profit_min <= 0:
+        log.warning("grid step too small: the narrowest step (%s%%) does not cover two maker fees of "
+                    "%s%%, so a round trip there loses money; widen the range or lower grid_num",
+                    s.step_pct_min, fmt_amount(maker_fee * 100))
+
+
+def manager_settings(client: BackpackClient, rules: MarketRules) -> Settings:
+    # An order whose answer was lost is looked up once neither its signature window nor our read
+    # timeout can still let it arrive.
+    window = max(client.window_ms, int(client.timeout[1] * 1000))
+    return Settings(window_ms=window, max_multiplier=rules.max_multiplier, min_multiplier=rules.min_multiplier)
+
+
+def _describe(orders: list[Order], most: int = 10) -> str:
+    text = ", ".join(f"{o.side.value} {o.quantity} @ {o.price} (order {o.id})" for o in orders[:most])
+    return text + (f" and {len(orders) - most} more" if len(orders) > most else "")
+
+
+class Startup:
+    def __init__(self, cfg: Config, client: BackpackClient, executor: Executor, store: StateStore | None, *,
+                 wall_ms: Callable[[], int], tag: int | None = None, adopt: bool = False) -> None:
+        self.cfg = cfg
+        self.t = cfg.trading
+        self.client = client
+        self.executor = executor
+        self.store = store
+        self.wall_ms = wall_ms
+        self.tag = tag
+        self.adopt = adopt
+
+    def prepare(self, *, reset: bool) -> Started:
+        """Market rules, clock, price, then resume the saved grid or lay out a new one (grid, funds)."""
+        for w in self.cfg.warnings:
+            log.warning("%s", w)
+        rules = market_rules(self.client, self.t.symbol, self.cfg.api.base_url)
+        check_clock(self.client, self.wall_ms)
+        try:
+            price = self.client.ticker_price(self.t.symbol)
+        except TransientError as e:
+            raise FatalError(f"cannot read the price of {self.t.symbol}: {e}") from None
+        settings = manager_settings(self.client, rules)
+        saved = self.store.active_grid() if self.store is not None else None
+        if reset:
+            if saved is not None:
+                self.reset_grid(saved, settings)
+            else:
+                log.info("--reset: no running grid to reset in %s", self.store.path if self.store else "memory")
+            saved = None
+        if saved is None and not reset and self.store is not None:
+            last = self.store.latest_grid()
+            if last is not None and last.status == "stopped" and last.risk.exit is not None:
+                raise InputError(f"grid {last.id} in {self.store.path} is finished: "
+                                 f"{describe_exit(last.risk.exit, last.spec)[len('exit: '):]}. A stopped grid is "
+                                 f"not resumed: start with --reset to begin a new grid")
+        if saved is not None and saved.params != grid_params(self.t):
+            assert self.store is not None
+            raise InputError(
+                f"the state file {self.store.path} holds a running grid with other parameters "
+                f"({describe_params(saved.params)}): put those settings back to resume it, or start with "
+                f"--reset to cancel its orders and begin this grid")
+        if saved is not None:
+            return Started(self.resume(saved, settings, rules, price), rules, price, True)
+        return Started(self.fresh(rules, price, settings), rules, price, False)
+
+    def fresh(self, rules: MarketRules, price: Decimal, settings: Settings) -> ActiveGrid:
+        grid, notes = make_grid(rules, self.t, price, size_at=self.cfg.risk.trigger_price)
+        ladder = Ladder(grid.levels[0], grid.levels[-1], len(grid.levels), grid.mode, rules.tick_size)
+        notes += exit_notes(self.cfg.risk, grid.levels, price, ladder)
+        for n in notes:
+            log.warning("%s", n)
+        risk = RiskState(ladder=ladder)
+        risk.arm(self.cfg.risk.trigger_price, price)
+        if self.t.investment is not None:
+            risk.reserve = grid.quantity * self.t.maker_fee * (len(grid.levels) - 1)
+            log.info("investment %s %s: %s %s per order, a reserve of %s %s for the buys' fees", self.t.investment,
+                     grid.quote, grid.quantity, grid.base, fmt_amount(risk.reserve), grid.base)
+        # A grid that waits for its trigger is laid out at the trigger price: that is what it will need.
+        at = price if risk.triggered else self.cfg.risk.trigger_price
+        balances = read_balances(self.client)
+        book = self.open_orders()
+        taken = self.orders_to_adopt(grid, book)
+        if taken and not risk.triggered:
+            raise InputError("--adopt and trading.trigger_price do not go together: an adopted order trades at once")
+        tag = self.tag
+        if tag is None:
+            # Never a tag an order on the account carries: its clientIds could be mistaken for ours.
+            avoid = {o.client_id >> 24 for o in book if o.client_id is not None}
+            tag = (self.store.free_tag(random.choice, avoid) if self.store is not None
+                   else random.choice([t for t in range(1, 256) if t not in avoid]))
+        om = OrderManager(grid, tag=tag, settings=settings)
+        om.risk = risk
+        created = self.wall_ms()
+        g = ActiveGrid(om, self.store, None, created, self.wall_ms)
+        if self.t.entry == "buy" and not taken and risk.triggered:
+            if self.purchase(g, rules, price, balances, lambda: grid_params(self.t)):
+                balances = read_balances(self.client)
+        if self.t.entry == "buy" and not risk.triggered:
+            # The purchase is made when the trigger is crossed: now, the quote it and the buys will need.
+            _, plan = initial_plan(grid, at)
+            planned = funds_needed(grid, plan)
+            free = balances.get(grid.base, (Decimal(0), Decimal(0)))[0]
+            cost = shortfall(planned[grid.base] + risk.reserve, free, rules) * at
+            have = balances.get(grid.quote, (Decimal(0), Decimal(0)))[0]
+            if have < planned[grid.quote] + cost:
+                raise InputError(f"not enough {grid.quote} for this grid at its trigger price {at}: the buys lock "
+                                 f"{fmt_amount(planned[grid.quote])} and the entry purchase costs about "
+                                 f"{fmt_amount(cost)}, {fmt_amount(have)} available")
+            log.info("entry: when the trigger is crossed, the bot buys the %s the sells need (about %s %s now)",
+                     grid.base, fmt_amount(cost / at if at else Decimal(0)), grid.base)
+            balances = {**balances, grid.base: (max(free, planned[grid.base] + risk.reserve), Decimal(0))}
+        need = check_funds(grid, at, balances, self.t.maker_fee, adopted=taken)
+        self.executor.note_balances(balances)   # the first placements draw on this read
+        log_grid(grid, self.t.symbol, at, need, self.t.maker_fee)
+        if g.grid_id is None and self.store is not None:
+            g.grid_id = self.store.create_grid(grid_params(self.t), grid, tag, created, risk)
+        if not risk.triggered:
+            log.info("waiting for the price to %s the trigger price %s (it is %s): nothing is placed until then",
+                     "rise to" if risk.trigger_from == "below" else "fall to", risk.trigger, price)
+            g.save()
+            return g
+        risk.start = start_funds(grid.levels, grid.quantity, price, self.wall_ms(), risk.reserve)
+        empty = om.start(price)
+        om.adopt(taken, created)
+        om.risk_changed()
+        g.save()
+        log.info("placing the initial grid (level %d stays empty)", empty)
+        return g
+
+    def purchase(self, g: ActiveGrid, rules: MarketRules, price: Decimal, balances: Balances,
+                 params: Callable[[], dict[str, Any]]) -> bool:
+        """The entry purchase for a grid about to be laid out at ``price``: buys what the free base lacks
+        for the sells and the fee reserve, if anything (the grid's row is created first, if it is not yet).
+        Returns whether it bought; raises InputError (the start refused) when it ends short."""
+        om, grid = g.om, g.om.grid
+        _, plan = initial_plan(grid, price)
+        planned = funds_needed(grid, plan)
+        free = balances.get(grid.base, (Decimal(0), Decimal(0)))[0]
+        target = shortfall(planned[grid.base] + om.risk.reserve, free, rules)
+        if target <= 0:
+            return False
+        log.info("entry: the grid needs %s %s (its sells and fee reserve), the account has %s free: buying %s",
+                 fmt_amount(planned[grid.base] + om.risk.reserve), grid.base, fmt_amount(free), target)
+        om.risk.entry = EntryPurchase.start(target, price, self.cfg.risk.max_slippage, rules).to_json()
+        om.risk_changed()
+        if g.grid_id is None and self.store is not None:
+            g.grid_id = self.store.create_grid(params(), grid, om.tag, g.created_ms, om.risk)
+        g.save()
+        self.buy(g, rules, planned[grid.quote])
+        return True
+
+    def entry_at_trigger(self, g: ActiveGrid, rules: MarketRules, price: Decimal) -> bool:
+        """The grid's trigger was crossed: its entry purchase (``trading.entry: buy``) is made now, at the
+        price it is laid out at. True when the grid may be laid out; False to try again at the next price
+        update (the balances could not be read). InputError when the purchase ends short."""
+        if self.t.entry != "buy" or (g.om.risk.entry or {}).get("done"):
+            return True
+        try:
+            balances = self.client.balances()
+        except BackpackError as e:
+            log.warning("entry: cannot read the balances (%s); trying again", e)
+            return False
+        self.purchase(g, rules, price, balances, lambda: grid_params(self.t))
+        return True
+
+    def buy(self, g: ActiveGrid, rules: MarketRules, quote_kept: Decimal) -> None:
+        """The entry purchase (entry.py); a purchase that ends short refuses the start, and the grid row is
+        closed (nothing was placed; the next start buys only what is still missing)."""
+        om = g.om
+
+        def save(e: Entry) -> None:
+            om.risk.entry = e.to_json()
+            om.risk_changed()
+            g.save()
+
+        purchase = EntryPurchase(self.client, rules, window_ms=self.cfg.api.window_ms, wall_ms=self.wall_ms,
+                                 new_client_id=om.reserve_client_id, save=save)
+        try:
+            purchase.run(Entry.from_json(om.risk.entry), quote_kept)
+        except InputError:
+            if self.store is not None and g.grid_id is not None:
+                self.store.set_status(g.grid_id, "stopped", self.wall_ms())
+            raise
+
+    def open_orders(self) -> list[Order]:
+        return signed_read(lambda: self.client.open_orders(self.t.symbol), "list open orders")
+
+    def orders_to_adopt(self, grid: GridSpec, book: list[Order]) -> dict[int, Order]:
+        """A new grid never starts on top of orders that look like a grid (a lost state file, another
+        process): open orders at any of its level prices are refused, or, with ``--adopt``, those that
+        match a level exactly are taken over (the rest are left alone and reported)."""
+        levels = set(grid.levels)
+        at_levels = [o for o in book if o.price in levels]
+        if not at_levels:
+            return {}
+        where = self.store.path if self.store is not None else "memory"
+        if not self.adopt:
+            raise InputError(
+                f"the account has {len(at_levels)} open order(s) on {self.t.symbol} at this grid's level prices "
+                f"({_describe(at_levels)}) and {where} holds no running grid: a grid may already be trading "
+                f"there. Cancel them yourself, or start with --adopt to take over those that match a level")
+        taken, left = match_open_orders(grid, book)
+        log.warning("--adopt: taking over %d open order(s) as this grid's (%s)", len(taken),
+                    _describe(list(taken.values())) or "none")
+        if left:
+            log.warning("--adopt: left alone %d open order(s) that match no level's price, side and quantity: %s",
+                        len(left), _describe(left))
+        return taken
+
+    def load(self, saved: SavedGrid, settings: Settings, *, closing: bool = False) -> ActiveGrid:
+        assert self.store is not None
+        om = OrderManager.from_snapshot(saved.spec, saved.tag, self.store.load(saved), settings)
+        return ActiveGrid(om, self.store, saved.id, saved.created_ms, self.wall_ms, closing=closing)
+
+    def resume(self, saved: SavedGrid, settings: Settings, rules: MarketRules, price: Decimal) -> ActiveGrid:
+        assert self.store is not None
+        read_balances(self.client)  # the keys still work
+        g = self.load(saved, settings)
+        log.info("resuming grid %d from %s: %s %d levels %s..%s, %d round trips so far", saved.id,
+                 self.store.path, saved.spec.symbol, len(saved.spec.levels), saved.spec.levels[0],
+                 saved.spec.levels[-1], g.om.ledger.round_trips)
+        self.resume_risk(g, rules.tick_size)
+        entry = g.om.risk.entry
+        if entry is not None and not entry.get("done") and not g.om.pairs:
+            log.warning("the entry purchase was under way: looking its orders up by clientId, then buying what is "
+                        "still missing")
+            _, plan = initial_plan(g.om.grid, price)
+            self.buy(g, rules, funds_needed(g.om.grid, plan)[g.om.grid.quote])
+        return g
+
+    def resume_risk(self, g: ActiveGrid, tick: Decimal) -> None:
+        """Exits and trailing on a resumed grid: what it saved, and what a grid saved by an earlier version
+        lacks (its ladder is rebuilt from its levels; its starting funds are unknown)."""
+        om, cfg = g.om, self.cfg.risk
+        st = om.risk
+        if st.ladder is None and st.offset == 0:
+            ladder = Ladder(om.grid.levels[0], om.grid.levels[-1], len(om.grid.levels), om.grid.mode, tick)
+            if ladder.window(0) == om.grid.levels:
+                st.ladder = ladder
+                om.risk_changed()
+        if cfg.out_of_range == "trail" and st.ladder is None:
+            log.warning("risk.out_of_range trail: this grid's levels are not a ladder the bot can extend; it does "
+                        "not trail (start with --reset for a grid that does)")
+        if st.start is None and (cfg.stop_loss_return is not None or cfg.take_profit_return is not None):
+            log.warning("risk.stop_loss_return / take_profit_return: this grid was started by an earlier version "
+                        "that did not record its starting funds, so its return is unknown and these do not act; "
+                        "start with --reset for a grid that records them")
+        if st.exit is not None:
+            log.warning("this grid's exit was under way (%s at %s): finishing it", st.exit.reason, st.exit.price)
+        elif st.offset:
+            log.info("the grid has trailed %+d step(s): its levels are %s..%s", st.offset, om.grid.levels[0],
+                     om.grid.levels[-1])
+        if st.trigger is not None and not st.triggered:
+            log.info("still waiting for the trigger price %s", st.trigger)
+
+    def reset_grid(self, saved: SavedGrid, settings: Settings) -> None:
+        """--reset: cancel the saved grid's orders (only those), then forget it."""
+        assert self.store is not None
+        log.info("--reset: cancelling the orders of grid %d (%s)", saved.id, describe_params(saved.params))
+        old = self.load(saved, settings, closing=True)
+        result = self.executor.sync(old)
+        if not result.ok:
+            raise FatalError(f"--reset: cannot read the old grid's orders: {result.error}")
+        if not self.executor.cancel_all(old):
+            raise FatalError("--reset: some of the old grid's orders could not be cancelled; "
+                             "try again, or cancel them on Backpack")
+        self.store.set_status(saved.id, "reset", self.wall_ms())

@@ -1,0 +1,303 @@
+"""Notifications: Apprise URLs (Telegram, Discord, ntfy, e-mail, JSON webhooks, ...) on a thread of
+their own, and a dead-man's heartbeat.
+
+The bot never waits for a notification. ``Notifier.send`` puts a message in a bounded outbox and
+returns; one thread delivers it to every URL, retrying a failed delivery with backoff and then dropping
+it with a log line. A full outbox drops its oldest message that is not an error. The same thread
+requests the heartbeat URL every ``heartbeat_interval`` while the bot says it is healthy, and the
+``/fail`` form of it while it is not; when the process dies, the pings stop by themselves.
+
+What is sent comes from the core's typed events (fills and round trips for the digest, a refused
+counter-order for an error) and from the bot's own view of its health (``ErrorWatch``), never from
+log lines. Notification URLs hold secrets (bot tokens, webhook keys): they appear in no log line, no
+error message and no report; a URL is named by its position and scheme only (``URL 2 (tgram)``).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any, Callable, Sequence
+
+import requests
+
+from gridbot.core.errors import InputError
+from gridbot.core.events import FillApplied, OrderRefused, RoundTripCompleted
+
+log = logging.getLogger("grid_bot.notify")
+
+EVENTS = ("start", "stop", "exit", "round_trip", "digest", "error", "daily")
+DEFAULT_EVENTS = ("start", "stop", "exit", "digest", "error", "daily")
+URLS_ENV = "GRID_BOT_NOTIFY_URLS"
+HEARTBEAT_ENV = "GRID_BOT_HEARTBEAT_URL"
+OUTBOX_SIZE = 50
+ATTEMPTS = 3
+BACKOFF_S = (2.0, 8.0)  # waits between the attempts of one delivery
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    urls: tuple[str, ...] = ()
+    urls_from: str = "notify.urls"     # where the URLs came from: the file's key or the environment
+    events: tuple[str, ...] = DEFAULT_EVENTS
+    digest_interval: float = 3600.0
+    error_after: float = 300.0
+    daily_hour: int = 8
+    heartbeat_url: str = ""
+    heartbeat_interval: float = 300.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.urls or self.heartbeat_url)
+
+    def secrets(self) -> list[str]:
+        """Every URL and each of its parts that may be a token, for the log's secret filter."""
+        out: list[str] = []
+        for url in (*self.urls, self.heartbeat_url):
+            if not url:
+                continue
+            out.append(url)
+            rest = url.split("://", 1)[-1]
+            for sep in "/?&=@:#":
+                rest = rest.replace(sep, " ")
+            out.extend(part for part in rest.split() if len(part) >= 8)
+        return out
+
+
+@dataclass
+class Message:
+    kind: str        # one of EVENTS
+    title: str
+    body: str
+
+
+def url_name(index: int, url: str) -> str:
+    """How a URL is named anywhere a person reads: its position and scheme, never its text."""
+    scheme = url.split("://", 1)[0] if "://" in url else "?"
+    return f"URL {index + 1} ({scheme})"
+
+
+def _apprise_targets(urls: Sequence[str], where: str = "notify.urls") -> list[Any]:
+    """One Apprise object per URL, so each is delivered, retried and reported on its own."""
+    import apprise  # imported only when notifications are configured: it loads a hundred plugins
+
+    quiet = logging.getLogger("apprise")
+    quiet.propagate = False          # Apprise logs URLs (and so tokens) in its own messages
+    quiet.setLevel(logging.CRITICAL + 1)
+    targets = []
+    for i, url in enumerate(urls):
+        target = apprise.Apprise()
+        if not target.add(url):
+            raise InputError(f"{where}[{i}] is not a URL Apprise knows ({url_name(i, url)}); see "
+                             f"https://github.com/caronc/apprise/wiki for the form of each service")
+        targets.append(target)
+    return targets
+
+
+class Outbox:
+    """A bounded queue that, when full, drops its oldest message that is not an error."""
+
+    def __init__(self, size: int = OUTBOX_SIZE) -> None:
+        self.size = size
+        self.items: deque[Message] = deque()
+        self.cond = threading.Condition()
+        self.dropped = 0
+
+    def put(self, msg: Message) -> None:
+        with self.cond:
+            if len(self.items) >= self.size:
+                victim = next((m for m in self.items if m.kind != "error"), self.items[0])
+                self.items.remove(victim)
+                self.dropped += 1
+                log.warning("notification outbox full: dropped a %s message", victim.kind)
+            self.items.append(msg)
+            self.cond.notify()
+
+    def get(self, timeout: float) -> Message | None:
+        with self.cond:
+            if not self.items:
+                self.cond.wait(timeout)
+            return self.items.popleft() if self.items else None
+
+    def empty(self) -> bool:
+        with self.cond:
+            return not self.items
+
+
+class Notifier:
+    """The outbox, its delivery thread and the heartbeat. ``health`` says whether the grid is healthy
+    (loop running, exchange reachable, orders in sync); it is read on the delivery thread."""
+
+    def __init__(self, cfg: NotifyConfig, *, grid: str, health: Callable[[], bool] = lambda: True,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 http: requests.Session | None = None) -> None:
+        self.cfg = cfg
+        self.grid = grid
+        self.health = health
+        self.clock, self.sleep_fn = clock, sleep
+        self.targets = _apprise_targets(cfg.urls, cfg.urls_from) if cfg.urls else []
+        self.outbox = Outbox()
+        self.http = http or requests.Session()
+        self.stop_event = threading.Event()
+        self.busy = threading.Event()  # a message is being delivered
+        self.thread = threading.Thread(target=self._run, name="notify", daemon=True)
+        # The heartbeat has a thread of its own: a slow notification receiver must not delay it (a late
+        # heartbeat is a false alarm at the checker).
+        self.beat_thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+        self.delivered = 0
+        self.failed = 0
+        self.heartbeats = 0
+
+    # -- the bot's side: never blocks
+    def wants(self, kind: str) -> bool:
+        return bool(self.targets) and kind in self.cfg.events
+
+    def send(self, kind: str, title: str, body: str) -> None:
+        if self.wants(kind):
+            self.outbox.put(Message(kind, f"{self.grid}: {title}", body))
+
+    def start(self) -> "Notifier":
+        self.thread.start()
+        if self.cfg.heartbeat_url:
+            self.beat_thread.start()
+        return self
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Deliver what is queued (the stop message) for up to ``timeout`` s, then stop the thread."""
+        deadline = self.clock() + timeout
+        while (not self.outbox.empty() or self.busy.is_set()) and self.clock() < deadline \
+                and self.thread.is_alive():
+            time.sleep(0.05)
+        if not self.outbox.empty() or self.busy.is_set():
+            log.warning("notifications still undelivered after %g s: given up", timeout)
+        self.stop_event.set()
+        with self.outbox.cond:
+            self.outbox.cond.notify()
+
+    # -- the delivery thread
+    def _run(self) -> None:
+        while not self.stop_event.is_set():
+            msg = self.outbox.get(1.0)
+            if msg is not None:
+                self.busy.set()
+                try:
+                    self._deliver(msg)
+                finally:
+                    self.busy.clear()
+
+    def _deliver(self, msg: Message) -> None:
+        for i, target in enumerate(self.targets):
+            name = url_name(i, self.cfg.urls[i])
+            for attempt in range(ATTEMPTS):
+                if self.stop_event.is_set():
+                    return
+                if self._send_one(target, msg):
+                    self.delivered += 1
+                    break
+                if attempt + 1 < ATTEMPTS:
+                    self.stop_event.wait(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
+            else:
+                self.failed += 1
+                log.warning("notification %r to %s not delivered after %d attempts: dropped", msg.kind, name,
+                            ATTEMPTS)
+
+    @staticmethod
+    def _send_one(target: Any, msg: Message) -> bool:
+        try:
+            return bool(target.notify(title=msg.title, body=msg.body))
+        except Exception:  # a plugin's own failure is a failed delivery, never the bot's
+            return False
+
+    def _beat(self) -> None:
+        """Request the heartbeat URL every interval: as it is while healthy, its /fail form while not."""
+        url = self.cfg.heartbeat_url
+        while not self.stop_event.is_set():
+            target = url if self.health() else url.rstrip("/") + "/fail"
+            try:
+                self.http.get(target, timeout=(5, 10))
+                self.heartbeats += 1
+            except requests.RequestException as e:
+                log.warning("heartbeat not delivered (%s)", type(e).__name__)
+            self.stop_event.wait(self.cfg.heartbeat_interval)
+
+
+def try_urls(urls: Sequence[str], grid: str, where: str = "notify.urls") -> list[tuple[str, bool]]:
+    """``notify-test``: one message to each URL, synchronously; (name, delivered) per URL."""
+    targets = _apprise_targets(urls, where)
+    out = []
+    for i, target in enumerate(targets):
+        ok = Notifier._send_one(target, Message("start", f"{grid}: test message",
+                                                "If you read this, grid_bot's notifications reach you."))
+        out.append((url_name(i, urls[i]), ok))
+    return out
+
+
+# ------------------------------------------------------------------------------ what to say and when
+class ErrorWatch:
+    """Conditions that need a human once they have lasted ``error_after`` seconds: each is told once
+    when it crosses that, and once more when it clears."""
+
+    def __init__(self, notifier: Notifier, error_after: float) -> None:
+        self.notifier = notifier
+        self.error_after = error_after
+        self.since: dict[str, float] = {}
+        self.told: set[str] = set()
+
+    def update(self, name: str, active: bool, now: float, what: str, todo: str) -> None:
+        if active:
+            start = self.since.setdefault(name, now)
+            if name not in self.told and now - start >= self.error_after:
+                self.told.add(name)
+                self.notifier.send("error", what, f"{what} for {now - start:.0f} s. {todo}")
+        else:
+            self.since.pop(name, None)
+            if name in self.told:
+                self.told.discard(name)
+                self.notifier.send("error", f"recovered: {what}", f"No longer: {what}.")
+
+
+class Digest:
+    """Fills and round trips since the last digest; a digest only when something happened, and one
+    daily summary at ``daily_hour`` UTC."""
+
+    def __init__(self, notifier: Notifier, cfg: NotifyConfig, quote: str, now: float,
+                 wall: Callable[[], float] = time.time) -> None:
+        self.notifier, self.cfg, self.quote, self.wall = notifier, cfg, quote, wall
+        self.fills = 0
+        self.round_trips = 0
+        self.profit = Decimal(0)
+        self.next_digest = now + cfg.digest_interval
+        today = datetime.fromtimestamp(wall(), tz=timezone.utc)
+        # Today's summary is due only if its hour is still ahead.
+        self.last_daily = today.date() if today.hour >= cfg.daily_hour else None
+
+    def on_event(self, ev: Any) -> None:
+        if isinstance(ev, FillApplied):
+            self.fills += 1
+        elif isinstance(ev, RoundTripCompleted):
+            self.round_trips += 1
+            self.profit += ev.profit
+            self.notifier.send("round_trip", f"round trip {ev.number}",
+                               f"Levels {ev.pair}-{ev.pair + 1}: profit {ev.profit:f} {self.quote}.")
+        elif isinstance(ev, OrderRefused) and ev.code == "INSUFFICIENT_FUNDS":
+            self.notifier.send("error", "insufficient funds",
+                               f"Backpack refused the {ev.side.value} {ev.quantity:f} @ {ev.price:f} (level "
+                               f"{ev.level}): insufficient funds. The level waits and is tried again; add "
+                               f"funds or check what else trades on this account.")
+
+    def tick(self, now: float, summary: Callable[[], str]) -> None:
+        if now >= self.next_digest:
+            self.next_digest = now + self.cfg.digest_interval
+            if self.fills:
+                self.notifier.send("digest", "digest",
+                                   f"Since the last digest: {self.fills} fill(s), {self.round_trips} round "
+                                   f"trip(s), profit {self.profit:f} {self.quote}.\n{summary()}")
+                self.fills, self.round_trips, self.profit = 0, 0, Decimal(0)
+        today = datetime.fromtimestamp(self.wall(), tz=timezone.utc)
+        if today.hour >= self.cfg.daily_hour and self.last_daily != today.date():
+            self.last_daily = today.date()
+            self.notifier.send("daily", f"daily summary {today.date()}", summary())
