@@ -25,9 +25,10 @@ from urllib.parse import urlsplit
 
 import requests
 
-import gridbot.core.models as models
+import gridbot.exchange.wire as wire
 from gridbot.core.errors import GridBotError, Rejected, Transient
-from gridbot.core.models import BatchError, Fill, MarketRules, Order, ParseError, Side
+from gridbot.core.models import BatchError, Fill, MarketRules, Order, Side
+from gridbot.exchange.wire import ParseError
 # Signing lives in backpack_auth; its names are part of this module's interface too.
 from gridbot.exchange.auth import (DEFAULT_WINDOW_MS, INSTRUCTIONS, MAX_WINDOW_MS, BackpackAuth,  # noqa: F401
                            KeyFormatError, Signer, decode_key, format_value, generate_keypair, public_key_of,
@@ -264,14 +265,14 @@ class BackpackClient:
         out = []
         for item in data:
             try:
-                out.append(models.parse_market(item))
+                out.append(wire.parse_market(item))
             except ParseError:
                 continue  # a perp or an exotic market with fields we do not need
         return out
 
     def ticker_price(self, symbol: str) -> Decimal:
         data = self._json(self._call("GET", "/api/v1/ticker", params={"symbol": symbol}))
-        return self._parse(models.parse_ticker, data).last_price
+        return self._parse(wire.parse_ticker, data).last_price
 
     def server_time_ms(self) -> int:
         resp = self._call("GET", "/api/v1/time")
@@ -291,13 +292,13 @@ class BackpackClient:
 
     # -- signed reads
     def balances(self) -> dict[str, tuple[Decimal, Decimal]]:
-        return self._parse(models.parse_balances, self._json(self._call("GET", "/api/v1/capital")))
+        return self._parse(wire.parse_balances, self._json(self._call("GET", "/api/v1/capital")))
 
     def open_orders(self, symbol: str) -> list[Order]:
         data = self._json(self._call("GET", "/api/v1/orders", params={"symbol": symbol}))
         if not isinstance(data, list):
             raise TransientError("orders: expected a list")
-        return [self._parse(models.parse_order, d) for d in data]
+        return [self._parse(wire.parse_order, d) for d in data]
 
     def open_order(self, symbol: str, *, client_id: int | None = None,
                    order_id: str | None = None) -> Order | None:
@@ -311,7 +312,7 @@ class BackpackClient:
             data = self._json(self._call("GET", "/api/v1/order", params=params))
         except NotFound:
             return None
-        return self._parse(models.parse_order, data)
+        return self._parse(wire.parse_order, data)
 
     def _pages(self, path: str, params: dict[str, Any], page_size: int) -> Iterable[list[dict]]:
         offset = 0
@@ -336,7 +337,7 @@ class BackpackClient:
             params["orderId"] = order_id
         out: list[Fill] = []
         for page in self._pages("/wapi/v1/history/fills", params, page_size):
-            out.extend(self._parse(models.parse_fill, d) for d in page)
+            out.extend(self._parse(wire.parse_fill, d) for d in page)
         return out
 
     def find_order(self, symbol: str, client_id: int, *, since_ms: int,
@@ -348,7 +349,7 @@ class BackpackClient:
         params = {"symbol": symbol, "sortDirection": "Desc"}
         for page in self._pages("/wapi/v1/history/orders", params, page_size):
             for d in page:
-                o = self._parse(models.parse_order, d)
+                o = self._parse(wire.parse_order, d)
                 if o.client_id == client_id:
                     return o
                 if o.created_at_ms and o.created_at_ms < since_ms:
@@ -379,7 +380,7 @@ class BackpackClient:
         what = f"order clientId {req.client_id}"
         resp = self._send_placement("/api/v1/order", req.to_wire(), what)
         try:
-            return models.parse_order(resp.json())
+            return wire.parse_order(resp.json())
         except (ValueError, ParseError) as e:
             raise UnknownOutcome(f"order clientId {req.client_id}: unreadable answer") from e
 
@@ -390,7 +391,7 @@ class BackpackClient:
             data = resp.json()
             if not isinstance(data, list) or len(data) != len(reqs):
                 raise ParseError("batch answer does not have one item per order")
-            return [models.parse_batch_item(d) for d in data]
+            return [wire.parse_batch_item(d) for d in data]
         except (ValueError, ParseError) as e:
             raise UnknownOutcome(f"batch of {len(reqs)}: unreadable answer") from e
 
@@ -400,4 +401,4 @@ class BackpackClient:
         resp = self._call("DELETE", "/api/v1/order", body={"symbol": symbol, "orderId": order_id})
         if resp.status_code == 202 or not resp.content:
             return CANCEL_PENDING
-        return self._parse(models.parse_order, self._json(resp))
+        return self._parse(wire.parse_order, self._json(resp))

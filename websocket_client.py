@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import websocket
 
-import gridbot.core.models as models
+import gridbot.exchange.wire as wire
 from backpack_api import Signer, wall_clock_ms
 from gridbot.core.models import OrderUpdate
 
@@ -243,7 +243,7 @@ class MarketStream:
         if self._connected and not self.up:
             self._acknowledged()
 
-    def _on_message(self, ws: websocket.WebSocket, message: str) -> None:
+    def _on_message(self, ws: websocket.WebSocketApp, message: str) -> None:
         now = self.clock()
         self.last_message = now
         if self._connected and not self.up:
@@ -260,17 +260,17 @@ class MarketStream:
             if not isinstance(data, dict) or not isinstance(stream, str):
                 return
             if stream.startswith("ticker."):
-                ticker, event_us = models.parse_ticker_event(data)
+                ticker, event_us = wire.parse_ticker_event(data)
                 self.events.put(TickerEvent(ticker.last_price, event_us, now))
             elif stream.startswith("account.orderUpdate"):
-                self.events.put(OrderEvent(models.parse_order_update(data), now, _more_waiting(ws)))
-        except (ValueError, models.ParseError) as e:
+                self.events.put(OrderEvent(wire.parse_order_update(data), now, _more_waiting(ws)))
+        except (ValueError, wire.ParseError) as e:
             self.events.put(StreamError(f"unreadable message: {e}"))
 
-    def _on_error(self, ws: websocket.WebSocket, error: Exception) -> None:
+    def _on_error(self, ws: websocket.WebSocketApp, error: Exception) -> None:
         # Exceptions raised inside callbacks land here too; keep the reason for the reconnect log.
         self._close_reason = self._close_reason or f"{type(error).__name__}: {error}"
 
-    def _on_close(self, ws: websocket.WebSocket, code: Any, message: Any) -> None:
+    def _on_close(self, ws: websocket.WebSocketApp, code: Any, message: Any) -> None:
         if code is not None and not self._close_reason:
             self._close_reason = f"closed by the server ({code})"

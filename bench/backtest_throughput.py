@@ -22,8 +22,9 @@ from decimal import Decimal
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from gridbot.analysis.backtest import run_backtest  # noqa: E402
+from gridbot.paper import rules_from_spec  # noqa: E402
 from grid_calculator import GridMode, GridSpec, grid_levels  # noqa: E402
-from simulator.feeds import read_klines_csv  # noqa: E402
+from gridbot.marketdata.candles import read_klines_csv  # noqa: E402
 from simulator.markets import DEFAULT_MARKETS  # noqa: E402
 
 
@@ -61,7 +62,7 @@ def main() -> None:
     parse_s = time.perf_counter() - t0
     del parsed
     t0 = time.perf_counter()
-    result = run_backtest(grid, spec, list(read_klines_csv(path)), Decimal("0.0008"))
+    result = run_backtest(grid, rules_from_spec(spec), list(read_klines_csv(path)), Decimal("0.0008"))
     total_s = time.perf_counter() - t0
     n = args.candles
     print(f"{n} one-minute candles, 50-level grid 120..180, {result.fills} fills, {result.round_trips} round trips")

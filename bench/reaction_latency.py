@@ -89,7 +89,8 @@ def main() -> None:
         sim.close()
     hot = percentile(bare + bare_after, 50)
     floor = percentile(paused, 50)
-    print(f"bare signed placement round trip, back to back: p50 {hot:.2f} ms, p99 {percentile(bare + bare_after, 99):.2f} ms "
+    p99 = percentile(bare + bare_after, 99)
+    print(f"bare signed placement round trip, back to back: p50 {hot:.2f} ms, p99 {p99:.2f} ms "
           f"({len(bare) + len(bare_after)} samples, before and after the bot runs)")
     print(f"bare signed placement round trip after a pause like the moves': p50 {floor:.2f} ms, p99 "
           f"{percentile(paused, 99):.2f} ms ({len(paused)} samples): the floor the ratios below use "

@@ -25,7 +25,7 @@ sys.path.insert(0, ROOT)
 import requests  # noqa: E402
 
 from backpack_api import BackpackClient, OrderRequest, Signer, generate_keypair  # noqa: E402
-from gridbot.core.models import Side  # noqa: E402
+from gridbot.exchange.wire import Side  # noqa: E402
 
 
 def start_simulator() -> tuple[subprocess.Popen, dict]:

@@ -1,7 +1,8 @@
 """Paper mode: the real bot against a simulator started in this process, with paper funds.
 
-The only bot module besides the backtester that imports ``simulator``. Paper runs keep their own
-state and log files (``grid_bot.paper.log``, ``grid_state.paper.db``), never a live run's.
+The only module of the bot that imports ``simulator`` (an import-linter contract), and only inside the
+functions that need it, so that every other command runs without the simulator installed. Paper runs
+keep their own state and log files (``grid_bot.paper.log``, ``grid_state.paper.db``), never a live run's.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from decimal import Decimal
 from typing import Any
 
 from backpack_api import BackpackClient, Signer, TransientError, generate_keypair
+from gridbot.core.models import MarketRules
+from gridbot.exchange.wire import parse_market
 from gridbot.ops.config import Config
 from gridbot.core.errors import FatalError, InputError
 
@@ -74,7 +77,6 @@ def paper_market(cfg: Config) -> tuple[Any, Decimal, dict[str, Decimal], float]:
 def live_market(cfg: Config) -> tuple[Any, Decimal, dict[str, Decimal]]:
     """Paper mode on live prices: the real market's rules and last price, read from public data at
     ``api.base_url`` with no key (this client cannot sign), and the paper balances."""
-    from gridbot.analysis.backtest import spec_from_rules
     from gridbot.engine.startup import market_rules
 
     client = BackpackClient(cfg.api.base_url, None, timeout=(5.0, 15.0), max_attempts=2)
@@ -88,6 +90,34 @@ def live_market(cfg: Config) -> tuple[Any, Decimal, dict[str, Decimal]]:
     t = cfg.trading
     top = t.grid_upper if t.grid_upper is not None and not t.auto_price else price * (1 + (t.price_range or 0))
     return spec_from_rules(rules), price, paper_funds(cfg, rules, top)
+
+
+def rules_from_spec(spec: Any) -> MarketRules:
+    """A simulated market's rules as the bot reads them from the exchange (through its own parser)."""
+    from simulator.markets import market_json
+
+    return parse_market(market_json(spec))
+
+
+def spec_from_rules(rules: MarketRules) -> Any:
+    """The exchange's rules as the simulator's market. Backpack's price band (the multipliers) is
+    unknown for some markets: then no band is applied, the reading that refuses no order."""
+    from simulator.markets import MarketSpec
+
+    return MarketSpec(rules.symbol, rules.base, rules.quote, rules.tick_size, rules.step_size,
+                      rules.min_quantity, rules.max_quantity, rules.min_price, rules.max_price,
+                      rules.max_multiplier if rules.max_multiplier is not None else Decimal("1e9"),
+                      rules.min_multiplier if rules.min_multiplier is not None else Decimal(0),
+                      rules.min_price)
+
+
+def builtin_rules(symbol: str) -> MarketRules | None:
+    """The simulator's built-in rules of ``symbol`` (None: it has none): what ``backtest --klines`` uses
+    when the exchange is out of reach."""
+    from simulator.markets import DEFAULT_MARKETS
+
+    spec = {m.symbol: m for m in DEFAULT_MARKETS}.get(symbol)
+    return None if spec is None else rules_from_spec(spec)
 
 
 class PaperExchange:

@@ -13,76 +13,14 @@ backtest of the same file see the same prices in the same order.
 """
 from __future__ import annotations
 
-import csv
 import math
 import random
 import threading
-from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
-from typing import Callable, Iterator
+from decimal import Decimal
+from typing import Callable
 
-REQUIRED_COLUMNS = ("start", "open", "high", "low", "close")
-
-
-class FeedError(ValueError):
-    pass
-
-
-@dataclass(frozen=True)
-class Candle:
-    start: str
-    open: Decimal
-    high: Decimal
-    low: Decimal
-    close: Decimal
-
-
-def candle_path(c: Candle) -> list[Decimal]:
-    """open -> the nearer extreme -> the farther extreme -> close, without repeats.
-
-    When both extremes are equally near, the low comes first (a grid is hurt more by a fall it
-    cannot sell into, so the path that fills bids first is the conservative one).
-    """
-    if c.high - c.open < c.open - c.low:
-        points = [c.open, c.high, c.low, c.close]
-    else:
-        points = [c.open, c.low, c.high, c.close]
-    path: list[Decimal] = []
-    for p in points:
-        if not path or path[-1] != p:
-            path.append(p)
-    return path
-
-
-def read_klines_csv(path: str) -> Iterator[Candle]:
-    """Candles from a CSV with a header row; a clear FeedError names a bad row or column."""
-    try:
-        fh = open(path, newline="")
-    except OSError as e:
-        raise FeedError(f"cannot read klines file {path}: {e.strerror}") from None
-    with fh:
-        reader = csv.reader(fh)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise FeedError(f"{path} is empty: expected a header row with {','.join(REQUIRED_COLUMNS)}") from None
-        cols = [h.strip() for h in header]
-        missing = [c for c in REQUIRED_COLUMNS if c not in cols]
-        if missing:
-            raise FeedError(f"{path}: missing column(s) {', '.join(missing)} in the header row")
-        idx = [cols.index(c) for c in REQUIRED_COLUMNS]
-        for lineno, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            try:
-                start = row[idx[0]]
-                o, h, l, c = (Decimal(row[i]) for i in idx[1:])
-            except (IndexError, InvalidOperation):
-                raise FeedError(f"{path}:{lineno}: not a candle row: {','.join(row)[:80]}") from None
-            if not (l <= o <= h and l <= c <= h) or l <= 0:
-                raise FeedError(f"{path}:{lineno}: inconsistent candle (low {l}, high {h}, open {o}, close {c})")
-            yield Candle(start, o, h, l, c)
-
+# The candle type, its path and the CSV format are the shared market-data package's.
+from gridbot.marketdata.candles import REQUIRED_COLUMNS, Candle, FeedError, candle_path, read_klines_csv  # noqa: F401
 
 class Feed:
     """Base: a feed owns at most one thread and calls ``move(symbol, price, volume)``."""

@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+# The candle intervals are the shared market-data package's (the REST klines and the streams read it).
+from gridbot.marketdata.candles import KLINE_SECONDS  # noqa: F401
+
 D = Decimal
 
 
@@ -43,13 +46,6 @@ DEFAULT_MARKETS: tuple[MarketSpec, ...] = (
 )
 
 DEFAULT_SYMBOL = "SOL_USDC"
-
-# The one table of candle intervals (backpack_api.md §4.1), in the order the docs list them, with their
-# length in seconds: REST klines, the kline streams and the backtester all read it.
-KLINE_SECONDS: dict[str, int] = {
-    "1s": 1, "1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200,
-    "4h": 14400, "6h": 21600, "8h": 28800, "12h": 43200, "1d": 86400, "3d": 259200, "1w": 604800,
-    "1month": 2592000}
 
 
 def decimals_of(step: Decimal) -> int:

@@ -5,19 +5,19 @@ from __future__ import annotations
 import random
 from decimal import Decimal
 
-import pytest
 
+from gridbot.paper import rules_from_spec
 from gridbot.analysis.backtest import run_backtest
 from grid_calculator import GridMode, GridSpec, grid_levels
 from gridbot.core.order_state import OrderState
 from simulator import SimControl, running_simulator
-from simulator.feeds import Candle, read_klines_csv
+from gridbot.marketdata.candles import Candle, read_klines_csv
 from simulator.markets import DEFAULT_MARKETS
 from tests.e2e import BotThread, ledger_totals, open_orders_of, orders_of, write_config
 from tests.helpers import wait_until
 
 D = Decimal
-SPEC = next(m for m in DEFAULT_MARKETS if m.symbol == "SOL_USDC")
+SPEC = rules_from_spec(next(m for m in DEFAULT_MARKETS if m.symbol == "SOL_USDC"))
 FEE = D("0.001")
 GRID = GridSpec("SOL_USDC", "SOL", "USDC", grid_levels(D(140), D(158), 10, GridMode.ARITHMETIC, D("0.01")),
                 D("0.5"), GridMode.ARITHMETIC)
@@ -104,11 +104,11 @@ def price_path(n: int, seed: int) -> list[str]:
         o = price if i % 7 else price + D(rng.choice([-150, 150])) / 100  # a gap now and then
         c = min(D(160), max(D(138), o + D(rng.randint(-400, 400)) / 100))
         if i % 9 == 4:
-            h = l = c = o  # a single-price candle
+            h = lo = c = o  # a single-price candle
         else:
             h = max(o, c) + D(rng.randint(0, 150)) / 100
-            l = min(o, c) - D(rng.randint(0, 150)) / 100
-        rows.append(f"2025-01-01 {t // 60:02d}:{t % 60:02d}:00,{o},{h},{l},{c},,1,1,1")
+            lo = min(o, c) - D(rng.randint(0, 150)) / 100
+        rows.append(f"2025-01-01 {t // 60:02d}:{t % 60:02d}:00,{o},{h},{lo},{c},,1,1,1")
         t += 1
         price = c
     return rows

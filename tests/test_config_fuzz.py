@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gridbot.analysis.backtest import rules_from_spec
+from gridbot.paper import rules_from_spec
 from gridbot.ops.config import ConfigError, load_config
 from gridbot.core.errors import InputError
 from grid_calculator import funds_needed, initial_plan, summarize

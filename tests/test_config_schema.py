@@ -55,7 +55,8 @@ def samples(prop: dict) -> tuple[list, list]:
             bad.append(prop["exclusiveMaximum"])
         if "null" in kinds:
             good.append(None)
-        return good, bad + ["abc", "١٥٠", True] + ([] if "null" in kinds else [None]) + ([-1] if "exclusiveMinimum" in prop or "minimum" in prop else [])
+        bounded = "exclusiveMinimum" in prop or "minimum" in prop
+        return good, bad + ["abc", "١٥٠", True] + ([] if "null" in kinds else [None]) + ([-1] if bounded else [])
     if kinds == ["string"]:
         if "anyOf" in prop:                   # the heartbeat URL
             return ["", "https://hc-ping.com/abc"], ["ftp://x/y", 5, None]

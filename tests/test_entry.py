@@ -118,7 +118,7 @@ def test_kill9_during_the_purchase_never_buys_twice(tmp_path):
 import json  # noqa: E402
 
 import grid_bot  # noqa: E402
-from gridbot.analysis.backtest import rules_from_spec  # noqa: E402
+from gridbot.paper import rules_from_spec  # noqa: E402
 from grid_calculator import GridMode, grid_levels, size_for_investment  # noqa: E402
 from simulator.markets import DEFAULT_MARKETS  # noqa: E402
 

@@ -124,8 +124,8 @@ def test_a_config_error_names_the_file_in_one_line(tmp_path):
 
 @pytest.mark.parametrize("answer", [[], "ok", None, 3])
 def test_a_parser_of_objects_refuses_anything_else_as_a_parse_error(answer):
-    import gridbot.core.models as models
-    for parse in (models.parse_order, models.parse_fill, models.parse_market, models.parse_balances,
-                  models.parse_order_update, models.parse_ticker, models.parse_batch_item):
-        with pytest.raises(models.ParseError, match="expected an object"):
+    import gridbot.exchange.wire as wire
+    for parse in (wire.parse_order, wire.parse_fill, wire.parse_market, wire.parse_balances,
+                  wire.parse_order_update, wire.parse_ticker, wire.parse_batch_item):
+        with pytest.raises(wire.ParseError, match="expected an object"):
             parse(answer)

@@ -7,17 +7,18 @@ from decimal import Decimal
 
 import pytest
 
+from gridbot.paper import rules_from_spec
 from gridbot.analysis.backtest import format_result, run_backtest
 from grid_calculator import GridMode, GridSpec, grid_levels
 from gridbot.core.risk import RiskConfig
 from simulator import SimControl, running_simulator
-from simulator.feeds import Candle, read_klines_csv
+from gridbot.marketdata.candles import Candle, read_klines_csv
 from simulator.markets import DEFAULT_MARKETS
 from tests.e2e import BotThread, ledger_totals, orders_of, write_config
 from tests.helpers import wait_until
 
 D = Decimal
-SPEC = next(m for m in DEFAULT_MARKETS if m.symbol == "SOL_USDC")
+SPEC = rules_from_spec(next(m for m in DEFAULT_MARKETS if m.symbol == "SOL_USDC"))
 FEE = D("0.0008")
 GRID = GridSpec("SOL_USDC", "SOL", "USDC", grid_levels(D(140), D(158), 10, GridMode.ARITHMETIC, D("0.01")),
                 D("0.5"), GridMode.ARITHMETIC)

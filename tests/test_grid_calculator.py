@@ -81,9 +81,11 @@ def test_build_grid_fixed_bounds():
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    (dict(lower=D("140.005"), upper=D("160")), r"grid_lower 140.005 is off SOL_USDC's price tick 0.01: use 140.00 or 140.01"),
+    (dict(lower=D("140.005"), upper=D("160")), r"grid_lower 140.005 is off SOL_USDC's price tick 0.01: "
+     r"use 140.00 or 140.01"),
     (dict(lower=D("140"), upper=D("160.123")), r"grid_upper 160.123 is off .* use 160.12 or 160.13"),
-    (dict(lower=D("140"), upper=D("160"), quantity=D("0.009")), r"quantity 0.009 is below SOL_USDC's minimum order quantity 0.01"),
+    (dict(lower=D("140"), upper=D("160"), quantity=D("0.009")), r"quantity 0.009 is below "
+     r"SOL_USDC's minimum order quantity 0.01"),
     (dict(lower=D("0.001"), upper=D("160")), r"off SOL_USDC's price tick"),
 ])
 def test_build_grid_refuses_what_the_market_would_refuse(kwargs, message):

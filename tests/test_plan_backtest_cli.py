@@ -11,7 +11,7 @@ import grid_bot
 from gridbot.marketdata.history import cached_history, fetch_klines
 from backpack_api import BackpackClient
 from simulator import SimControl, running_simulator
-from simulator.feeds import read_klines_csv
+from gridbot.marketdata.candles import read_klines_csv
 from gridbot.engine.state_store import StateStore
 from tests.e2e import BotThread, open_orders_of, write_config
 from tests.helpers import wait_until

@@ -13,7 +13,7 @@ from gridbot.core.errors import InputError
 from grid_calculator import GridMode, GridSpec, Ladder, grid_levels
 from gridbot.core.models import Fill, Order, OrderStatus, Side
 from order_manager import OrderManager
-from gridbot.core.order_state import Cancel, OrderState, Settings
+from gridbot.core.order_state import Cancel, Settings
 from gridbot.core.risk import (Move, RiskConfig, RiskGuard, RiskState, StartFunds, StopNow, TrailMove, Trigger, exit_notes,
                   sale_floor, start_funds, total_return, trail_needs)
 from simulator.engine import Exchange
@@ -152,7 +152,8 @@ CONFIG = {"api": {"api_key": "", "api_secret": ""}, "log": {"console": False},
 
 
 @pytest.mark.parametrize("risk,words", [
-    ({"stop_loss_price": "150", "take_profit_price": "150"}, "risk.stop_loss_price (150) must be below risk.take_profit_price"),
+    ({"stop_loss_price": "150", "take_profit_price": "150"},
+     "risk.stop_loss_price (150) must be below risk.take_profit_price"),
     ({"stop_loss_return": "0.1"}, "risk.stop_loss_return must be a loss between -1 and 0"),
     ({"take_profit_return": "-0.1"}, "risk.take_profit_return must be a gain above 0"),
     ({"out_of_range": "trail"}, "both risk.trail_up_limit and risk.trail_down_limit are null"),

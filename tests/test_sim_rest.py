@@ -242,7 +242,8 @@ def test_resting_orders_fill_when_the_price_trades_through(sim, control):
     assert control.set_price("149.00")["fills"] == []  # touching is not trading through
     fills = control.set_price("148.99")["fills"]
     assert [(f["orderId"], f["price"], f["quantity"]) for f in fills] == [(bid["id"], "149.00", "2")]
-    control.set_price("152.01")
+    fills = control.set_price("152.01")["fills"]
+    assert [(f["orderId"], f["price"], f["quantity"]) for f in fills] == [(ask["id"], "152.00", "1")]
     cap = signed_request(sim.rest_url, signer, "GET", "/api/v1/capital").json()
     # Bought 2 SOL at 149 (fee 0.0016 SOL), sold 1 at 152 (fee 0.1216 USDC).
     assert D(cap["SOL"]["available"]) == D("1000") + D("2") - D("0.0016") - D("1")

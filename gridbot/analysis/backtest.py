@@ -1,13 +1,14 @@
-"""Backtesting: historical prices through the bot's own ``OrderManager`` and the simulator's matching
-engine, in-process. There is no second implementation of the grid: orders are placed into the
-simulator's ``Exchange``, which fills them as it fills the bot's on paper, and the fills go back into
-the same state machine the live bot runs.
+"""Backtesting: historical prices through the bot's own ``OrderManager`` and ``GridRisk`` on the
+backtester's exchange (``book.py``, the simulator's matching model without its server), in-process.
+There is no second implementation of the grid: orders are placed into the ``Book``, which fills them as
+the simulator fills the bot's on paper, and the fills go back into the same state machine the live bot
+runs.
 
 Fill model (documented in the README):
 - A resting order fills only when the price trades through it (a buy at p when the price goes below
   p), completely, at its own price, with the maker fee.
 - Within a candle the price travels open -> nearer extreme -> farther extreme -> close
-  (``simulator.feeds.candle_path``); a candle with open = high = low = close is a single price.
+  (``gridbot.marketdata.candles.candle_path``); a candle with open = high = low = close is a single price.
 - After each point of that path the grid places what it would place at that price; a counter-order
   placed within a candle fills later in the same candle only if the rest of the path reaches it.
 - Backpack's price band applies as in live trading: an order too far from the price waits.
@@ -28,17 +29,14 @@ from grid_calculator import GridSpec, Ladder, funds_needed, initial_plan
 from gridbot.marketdata.history import _parse_start
 from gridbot.core.accounting import figures
 from gridbot.ops.config import check_flag
-from gridbot.core.models import Fill, MarketRules, Order, OrderStatus, Side, parse_market
+from gridbot.analysis.book import Book, BookRefusal
+from gridbot.core.models import Fill, MarketRules, Side
 from order_manager import OrderManager, Settings
 from gridbot.core.risk import GridRisk, RiskConfig, Sale, sale_floor, start_funds, trail_needs
 from gridbot.ops.reports import fmt_amount
-from simulator.engine import Exchange
-from simulator.records import OrderRequest, SimError
-from simulator.feeds import Candle, candle_path
-from simulator.markets import MarketSpec, market_json
+from gridbot.marketdata.candles import Candle, candle_path
 
 ZERO = Decimal(0)
-ACCOUNT = "backtest"
 
 
 @dataclass
@@ -85,20 +83,17 @@ class BacktestResult:
 class Backtest:
     """One grid, one price history."""
 
-    def __init__(self, grid: GridSpec, spec: MarketSpec, *, maker_fee: Decimal, keep_series: bool = False,
+    def __init__(self, grid: GridSpec, rules: MarketRules, *, maker_fee: Decimal, keep_series: bool = False,
                  risk: RiskConfig | None = None, reserve: Decimal = ZERO) -> None:
         self.grid = grid
         self.reserve = reserve            # investment mode: the base kept for the buys' fees (part of the funds)
-        self.spec = spec
+        self.rules = rules
         self.maker_fee = maker_fee
         self.keep_series = keep_series
         self.risk = risk or RiskConfig()
         self.now_us = 0
         self.fill_marks: list = []
         self.candle = 0
-
-    def _clock(self) -> int:
-        return self.now_us
 
     def _busy(self, om: OrderManager, gr: GridRisk, lo: Decimal, hi: Decimal) -> bool:
         """Can this candle change anything for the exits or the trail? (A candle that cannot is skipped.)"""
@@ -117,11 +112,11 @@ class Backtest:
     def run(self, candles: Sequence[Candle]) -> BacktestResult:
         if not candles:
             raise ValueError("no candles to backtest")
-        grid, sym = self.grid, self.grid.symbol
+        grid = self.grid
         first = candles[0].open
-        om = OrderManager(grid, tag=1, settings=Settings(max_multiplier=self.spec.max_multiplier,
-                                                         min_multiplier=self.spec.min_multiplier))
-        om.risk.ladder = Ladder(grid.levels[0], grid.levels[-1], len(grid.levels), grid.mode, self.spec.tick_size)
+        om = OrderManager(grid, tag=1, settings=Settings(max_multiplier=self.rules.max_multiplier,
+                                                         min_multiplier=self.rules.min_multiplier))
+        om.risk.ladder = Ladder(grid.levels[0], grid.levels[-1], len(grid.levels), grid.mode, self.rules.tick_size)
         om.risk.arm(self.risk.trigger_price, first)
         # A grid waiting for its trigger holds the funds it will need when laid out at the trigger price.
         _, plan = initial_plan(grid, first if om.risk.triggered else om.risk.trigger)
@@ -143,8 +138,8 @@ class Backtest:
         # that extra quote (plan shows how much). Trailing down swaps a sell for a lower one: no extra.
         reserve[grid.quote] = trail_needs(self.risk, om.risk.ladder, grid.quantity)[2]
         balances = {a: v + reserve.get(a, ZERO) for a, v in funds.items()}
-        ex = Exchange([self.spec], maker_fee=self.maker_fee, taker_fee=self.maker_fee, starting_balances=balances,
-                      prices={sym: first}, clock_us=self._clock, history=False)
+        ex = Book(self.rules, first, dict(balances), maker_fee=self.maker_fee, taker_fee=self.maker_fee,
+                  now_ms=base_us // 1000)
         events: list[tuple[int, str, str]] = []   # (candle, kind, text): the trigger, trail moves, the exit
         gr = GridRisk(self.risk, save=lambda: None, carry_out=lambda price: self._exit(ex, om, price, base0),
                       tell=lambda kind, text: events.append((self.candle, kind, text)))
@@ -152,7 +147,7 @@ class Backtest:
             om.start(first)
             om.risk.start = start_funds(grid.levels, grid.quantity, first, base_us // 1000, self.reserve)
         self._step(ex, om, gr, first)
-        bid, ask = ex.resting_extremes(sym)
+        bid, ask = ex.resting_extremes()
         waits = om.waiting_ranges(self.now_us // 1000)
         base_total, quote_total = base0, quote0
         start_equity = base0 * first + quote0
@@ -168,15 +163,16 @@ class Backtest:
                 (a is None or hi >= a) and (b is None or lo <= b) for a, b in waits) or self._busy(om, gr, lo, hi)
             if busy and om.risk.exit is None:
                 self.now_us = base_us + i * step_us
+                ex.now_ms = self.now_us // 1000
                 for price in candle_path(c):
-                    for f in ex.set_price(sym, price):
+                    for f in ex.set_price(price):
                         self._apply(om, f, i)
                     self._step(ex, om, gr, price)
                     if om.risk.exit is not None:
                         exit_candle = i
                         break
                 om.take_events()  # the backtest reports totals, not a line per event
-                bid, ask = ex.resting_extremes(sym)
+                bid, ask = ex.resting_extremes()
                 waits = om.waiting_ranges(self.now_us // 1000)
                 base_total, quote_total = base0 + om.ledger.position, quote0 + om.ledger.quote_flow
             close = c.close
@@ -224,49 +220,38 @@ class Backtest:
             series={"close": closes, "equity": equity_series, "fills": self.fill_marks,
                     "start": [c.start for c in candles]} if self.keep_series else {})
 
-    def _apply(self, om: OrderManager, f: Any, candle: int) -> None:
-        om.apply_fill(Fill(f.trade_id, f.order_id, f.client_id, self.grid.symbol, Side(f.side), f.price,
-                           f.quantity, f.fee, f.fee_symbol, f.is_maker, f.ts_us // 1000))
+    def _apply(self, om: OrderManager, f: Fill, candle: int) -> None:
+        om.apply_fill(f)
         if self.keep_series:
-            self.fill_marks.append((candle, f.side, f.price))
+            self.fill_marks.append((candle, f.side.value, f.price))
 
-    @staticmethod
-    def _order(o: Any) -> Order:
-        return Order(o.id, o.client_id, o.symbol, Side(o.side), o.price, o.quantity, o.executed, o.executed_quote,
-                     OrderStatus(o.status), o.created_us // 1000, o.post_only)
-
-    def _step(self, ex: Exchange, om: OrderManager, gr: GridRisk, price: Decimal) -> None:
+    def _step(self, ex: Book, om: OrderManager, gr: GridRisk, price: Decimal) -> None:
         """What the bot does on a price update: exits and trailing first, then its orders."""
         if gr.before_orders(om, price, self.now_us // 1000):
             self._cancel(ex, om, om.take_orphan_cancels())
             self._act(ex, om, price)
 
-    def _cancel(self, ex: Exchange, om: OrderManager, cancels: Sequence[Any]) -> None:
+    def _cancel(self, ex: Book, om: OrderManager, cancels: Sequence[Any]) -> None:
         now_ms = self.now_us // 1000
         for c in cancels:
-            try:
-                o = ex.cancel(ACCOUNT, {"symbol": self.grid.symbol, "orderId": c.order_id})
-            except SimError:
-                continue
-            om.cancel_result(c.client_id, c.order_id, self._order(o), now_ms)
+            o = ex.cancel(c.order_id)
+            if o is not None:
+                om.cancel_result(c.client_id, c.order_id, o, now_ms)
 
-    def _exit(self, ex: Exchange, om: OrderManager, price: Decimal, base0: Decimal) -> bool:
+    def _exit(self, ex: Book, om: OrderManager, price: Decimal, base0: Decimal) -> bool:
         """An exit in the engine: cancel the grid's orders, then sell its base with an IOC at the cap."""
         self._cancel(ex, om, om.request_cancels())
         e = om.risk.exit
         assert e is not None
         if e.on_stop == "sell_base":
             from gridbot.engine.exit_runner import sale_target
-            rules = rules_from_spec(self.spec)
-            free = ex.account(ACCOUNT).balances[self.grid.base].available
-            target, note = sale_target(om.grid_base(base0), free, rules)
-            e.sale = Sale(target, sale_floor(price, self.risk.max_slippage, self.spec.tick_size), note=note)
+            free = ex.balances.get(self.grid.base, ZERO)
+            target, note = sale_target(om.grid_base(base0), free, self.rules)
+            e.sale = Sale(target, sale_floor(price, self.risk.max_slippage, self.rules.tick_size), note=note)
             if target > 0:
                 cid = om.new_sale_order()
-                request = OrderRequest(symbol=self.grid.symbol, side="Ask", type="Limit", qty=target,
-                                       price=e.sale.floor, post_only=False, client_id=cid, tif="IOC")
-                o = ex.submit(ACCOUNT, request)
-                for f in [f for f in ex.fills if f.order_id == o.id]:
+                _, fills = ex.submit(Side.ASK, e.sale.floor, target, client_id=cid, post_only=False, ioc=True)
+                for f in fills:
                     self._apply(om, f, self.candle)
                 if e.sale.left:
                     e.sale.note = e.sale.note or f"no buyer at or above {e.sale.floor} for the rest"
@@ -274,19 +259,19 @@ class Backtest:
         e.phase = "done"
         return True
 
-    def _act(self, ex: Exchange, om: OrderManager, price: Decimal) -> None:
-        """What the bot's shell does with the manager's actions, without HTTP: place into the engine."""
+    def _act(self, ex: Book, om: OrderManager, price: Decimal) -> None:
+        """What the bot's shell does with the manager's actions, without HTTP: place into the book."""
         now_ms = self.now_us // 1000
         for p in om.take_placements(now_ms, price):
             om.sending(p.client_id, now_ms)
-            request = OrderRequest(symbol=self.grid.symbol, side=p.side.value, type="Limit", qty=p.quantity,
-                                   price=p.price, post_only=self.grid.post_only, client_id=p.client_id)
             try:
-                o = ex.submit(ACCOUNT, request)
-            except SimError as e:
+                o, fills = ex.submit(p.side, p.price, p.quantity, client_id=p.client_id, post_only=self.grid.post_only)
+            except BookRefusal as e:
                 om.rejected(p.client_id, e.code, e.message, now_ms)
                 continue
-            om.placed(p.client_id, self._order(o), now_ms)
+            om.placed(p.client_id, o, now_ms)
+            for f in fills:
+                self._apply(om, f, self.candle)
 
 
 def picture(r: BacktestResult, grid: GridSpec) -> Any:
@@ -306,9 +291,9 @@ def picture(r: BacktestResult, grid: GridSpec) -> Any:
                    [(times[i], side, price) for i, side, price in s["fills"]], marks)
 
 
-def run_backtest(grid: GridSpec, spec: MarketSpec, candles: Sequence[Candle], maker_fee: Decimal,
+def run_backtest(grid: GridSpec, rules: MarketRules, candles: Sequence[Candle], maker_fee: Decimal,
                  keep_series: bool = False, risk: RiskConfig | None = None, reserve: Decimal = ZERO) -> BacktestResult:
-    return Backtest(grid, spec, maker_fee=maker_fee, keep_series=keep_series, risk=risk, reserve=reserve).run(candles)
+    return Backtest(grid, rules, maker_fee=maker_fee, keep_series=keep_series, risk=risk, reserve=reserve).run(candles)
 
 
 def iter_pairs(values: Iterable[str]) -> list[tuple[str, list[str]]]:
@@ -320,22 +305,6 @@ def iter_pairs(values: Iterable[str]) -> list[tuple[str, list[str]]]:
             raise ValueError(f"--sweep takes KEY=V1,V2,... (got {v!r})")
         out.append((key.strip(), [x.strip() for x in rest.split(",") if x.strip()]))
     return out
-
-
-# ------------------------------------------------------------------------------ market rules
-def rules_from_spec(spec: MarketSpec) -> MarketRules:
-    """A simulated market's rules as the bot reads them from the exchange."""
-    return parse_market(market_json(spec))
-
-
-def spec_from_rules(rules: MarketRules) -> MarketSpec:
-    """The exchange's rules as the engine's market. Backpack's price band (the multipliers) is
-    unknown for some markets: then no band is applied, the reading that refuses no order."""
-    return MarketSpec(rules.symbol, rules.base, rules.quote, rules.tick_size, rules.step_size,
-                      rules.min_quantity, rules.max_quantity, rules.min_price, rules.max_price,
-                      rules.max_multiplier if rules.max_multiplier is not None else Decimal("1e9"),
-                      rules.min_multiplier if rules.min_multiplier is not None else ZERO,
-                      rules.min_price)
 
 
 # ------------------------------------------------------------------------------ sweeps and output
@@ -418,7 +387,8 @@ def figure_lines(r: BacktestResult, grid: GridSpec) -> list[str]:
         f"  total return    {_pct(Decimal(f['total_return']))} on the grid's starting funds "
         f"({_money(Decimal(f['start_value']))} {q} at {f['start_funds']['price']}); against holding them "
         f"{_money(Decimal(f['vs_hold']), '0.0001')} {q}",
-        f"  floating PnL    {_money(Decimal(f['floating_pnl']), '0.0001')} {q}; fees {_money(Decimal(f['fees_quote']), '0.0001')} "
+        f"  floating PnL    {_money(Decimal(f['floating_pnl']), '0.0001')} {q}; "
+        f"fees {_money(Decimal(f['fees_quote']), '0.0001')} "
         f"{q} in all; break-even {be if be is None else _money(Decimal(be))}; annualised grid yield "
         + (_pct(Decimal(ay)) if ay is not None else "too early (under a day)"),
     ]
@@ -460,7 +430,8 @@ def format_sweep(rows: list[tuple[dict[str, Any], BacktestResult]], quote: str) 
         cells = "  ".join(f"{str(settings[k]):>12}" for k in keys)
         out.append(f"{cells}  {_change(r.final_equity, r.start_equity):>8}  {_money(r.final_equity):>14}  "
                    f"{_change(r.final_equity, r.hold_equity):>8}  "
-                   f"{_money(r.grid_profit, '0.0001'):>12}  {r.round_trips:>11}  {str(r.fills_per_day if r.fills_per_day is not None else '-'):>9}  "
+                   f"{_money(r.grid_profit, '0.0001'):>12}  {r.round_trips:>11}  "
+                   f"{str(r.fills_per_day if r.fills_per_day is not None else '-'):>9}  "
                    f"{_pct(r.max_drawdown):>12}  {(r.exit['reason'] if r.exit else '-'):>18}")
     out.append(f"(return on the starting funds, best first; equity in {quote})")
     return out

@@ -4,7 +4,7 @@ Pure: it is given the grid (built by ``grid_calculator`` exactly as the bot buil
 balances if known and the saved grid if one is running, and returns a report (plain data, decimals as
 strings) that ``print_plan`` prints and ``--json`` dumps. The what-if figures (the price ending at the
 bottom or the top of the range) come from the backtester, which runs the bot's own ``OrderManager``
-on the simulator's matching engine: the same code that trades.
+on the backtester's exchange (``book.py``): the same code that trades.
 """
 from __future__ import annotations
 
@@ -14,14 +14,13 @@ from typing import Any
 
 from dataclasses import replace
 
-from gridbot.analysis.backtest import rules_from_spec, run_backtest
+from gridbot.analysis.backtest import run_backtest
 from gridbot.engine.entry import shortfall
 from gridbot.core.errors import InputError
 from grid_calculator import GridSpec, Ladder, funds_needed, initial_plan, size_for_investment, summarize
 from gridbot.core.risk import RiskConfig, buy_ceiling, exit_notes, trail_needs
-from gridbot.core.models import Side
-from simulator.feeds import Candle
-from simulator.markets import MarketSpec
+from gridbot.core.models import MarketRules, Side
+from gridbot.marketdata.candles import Candle
 
 ZERO = Decimal(0)
 
@@ -40,17 +39,17 @@ def walk(price: Decimal, targets: list[Decimal]) -> list[Candle]:
     return out
 
 
-def scenario(grid: GridSpec, spec: MarketSpec, price: Decimal, maker_fee: Decimal, edge: str) -> dict[str, Any]:
+def scenario(grid: GridSpec, rules: MarketRules, price: Decimal, maker_fee: Decimal, edge: str) -> dict[str, Any]:
     """The price walks level by level from ``price`` through the bottom (or the top) of the range and
     stops just beyond it: every buy (or sell) on the way has filled. Inventory and its value there."""
-    tick = spec.tick_size
+    tick = rules.tick_size
     if edge == "bottom":
         end = grid.levels[0]
         targets = [p - tick for p in reversed(grid.levels) if p - tick < price]
     else:
         end = grid.levels[-1]
         targets = [p + tick for p in grid.levels if p + tick > price]
-    r = run_backtest(grid, spec, walk(price, targets), maker_fee)
+    r = run_backtest(grid, rules, walk(price, targets), maker_fee)
     base0, quote0 = r.start_funds.get(grid.base, ZERO), r.start_funds.get(grid.quote, ZERO)
     value = r.final_base * end + r.final_quote
     hold = base0 * end + quote0
@@ -58,18 +57,18 @@ def scenario(grid: GridSpec, spec: MarketSpec, price: Decimal, maker_fee: Decima
             "change": s(value - r.start_equity), "vs_holding": s(value - hold), "fills": r.fills}
 
 
-def exit_scenario(grid: GridSpec, spec: MarketSpec, price: Decimal, maker_fee: Decimal, cfg: RiskConfig,
+def exit_scenario(grid: GridSpec, rules: MarketRules, price: Decimal, maker_fee: Decimal, cfg: RiskConfig,
                   target: Decimal) -> dict[str, Any]:
     """The price walks level by level from ``price`` to ``target`` (a stop-loss or take-profit price): what
     fires there, and what the grid holds and is worth with ``keep`` and with ``sell_base``."""
-    tick = spec.tick_size
+    tick = rules.tick_size
     if target < price:
         targets = [p - tick for p in reversed(grid.levels) if target < p - tick < price] + [target]
     else:
         targets = [p + tick for p in grid.levels if price < p + tick < target] + [target]
     out: dict[str, Any] = {"price": s(target)}
     for on_stop in ("keep", "sell_base"):
-        r = run_backtest(grid, spec, walk(price, targets), maker_fee,
+        r = run_backtest(grid, rules, walk(price, targets), maker_fee,
                          risk=replace(cfg, on_stop=on_stop, stop_delay=0.0, trigger_price=None))
         at = r.exit["price"] if r.exit else target
         value = r.final_base * at + r.final_quote
@@ -79,12 +78,12 @@ def exit_scenario(grid: GridSpec, spec: MarketSpec, price: Decimal, maker_fee: D
     return out
 
 
-def exits_report(grid: GridSpec, spec: MarketSpec, price: Decimal, maker_fee: Decimal, cfg: RiskConfig,
+def exits_report(grid: GridSpec, rules: MarketRules, price: Decimal, maker_fee: Decimal, cfg: RiskConfig,
                  warnings: list[str]) -> dict[str, Any]:
     """Each configured exit: the trigger, the stop-loss and take-profit (walked on the backtest engine),
     the return limits, the range policy and the trailing limits; warnings for an exit that can never
     fire or fires at once."""
-    ladder = Ladder(grid.levels[0], grid.levels[-1], len(grid.levels), grid.mode, spec.tick_size)
+    ladder = Ladder(grid.levels[0], grid.levels[-1], len(grid.levels), grid.mode, rules.tick_size)
     try:
         warnings.extend(exit_notes(cfg, grid.levels, price, ladder))
     except InputError as e:
@@ -108,9 +107,9 @@ def exits_report(grid: GridSpec, spec: MarketSpec, price: Decimal, maker_fee: De
             "highest": s(ladder.window(up)[-1]) if up else None, "lowest": s(ladder.window(-down)[0]) if down else None},
     }
     if cfg.stop_loss_price is not None and cfg.stop_loss_price < price:
-        report["stop_loss"] = exit_scenario(grid, spec, price, maker_fee, cfg, cfg.stop_loss_price)
+        report["stop_loss"] = exit_scenario(grid, rules, price, maker_fee, cfg, cfg.stop_loss_price)
     if cfg.take_profit_price is not None and cfg.take_profit_price > price:
-        report["take_profit"] = exit_scenario(grid, spec, price, maker_fee, cfg, cfg.take_profit_price)
+        report["take_profit"] = exit_scenario(grid, rules, price, maker_fee, cfg, cfg.take_profit_price)
     if up == 0 and down == 0 and cfg.out_of_range == "trail":
         warnings.append("risk.out_of_range is trail but neither limit lets the grid move a single step")
     return report
@@ -128,7 +127,7 @@ def saved_diff(saved_params: dict, saved_levels: list[dict], params: dict, plann
     return {"same_parameters": not changed, "changed": changed, "open_orders": len(have), "levels": rows}
 
 
-def plan_report(grid: GridSpec, spec: MarketSpec, *, price: Decimal, price_source: str, maker_fee: Decimal,
+def plan_report(grid: GridSpec, rules: MarketRules, *, price: Decimal, price_source: str, maker_fee: Decimal,
                 auto_price: bool, balances: dict[str, tuple[Decimal, Decimal]] | None,
                 balances_source: str | None, saved: dict | None = None,
                 risk: RiskConfig | None = None, investment: Decimal | None = None,
@@ -137,7 +136,7 @@ def plan_report(grid: GridSpec, spec: MarketSpec, *, price: Decimal, price_sourc
     "params_now"} of the running grid in the state file, or None."""
     risk = risk or RiskConfig()
     warnings: list[str] = []
-    exits = exits_report(grid, spec, price, maker_fee, risk, warnings)
+    exits = exits_report(grid, rules, price, maker_fee, risk, warnings)
     now = price
     if risk.trigger_price is not None:
         price = risk.trigger_price   # the grid is laid out when the price crosses its trigger
@@ -146,7 +145,8 @@ def plan_report(grid: GridSpec, spec: MarketSpec, *, price: Decimal, price_sourc
     summary = summarize(grid, maker_fee)
     if summary.profit_min <= 0:
         warnings.append(f"the narrowest step ({summary.step_pct_min}%) does not cover two maker fees of "
-                        f"{(maker_fee * 100).normalize():f}%: a round trip there loses money; widen the range or lower grid_num")
+                        f"{(maker_fee * 100).normalize():f}%: a round trip there loses money; widen the range or lower "
+                        f"grid_num")
     by_level = {o.level: o for o in plan}
     levels = []
     for i, p in enumerate(grid.levels):
@@ -178,14 +178,14 @@ def plan_report(grid: GridSpec, spec: MarketSpec, *, price: Decimal, price_sourc
         # quantity: each round trip uses this much spare base on the account.
         "base_fee_per_round_trip": s(grid.quantity * maker_fee),
         "funds": funds, "balances_source": balances_source,
-        "if_price_ends": {edge: scenario(grid, spec, price, maker_fee, edge) for edge in ("bottom", "top")},
+        "if_price_ends": {edge: scenario(grid, rules, price, maker_fee, edge) for edge in ("bottom", "top")},
         "saved_grid": None,
         "warnings": warnings,
         "investment": None,
     }
     reserve = ZERO
     if investment is not None:
-        sz = size_for_investment(grid.levels, price, investment, maker_fee, rules_from_spec(spec))
+        sz = size_for_investment(grid.levels, price, investment, maker_fee, rules)
         reserve = sz.reserve
         report["investment"] = {"investment": s(sz.investment), "quantity": s(sz.quantity),
                                 "quote_for_buys": s(sz.quote_for_buys), "base_for_sells": s(sz.base_for_sells),
@@ -193,8 +193,8 @@ def plan_report(grid: GridSpec, spec: MarketSpec, *, price: Decimal, price_sourc
     if entry == "buy":
         free = balances.get(grid.base, (ZERO, ZERO))[0] if balances is not None else None
         want = need.get(grid.base, ZERO) + reserve
-        buys = None if free is None else shortfall(want, free, rules_from_spec(spec))
-        at_most = buy_ceiling(price, risk.max_slippage, spec.tick_size)
+        buys = None if free is None else shortfall(want, free, rules)
+        at_most = buy_ceiling(price, risk.max_slippage, rules.tick_size)
         report["entry"] = {"needs": s(want), "free": s(free), "buys": s(buys), "at_most": s(at_most),
                            "costs_at_most": s(None if buys is None else buys * at_most)}
         if buys and balances is not None:

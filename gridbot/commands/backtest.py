@@ -15,6 +15,7 @@ from typing import Any, Callable
 from backpack_api import BackpackClient, TransientError, wall_clock_ms
 from gridbot.commands.common import public_client, read_config
 from gridbot.ops.config import Config, check_flag
+from gridbot.core.models import MarketRules
 from gridbot.core.errors import EXIT_OK, FatalError, InputError
 from grid_calculator import Ladder
 from gridbot.core.risk import exit_notes
@@ -34,29 +35,28 @@ def progress_bar(label: str) -> Callable[[int, int], None]:
     return show
 
 
-def backtest_market(cfg: Config, client: BackpackClient, offline_ok: bool) -> tuple[Any, str | None]:
-    """The engine's market for the backtest: the exchange's rules, or, reading a file with the exchange
-    out of reach, the simulator's built-in rules for the symbol (with a note)."""
-    from gridbot.analysis.backtest import spec_from_rules
-    from simulator.markets import DEFAULT_MARKETS
+def backtest_market(cfg: Config, client: BackpackClient, offline_ok: bool) -> tuple[MarketRules, str | None]:
+    """The market's rules for the backtest: the exchange's, or, reading a file with the exchange out of
+    reach, the simulator's built-in rules for the symbol (with a note)."""
+    from gridbot.paper import builtin_rules
 
     try:
-        return spec_from_rules(market_rules(client, cfg.trading.symbol, cfg.api.base_url)), None
+        return market_rules(client, cfg.trading.symbol, cfg.api.base_url), None
     except FatalError as e:
-        builtin = {m.symbol: m for m in DEFAULT_MARKETS}.get(cfg.trading.symbol)
-        if not offline_ok or builtin is None:
+        builtin = builtin_rules(cfg.trading.symbol) if offline_ok else None
+        if builtin is None:
             raise
         return builtin, (f"{e}; using the built-in rules of {builtin.symbol} (tick {builtin.tick_size}, "
                          f"step {builtin.step_size}, min quantity {builtin.min_quantity})")
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
-    from gridbot.analysis.backtest import (format_result, format_sweep, iter_pairs, picture, rules_from_spec, run_backtest,
+    from gridbot.analysis.backtest import (format_result, format_sweep, iter_pairs, picture, run_backtest,
                           sweep_order, sweep_settings)
     from gridbot.marketdata.history import cached_history
     from gridbot.analysis.plots import draw, require_matplotlib
-    from simulator.feeds import FeedError, read_klines_csv
-    from simulator.markets import KLINE_SECONDS
+    from gridbot.marketdata.candles import FeedError, read_klines_csv
+    from gridbot.marketdata.candles import KLINE_SECONDS
 
     overrides: dict[str, Any] = {k: getattr(args, k) for k in BACKTEST_FLAGS if getattr(args, k) is not None}
     if isinstance(overrides.get("grid_num"), str) and overrides["grid_num"].isdigit():
@@ -87,7 +87,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
                            risk={k: v for k, v in c.items() if k in RISK_SWEEP_KEYS}) for c in combos]
     cfg, t = configs[0], configs[0].trading
     client = public_client(cfg)
-    spec, note = backtest_market(cfg, client, offline_ok=args.klines is not None)
+    rules, note = backtest_market(cfg, client, offline_ok=args.klines is not None)
     if note:
         print(f"grid_bot: {note}", file=sys.stderr)
     try:
@@ -115,20 +115,20 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         raise InputError("no candles to backtest: the file or the time range is empty")
     runs = []
     for c, run_cfg in zip(combos, configs):
-        grid, _ = make_grid(rules_from_spec(spec), run_cfg.trading, candles[0].open)
-        ladder = Ladder(grid.levels[0], grid.levels[-1], len(grid.levels), grid.mode, spec.tick_size)
+        grid, _ = make_grid(rules, run_cfg.trading, candles[0].open)
+        ladder = Ladder(grid.levels[0], grid.levels[-1], len(grid.levels), grid.mode, rules.tick_size)
         for note in exit_notes(run_cfg.risk, grid.levels, candles[0].open, ladder):
             print(f"grid_bot: warning: {note}", file=sys.stderr)
         t_ = run_cfg.trading
         reserve = grid.quantity * t_.maker_fee * (len(grid.levels) - 1) if t_.investment is not None else Decimal(0)
-        runs.append((c, grid, run_backtest(grid, spec, candles, t_.maker_fee, keep_series=bool(args.plot),
+        runs.append((c, grid, run_backtest(grid, rules, candles, t_.maker_fee, keep_series=bool(args.plot),
                                            risk=run_cfg.risk, reserve=reserve)))
     if args.sweep:
         if args.json:
             print(json.dumps([{"settings": c, **r.summary()} for c, _, r in
                               sorted(runs, key=lambda x: sweep_order(x[2]))], indent=2))
         else:
-            print("\n".join(format_sweep([(c, r) for c, _, r in runs], spec.quote)))
+            print("\n".join(format_sweep([(c, r) for c, _, r in runs], rules.quote)))
         return EXIT_OK
     _, grid, result = runs[0]
     if args.json:

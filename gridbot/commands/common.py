@@ -238,8 +238,8 @@ def saved_for_plan(cfg: Config, paper: bool) -> dict[str, Any] | None:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from gridbot.analysis.backtest import rules_from_spec, spec_from_rules
     from gridbot.analysis.planner import plan_report, print_plan
+    from gridbot.paper import rules_from_spec
 
     cfg = read_config(args.config, need_keys=False)
     if args.live_prices and not args.paper:
@@ -268,7 +268,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
             rules = market_rules(client, t.symbol, cfg.api.base_url)
         except FatalError as e:
             raise FatalError(f"{e} (plan --paper shows the grid on the built-in simulated market)") from None
-        spec = spec_from_rules(rules)
         try:
             price = client.ticker_price(t.symbol)
             balances = client.balances() if with_keys else None
@@ -279,7 +278,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         source = f"last price on {cfg.api.base_url}"
         balances_source = "exchange" if with_keys else None
     grid, notes = make_grid(rules, t, price)
-    report = plan_report(grid, spec, price=price, price_source=source, maker_fee=t.maker_fee,
+    report = plan_report(grid, rules, price=price, price_source=source, maker_fee=t.maker_fee,
                          auto_price=t.auto_price, balances=balances, balances_source=balances_source,
                          saved=saved_for_plan(cfg, args.paper), risk=cfg.risk, investment=t.investment,
                          entry=t.entry)

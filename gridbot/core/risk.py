@@ -236,17 +236,21 @@ class RiskGuard:
         c = self.cfg
         ret = total_return(state.start, ledger, price)
         lo, hi = levels[0], levels[-1]
-        q = Decimal("0.0001")
+
+        def pct(r: Decimal | None) -> str:
+            assert r is not None   # each message is built only when its condition, which needs it, held
+            return f"{r.quantize(Decimal('0.0001')):%}"
+
         checks = (
             (STOP_LOSS_PRICE, c.stop_loss_price is not None and price <= c.stop_loss_price,
              lambda: f"the price {price} is at or below the stop-loss price {c.stop_loss_price}"),
             (STOP_LOSS_RETURN, c.stop_loss_return is not None and ret is not None and ret <= c.stop_loss_return,
-             lambda: f"the grid's total return {ret.quantize(q):%} is at or below the stop-loss return "
+             lambda: f"the grid's total return {pct(ret)} is at or below the stop-loss return "
                      f"{c.stop_loss_return:%}"),
             (TAKE_PROFIT_PRICE, c.take_profit_price is not None and price >= c.take_profit_price,
              lambda: f"the price {price} is at or above the take-profit price {c.take_profit_price}"),
             (TAKE_PROFIT_RETURN, c.take_profit_return is not None and ret is not None and ret >= c.take_profit_return,
-             lambda: f"the grid's total return {ret.quantize(q):%} is at or above the take-profit return "
+             lambda: f"the grid's total return {pct(ret)} is at or above the take-profit return "
                      f"{c.take_profit_return:%}"),
             (OUT_OF_RANGE_STOP, c.out_of_range == "stop" and not lo <= price <= hi,
              lambda: f"the price {price} is outside the grid's range {lo}..{hi}"),

@@ -143,7 +143,7 @@ class BackpackAuth(requests.auth.AuthBase):
         if r.method == "GET":
             params = dict(parse_qsl(url.query, keep_blank_values=True))
         else:
-            params = json.loads(r.body) if r.body else {}
+            params = json.loads(r.body) if isinstance(r.body, (str, bytes)) and r.body else {}
         r.headers.update(self.signer.headers(instruction, params, self.clock_ms(), self.window_ms))
         return r
 

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Callable, Iterable
 
-from simulator.feeds import Candle, FeedError
+from gridbot.marketdata.candles import Candle, FeedError
 
 
 def _parse_start(text: str) -> datetime:
