@@ -1,6 +1,6 @@
 """Signed REST client for Backpack Exchange: transport, pacing, retries and the one error boundary.
 
-Rules this module keeps (backpack_api.md §2-§8, STYLE.md 1-5):
+Rules this module keeps (docs/exchange.md §2-§8):
 - Signing (the signing string, keys, the auth hook) is in ``backpack_auth``, re-exported here.
 - This is the only module that catches ``requests`` exceptions or reads error bodies. It raises our
   own exceptions, named by what the caller must do, classified by HTTP status and Backpack ``code``
@@ -37,7 +37,7 @@ from gridbot.exchange.auth import (DEFAULT_WINDOW_MS, INSTRUCTIONS, MAX_WINDOW_M
 log = logging.getLogger("grid_bot.api")
 
 RETRYABLE_STATUS = (429, 500, 502, 503, 504)
-# A signed request refused before it is read (bad signature, timestamp out of its window: backpack_api.md
+# A signed request refused before it is read (bad signature, timestamp out of its window: docs/exchange.md
 # §2.3, §8). Which code goes with which cause is undocumented: the bot measures its clock instead.
 REFUSED_BEFORE_READING = ("INVALID_CLIENT_REQUEST", "UNAUTHORIZED", "INVALID_SIGNATURE")
 
@@ -124,7 +124,7 @@ def _retry_after(resp: requests.Response) -> float | None:
 
 class Pacer:
     """At most ``per_minute`` requests in any 60 s, as Backpack counts them (2000 a minute per
-    subaccount, backpack_api.md §8): a burst up to the budget goes at once, the next waits for the
+    subaccount, docs/exchange.md §8): a burst up to the budget goes at once, the next waits for the
     oldest to leave the window. Several grids on one account each take a share (``api.requests_per_minute``)."""
 
     WINDOW_S = 60.0

@@ -3,7 +3,7 @@
 No I/O. Every amount is a ``Decimal``; results are rounded to the market's ``tickSize`` (prices) and
 ``stepSize`` (quantities) by ``Decimal`` arithmetic alone.
 
-Semantics (DESIGN.md "The grid"):
+Semantics (docs/architecture.md "The grid"):
 - ``grid_num`` levels from ``lower`` to ``upper`` inclusive: equal steps (arithmetic) or equal ratios
   (geometric), each rounded to the nearest tick. Two levels that round to the same price are an error.
 - Auto-price bounds are ``price * (1 - range)`` rounded up and ``price * (1 + range)`` rounded down, so

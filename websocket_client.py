@@ -1,7 +1,7 @@
 """The WebSocket thread: live prices (``ticker.<symbol>``) and, when asked, the private order stream
-(``account.orderUpdate.<symbol>``, signed as backpack_api.md §9.4).
+(``account.orderUpdate.<symbol>``, signed as docs/exchange.md §9.4).
 
-Rules (STYLE.md 10, 11):
+Rules:
 - Callbacks stay tiny: parse, put a normalised event on the main thread's queue, return. The thread
   never touches bot state.
 - It owns its reconnect loop (``while not stop: run_forever(...)``) with capped exponential backoff,
@@ -214,7 +214,7 @@ class MarketStream:
             return
         # Private first, public second, then a ping: the server reads frames in order, so the first
         # frame it sends after these (the pong, or any data) proves both subscriptions are registered.
-        # Backpack acknowledges no SUBSCRIBE (backpack_api.md §11); until that frame, events for our
+        # Backpack acknowledges no SUBSCRIBE (docs/exchange.md §11); until that frame, events for our
         # first orders could still be lost, so the stream does not count as up.
         if self.private_streams:
             assert self.signer is not None

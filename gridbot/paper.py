@@ -23,6 +23,15 @@ from gridbot.core.errors import FatalError, InputError
 log = logging.getLogger("grid_bot.paper")
 
 
+def need_simulator() -> None:
+    """Paper mode runs the simulator of this checkout: say so in one line when its folder is missing."""
+    try:
+        import simulator  # noqa: F401
+    except ImportError:
+        raise FatalError("paper mode runs the simulator in the simulator/ folder beside grid_bot.py, and it is "
+                         "missing: restore it (git checkout -- simulator)") from None
+
+
 def paper_path(path: str, default_ext: str) -> str:
     """grid_bot.log -> grid_bot.paper.log: paper runs never share files with live ones."""
     root, ext = os.path.splitext(path)
@@ -51,6 +60,7 @@ def paper_funds(cfg: Config, spec: Any, top: Decimal) -> dict[str, Decimal]:
 def paper_market(cfg: Config) -> tuple[Any, Decimal, dict[str, Decimal], float]:
     """The simulated market of paper mode: (its MarketSpec, the starting price, the paper balances, the
     random walk's volatility per second)."""
+    need_simulator()
     from simulator.markets import DEFAULT_MARKETS
 
     specs = {m.symbol: m for m in DEFAULT_MARKETS}
@@ -94,6 +104,7 @@ def live_market(cfg: Config) -> tuple[Any, Decimal, dict[str, Decimal]]:
 
 def rules_from_spec(spec: Any) -> MarketRules:
     """A simulated market's rules as the bot reads them from the exchange (through its own parser)."""
+    need_simulator()
     from simulator.markets import market_json
 
     return parse_market(market_json(spec))
@@ -114,8 +125,10 @@ def spec_from_rules(rules: MarketRules) -> Any:
 def builtin_rules(symbol: str) -> MarketRules | None:
     """The simulator's built-in rules of ``symbol`` (None: it has none): what ``backtest --klines`` uses
     when the exchange is out of reach."""
-    from simulator.markets import DEFAULT_MARKETS
-
+    try:
+        from simulator.markets import DEFAULT_MARKETS
+    except ImportError:
+        return None
     spec = {m.symbol: m for m in DEFAULT_MARKETS}.get(symbol)
     return None if spec is None else rules_from_spec(spec)
 
@@ -171,6 +184,7 @@ def start_paper(cfg: Config, seed: int | None = None, *, live: bool = False,
     """A simulator in this process and a throwaway key with paper funds: moving inside the grid, or,
     ``live``, following the real market's trades. On live prices the simulated account is kept in
     ``sim_state`` (restored from it when the file exists) so a restart resumes the paper grid."""
+    need_simulator()
     from simulator import SimConfig, Simulator, persist
 
     t = cfg.trading

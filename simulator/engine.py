@@ -4,7 +4,7 @@ Its records live in ``records.py``, Backpack's wire formats in ``wire.py`` and i
 depth, klines) in ``market_data.py``, a mixin of ``Exchange``.
 
 No sockets here. The REST and WebSocket servers call into one ``Exchange`` under its lock; every
-change of an order produces the order-update event Backpack would push (backpack_api.md §9.6), which
+change of an order produces the order-update event Backpack would push (docs/exchange.md §9.6), which
 is handed to an ``EventSink`` (the WebSocket hub) while the lock is held, so events leave in the
 order they happened.
 
@@ -21,7 +21,7 @@ Matching model (documented in the README):
   ``liquidity`` of each when the move says so (a partial fill). Resting orders never match each other.
 - Fees are charged in the asset received (base on a buy, quote on a sell), exactly: amount x rate with
   no rounding and no padding zeros (Backpack charges ``"0.0047325"`` USDC on 4.7325 USDC at 0.1 %,
-  backpack_captures.json "Fill"), so balances are exact too.
+  tests/fixtures/backpack_captures.json "Fill"), so balances are exact too.
 """
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ class Exchange(MarketData, AccountViews):
         # Fault injection: a hook that may refuse an order before it is validated.
         self.reject_hook: Callable[[OrderRequest], SimError | None] = lambda payload: None
         self._rng = random.Random(seed)
-        # Order ids are digit strings that grow but are not contiguous (backpack_api.md §1).
+        # Order ids are digit strings that grow but are not contiguous (docs/exchange.md §1).
         self._next_order_id = 4_227_700_000 + self._rng.randrange(100_000)
         self.request_count = 0
         self.version = 0
@@ -205,7 +205,7 @@ class Exchange(MarketData, AccountViews):
             if p.type == "Market" and quote_qty is None:
                 # A market order by quantity reports the quote it may spend: quantity x the touch,
                 # rounded up to the tick. Undocumented; it is what both captures show ("3.82" for 0.001 at
-                # 3814.28, "4.30" for 0.0010 at 4299.16; backpack_captures.json "Order: POST ... market").
+                # 3814.28, "4.30" for 0.0010 at 4299.16; tests/fixtures/backpack_captures.json "Order: POST ... market").
                 quote_qty = (qty * self._touch(m, p.side) / spec.tick_size).to_integral_value(ROUND_UP) \
                     * spec.tick_size
             self._next_order_id += 1 + self._rng.randrange(7)

@@ -29,7 +29,7 @@ import websocket
 from .feeds import Feed, FeedError
 
 GAP_PAGES = 5                  # /trades/history pages read after a reconnect, at most
-HISTORY_PACE_S = 2.0           # 30 requests a minute (backpack_api.md §8)
+HISTORY_PACE_S = 2.0           # 30 requests a minute (docs/exchange.md §8)
 
 
 class LiveFeed(Feed):

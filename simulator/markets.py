@@ -1,4 +1,4 @@
-"""The simulator's spot markets and their filters (backpack_api.md §5).
+"""The simulator's spot markets and their filters (docs/exchange.md §5).
 
 Filters are realistic values of the kind Backpack publishes: a tick size and a step size whose scale is
 the most decimals allowed, a minimum quantity, price bounds, and the multipliers that bound how far an
@@ -36,7 +36,7 @@ class MarketSpec:
 
 
 DEFAULT_MARKETS: tuple[MarketSpec, ...] = (
-    # SOL_USDC's filters are the real ones (backpack_captures.json "Market", ccxt): no maximum quantity.
+    # SOL_USDC's filters are the real ones (tests/fixtures/backpack_captures.json "Market", ccxt): no maximum quantity.
     MarketSpec("SOL_USDC", "SOL", "USDC", D("0.01"), D("0.01"), D("0.01"), None,
                D("0.01"), None, D("1.25"), D("0.75"), D("150.00")),
     MarketSpec("BTC_USDC", "BTC", "USDC", D("0.1"), D("0.00001"), D("0.00001"), D("100"),
@@ -56,9 +56,9 @@ def decimals_of(step: Decimal) -> int:
 
 def market_json(m: MarketSpec) -> dict:
     """The Market object of GET /api/v1/market(s), with every field the spec lists, as Backpack sends a
-    crypto spot market (backpack_captures.json "Market": SOL_USDC from ccxt, BTC_USDC from hummingbot).
+    crypto spot market (tests/fixtures/backpack_captures.json "Market": SOL_USDC from ccxt, BTC_USDC from hummingbot).
 
-    The price-update multipliers (backpack_api.md §5) are null: Backpack sends them for some markets
+    The price-update multipliers (docs/exchange.md §5) are null: Backpack sends them for some markets
     only and their spot values are unknown; null is the reading that bounds no order further.
     """
     def s(d: Decimal | None) -> str | None:

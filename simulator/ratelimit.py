@@ -1,4 +1,4 @@
-"""The simulator's rate limit: Backpack's per-account budget (backpack_api.md §8)."""
+"""The simulator's rate limit: Backpack's per-account budget (docs/exchange.md §8)."""
 from __future__ import annotations
 
 import threading

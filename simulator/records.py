@@ -34,7 +34,7 @@ class SimError(Exception):
 
 
 def parse_error(detail: str) -> SimError:
-    # Request-parse failures come from the web framework with this prefix (backpack_api.md §8).
+    # Request-parse failures come from the web framework with this prefix (docs/exchange.md §8).
     return SimError(400, "INVALID_CLIENT_REQUEST", f"parse request payload error: {detail}")
 
 

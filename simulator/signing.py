@@ -1,4 +1,4 @@
-"""The simulator's own ED25519 request verification (backpack_api.md §2, §3, §9.4).
+"""The simulator's own ED25519 request verification (docs/exchange.md §2, §3, §9.4).
 
 This module deliberately shares no code with the bot's signer: the simulator is the independent
 party that catches a signing bug, so it rebuilds the signing string from what arrived on the wire.
@@ -26,7 +26,7 @@ from nacl.signing import VerifyKey
 DEFAULT_WINDOW_MS = 5000
 MAX_WINDOW_MS = 60000
 
-# (method, path) -> instruction, for the endpoints the simulator serves (backpack_api.md §3).
+# (method, path) -> instruction, for the endpoints the simulator serves (docs/exchange.md §3).
 INSTRUCTIONS: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/capital"): "balanceQuery",
     ("GET", "/api/v1/capital/collateral"): "collateralQuery",

@@ -1,6 +1,6 @@
 """Wire formats: the JSON Backpack sends for orders, fills and candles, and the order payload it accepts.
 
-Pure functions between the engine's records and Backpack's shapes (backpack_api.md §5-§7).
+Pure functions between the engine's records and Backpack's shapes (docs/exchange.md §5-§7).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def parse_client_id(value: Any) -> int | None:
 
 
 def parse_order_payload(payload: Any) -> OrderRequest:
-    """An ``OrderExecutePayload`` checked field by field, as Backpack's parser answers (backpack_api.md §6.1)."""
+    """An ``OrderExecutePayload`` checked field by field, as Backpack's parser answers (docs/exchange.md §6.1)."""
     if not isinstance(payload, dict):
         raise parse_error('Expected input type "OrderExecutePayload"')
     for name in ("symbol", "side", "orderType"):
@@ -72,7 +72,7 @@ def kline_json(bucket_s: int, interval_s: int, c: dict) -> dict:
 def order_json(o: Order, listed: bool = False) -> dict:
     """An order as /api/v1/order(s) return it: optional fields present as null, createdAt in ms.
 
-    The key sets are the captured ones (backpack_captures.json "Order: ..."): ``systemOrderType`` only
+    The key sets are the captured ones (tests/fixtures/backpack_captures.json "Order: ..."): ``systemOrderType`` only
     where orders are listed or looked up (GET), not in the answer to a placement or a cancel; a
     market order has ``quoteQuantity`` and no ``price`` or ``postOnly``.
     """
@@ -98,7 +98,7 @@ def order_json(o: Order, listed: bool = False) -> dict:
 
 def quote_quantity(o: Order) -> Decimal | None:
     """What an order is worth in quote: a limit order's price x quantity, without padding zeros
-    (``"4"`` for 0.001 at 4000 in order history, backpack_captures.json "Order: /wapi/v1/history/orders");
+    (``"4"`` for 0.001 at 4000 in order history, tests/fixtures/backpack_captures.json "Order: /wapi/v1/history/orders");
     a market order's quote quantity as given or as the engine set it."""
     if o.price is not None:
         return (o.price * o.quantity).normalize()
@@ -107,7 +107,7 @@ def quote_quantity(o: Order) -> Decimal | None:
 
 def order_history_json(o: Order) -> dict:
     """The history shape (spec schema ``Order``): createdAt is a naive datetime string; the key set is
-    the captured one (backpack_captures.json "Order: /wapi/v1/history/orders item")."""
+    the captured one (tests/fixtures/backpack_captures.json "Order: /wapi/v1/history/orders item")."""
     return {
         "id": o.id, "createdAt": naive_utc(o.created_us), "executedQuantity": s(o.executed),
         "executedQuoteQuantity": s(o.executed_quote), "expiryReason": o.expiry_reason,
@@ -147,7 +147,7 @@ def fill_state(f: Fill) -> dict:
 
 
 def order_update(order: Order, event: str, fill: Fill | None, now: int) -> dict:
-    """An ``account.orderUpdate`` event for ``order`` (backpack_api.md §9.6)."""
+    """An ``account.orderUpdate`` event for ``order`` (docs/exchange.md §9.6)."""
     data: dict[str, Any] = {
         "e": event, "E": now, "s": order.symbol, "i": order.id, "S": order.side,
         "o": order.order_type.upper(), "f": order.time_in_force, "q": s(order.quantity),
@@ -155,7 +155,7 @@ def order_update(order: Order, event: str, fill: Fill | None, now: int) -> dict:
         "Z": s(order.executed_quote), "V": order.stp, "T": now, "O": "USER", "r": False,
     }
     if order.post_only:
-        # Captures of orders that are not post-only have no ``y`` key at all (backpack_captures.json
+        # Captures of orders that are not post-only have no ``y`` key at all (tests/fixtures/backpack_captures.json
         # "WS orderAccepted (limit)"); the spec's all-fields example sends ``"y": true``.
         data["y"] = True
     if order.client_id is not None:

@@ -6,7 +6,7 @@ every socket and decides, frame by frame, whether to send, to drop the connectio
 (the faults). Frames leave from the thread that makes them, under the connection's lock, so events
 reach a client in the order the engine made them.
 
-Protocol (backpack_api.md §9): ``{"method": "SUBSCRIBE"|"UNSUBSCRIBE", "params": [...]}``; data in
+Protocol (docs/exchange.md §9): ``{"method": "SUBSCRIBE"|"UNSUBSCRIBE", "params": [...]}``; data in
 ``{"stream", "data"}`` envelopes; private ``account.*`` streams need the four-string ``signature``
 array; an invalid stream gets ``{"id": null, "error": {"code": 4006, "message": "Invalid stream"}}``.
 The server pings every ``ping_interval`` seconds; a connection with no pong for ``pong_timeout``

@@ -99,7 +99,7 @@ def test_trailing_moves_only_beyond_one_step_and_within_the_limits():
     st.offset = -1                                                      # 138..156: 136 would pass the limit
     assert g.decide(st, LADDER.window(-1), lg, D(130), 0) is None
     assert trail_needs(RiskConfig(out_of_range="trail", trail_up_limit=D(162), trail_down_limit=D(138)), LADDER,
-                       D("0.5")) == (2, 1, (D(158) - D(140) + D(160) - D(142)) * D("0.5"), D(0))
+                       D("0.5")) == (2, 1, (D(158) - D(140) + D(160) - D(142)) * D("0.5"))
 
 
 def om_at(price: str) -> OrderManager:

@@ -1,4 +1,4 @@
-"""Tier 2: the signing vectors of backpack_api.md §2.5, for the bot's signer and the simulator's
+"""Tier 2: the signing vectors of docs/exchange.md §2.5, for the bot's signer and the simulator's
 independent verifier (which rebuilds the string from the wire form of the request)."""
 from __future__ import annotations
 

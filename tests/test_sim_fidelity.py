@@ -1,5 +1,5 @@
-"""The simulator's payloads against real Backpack payloads (tests/fixtures/backpack_captures.json, a copy
-of ../shared/backpack_captures.json: each capture names the public client code it was taken from).
+"""The simulator's payloads against real Backpack payloads (tests/fixtures/backpack_captures.json:
+each capture names the public client code it was taken from).
 
 Each test rebuilds the situation a capture was taken in (the same market, price, quantity and fee rate)
 and compares the simulator's answer with the real one: its key set, its value types, and every value

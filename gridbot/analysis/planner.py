@@ -91,7 +91,7 @@ def exits_report(grid: GridSpec, rules: MarketRules, price: Decimal, maker_fee: 
     _, plan = initial_plan(grid, price)
     funds = funds_needed(grid, plan)
     start_value = funds[grid.base] * price + funds[grid.quote]
-    up, down, extra_quote, _ = trail_needs(cfg, ladder, grid.quantity)
+    up, down, extra_quote = trail_needs(cfg, ladder, grid.quantity)
     report: dict[str, Any] = {
         "trigger_price": s(cfg.trigger_price), "on_stop": cfg.on_stop, "stop_delay": cfg.stop_delay,
         "max_slippage": s(cfg.max_slippage), "out_of_range": cfg.out_of_range,

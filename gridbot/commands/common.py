@@ -114,7 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             log.info("starting: %s on %s", cfg.trading.symbol, cfg.api.base_url)
         notifier = None
-        if cfg.notify.urls or cfg.notify.heartbeat_url:
+        if cfg.notify.enabled:
             notifier = Notifier(cfg.notify, grid=f"{'[paper] ' if args.paper else ''}{cfg.trading.symbol} grid")
         bot = GridBot(cfg, signer=signer, store=store, reset=args.reset, adopt=args.adopt, notifier=notifier)
         if args.paper:

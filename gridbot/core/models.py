@@ -26,7 +26,7 @@ class OrderStatus(Enum):
     EXPIRED = "Expired"
     TRIGGER_PENDING = "TriggerPending"
     TRIGGER_FAILED = "TriggerFailed"
-    TRIGGERED = "Triggered"  # the Rust client's spelling (backpack_api.md §11)
+    TRIGGERED = "Triggered"  # the Rust client's spelling (docs/exchange.md §11)
 
     @property
     def is_open(self) -> bool:
@@ -101,7 +101,7 @@ class Ticker:
 
 @dataclass(frozen=True)
 class OrderUpdate:
-    """One ``account.orderUpdate`` event (backpack_api.md §9.6)."""
+    """One ``account.orderUpdate`` event (docs/exchange.md §9.6)."""
     event: str
     symbol: str
     order_id: str

@@ -1,7 +1,7 @@
 """An order's life: its states, the table of allowed transitions, the records the grid keeps, and the
 actions the grid asks its shell to perform.
 
-Pure values, no I/O. ``OrderManager`` moves an order only through ``allowed`` (STYLE.md 8): a
+Pure values, no I/O. ``OrderManager`` moves an order only through ``allowed`` (a table of transitions): a
 transition not in ``ALLOWED`` is refused, so a stale REST snapshot can never turn a ``FILLED`` order
 back into ``OPEN``.
 """

@@ -1,7 +1,7 @@
 """Exits and trailing: the trigger price, stop-loss, take-profit, the out-of-range policy, trailing.
 
 Pure, no I/O, no clock: ``RiskGuard.decide`` is given the last price and the time and says what the grid
-must do before anything else on that price update (DESIGN.md "Money in motion"). The live bot, paper
+must do before anything else on that price update (docs/architecture.md "Money in motion"). The live bot, paper
 mode and the backtester call it in the same place: after the update's fills are applied, before any
 order is placed. What must survive a restart (the trigger reached, the trail offset and its moves, an
 exit and its sale) is ``RiskState``, saved with the grid in the same transaction as its orders.
@@ -50,11 +50,6 @@ class RiskConfig:
     trail_up_limit: Decimal | None = None
     trail_down_limit: Decimal | None = None
     max_slippage: Decimal = Decimal("0.005")
-
-    @property
-    def any_exit(self) -> bool:
-        return (any(x is not None for x in (self.stop_loss_price, self.take_profit_price, self.stop_loss_return,
-                                            self.take_profit_return)) or self.out_of_range == "stop")
 
 
 @dataclass
@@ -217,9 +212,6 @@ class RiskGuard:
             self.since.pop(name, None)
             return False
         return now_ms - self.since.setdefault(name, now_ms) >= self.delay_ms
-
-    def waiting_for_trigger(self, state: RiskState, price: Decimal | None) -> bool:
-        return not state.triggered and not (price is not None and self.crossed(state, price))
 
     @staticmethod
     def crossed(state: RiskState, price: Decimal) -> bool:
@@ -422,13 +414,14 @@ class GridRisk:
                   f"one step {'up' if up else 'down'} to {levels[0]}..{levels[-1]} ({st.offset:+d} steps in all)")
 
 
-def trail_needs(cfg: RiskConfig, ladder: Ladder | None, quantity: Decimal, offset: int = 0) -> tuple[int, int, Decimal, Decimal]:
+def trail_needs(cfg: RiskConfig, ladder: Ladder | None, quantity: Decimal,
+                offset: int = 0) -> tuple[int, int, Decimal]:
     """How far the grid can trail from ``offset`` (steps up, steps down) and what that needs beyond its own
-    funds at most: each move up places a buy one level higher than the buy it cancels (quote), each move
-    down places a sell the cancelled sell's base pays for, but the grid holds only sells then (base: one
-    order's quantity per move, as a bound). Returns (up, down, extra quote, extra base)."""
+    funds at most: each move up places a buy one level higher than the buy it cancels (extra quote), each
+    move down places a sell that the cancelled sell's base pays for (nothing extra). Returns (up, down,
+    extra quote)."""
     if cfg.out_of_range != "trail" or ladder is None:
-        return 0, 0, ZERO, ZERO
+        return 0, 0, ZERO
     n = ladder.n
     up = down = 0
     extra_quote = ZERO
@@ -440,4 +433,4 @@ def trail_needs(cfg: RiskConfig, ladder: Ladder | None, quantity: Decimal, offse
     while (cfg.trail_down_limit is not None and down < 10_000
            and ladder.price(offset - 1 - down) >= cfg.trail_down_limit and ladder.usable(offset - 1 - down, ZERO)):
         down += 1
-    return up, down, extra_quote, ZERO
+    return up, down, extra_quote

@@ -1,7 +1,7 @@
 """The entry purchase: before a new grid is laid out, buy the base its sells (and its fee reserve) need
 and the account lacks, with IOC limit buys no worse than the last price x (1 + ``risk.max_slippage``).
 
-Crash-safe like every order (DESIGN.md "Money in motion"): the grid's row, with the purchase's target,
+Crash-safe like every order (docs/architecture.md "Money in motion"): the grid's row, with the purchase's target,
 its cap and each order's clientId, is in the state file before the order is sent. A restarted bot waits
 until the last order's signature window has passed, looks every order up by clientId, and buys only
 what the fills found so far leave; it never buys twice. A purchase that cannot be completed within the

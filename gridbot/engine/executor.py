@@ -33,11 +33,11 @@ ZERO = Decimal(0)
 # How long a balance read stands as the budget for placements (less what they lock): within a second the
 # only change our orders cannot see is someone else's trading on the account.
 BUDGET_TTL_S = 1.0
-# Backpack does not document its batch limit (backpack_api.md §8, §11); our simulator enforces 50, and
+# Backpack does not document its batch limit (docs/exchange.md §8, §11); our simulator enforces 50, and
 # the bot never sends more in one request.
 MAX_BATCH = 50
 # Requests in flight at once for batches and shutdown cancels: 99 cancels are ~100 requests, far
-# inside Backpack's 2000 requests/minute (backpack_api.md §8), sent within about a second.
+# inside Backpack's 2000 requests/minute (docs/exchange.md §8), sent within about a second.
 MAX_CONCURRENT = 8
 
 

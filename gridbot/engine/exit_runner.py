@@ -1,7 +1,7 @@
 """Carrying out an exit over the signed REST client: cancel the grid's orders, then (``on_stop:
 sell_base``) sell the grid's base with IOC limit orders no worse than the cap.
 
-Crash-safe by construction (DESIGN.md "Money in motion"): the exit (reason, price, time, phase) is in
+Crash-safe by construction (docs/architecture.md "Money in motion"): the exit (reason, price, time, phase) is in
 the state file before the first cancel; the sale's target and floor before its first order; each sale
 order's clientId before it is sent. A restarted bot continues from the saved phase: it looks each sale
 order up by clientId (its fills come through the manager's ledger once, by trade id), sells only what
@@ -42,9 +42,9 @@ def sale_target(grid_base: Decimal, free: Decimal, rules: MarketRules) -> tuple[
 
 class ExitRunner:
     def __init__(self, client: BackpackClient, executor: Executor, rules: MarketRules, cfg: RiskConfig, *,
-                 window_ms: int, sleep: Callable[[float], None], wall_ms: Callable[[], int]) -> None:
+                 window_ms: int, sleep: Callable[[float], None]) -> None:
         self.client, self.executor, self.rules, self.cfg = client, executor, rules, cfg
-        self.window_ms, self.sleep, self.wall_ms = window_ms, sleep, wall_ms
+        self.window_ms, self.sleep = window_ms, sleep
 
     def carry_out(self, g: ActiveGrid, price: Decimal) -> bool:
         """Take the exit as far as it goes now; True when it is done (the grid is finished)."""

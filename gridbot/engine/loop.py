@@ -151,7 +151,7 @@ class GridBot:
             return RunResult(e.exit_code, str(e), None)
         self.g, self.last = started.grid, LastPrice(started.price)
         self.exits = ExitRunner(self.client, self.executor, started.rules, self.cfg.risk,
-                                window_ms=self.cfg.api.window_ms, sleep=self.sleep, wall_ms=self.wall_ms)
+                                window_ms=self.cfg.api.window_ms, sleep=self.sleep)
         self.risk = GridRisk(self.cfg.risk, save=self.g.save, carry_out=lambda price: self.exits.carry_out(self.g, price),
                              tell=self.risk_told, prepare=lambda price: self.entry_at_trigger(started.rules, price))
         if self.notifier is not None:

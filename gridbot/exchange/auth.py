@@ -1,8 +1,8 @@
-"""Backpack's request signing (backpack_api.md §2): keys, the signing string, and the ``requests``
+"""Backpack's request signing (docs/exchange.md §2): keys, the signing string, and the ``requests``
 auth hook that signs a prepared request. Pure but for the clock; ``backpack_api`` re-exports all of it.
 
 - The signing string is built by one pure function, ``signing_payload``, pinned by the golden vectors
-  of backpack_api.md §2.5: instruction first, parameters sorted by key, raw values (no
+  of docs/exchange.md §2.5: instruction first, parameters sorted by key, raw values (no
   percent-encoding), booleans ``true``/``false``, decimals as plain text, ``&timestamp=&window=`` last;
   a batch signs each order with its own ``instruction=`` prefix.
 - ``BackpackAuth`` signs the final prepared request, looking the instruction up in one table. It
@@ -27,7 +27,7 @@ from gridbot.core.errors import InputError
 DEFAULT_WINDOW_MS = 5000
 MAX_WINDOW_MS = 60000
 
-# (METHOD, path) -> instruction (backpack_api.md §3). Paths not listed are public and unsigned.
+# (METHOD, path) -> instruction (docs/exchange.md §3). Paths not listed are public and unsigned.
 INSTRUCTIONS: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/capital"): "balanceQuery",
     ("GET", "/api/v1/order"): "orderQuery",
@@ -106,7 +106,7 @@ class Signer:
                 "X-Timestamp": str(ts_ms), "X-Window": str(window_ms)}
 
     def ws_signature(self, ts_ms: int, window_ms: int = DEFAULT_WINDOW_MS) -> list[str]:
-        """The four strings of a private-stream SUBSCRIBE (backpack_api.md §9.4)."""
+        """The four strings of a private-stream SUBSCRIBE (docs/exchange.md §9.4)."""
         sig = self.sign(signing_payload("subscribe", None, ts_ms, window_ms))
         return [self.api_key, sig, str(ts_ms), str(window_ms)]
 

@@ -18,7 +18,7 @@ def _parse_start(text: str) -> datetime:
 
 
 HISTORY_PAGE = 1000   # candles asked per request: Backpack's cap is undocumented, so ask for few
-HISTORY_PACE_S = 2.0  # historical market data allows 30 requests a minute (backpack_api.md §8)
+HISTORY_PACE_S = 2.0  # historical market data allows 30 requests a minute (docs/exchange.md §8)
 KLINE_COLUMNS = ("start", "open", "high", "low", "close", "end", "volume", "quoteVolume", "trades")
 
 

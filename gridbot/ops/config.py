@@ -1,6 +1,6 @@
 """config.json -> a frozen ``Config``, checked before anything touches the exchange.
 
-Two passes (STYLE.md 6): the *shape* pass checks every key's type and range, fills defaults and
+Two passes: the *shape* pass checks every key's type and range, fills defaults and
 refuses unknown keys (a typo must not be silently ignored); the *rules* pass checks what involves
 several keys (bounds order, auto-price, the key pair). Every failure is one ``ConfigError`` line that
 names the key and says what to do. ``BACKPACK_API_KEY`` and ``BACKPACK_API_SECRET`` in the environment
