@@ -10,8 +10,8 @@
     python grid_bot.py keygen [--json]
     python grid_bot.py notify-test [--config config.json]
 
-The commands live in ``commands.py``, ``backtest_command.py`` and ``report_command.py``; the running bot in ``bot.py``; the
-README's "How it is built" maps every module. Exit codes: 0 stopped as asked (or output cut short by
+Each command is a module of ``gridbot/commands/``; the running bot is ``gridbot/engine/loop.py``;
+docs/architecture.md maps every module. Exit codes: 0 stopped as asked (or output cut short by
 its reader, as ``status | head``); 1 a runtime failure (the exchange unreachable or refusing, an
 unexpected error); 2 bad input the user must fix (config, keys, symbol, a grid that does not fit the
 market, not enough balance, an unusable state file); 130 a second Ctrl+C during shutdown. A user
@@ -30,7 +30,11 @@ import traceback
 from typing import Sequence
 
 from gridbot.commands.backtest import cmd_backtest
-from gridbot.commands.common import cmd_keygen, cmd_notify_test, cmd_plan, cmd_run, cmd_status
+from gridbot.commands.keygen import cmd_keygen
+from gridbot.commands.notify_test import cmd_notify_test
+from gridbot.commands.plan import cmd_plan
+from gridbot.commands.run import cmd_run
+from gridbot.commands.status import cmd_status
 from gridbot.core.errors import EXIT_FORCED, EXIT_OK, EXIT_RUNTIME, GridBotError
 from gridbot.ops.log_setup import log_file_of
 from gridbot.commands.report import cmd_report

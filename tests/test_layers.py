@@ -73,7 +73,8 @@ def test_plan_runs_with_the_simulator_folder_deleted(tmp_path):
     """A checkout without ``simulator/`` plans a grid against an exchange (here, the simulator of this
     checkout, in this process): nothing but paper mode needs the simulator."""
     copy = tmp_path / "checkout"
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    listed = ["git", "ls-files", "--cached", "--others", "--exclude-standard"]   # what a commit would hold
+    files = subprocess.run(listed, cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     for f in files:
         if f.startswith("simulator/") or f.startswith("tests/"):
             continue

@@ -1,0 +1,21 @@
+"""``notify-test``: one test message to every notification URL, and which arrived."""
+from __future__ import annotations
+
+import argparse
+
+from gridbot.ops.config import ConfigError
+from gridbot.core.errors import EXIT_OK, EXIT_RUNTIME
+from gridbot.ops.notify import URLS_ENV, try_urls
+from gridbot.commands.common import read_config
+
+
+def cmd_notify_test(args: argparse.Namespace) -> int:
+    """One test message to every notification URL; per URL, delivered or not."""
+    cfg = read_config(args.config, need_keys=False)
+    n = cfg.notify
+    if not n.urls:
+        raise ConfigError(f"{args.config}: no notification URLs: set notify.urls (or {URLS_ENV})")
+    results = try_urls(n.urls, f"{cfg.trading.symbol} grid", n.urls_from)
+    for name, ok in results:
+        print(f"{name}: {'delivered' if ok else 'NOT delivered (check the URL, the token and the network)'}")
+    return EXIT_OK if all(ok for _, ok in results) else EXIT_RUNTIME

@@ -1,0 +1,88 @@
+"""``plan``: what the configured grid will place and need, and what it would do at the range's edges and exits;
+places nothing."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from decimal import Decimal
+from typing import Any
+
+from backpack_api import RequestRejected, Signer, TransientError
+from gridbot.ops.config import Config, ConfigError
+from gridbot.core.errors import EXIT_OK, FatalError, InputError
+from order_manager import OrderManager
+from gridbot.paper import live_market, paper_market, paper_path
+from gridbot.ops.reports import level_view
+from gridbot.engine.startup import grid_params, keys_refused, make_grid, market_rules
+from gridbot.commands.common import read_config, open_store, keys_set, public_client
+
+
+def saved_for_plan(cfg: Config, paper: bool) -> dict[str, Any] | None:
+    """The running grid in the state file, as ``planner.plan_report`` wants it (None: there is none)."""
+    path = paper_path(cfg.state_file, ".db") if paper else cfg.state_file
+    if not os.path.exists(path):
+        return None
+    store = open_store(cfg, paper, readonly=True)
+    try:
+        saved = store.active_grid()
+        if saved is None:
+            return None
+        om = OrderManager.from_snapshot(saved.spec, saved.tag, store.load(saved))
+    finally:
+        store.close()
+    return {"id": saved.id, "status": saved.status, "params": saved.params, "levels": level_view(om),
+            "params_now": grid_params(cfg.trading)}
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from gridbot.analysis.planner import plan_report, print_plan
+    from gridbot.paper import rules_from_spec
+
+    cfg = read_config(args.config, need_keys=False)
+    if args.live_prices and not args.paper:
+        raise InputError("--live-prices is for paper mode: add --paper")
+    try:
+        with_keys = not args.paper and keys_set(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{args.config}: {e}" if e.from_file else str(e)) from None
+    t = cfg.trading
+    balances: dict[str, tuple[Decimal, Decimal]] | None
+    if args.paper and args.live_prices:
+        spec, price, paper_funds = live_market(cfg)
+        rules = rules_from_spec(spec)
+        source = f"paper mode on live prices: the last price on {cfg.api.base_url}"
+        balances = {k: (v, Decimal(0)) for k, v in paper_funds.items()}
+        balances_source = "paper"
+    elif args.paper:
+        spec, price, paper_funds, _ = paper_market(cfg)
+        rules = rules_from_spec(spec)
+        source = "paper mode: the simulator's starting price"
+        balances = {k: (v, Decimal(0)) for k, v in paper_funds.items()}
+        balances_source: str | None = "paper"
+    else:
+        client = public_client(cfg, Signer(cfg.api.api_secret) if with_keys else None)
+        try:
+            rules = market_rules(client, t.symbol, cfg.api.base_url)
+        except FatalError as e:
+            raise FatalError(f"{e} (plan --paper shows the grid on the built-in simulated market)") from None
+        try:
+            price = client.ticker_price(t.symbol)
+            balances = client.balances() if with_keys else None
+        except RequestRejected as e:
+            raise keys_refused(e) from None
+        except TransientError as e:
+            raise FatalError(f"cannot read from {cfg.api.base_url}: {e}") from None
+        source = f"last price on {cfg.api.base_url}"
+        balances_source = "exchange" if with_keys else None
+    grid, notes = make_grid(rules, t, price)
+    report = plan_report(grid, rules, price=price, price_source=source, maker_fee=t.maker_fee,
+                         auto_price=t.auto_price, balances=balances, balances_source=balances_source,
+                         saved=saved_for_plan(cfg, args.paper), risk=cfg.risk, investment=t.investment,
+                         entry=t.entry)
+    report["warnings"] = [*cfg.warnings, *notes, *report["warnings"]]
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_plan(report)
+    return EXIT_OK

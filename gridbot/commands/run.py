@@ -1,0 +1,110 @@
+"""``run`` (the default command): the grid, live or on paper, until a signal, ``duration`` or an exit stops it."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from backpack_api import wall_clock_ms
+from gridbot.engine.loop import GridBot
+from gridbot.core.errors import EXIT_FORCED, EXIT_OK, InputError
+from gridbot.ops.log_setup import setup_logging
+from gridbot.ops.notify import Notifier
+from gridbot.paper import paper_path, sim_state_path, start_paper
+from gridbot.commands.common import read_config, open_store
+from gridbot.engine.state_store import StateLock
+
+
+log = logging.getLogger("grid_bot")
+
+
+NOTIFY_FLUSH_S = 10.0
+
+
+def install_signals(bot: GridBot) -> None:
+    count = {"n": 0}
+
+    def handler(signum: int, frame: Any) -> None:
+        count["n"] += 1
+        name = signal.Signals(signum).name
+        if count["n"] == 1 or not bot.shutting_down:
+            bot.request_stop(f"{name} received")
+        elif signum == signal.SIGINT:
+            # Exit now, from here: an exception raised into whatever the main thread is doing could be
+            # swallowed by library code (websocket-client's close() catches everything). The state
+            # file holds the last consistent save; the next start reconciles from it.
+            bot.warn_forced_exit()
+            for h in logging.getLogger("grid_bot").handlers:
+                h.flush()
+            os._exit(EXIT_FORCED)
+        else:
+            log.warning("%s received again: already stopping (Ctrl+C twice forces an exit)", name)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    # A closed terminal or a dropped ssh session: stop exactly as on SIGTERM, orders cancelled.
+    signal.signal(signal.SIGHUP, handler)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = read_config(args.config, need_keys=not args.paper)
+    sim = None
+    signer = None
+    lock = StateLock(paper_path(cfg.state_file, ".db") if args.paper else cfg.state_file).acquire()
+    try:
+        store = open_store(cfg, args.paper)
+    except BaseException:
+        lock.release()
+        raise
+    try:
+        live = args.live_prices
+        if live and not args.paper:
+            raise InputError("--live-prices is for paper mode: add --paper")
+        if args.paper:
+            # A random-walk paper run has a new simulated exchange: a grid saved by an earlier run cannot
+            # resume. On live prices the simulated account is saved beside the state file, and a running
+            # paper grid resumes with it.
+            sim_state = sim_state_path(cfg)
+            saved = store.active_grid()
+            resume = live and saved is not None and os.path.exists(sim_state)
+            if saved is not None and not resume:
+                store.set_status(saved.id, "stopped", wall_clock_ms())
+            if live and not resume and os.path.exists(sim_state):
+                os.replace(sim_state, sim_state + ".old")  # a new paper account; the last one kept aside
+            live_from = cfg.api.base_url
+            sim, cfg, signer = start_paper(cfg, args.seed, live=live, sim_state=sim_state)
+        setup_logging(cfg, level=args.log_level, log_file=paper_path(cfg.log.file, ".log") if args.paper else None)
+        if args.paper and live:
+            log.info("PAPER MODE on live prices from %s: a simulated exchange at %s follows its trades; paper funds, "
+                     "no real orders, no keys used", live_from, cfg.api.base_url)
+        elif args.paper:
+            log.info("PAPER MODE: a simulated exchange at %s with paper funds; no real orders", cfg.api.base_url)
+        else:
+            log.info("starting: %s on %s", cfg.trading.symbol, cfg.api.base_url)
+        notifier = None
+        if cfg.notify.enabled:
+            notifier = Notifier(cfg.notify, grid=f"{'[paper] ' if args.paper else ''}{cfg.trading.symbol} grid")
+        bot = GridBot(cfg, signer=signer, store=store, reset=args.reset, adopt=args.adopt, notifier=notifier)
+        if args.paper:
+            bot.paper = "live" if live else "random"
+        install_signals(bot)
+        if notifier is not None:
+            notifier.health = bot.healthy
+            notifier.start()
+        try:
+            result = bot.run()
+        finally:
+            if notifier is not None:
+                notifier.close(NOTIFY_FLUSH_S)  # the stop message, at most this long
+    finally:
+        store.close()
+        lock.release()
+        if sim is not None:
+            sim.stop()
+    if result.exit_code not in (EXIT_OK, EXIT_FORCED) and not cfg.log.console:
+        # The log file has it, but a terminal (or systemd's journal) must see why we stopped.
+        print(f"grid_bot: {result.reason}", file=sys.stderr)
+    return result.exit_code
