@@ -14,8 +14,11 @@ Each command is a module of ``gridbot/commands/``; the running bot is ``gridbot/
 docs/architecture.md maps every module. Exit codes: 0 stopped as asked (or output cut short by
 its reader, as ``status | head``); 1 a runtime failure (the exchange unreachable or refusing, an
 unexpected error); 2 bad input the user must fix (config, keys, symbol, a grid that does not fit the
-market, not enough balance, an unusable state file); 130 a second Ctrl+C during shutdown. A user
-never sees a traceback: a bug's goes to the log file (or a crash file), and one line says where.
+market, not enough balance, an unusable state file) or a start the market refuses (an entry purchase
+past its cap, a market not trading): systemd restarts on neither; 130 a second Ctrl+C during shutdown.
+This module is the one place an error becomes its line and its exit code (the running bot hands its
+own up in ``RunResult.error``). A user never sees a traceback: a bug's goes to the log file (or a
+crash file), and one line says where.
 """
 from __future__ import annotations
 
@@ -138,6 +141,18 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split()) or "(no message)"
 
 
+def report_error(e: GridBotError) -> None:
+    """An error's one line: in the bot's log when the run set one up (which, with ``log.console``, is the
+    terminal's line too), and on stderr unless that log already shows it there."""
+    text = one_line(str(e))
+    logger = logging.getLogger("grid_bot")
+    if logger.handlers:
+        logger.error("%s", text)
+        if any(type(h) is logging.StreamHandler for h in logger.handlers):
+            return
+    print(f"grid_bot: {text}", file=sys.stderr)
+
+
 def report_bug(e: BaseException) -> int:
     """An exception nobody meant to raise: its traceback to the log file (or a crash file), one line to
     stderr, exit 1."""
@@ -164,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
         return code
     except GridBotError as e:
-        print(f"grid_bot: {one_line(str(e))}", file=sys.stderr)
+        report_error(e)
         return e.exit_code
     except BrokenPipeError:
         # The reader closed our output (``status | head -3``): it had what it wanted. Point stdout at

@@ -176,7 +176,7 @@ def test_duration_ends_the_run_like_a_signal(tmp_path, quiet_sim):
     b = BotThread(path).__enter__()
     b.thread.join(timeout=30)
     assert not b.thread.is_alive()
-    assert b.result.exit_code == 0 and b.result.reason == "duration of 2 s reached"
+    assert b.result.error is None and b.result.reason == "duration of 2 s reached"
     assert open_orders_of(SimControl(quiet_sim.rest_url).state(), signer.api_key) == []
 
 

@@ -12,7 +12,7 @@ from simulator import SimControl, running_simulator
 from gridbot.engine.state_store import StateStore
 from tests.e2e import BotThread, open_orders_of, orders_of, write_config
 from tests.helpers import wait_until
-from gridbot.core.errors import InputError
+from gridbot.core.errors import StartRefused, InputError
 from tests.test_restart import spawn, status_json, stop
 
 D = Decimal
@@ -38,7 +38,7 @@ def test_a_quote_only_account_buys_exactly_the_shortfall_then_lays_the_grid(tmp_
     with stored(path) as b:
         wait_until(lambda: len(open_orders_of(control.state(), key)) == 9, timeout=20, message="the grid")
         result = b.stop()
-    assert result.exit_code == 0
+    assert result.error is None
     st = control.state()
     ours = sorted(orders_of(st, key), key=lambda o: o["createdAtUs"])
     buys = entry_orders(st, key)
@@ -72,7 +72,7 @@ def test_a_price_that_runs_past_the_cap_refuses_the_start_and_reports_the_partia
     b = stored(path)
     with b:
         b.thread.join(60)
-    assert b.result.exit_code == 2
+    assert isinstance(b.result.error, StartRefused)   # the market's refusal, exit 2
     assert "the entry purchase bought 1.48 of 3.01 SOL" in b.result.reason and "nothing was placed" in b.result.reason
     st = control.state()
     assert all(o["timeInForce"] == "IOC" for o in orders_of(st, key))   # no grid order
@@ -166,7 +166,7 @@ def test_entry_none_refuses_a_short_account_as_before(tmp_path, quiet_sim, capsy
     b = stored(path)
     with b:
         b.thread.join(30)
-    assert b.result.exit_code == 2 and "not enough balance for this grid: missing 2 SOL" in b.result.reason
+    assert isinstance(b.result.error, InputError) and "not enough balance for this grid: missing 2 SOL" in b.result.reason
     assert orders_of(control.state(), signer.api_key) == []
 
 

@@ -8,6 +8,7 @@ import time
 from decimal import Decimal
 
 import grid_bot
+from gridbot.core.errors import InputError
 from simulator import SimControl
 from gridbot.engine.state_store import StateStore
 from tests.e2e import BotThread, book_of, ledger_totals, open_orders_of, orders_of, write_config
@@ -87,7 +88,7 @@ def test_a_trigger_price_places_nothing_before_and_the_usual_grid_after(tmp_path
         wait_until(lambda: book_of(control.state(), key) == want, timeout=15, message="the grid laid out at 144.9")
         assert b.bot.om.risk.start.price == D("144.9")
         result = b.stop()
-    assert result.exit_code == 0
+    assert result.error is None
     assert len(orders_of(control.state(), key)) == 9          # nothing placed twice
 
 
@@ -101,7 +102,7 @@ def test_stop_loss_by_price_with_keep_cancels_the_grid_and_a_restart_refuses(tmp
         control.set_price("138.9")
         finished(b)
     result = b.result
-    assert result.exit_code == 0 and "stop-loss price" in result.reason
+    assert result.error is None and "stop-loss price" in result.reason
     st = control.state()
     assert open_orders_of(st, key) == []
     assert not any(o["timeInForce"] == "IOC" for o in orders_of(st, key))   # keep: nothing sold
@@ -120,7 +121,7 @@ def test_stop_loss_by_price_with_keep_cancels_the_grid_and_a_restart_refuses(tmp
     again = stored(path)
     with again:
         again.thread.join(30)
-    assert again.result.exit_code == 2
+    assert isinstance(again.result.error, InputError)   # exit 2: --reset is the user's to run
     assert "is finished" in again.result.reason and "stop-loss price" in again.result.reason \
         and "138.9" in again.result.reason and "--reset" in again.result.reason
     assert len(orders_of(control.state(), key)) == len(ours)   # nothing placed
@@ -137,7 +138,7 @@ def test_stop_loss_with_sell_base_sells_the_grids_base_within_the_cap(tmp_path, 
         control.set_price("138.9")
         finished(b)
     result = b.result
-    assert result.exit_code == 0 and "stop-loss price" in result.reason
+    assert result.error is None and "stop-loss price" in result.reason
     st = control.state()
     sale = [o for o in orders_of(st, key) if o["timeInForce"] == "IOC"]
     floor = D("138.21")                                  # 138.9 x 0.995 = 138.2055, up to the tick
@@ -186,7 +187,7 @@ def test_take_profit_by_price(tmp_path, quiet_sim):
         assert b.thread.is_alive()
         control.set_price("160")
         finished(b)
-    assert b.result.exit_code == 0 and "take-profit price" in b.result.reason
+    assert b.result.error is None and "take-profit price" in b.result.reason
     assert open_orders_of(control.state(), signer.api_key) == []
 
 
@@ -200,7 +201,7 @@ def test_take_profit_by_return_uses_the_return_status_shows(tmp_path, quiet_sim)
         assert b.thread.is_alive()
         control.set_price("155.1")      # +1.36 %
         finished(b)
-    assert b.result.exit_code == 0 and "take-profit return" in b.result.reason
+    assert b.result.error is None and "take-profit return" in b.result.reason
     st = control.state()
     ours = orders_of(st, key)
     fills = [f for f in st["fills"] if f["account"] == key]
@@ -232,7 +233,7 @@ def test_stop_delay_a_short_wick_stops_nothing(tmp_path, quiet_sim):
         assert b.thread.is_alive() and b.bot.om.risk.exit is None
         assert "stop-loss price" not in b.bot.risk.guard.since
         result = b.stop()
-    assert result.exit_code == 0 and "test asked to stop" in result.reason
+    assert result.error is None and "test asked to stop" in result.reason
 
 
 def test_stop_delay_a_longer_wick_stops_once_it_has_lasted(tmp_path, quiet_sim):
@@ -243,7 +244,7 @@ def test_stop_delay_a_longer_wick_stops_once_it_has_lasted(tmp_path, quiet_sim):
         set_ms = int(time.time() * 1000)
         control.set_price("144.5")
         finished(b)
-    assert b.result.exit_code == 0 and "(for 2 s)" in b.result.reason
+    assert b.result.error is None and "(for 2 s)" in b.result.reason
     assert b.bot.om.risk.exit.time_ms - set_ms >= 2000
 
 
@@ -256,7 +257,7 @@ def test_out_of_range_stop(tmp_path, quiet_sim):
         assert b.thread.is_alive()
         control.set_price("158.5")
         finished(b)
-    assert b.result.exit_code == 0 and "out of range" in b.result.reason
+    assert b.result.error is None and "out of range" in b.result.reason
     assert open_orders_of(control.state(), signer.api_key) == []
 
 

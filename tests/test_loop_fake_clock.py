@@ -175,4 +175,4 @@ def test_duration_stops_the_loop_when_it_is_reached(fake_bot):
     bot.step(0)
     assert bot.stop_event.is_set() and bot.stop_reason == "duration of 60 s reached"
     result = bot.finish(0)
-    assert result.exit_code == 0 and result.stats is not None and result.stats.open_bids == 0
+    assert result.error is None and result.stats is not None and result.stats.open_bids == 0

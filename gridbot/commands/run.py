@@ -5,7 +5,6 @@ import argparse
 import logging
 import os
 import signal
-import sys
 from typing import Any
 
 from backpack_api import wall_clock_ms
@@ -104,7 +103,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         lock.release()
         if sim is not None:
             sim.stop()
-    if result.exit_code not in (EXIT_OK, EXIT_FORCED) and not cfg.log.console:
-        # The log file has it, but a terminal (or systemd's journal) must see why we stopped.
-        print(f"grid_bot: {result.reason}", file=sys.stderr)
-    return result.exit_code
+    if result.error is not None:
+        raise result.error   # grid_bot.main gives it its line and exit code
+    return EXIT_OK

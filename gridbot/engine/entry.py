@@ -16,7 +16,7 @@ from decimal import ROUND_CEILING, ROUND_DOWN, Decimal
 from typing import Any, Callable
 
 from backpack_api import BackpackClient, BackpackError, OrderRejected, OrderRequest
-from gridbot.core.errors import InputError
+from gridbot.core.errors import StartRefused
 from gridbot.core.models import MarketRules, Side
 from gridbot.ops.reports import fmt_amount
 from gridbot.core.risk import buy_ceiling
@@ -74,7 +74,7 @@ class EntryPurchase:
 
     def run(self, e: Entry, quote_kept: Decimal) -> None:
         """Buy until ``e.target`` is bought, the price leaves the cap, or the book gives nothing; raise
-        InputError (the start refused) when it ends short. ``quote_kept``: the quote the grid's buys
+        StartRefused (the start refused) when it ends short. ``quote_kept``: the quote the grid's buys
         will lock, which the purchase must leave free."""
         r = self.rules
         if e.orders:
@@ -97,7 +97,7 @@ class EntryPurchase:
                 price = self.client.ticker_price(r.symbol)
                 free_quote = self.client.balances().get(r.quote, (ZERO, ZERO))[0]
             except BackpackError as ex:
-                raise InputError(f"the entry purchase cannot read the price or balances: {ex}; nothing was placed, "
+                raise StartRefused(f"the entry purchase cannot read the price or balances: {ex}; nothing was placed, "
                                  f"start again") from None
             if price > e.ceiling:
                 e.note = f"the price {price} rose above the cap {e.ceiling}"
@@ -126,7 +126,7 @@ class EntryPurchase:
             empty = empty + 1 if e.bought == before else 0
         self.save(e)
         if not e.done:
-            raise InputError(f"the entry purchase bought {fmt_amount(e.bought)} of {fmt_amount(e.target)} {r.base} "
+            raise StartRefused(f"the entry purchase bought {fmt_amount(e.bought)} of {fmt_amount(e.target)} {r.base} "
                              f"(for {fmt_amount(e.spent)} {r.quote}): {e.note}. Refusing to start a lopsided grid: "
                              f"nothing was placed, and what was bought stays in the account (the next start buys "
                              f"only what is still missing)")
@@ -146,7 +146,7 @@ class EntryPurchase:
                     break
                 except BackpackError as ex:
                     if attempt == 2:
-                        raise InputError(f"the entry purchase cannot look up its order {cid}: {ex}; start again (it "
+                        raise StartRefused(f"the entry purchase cannot look up its order {cid}: {ex}; start again (it "
                                          f"is looked up again, never bought twice)") from None
                     self.sleep(1.0)
             for f in fills:

@@ -22,7 +22,7 @@ from gridbot.core.accounting import Figures, Stats, figures
 from backpack_api import BackpackClient, BackpackError, Signer, wall_clock_ms
 from gridbot.exchange.clock_watch import ClockWatch
 from gridbot.ops.config import Config
-from gridbot.core.errors import EXIT_OK, EXIT_RUNTIME, GridBotError
+from gridbot.core.errors import GridBotError
 from gridbot.engine.executor import ActiveGrid, Executor, describe_orders
 from gridbot.engine.exit_runner import ExitRunner
 from gridbot.core.order_state import OrderState
@@ -42,9 +42,11 @@ BURST_WAIT = 0.005      # the longest wait for a frame that had already arrived 
 
 @dataclass
 class RunResult:
-    exit_code: int
+    """How a run ended: why, the final statistics, and the error that ended it (None: it stopped as asked, or
+    an exit finished the grid). ``grid_bot.main`` turns the error into its line and exit code."""
     reason: str
     stats: Stats | None
+    error: BaseException | None = None
 
 
 class GridBot:
@@ -96,7 +98,7 @@ class GridBot:
         self.digest: Digest | None = None
         self.watch: ErrorWatch | None = None
         self.risk: GridRisk | None = None    # exits and trailing (risk.py), once the grid is known
-        self.exit_code = EXIT_OK             # what a stop from the loop returns (a refused entry purchase: 2)
+        self.failure: BaseException | None = None   # what stopped the loop, if not a request or an exit
         self.exits: ExitRunner | None = None
 
     # -- what tests and reports read
@@ -132,11 +134,9 @@ class GridBot:
         try:
             while not self.stop_event.is_set():
                 self.step(self.wait_time())
-        except Exception as e:  # an unexpected bug: say so, then still try to stop cleanly
-            log.exception("unexpected error: %s", e)
-            self.stop_reason = f"unexpected error: {e}"
-            return self.finish(EXIT_RUNTIME)
-        return self.finish(self.exit_code)
+        except Exception as e:  # an unexpected bug: still stop cleanly; main reports it with its traceback
+            self.failure, self.stop_reason = e, f"unexpected error: {e}"
+        return self.finish()
 
     def begin(self) -> RunResult | None:
         """Everything before the loop: the checks, the stream, the first orders. Returns a result when
@@ -145,10 +145,9 @@ class GridBot:
         try:
             started = self.startup.prepare(reset=self.reset)
         except GridBotError as e:
-            log.error("%s", e)
             self.executor.close()
             self.tell("error", "refused to start", f"The bot refused to start: {e}")
-            return RunResult(e.exit_code, str(e), None)
+            return RunResult(str(e), None, e)
         self.g, self.last = started.grid, LastPrice(started.price)
         self.exits = ExitRunner(self.client, self.executor, started.rules, self.cfg.risk,
                                 window_ms=self.cfg.api.window_ms, sleep=self.sleep)
@@ -178,16 +177,15 @@ class GridBot:
             # A resumed grid with no pairs (its process died before it saved its first orders, or after its
             # entry purchase) is laid out by act(), as a triggered grid is (GridRisk.before_orders).
             self.act()
-        except Exception as e:  # an unexpected bug: say so, then still try to stop cleanly
-            log.exception("unexpected error: %s", e)
-            self.stop_reason = f"unexpected error: {e}"
-            return self.finish(EXIT_RUNTIME)
+        except Exception as e:  # an unexpected bug: still stop cleanly; main reports it with its traceback
+            self.failure, self.stop_reason = e, f"unexpected error: {e}"
+            return self.finish()
         return None
 
-    def finish(self, code: int) -> RunResult:
+    def finish(self) -> RunResult:
         assert self.g is not None
         self.shutdown()
-        result = RunResult(code, self.stop_reason, self.g.om.stats(self.price))
+        result = RunResult(self.stop_reason, self.g.om.stats(self.price), self.failure)
         fig = self.figures()
         self.tell("stop", "stopped", f"Stopped: {self.stop_reason or 'asked to stop'}.\n"
                   + format_stats(result.stats, self.g.om.grid, self.clock() - self.started, final=True)
@@ -397,12 +395,11 @@ class GridBot:
 
     def entry_at_trigger(self, rules: Any, price: Any) -> bool:
         """The entry purchase of a grid laid out at its trigger (``Startup.entry_at_trigger``); one that
-        ends short stops the bot with exit 2, nothing placed."""
+        ends short stops the bot (its error handed up in the result), nothing placed."""
         try:
             return self.startup.entry_at_trigger(self.g, rules, price)
         except GridBotError as e:
-            log.error("%s", e)
-            self.exit_code = e.exit_code
+            self.failure = e
             self.request_stop(str(e))
             return False
 

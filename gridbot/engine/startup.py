@@ -17,7 +17,7 @@ from backpack_api import BackpackClient, BackpackError, RequestRejected, Transie
 from gridbot.exchange.clock_watch import check_clock
 from gridbot.ops.config import Config
 from gridbot.engine.entry import Entry, EntryPurchase, shortfall
-from gridbot.core.errors import FatalError, InputError
+from gridbot.core.errors import FatalError, InputError, StartRefused
 from gridbot.engine.executor import ActiveGrid, Executor
 from grid_calculator import (GridError, GridMode, GridSpec, Ladder, build_grid, funds_needed, initial_plan,
                              match_open_orders, size_for_investment, summarize)
@@ -75,7 +75,7 @@ def market_rules(client: BackpackClient, symbol: str, base_url: str) -> MarketRu
         hint = f"; did you mean {' or '.join(close)}?" if close else ""
         raise InputError(f"unknown symbol {symbol} on {base_url}{hint} (set trading.symbol)")
     if rules.order_book_state in ("Closed", "CancelOnly"):
-        raise InputError(f"{rules.symbol} is not trading now (order book {rules.order_book_state})")
+        raise StartRefused(f"{rules.symbol} is not trading now (order book {rules.order_book_state})")
     return rules
 
 
@@ -138,7 +138,7 @@ def placement_notes(grid: GridSpec, rules: MarketRules, price: Decimal) -> list[
             f"{shown_lo}..{shown_hi}")
     which = ", ".join(str(p) for p in outside[:8]) + (", ..." if len(outside) > 8 else "")
     if len(outside) == len(planned):
-        raise InputError(f"no order of this grid can be placed now: every level ({lo}..{hi}) lies outside the "
+        raise StartRefused(f"no order of this grid can be placed now: every level ({lo}..{hi}) lies outside the "
                          f"exchange's price band ({band}); set trading.grid_lower and trading.grid_upper around "
                          f"the price")
     notes.append(f"{len(outside)} of the grid's {len(planned)} orders ({which}) lie outside the exchange's price "
