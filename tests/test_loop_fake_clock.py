@@ -72,7 +72,7 @@ def fake_bot(tmp_path, sim):
     for bot in made:
         if bot.g is not None and not bot.shutting_down:
             bot.request_stop("test over")
-            bot.finish(0)
+            bot.finish()
 
 
 def test_the_rest_check_runs_every_interval_and_not_before(fake_bot, sim):
@@ -174,5 +174,5 @@ def test_duration_stops_the_loop_when_it_is_reached(fake_bot):
     clock.advance(0.1)
     bot.step(0)
     assert bot.stop_event.is_set() and bot.stop_reason == "duration of 60 s reached"
-    result = bot.finish(0)
+    result = bot.finish()
     assert result.error is None and result.stats is not None and result.stats.open_bids == 0
