@@ -1,4 +1,4 @@
-"""The README, followed literally: every ``python grid_bot.py ...`` it shows is run as written, in a
+"""The README and docs/, followed literally: every ``python grid_bot.py ...`` it shows is run as written, in a
 copy of the project (so nothing it writes lands in the checkout), with this test's Python standing in
 for the activated virtualenv's. Commands that need keys or the real exchange are run where that gives
 a clear answer (exit 2 and what to do) and skipped where it needs the internet. A command added to the
@@ -22,7 +22,8 @@ SKIP_DIRS = {".git", ".venv", "__pycache__", ".pytest_cache", ".hypothesis", "be
 
 
 def readme_commands() -> list[str]:
-    text = (ROOT / "README.md").read_text()
+    """Every literal command of the README and of the pages in docs/ it links to."""
+    text = "\n".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
     found = set(re.findall(r"`(python grid_bot\.py[^`]*)`", text))
     for block in re.findall(r"```sh\n(.*?)```", text, re.S):
         for line in block.splitlines():
