@@ -32,7 +32,8 @@ from gridbot.ops.config import check_flag
 from gridbot.analysis.book import Book, BookRefusal
 from gridbot.core.models import Fill, MarketRules, Side
 from order_manager import OrderManager, Settings
-from gridbot.core.risk import GridRisk, RiskConfig, Sale, sale_floor, start_funds, trail_needs
+from gridbot.core.risk import (CarryOutExit, GridRisk, LayOut, PlaceOrders, RiskConfig, Sale, sale_floor, start_funds,
+                               trail_needs)
 from gridbot.ops.reports import fmt_amount
 from gridbot.marketdata.candles import Candle, candle_path
 
@@ -94,6 +95,8 @@ class Backtest:
         self.now_us = 0
         self.fill_marks: list = []
         self.candle = 0
+        self.events: list[tuple[int, str, str]] = []
+        self.base0 = ZERO
 
     def _busy(self, om: OrderManager, gr: GridRisk, lo: Decimal, hi: Decimal) -> bool:
         """Can this candle change anything for the exits or the trail? (A candle that cannot is skipped.)"""
@@ -140,9 +143,9 @@ class Backtest:
         balances = {a: v + reserve.get(a, ZERO) for a, v in funds.items()}
         ex = Book(self.rules, first, dict(balances), maker_fee=self.maker_fee, taker_fee=self.maker_fee,
                   now_ms=base_us // 1000)
-        events: list[tuple[int, str, str]] = []   # (candle, kind, text): the trigger, trail moves, the exit
-        gr = GridRisk(self.risk, save=lambda: None, carry_out=lambda price: self._exit(ex, om, price, base0),
-                      tell=lambda kind, text: events.append((self.candle, kind, text)))
+        events = self.events    # (candle, kind, text): the trigger, trail moves, the exit
+        self.base0 = base0
+        gr = GridRisk(self.risk)
         if om.risk.triggered:
             om.start(first)
             om.risk.start = start_funds(grid.levels, grid.quantity, first, base_us // 1000, self.reserve)
@@ -227,9 +230,18 @@ class Backtest:
 
     def _step(self, ex: Book, om: OrderManager, gr: GridRisk, price: Decimal) -> None:
         """What the bot does on a price update: exits and trailing first, then its orders."""
-        if gr.before_orders(om, price, self.now_us // 1000):
+        now_ms = self.now_us // 1000
+        decision = gr.decide(om, price, now_ms)
+        if isinstance(decision, LayOut):     # the backtest's account holds what an entry purchase would buy
+            gr.lay_out(om, price, now_ms)
+            decision = gr.decide(om, price, now_ms)
+        if isinstance(decision, CarryOutExit):
+            if self._exit(ex, om, decision.price, self.base0):
+                gr.exit_done()
+        elif isinstance(decision, PlaceOrders):
             self._cancel(ex, om, om.take_orphan_cancels())
             self._act(ex, om, price)
+        self.events.extend((self.candle, kind, text) for kind, text in gr.take_notes())
 
     def _cancel(self, ex: Book, om: OrderManager, cancels: Sequence[Any]) -> None:
         now_ms = self.now_us // 1000

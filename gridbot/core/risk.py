@@ -1,10 +1,12 @@
 """Exits and trailing: the trigger price, stop-loss, take-profit, the out-of-range policy, trailing.
 
 Pure, no I/O, no clock: ``RiskGuard.decide`` is given the last price and the time and says what the grid
-must do before anything else on that price update (docs/architecture.md "Money in motion"). The live bot, paper
-mode and the backtester call it in the same place: after the update's fills are applied, before any
-order is placed. What must survive a restart (the trigger reached, the trail offset and its moves, an
-exit and its sale) is ``RiskState``, saved with the grid in the same transaction as its orders.
+must do before anything else on that price update, and ``GridRisk.decide`` turns that into a typed
+decision the engine carries out (``PlaceOrders``, ``Hold``, ``LayOut``, ``CarryOutExit``; docs/architecture.md
+"Money in motion"). The live bot, paper mode and the backtester call it in the same place: after the
+update's fills are applied, before any order is placed. What must survive a restart (the trigger
+reached, the trail offset and its moves, an exit and its sale) is ``RiskState``, saved with the grid in
+the same transaction as its orders, before the engine carries a decision out.
 
 Rules:
 - Nothing is placed until the trigger price is crossed (from the side the price started on).
@@ -338,49 +340,68 @@ def start_funds(levels: tuple[Decimal, ...], quantity: Decimal, price: Decimal, 
     return StartFunds(quantity * (len(levels) - 1 - empty) + reserve, quote, price, time_ms)
 
 
-class GridRisk:
-    """The one place exits and trailing are applied to a grid's ``OrderManager`` (live, paper and
-    backtest alike). ``before_orders`` runs on every price update after its fills and before any
-    order is placed; it returns whether the grid may place orders now. ``carry_out(price)`` is the
-    shell's part of an exit (cancel, sell; True when done), ``save()`` writes the state down."""
+@dataclass(frozen=True)
+class PlaceOrders:
+    """Nothing stands in the way: the engine places what the grid's manager asks for."""
 
-    def __init__(self, cfg: RiskConfig, *, save: Any, carry_out: Any, tell: Any = None, prepare: Any = None) -> None:
+
+@dataclass(frozen=True)
+class Hold:
+    """Nothing to place on this update (waiting for the trigger, or for the engine's part of a lay-out)."""
+
+
+@dataclass(frozen=True)
+class LayOut:
+    """The grid is triggered but not laid out: the engine makes its entry purchase, if it has one, then calls
+    ``GridRisk.lay_out``."""
+    price: Decimal
+
+
+@dataclass(frozen=True)
+class CarryOutExit:
+    """An exit is written in the grid's state: the engine cancels the grid's orders and, with ``sell_base``,
+    sells its base (``ExitRunner.carry_out``), then tells ``GridRisk.exit_done``."""
+    price: Decimal
+
+
+GridDecision = PlaceOrders | Hold | LayOut | CarryOutExit
+
+
+class GridRisk:
+    """The one place exits and trailing are applied to a grid's ``OrderManager`` (live, paper and backtest
+    alike). ``decide`` runs on every price update after its fills and before any order is placed, and
+    returns what the engine must do; it changes only the grid's state (the trigger reached, a trail move,
+    an exit written down), which the engine saves before it carries anything out. What the grid has to say
+    (the trigger, a move, an exit, a trail limit) waits in ``notes`` for the engine to log or notify. It
+    never sleeps, never calls the exchange, and takes time as a value."""
+
+    def __init__(self, cfg: RiskConfig) -> None:
         self.cfg = cfg
-        # The shell's part of laying the grid out at the trigger (the entry purchase); False: not now.
-        self.prepare = prepare or (lambda price: True)
         self.guard = RiskGuard(cfg)
-        self.save = save
-        self.carry_out = carry_out
-        self.tell = tell or (lambda kind, text: None)
         self.finished = False
         self.limit_told: str | None = None
+        self.notes: list[tuple[str, str]] = []   # (kind, text): "trigger", "start", "trail", "exit", "trail-limit"
 
-    def before_orders(self, om: Any, price: Decimal | None, now_ms: int) -> bool:
+    def take_notes(self) -> list[tuple[str, str]]:
+        out, self.notes = self.notes, []
+        return out
+
+    def decide(self, om: Any, price: Decimal | None, now_ms: int) -> GridDecision:
         st: RiskState = om.risk
+        if self.finished:
+            return Hold()
         if st.exit is not None:
-            if not self.finished and self.carry_out(st.exit.price):
-                self.finished = True
-            return False
+            return CarryOutExit(st.exit.price)
         if price is None:
-            return st.triggered
+            return PlaceOrders() if st.triggered else Hold()
         if not st.triggered:
             if not self.guard.crossed(st, price):
-                return False
-            # Triggered, written down first: a purchase the shell makes now is finished by a restart.
+                return Hold()
             st.triggered = True
             om.risk_changed()
-            self.save()
-            self.tell("trigger", f"the price {price} crossed the trigger price {st.trigger}: placing the grid")
+            self.notes.append(("trigger", f"the price {price} crossed the trigger price {st.trigger}: placing the grid"))
         if not om.pairs:
-            # Triggered and not laid out yet (just now, or the shell's part must be tried again).
-            if not self.prepare(price):
-                return False
-            empty = om.start(price)
-            if st.start is None:
-                st.start = start_funds(om.grid.levels, om.grid.quantity, price, now_ms, st.reserve)
-            om.risk_changed()
-            self.save()
-            self.tell("start", f"placing the initial grid (level {empty} stays empty)")
+            return LayOut(price)   # triggered now, or resumed before its first orders: the engine's part first
         decision = self.guard.decide(st, om.grid.levels, om.ledger, price, now_ms)
         moves = 0
         while isinstance(decision, Move) and moves < len(om.grid.levels) and om.can_shift(decision.up):
@@ -390,17 +411,27 @@ class GridRisk:
         if isinstance(decision, StopNow):
             st.exit = Exit(decision.reason, decision.detail, price, now_ms, self.cfg.on_stop)
             om.risk_changed()
-            self.save()    # written down before the first cancel
-            self.tell("exit", f"{decision.reason}: {decision.detail}; stopping the grid"
-                      + (" and selling its base" if self.cfg.on_stop == "sell_base" else ""))
-            if self.carry_out(price):
-                self.finished = True
-            return False
+            self.notes.append(("exit", f"{decision.reason}: {decision.detail}; stopping the grid"
+                               + (" and selling its base" if self.cfg.on_stop == "sell_base" else "")))
+            return CarryOutExit(price)
         why = self.guard.trail_limits_reached(st, om.grid.levels, price)
         if why != self.limit_told and why is not None:
-            self.tell("trail-limit", f"the grid stays where it is: {why}")
+            self.notes.append(("trail-limit", f"the grid stays where it is: {why}"))
         self.limit_told = why
-        return True
+        return PlaceOrders()
+
+    def lay_out(self, om: Any, price: Decimal, now_ms: int) -> None:
+        """The engine's part of a lay-out is done: the grid's first orders are planned at ``price``."""
+        st: RiskState = om.risk
+        empty = om.start(price)
+        if st.start is None:
+            st.start = start_funds(om.grid.levels, om.grid.quantity, price, now_ms, st.reserve)
+        om.risk_changed()
+        self.notes.append(("start", f"placing the initial grid (level {empty} stays empty)"))
+
+    def exit_done(self) -> None:
+        """The engine has carried the exit out: the grid is finished."""
+        self.finished = True
 
     def move(self, om: Any, up: bool, price: Decimal, now_ms: int) -> None:
         st: RiskState = om.risk
@@ -409,9 +440,9 @@ class GridRisk:
         om.shift(up, levels)
         st.moves.append(TrailMove(now_ms, "up" if up else "down", st.offset, levels[0], levels[-1], price))
         om.risk_changed()
-        self.save()        # the move is on disk before its cancel and its new order are sent
-        self.tell("trail", f"the price {price} is more than a step {'above' if up else 'below'} the grid: moved it "
-                  f"one step {'up' if up else 'down'} to {levels[0]}..{levels[-1]} ({st.offset:+d} steps in all)")
+        self.notes.append(("trail", f"the price {price} is more than a step {'above' if up else 'below'} the grid: "
+                           f"moved it one step {'up' if up else 'down'} to {levels[0]}..{levels[-1]} "
+                           f"({st.offset:+d} steps in all)"))
 
 
 def trail_needs(cfg: RiskConfig, ladder: Ladder | None, quantity: Decimal,

@@ -29,7 +29,7 @@ from gridbot.core.order_state import OrderState
 from gridbot.ops.notify import Digest, ErrorWatch, Notifier
 from gridbot.core.prices import LastPrice, PriceSource  # noqa: F401 (PriceSource: tests read the source)
 from gridbot.ops.reports import WaitWatch, describe_exit, format_figures, format_stats, start_message
-from gridbot.core.risk import GridRisk
+from gridbot.core.risk import CarryOutExit, GridDecision, GridRisk, LayOut, PlaceOrders
 from gridbot.engine.startup import Startup
 from gridbot.engine.state_store import StateStore
 from websocket_client import MarketStream, OrderEvent, StreamDown, StreamError, StreamUp, TickerEvent
@@ -100,6 +100,7 @@ class GridBot:
         self.risk: GridRisk | None = None    # exits and trailing (risk.py), once the grid is known
         self.failure: BaseException | None = None   # what stopped the loop, if not a request or an exit
         self.exits: ExitRunner | None = None
+        self.rules: Any = None               # the market's rules, once the grid is known
 
     # -- what tests and reports read
     @property
@@ -151,8 +152,8 @@ class GridBot:
         self.g, self.last = started.grid, LastPrice(started.price)
         self.exits = ExitRunner(self.client, self.executor, started.rules, self.cfg.risk,
                                 window_ms=self.cfg.api.window_ms, sleep=self.sleep)
-        self.risk = GridRisk(self.cfg.risk, save=self.g.save, carry_out=lambda price: self.exits.carry_out(self.g, price),
-                             tell=self.risk_told, prepare=lambda price: self.entry_at_trigger(started.rules, price))
+        self.rules = started.rules
+        self.risk = GridRisk(self.cfg.risk)
         if self.notifier is not None:
             self.digest = Digest(self.notifier, self.notifier.cfg, self.g.om.grid.quote, self.clock())
             self.watch = ErrorWatch(self.notifier, self.notifier.cfg.error_after)
@@ -175,7 +176,7 @@ class GridBot:
                 log.info("waiting for the price to cross the trigger price %s (it is %s): nothing is placed until "
                          "then", self.g.om.risk.trigger, started.price)
             # A resumed grid with no pairs (its process died before it saved its first orders, or after its
-            # entry purchase) is laid out by act(), as a triggered grid is (GridRisk.before_orders).
+            # entry purchase) is laid out by act(), as a triggered grid is (GridRisk.decide: LayOut).
             self.act()
         except Exception as e:  # an unexpected bug: still stop cleanly; main reports it with its traceback
             self.failure, self.stop_reason = e, f"unexpected error: {e}"
@@ -381,9 +382,16 @@ class GridBot:
         """Whatever the grid needs now. Cheap when there is nothing to do (no I/O). Nothing at all
         before a resumed grid has been reconciled with the exchange. Exits and trailing come first:
         when an exit fires, no grid order is sent."""
-        assert self.g is not None and self.risk is not None
+        assert self.g is not None and self.risk is not None and self.exits is not None
         if self.ready and not self.risk.finished:
-            if self.risk.before_orders(self.g.om, self.price, self.wall_ms()):
+            decision = self.decide()
+            if isinstance(decision, LayOut) and self.entry_at_trigger(self.rules, decision.price):
+                self.risk.lay_out(self.g.om, decision.price, self.wall_ms())
+                decision = self.decide()
+            if isinstance(decision, CarryOutExit):
+                if self.exits.carry_out(self.g, decision.price):
+                    self.risk.exit_done()
+            elif isinstance(decision, PlaceOrders):
                 self.executor.perform(self.g, self.g.om.take_actions(self.wall_ms(), self.price))
             if self.risk.finished:
                 ex = self.g.om.risk.exit
@@ -392,6 +400,16 @@ class GridBot:
                 self.request_stop(f"{ex.reason}: {ex.detail}")
         self.g.publish()
         self.g.save()
+
+    def decide(self) -> GridDecision:
+        """What exits and trailing decide on this update (core/risk.py), written down before the engine
+        carries any of it out; what they have to say, logged and notified."""
+        assert self.g is not None and self.risk is not None
+        decision = self.risk.decide(self.g.om, self.price, self.wall_ms())
+        self.g.save()
+        for kind, text in self.risk.take_notes():
+            self.risk_told(kind, text)
+        return decision
 
     def entry_at_trigger(self, rules: Any, price: Any) -> bool:
         """The entry purchase of a grid laid out at its trigger (``Startup.entry_at_trigger``); one that
