@@ -403,12 +403,18 @@ class GridBot:
 
     def decide(self) -> GridDecision:
         """What exits and trailing decide on this update (core/risk.py), written down before the engine
-        carries any of it out; what they have to say, logged and notified."""
+        carries any of it out; what they have to say, logged (an exit notified too)."""
         assert self.g is not None and self.risk is not None
         decision = self.risk.decide(self.g.om, self.price, self.wall_ms())
         self.g.save()
         for kind, text in self.risk.take_notes():
-            self.risk_told(kind, text)
+            if kind == "exit":
+                log.warning("EXIT: %s", text)
+                self.tell("exit", "exit", f"Exit: {text}.")
+            elif kind == "trail-limit":
+                log.warning("trailing: %s", text)
+            else:
+                log.info("%s", text if kind == "start" else f"{kind}: {text}")
         return decision
 
     def entry_at_trigger(self, rules: Any, price: Any) -> bool:
@@ -420,18 +426,6 @@ class GridBot:
             self.failure = e
             self.request_stop(str(e))
             return False
-
-    def risk_told(self, kind: str, text: str) -> None:
-        """What exits and trailing have to say: the log, and a notification for an exit."""
-        if kind == "exit":
-            log.warning("EXIT: %s", text)
-            self.tell("exit", "exit", f"Exit: {text}.")
-        elif kind == "trail-limit":
-            log.warning("trailing: %s", text)
-        elif kind == "start":
-            log.info("%s", text)
-        else:
-            log.info("%s: %s", kind, text)
 
     def log_stats(self) -> None:
         assert self.g is not None and self.last is not None
