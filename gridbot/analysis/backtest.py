@@ -14,8 +14,8 @@ Fill model (documented in the README):
 - Backpack's price band applies as in live trading: an order too far from the price waits.
 
 Speed: a candle that can neither fill a resting order nor let a waiting order rest changes nothing,
-so it is not replayed through the engine; whether it can is decided from the engine's resting orders
-(``Exchange.resting_extremes``) and the manager's own placement rule (``OrderManager.waiting_ranges``).
+so it is not replayed through the book; whether it can is decided from the book's resting orders
+(``Book.resting_extremes``) and the manager's own placement rule (``OrderManager.waiting_ranges``).
 """
 from __future__ import annotations
 
@@ -143,7 +143,7 @@ class Backtest:
         balances = {a: v + reserve.get(a, ZERO) for a, v in funds.items()}
         ex = Book(self.rules, first, dict(balances), maker_fee=self.maker_fee, taker_fee=self.maker_fee,
                   now_ms=base_us // 1000)
-        events = self.events    # (candle, kind, text): the trigger, trail moves, the exit
+        events = self.events = []   # (candle, kind, text) of this run: the trigger, trail moves, the exit
         self.base0 = base0
         gr = GridRisk(self.risk)
         if om.risk.triggered:

@@ -23,6 +23,7 @@ from backpack_api import BackpackClient, BackpackError, Signer, wall_clock_ms
 from gridbot.exchange.clock_watch import ClockWatch
 from gridbot.ops.config import Config
 from gridbot.core.errors import GridBotError
+from gridbot.core.models import MarketRules
 from gridbot.engine.executor import ActiveGrid, Executor, describe_orders
 from gridbot.engine.exit_runner import ExitRunner
 from gridbot.core.order_state import OrderState
@@ -100,7 +101,7 @@ class GridBot:
         self.risk: GridRisk | None = None    # exits and trailing (risk.py), once the grid is known
         self.failure: BaseException | None = None   # what stopped the loop, if not a request or an exit
         self.exits: ExitRunner | None = None
-        self.rules: Any = None               # the market's rules, once the grid is known
+        self.rules: MarketRules | None = None   # the market's rules, once the grid is known
 
     # -- what tests and reports read
     @property
@@ -382,7 +383,7 @@ class GridBot:
         """Whatever the grid needs now. Cheap when there is nothing to do (no I/O). Nothing at all
         before a resumed grid has been reconciled with the exchange. Exits and trailing come first:
         when an exit fires, no grid order is sent."""
-        assert self.g is not None and self.risk is not None and self.exits is not None
+        assert self.g is not None and self.risk is not None and self.exits is not None and self.rules is not None
         if self.ready and not self.risk.finished:
             decision = self.decide()
             if isinstance(decision, LayOut) and self.entry_at_trigger(self.rules, decision.price):
@@ -417,7 +418,7 @@ class GridBot:
                 log.info("%s", text if kind == "start" else f"{kind}: {text}")
         return decision
 
-    def entry_at_trigger(self, rules: Any, price: Any) -> bool:
+    def entry_at_trigger(self, rules: MarketRules, price: Decimal) -> bool:
         """The entry purchase of a grid laid out at its trigger (``Startup.entry_at_trigger``); one that
         ends short stops the bot (its error handed up in the result), nothing placed."""
         try:
