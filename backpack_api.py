@@ -300,20 +300,6 @@ class BackpackClient:
             raise TransientError("orders: expected a list")
         return [self._parse(wire.parse_order, d) for d in data]
 
-    def open_order(self, symbol: str, *, client_id: int | None = None,
-                   order_id: str | None = None) -> Order | None:
-        """The order if it is still on the book, else None (Backpack's GET /order only sees open ones)."""
-        params: dict[str, Any] = {"symbol": symbol}
-        if client_id is not None:
-            params["clientId"] = client_id
-        else:
-            params["orderId"] = order_id
-        try:
-            data = self._json(self._call("GET", "/api/v1/order", params=params))
-        except NotFound:
-            return None
-        return self._parse(wire.parse_order, data)
-
     def _pages(self, path: str, params: dict[str, Any], page_size: int) -> Iterable[list[dict]]:
         offset = 0
         while True:
@@ -340,21 +326,40 @@ class BackpackClient:
             out.extend(self._parse(wire.parse_fill, d) for d in page)
         return out
 
-    def find_order(self, symbol: str, client_id: int, *, since_ms: int,
+    def find_order(self, symbol: str, client_id: int, *, since_ms: int, side: Side,
+                   price: Decimal | None = None, quantity: Decimal | None = None,
                    page_size: int = 1000) -> Order | None:
-        """Look an order up by clientId: on the book, else in order history back to ``since_ms``."""
-        found = self.open_order(symbol, client_id=client_id)
-        if found is not None:
-            return found
+        """Look an order up by clientId, on the book, else in order history back to ``since_ms``. Only an
+        order with this side (and this price and quantity, when given) counts: another grid on the account
+        may have drawn the same clientId, so a clientId alone never identifies our order."""
+        def ours(o: Order) -> bool:
+            return (o.client_id == client_id and o.side is side and (price is None or o.price == price)
+                    and (quantity is None or o.quantity == quantity))
+
+        found = [o for o in self.open_orders(symbol) if ours(o)]
+        if found:
+            return min(found, key=lambda o: o.created_at_ms)   # of two with one clientId, the older
         params = {"symbol": symbol, "sortDirection": "Desc"}
         for page in self._pages("/wapi/v1/history/orders", params, page_size):
             for d in page:
                 o = self._parse(wire.parse_order, d)
-                if o.client_id == client_id:
+                if ours(o):
                     return o
                 if o.created_at_ms and o.created_at_ms < since_ms:
                     return None
         return None
+
+    def recent_client_ids(self, symbol: str, limit: int = 1000) -> set[int]:
+        """The clientIds of the account's recent orders and fills on ``symbol`` (one page of each history,
+        newest first): a new grid's tag avoids them."""
+        out: set[int] = set()
+        params = {"symbol": symbol, "sortDirection": "Desc", "limit": limit, "offset": 0}
+        for path, parse in (("/wapi/v1/history/orders", wire.parse_order), ("/wapi/v1/history/fills", wire.parse_fill)):
+            page = self._json(self._call("GET", path, params=params))
+            if not isinstance(page, list):
+                raise TransientError(f"{path}: expected a list")
+            out.update(cid for cid in (self._parse(parse, d).client_id for d in page) if cid is not None)
+        return out
 
     # -- orders
     def _send_placement(self, path: str, body: Any, what: str) -> requests.Response:

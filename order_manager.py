@@ -30,16 +30,15 @@ from decimal import Decimal
 from gridbot.core.accounting import Ledger, Stats
 from gridbot.core.events import (CounterOrderDecided, FillApplied, FilledAfterCancel, FilledOffGrid, GridEvent, OrderRefused,
                     OutcomeUnknown, RoundTripCompleted, TransitionRefused)
-from gridbot.core.exchange_news import ExchangeNews
+from gridbot.core.exchange_news import SEQ_BITS, SEQ_MASK, ExchangeNews
 from grid_calculator import GridSpec, initial_plan
 from gridbot.core.grid_moves import GridMoves
 from gridbot.core.models import Fill, Order, Side
-from gridbot.core.order_state import (Action, Cancel, Changes, GridOrder, Lookup, OrderState, Pair, Place, Settings,
+from gridbot.core.order_state import (Action, Cancel, Changes, GridOrder, Lookup, OrderState, Orphan, Pair, Place, Settings,
                          Snapshot, allowed, placeable, placeable_range)
 from gridbot.core.risk import RiskState
 
-SEQ_BITS = 24
-SEQ_MAX = (1 << SEQ_BITS) - 1
+SEQ_MAX = SEQ_MASK
 
 
 class OrderManager(ExchangeNews, GridMoves):
@@ -67,6 +66,7 @@ class OrderManager(ExchangeNews, GridMoves):
         # there, or a second exchange order with one clientId (a placement delivered twice).
         self.zombies: dict[str, int] = {}
         self.duplicates: set[str] = set()      # the second orders' ids: their fills never complete ours
+        self.orphans: dict[int, Orphan] = {}   # ours, lost by a rolled-back state (exchange_news.recover)
         self._changed: set[int] = set()
         self._changed_pairs: set[int] = set()
         self._new_fills: list[Fill] = []
@@ -132,12 +132,24 @@ class OrderManager(ExchangeNews, GridMoves):
         self.next_seq += 1
         return cid
 
-    def _find(self, client_id: int | None, order_id: str | None) -> GridOrder | None:
-        if client_id is not None and client_id in self.orders:
-            return self.orders[client_id]
+    def _find(self, client_id: int | None, order_id: str | None, side: Side, price: Decimal | None,
+              quantity: Decimal | None) -> GridOrder | None:
+        """Our order that an exchange order is. Its order id is certain. A clientId is ours only with our
+        order's side, price and quantity: another grid on the account may carry the same clientId."""
         if order_id is not None and order_id in self.by_order_id:
             return self.orders[self.by_order_id[order_id]]
-        return None
+        o = self.orders.get(client_id) if client_id is not None else None
+        return o if o is not None and o.is_this(side, price, quantity) else None
+
+    def _find_fill(self, fill: Fill) -> GridOrder | None:
+        """Our order that a fill belongs to: by its order id, else by its clientId when the fill could be
+        that order's and that order's exchange id is not yet known to be another one."""
+        if fill.order_id in self.by_order_id:
+            return self.orders[self.by_order_id[fill.order_id]]
+        o = self.orders.get(fill.client_id) if fill.client_id is not None else None
+        if o is None or not o.could_fill(fill) or (o.order_id is not None and o.order_id != fill.order_id):
+            return None
+        return o
 
     def _move(self, o: GridOrder, new: OrderState, now_ms: int | None = None) -> bool:
         """The one place an order changes state, along the transition table."""
@@ -240,8 +252,9 @@ class OrderManager(ExchangeNews, GridMoves):
     def take_actions(self, now_ms: int, market: Decimal | None) -> list[Action]:
         """What the running bot should do now: placements, lookups, and cancels of duplicates and of
         orders a trail move left outside the grid."""
-        return [*self.take_placements(now_ms, market), *self.take_lookups(now_ms), *self.take_zombie_cancels(),
-                *self.take_orphan_cancels()]
+        placements = self.take_placements(now_ms, market)
+        return [*placements, *self.take_lookups(now_ms), *self.take_zombie_cancels(), *self.take_orphan_cancels(),
+                *self.take_orphan_leftovers()]
 
     def take_zombie_cancels(self) -> list[Cancel]:
         out = [Cancel(cid, oid) for oid, cid in self.zombies.items()]
@@ -260,6 +273,17 @@ class OrderManager(ExchangeNews, GridMoves):
             if level in occupied or now_ms < pair.retry_at_ms:
                 continue
             price = self.level_price(level)
+            orphan = self._claim_orphan(pair.side, price) if self.orphans else None
+            if orphan is not None:
+                # Ours already (the saved state had lost it): looked up at once, never placed again.
+                o = GridOrder(orphan.client_id, pair.index, level, pair.side, price, self.grid.quantity,
+                              OrderState.UNKNOWN, created_ms=orphan.created_ms, order_id=orphan.order_id, sent_ms=0)
+                self.orders[o.client_id] = self.live[o.client_id] = o
+                self.by_order_id[orphan.order_id] = o.client_id
+                self._touch(o)
+                pair.order = o.client_id
+                occupied[level] = o
+                continue
             if not self.placeable(pair.side, price, market):
                 continue
             cid = self._new_client_id()
@@ -284,7 +308,7 @@ class OrderManager(ExchangeNews, GridMoves):
                    and now_ms >= o.sent_ms + self.settings.window_ms + self.settings.lookup_margin_ms)
             if due or (o.state is OrderState.OPEN and o.missing):
                 o.next_lookup_ms = now_ms + self.settings.retry_base_ms * (1 + min(o.lookups, 5))
-                out.append(Lookup(o.client_id, o.order_id, o.created_ms - 60_000))
+                out.append(Lookup(o.client_id, o.order_id, o.created_ms - 60_000, o.side, o.price, o.quantity))
         return out
 
     def request_cancels(self) -> list[Cancel]:
@@ -352,9 +376,10 @@ class OrderManager(ExchangeNews, GridMoves):
         if fill.trade_id in self.seen_trades:
             return False
         if fill.client_id is not None and self.risk.exit is not None and self.risk.exit.sale is not None \
-                and fill.client_id in self.risk.exit.sale.orders and fill.symbol == self.grid.symbol:
+                and fill.client_id in self.risk.exit.sale.orders and fill.symbol == self.grid.symbol \
+                and fill.side is Side.ASK:
             return self._sale_fill(fill)
-        o = self._find(fill.client_id, fill.order_id)
+        o = self._find_fill(fill)
         if o is None or fill.symbol != self.grid.symbol:
             return False
         self.seen_trades.add(fill.trade_id)

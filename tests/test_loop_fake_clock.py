@@ -157,10 +157,10 @@ def test_a_lost_answer_is_looked_up_only_once_its_window_has_passed(fake_bot, si
     since = control.state()["time_us"]
     clock.advance(window / 1000 - 0.5)
     bot.step(0)
-    assert requests_to(sim, "GET", "/api/v1/order", since) == 0 and unknown[0].state is OrderState.UNKNOWN
+    assert requests_to(sim, "GET", "/api/v1/orders", since) == 0 and unknown[0].state is OrderState.UNKNOWN
     clock.advance(0.5)
     bot.step(0)
-    assert requests_to(sim, "GET", "/api/v1/order", since) == 1
+    assert requests_to(sim, "GET", "/api/v1/orders", since) == 1
     assert unknown[0].state is OrderState.OPEN               # found by its clientId: not placed twice
     asks_at_150 = [o for o in open_orders_of(control.state(), signer.api_key) if D(o["price"]) == 150]
     assert len(asks_at_150) == 1

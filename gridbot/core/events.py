@@ -152,6 +152,18 @@ class SaleFill:
     target: Decimal
 
 
+@dataclass(frozen=True)
+class OrphanFound:
+    """After a restart, an order of ours that the saved state had lost (a state file rolled back by a power
+    cut): ``claimed`` when the pair that wants it takes it over, else ``cancelled`` (on the book, wanted
+    by no pair) or ``left`` (filled, wanted by no pair: its fills are not in the grid's figures)."""
+    client_id: int
+    order_id: str
+    side: Side
+    price: Decimal
+    outcome: str
+
+
 GridEvent = (FillApplied | CounterOrderDecided | RoundTripCompleted | OrderRefused | OutcomeUnknown
              | LookupResolved | ClosedByExchange | FilledIncomplete | FilledAfterCancel | DuplicateOnBook
-             | TransitionRefused | FilledOffGrid | SaleFill)
+             | TransitionRefused | FilledOffGrid | SaleFill | OrphanFound)

@@ -5,11 +5,15 @@ order, and a second exchange order with one of our clientIds is cancelled at onc
 """
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Iterable
 
-from gridbot.core.events import ClosedByExchange, DuplicateOnBook, FilledIncomplete, LookupResolved
-from gridbot.core.models import Fill, Order, OrderStatus, OrderUpdate
-from gridbot.core.order_state import GridOrder, OrderState
+from gridbot.core.events import ClosedByExchange, DuplicateOnBook, FilledIncomplete, LookupResolved, OrphanFound
+from gridbot.core.models import Fill, Order, OrderStatus, OrderUpdate, Side
+from gridbot.core.order_state import Cancel, GridOrder, Orphan, OrderState
+
+SEQ_BITS = 24
+SEQ_MASK = (1 << SEQ_BITS) - 1
 
 
 class ExchangeNews:
@@ -60,8 +64,8 @@ class ExchangeNews:
 
     def cancel_result(self, client_id: int, order_id: str, result: Order | None, now_ms: int) -> None:
         """Our cancel's answer: the cancelled order, or None when it was no longer on the book."""
-        o = self.orders[client_id]
-        if order_id != o.order_id or not o.state.live:
+        o = self.orders.get(client_id)
+        if o is None or order_id != o.order_id or not o.state.live:
             return  # a duplicate or a written-off order: its fills, if any, arrive through fill history
         o.cancel_requested = True
         self._touch(o)
@@ -92,9 +96,9 @@ class ExchangeNews:
         foreign = 0
         for order in sorted(snapshot, key=lambda x: x.created_at_ms):  # of two with one clientId, keep the older
             on_book.add(order.id)
-            o = self._find(order.client_id, order.id)
+            o = self._find(order.client_id, order.id, order.side, order.price, order.quantity)
             if o is None:
-                foreign += 1
+                foreign += order.client_id not in self.orphans
                 continue
             self._learn_id(o, order.id)
             if order.id in self.duplicates:
@@ -125,7 +129,7 @@ class ExchangeNews:
 
     def apply_update(self, u: OrderUpdate, now_ms: int) -> None:
         """One event of the private order stream."""
-        o = self._find(u.client_id, u.order_id)
+        o = self._find(u.client_id, u.order_id, u.side, u.price, u.quantity)
         if o is None or u.symbol != self.grid.symbol:
             return
         self._learn_id(o, u.order_id)
@@ -141,3 +145,68 @@ class ExchangeNews:
                 self._move(o, OrderState.OPEN, now_ms)
             else:
                 self._closed_by_exchange(o, u.status or OrderStatus.CANCELLED, now_ms)
+
+    # ---------------------------------------------------------------------- a rolled-back state
+    def recover(self, book: Iterable[Order], fills: Iterable[Fill], client_ids: Iterable[int]) -> list[Orphan]:
+        """After a restart: what the exchange holds under this grid's tag that the saved state does not
+        know. A power cut can roll a state file back, so orders placed (and filled) after its last
+        durable save are unknown to it. An order on the book, or a fill, with our tag and a sequence at or
+        beyond the saved one (``risk.recover_from`` while a recovery is under way) whose price is one of
+        the grid's levels becomes an *orphan*: the pair that wants that side at that level takes it over
+        instead of placing a new order (``take_placements``), and what no pair wants is cancelled. The
+        sequence moves past every clientId of our tag seen (book, fills, ``client_ids`` from history), so
+        no clientId is ever used twice."""
+        floor = self.risk.recover_from if self.risk.recover_from is not None else self.next_seq
+        risk_orders = set((self.risk.entry or {}).get("orders", ()))
+        if self.risk.exit is not None and self.risk.exit.sale is not None:
+            risk_orders |= set(self.risk.exit.sale.orders)
+        book, fills = list(book), list(fills)
+        levels = set(self.grid.levels)
+
+        def lost(cid: int | None, price: Decimal | None) -> bool:
+            return (cid is not None and cid >> SEQ_BITS == self.tag and (cid & SEQ_MASK) >= floor
+                    and cid not in self.orders and cid not in risk_orders and price in levels)
+
+        for o in book:
+            if o.symbol == self.grid.symbol and o.quantity == self.grid.quantity and lost(o.client_id, o.price):
+                assert o.client_id is not None and o.price is not None
+                self.orphans.setdefault(o.client_id, Orphan(o.client_id, o.id, o.side, o.price, o.created_at_ms, True))
+        for f in fills:
+            if f.symbol == self.grid.symbol and lost(f.client_id, f.price) and f.client_id not in self.orphans:
+                assert f.client_id is not None
+                self.orphans[f.client_id] = Orphan(f.client_id, f.order_id, f.side, f.price, f.timestamp_ms, False)
+        seen = [cid & SEQ_MASK for cid in (*client_ids, *(o.client_id for o in book), *(f.client_id for f in fills))
+                if cid is not None and cid >> SEQ_BITS == self.tag]
+        if seen and max(seen) >= self.next_seq:
+            self.next_seq = max(seen) + 1
+            self.version += 1
+        if self.orphans and self.risk.recover_from is None:
+            self.risk.recover_from = floor
+            self.risk_changed()
+        return sorted(self.orphans.values(), key=lambda x: x.client_id)
+
+    def _claim_orphan(self, side: Side, price: Decimal) -> Orphan | None:
+        """The oldest orphan a pair wanting ``side`` at ``price`` takes over, if any."""
+        for cid in sorted(self.orphans):
+            orphan = self.orphans[cid]
+            if orphan.side is side and orphan.price == price:
+                del self.orphans[cid]
+                self._events.append(OrphanFound(cid, orphan.order_id, side, price, "claimed"))
+                return orphan
+        return None
+
+    def take_orphan_leftovers(self) -> list[Cancel]:
+        """Once every live order is settled (nothing unknown, nothing being looked up) and the pairs have
+        taken what they want, the orphans left are wanted by no pair: cancelled when on the book."""
+        if not self.orphans or any(o.state is not OrderState.OPEN or o.missing for o in self.live.values()):
+            return []
+        out = []
+        for cid, orphan in sorted(self.orphans.items()):
+            self._events.append(OrphanFound(cid, orphan.order_id, orphan.side, orphan.price,
+                                            "cancelled" if orphan.on_book else "left"))
+            if orphan.on_book:
+                out.append(Cancel(cid, orphan.order_id))
+        self.orphans.clear()
+        self.risk.recover_from = None
+        self.risk_changed()
+        return out

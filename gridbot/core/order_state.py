@@ -70,10 +70,14 @@ class Cancel:
 
 @dataclass(frozen=True)
 class Lookup:
-    """Find out what became of an order (by clientId), with its fills."""
+    """Find out what became of an order (by clientId, and only an order with its side, price and
+    quantity: another grid's order may carry the same clientId), with its fills."""
     client_id: int
     order_id: str | None
     since_ms: int
+    side: Side
+    price: Decimal
+    quantity: Decimal
 
 
 Action = Place | Cancel | Lookup
@@ -104,6 +108,33 @@ class GridOrder:
     @property
     def complete(self) -> bool:
         return self.executed >= self.quantity
+
+    def is_this(self, side: Side, price: Decimal | None, quantity: Decimal | None) -> bool:
+        """Could an exchange order with this order's clientId and these terms be this order? A clientId
+        alone proves nothing: another grid on the account may have drawn the same one."""
+        return (side is self.side and (price is None or price == self.price)
+                and (quantity is None or quantity == self.quantity))
+
+    def could_fill(self, fill: Fill) -> bool:
+        """Could this fill, carrying this order's clientId, be one of its fills? Its side, and its price
+        (a resting limit order fills at its own price; one that took liquidity at its price or better)."""
+        if fill.side is not self.side:
+            return False
+        if fill.is_maker:
+            return fill.price == self.price
+        return fill.price <= self.price if self.side is Side.BID else fill.price >= self.price
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """An order of ours the saved state does not know (it was rolled back): found on the book or in fill
+    history after a restart, waiting for the pair that wants it."""
+    client_id: int
+    order_id: str
+    side: Side
+    price: Decimal
+    created_ms: int
+    on_book: bool
 
 
 @dataclass

@@ -137,6 +137,7 @@ class RiskState:
     last_price: Decimal | None = None  # the last price the bot logged (status and report read it)
     last_price_ms: int | None = None
     entry: Any = None                  # investment mode: the entry purchase (startup.Entry as JSON)
+    recover_from: int | None = None    # a restart found orders the state had lost: their lowest sequence
 
     def to_json(self) -> dict[str, Any]:
         return {"trigger": None if self.trigger is None else f"{self.trigger:f}", "trigger_from": self.trigger_from,
@@ -145,7 +146,8 @@ class RiskState:
                 "moves": [m.to_json() for m in self.moves],
                 "exit": self.exit.to_json() if self.exit else None, "reserve": f"{self.reserve:f}",
                 "last_price": None if self.last_price is None else f"{self.last_price:f}",
-                "last_price_ms": self.last_price_ms, "entry": self.entry}
+                "last_price_ms": self.last_price_ms, "entry": self.entry,
+                "recover_from": self.recover_from}
 
     @classmethod
     def from_json(cls, d: dict[str, Any] | None) -> "RiskState":
@@ -157,7 +159,7 @@ class RiskState:
                    [TrailMove.from_json(m) for m in d.get("moves", [])],
                    Exit.from_json(d["exit"]) if d.get("exit") else None, Decimal(d.get("reserve", "0")),
                    None if d.get("last_price") is None else Decimal(d["last_price"]), d.get("last_price_ms"),
-                   d.get("entry"))
+                   d.get("entry"), d.get("recover_from"))
 
     def arm(self, trigger: Decimal | None, price: Decimal) -> None:
         """A new grid: wait for ``trigger`` unless the price is already there."""

@@ -140,7 +140,7 @@ class EntryPurchase:
         for cid in e.orders:
             for attempt in range(3):
                 try:
-                    order = self.client.find_order(self.rules.symbol, cid, since_ms=since)
+                    order = self.client.find_order(self.rules.symbol, cid, since_ms=since, side=Side.BID)
                     fills = (self.client.fills(self.rules.symbol, from_ms=since, order_id=order.id)
                              if order is not None and order.executed_quantity > 0 else [])
                     break

@@ -228,7 +228,8 @@ class Executor:
 
     def lookup(self, g: ActiveGrid, a: Lookup) -> None:
         try:
-            order = self.client.find_order(g.symbol, a.client_id, since_ms=a.since_ms)
+            order = self.client.find_order(g.symbol, a.client_id, since_ms=a.since_ms, side=a.side, price=a.price,
+                                           quantity=a.quantity)
             fills = []
             if order is not None and order.executed_quantity > 0:
                 fills = self.client.fills(g.symbol, from_ms=a.since_ms, order_id=order.id)

@@ -154,12 +154,12 @@ class ExitRunner:
         om = g.om
         sale = om.risk.exit.sale  # type: ignore[union-attr]
         since = om.risk.exit.time_ms - 60_000  # type: ignore[union-attr]
+        if cids is None and sale.orders:
+            self.sleep(self.window_ms / 1000)   # a resumed sale: its last order may still arrive (waited once)
         for cid in (cids if cids is not None else list(sale.orders)):
             for attempt in range(3):
                 try:
-                    if attempt == 0 and cids is None:
-                        self.sleep(self.window_ms / 1000)   # a resumed sale: its last order may still arrive
-                    order = self.client.find_order(self.rules.symbol, cid, since_ms=since)
+                    order = self.client.find_order(self.rules.symbol, cid, since_ms=since, side=Side.ASK)
                     if order is not None and order.executed_quantity > 0:
                         for f in self.client.fills(self.rules.symbol, from_ms=since, order_id=order.id):
                             om.apply_fill(f)

@@ -26,7 +26,7 @@ from order_manager import OrderManager
 from gridbot.core.order_state import Settings
 from gridbot.ops.reports import describe_exit, describe_params, fmt_amount
 from gridbot.core.risk import RiskState, exit_notes, start_funds
-from gridbot.engine.state_store import SavedGrid, StateStore
+from gridbot.engine.state_store import SavedGrid, StateStore, TagLock, tags_beside
 
 log = logging.getLogger("grid_bot")
 
@@ -268,7 +268,10 @@ class Startup:
                 f"--reset to cancel its orders and begin this grid")
         if saved is not None:
             return Started(self.resume(saved, settings, rules, price), rules, price, True)
-        return Started(self.fresh(rules, price, settings), rules, price, False)
+        if self.store is None:
+            return Started(self.fresh(rules, price, settings), rules, price, False)
+        with TagLock(self.store.path):
+            return Started(self.fresh(rules, price, settings), rules, price, False)
 
     def fresh(self, rules: MarketRules, price: Decimal, settings: Settings) -> ActiveGrid:
         grid, notes = make_grid(rules, self.t, price, size_at=self.cfg.risk.trigger_price)
@@ -289,12 +292,7 @@ class Startup:
         taken = self.orders_to_adopt(grid, book)
         if taken and not risk.triggered:
             raise InputError("--adopt and trading.trigger_price do not go together: an adopted order trades at once")
-        tag = self.tag
-        if tag is None:
-            # Never a tag an order on the account carries: its clientIds could be mistaken for ours.
-            avoid = {o.client_id >> 24 for o in book if o.client_id is not None}
-            tag = (self.store.free_tag(random.choice, avoid) if self.store is not None
-                   else random.choice([t for t in range(1, 256) if t not in avoid]))
+        tag = self.tag if self.tag is not None else self.choose_tag(book)
         om = OrderManager(grid, tag=tag, settings=settings)
         om.risk = risk
         created = self.wall_ms()
@@ -333,6 +331,21 @@ class Startup:
         g.save()
         log.info("placing the initial grid (level %d stays empty)", empty)
         return g
+
+    def choose_tag(self, book: list[Order]) -> int:
+        """A tag (the top byte of every clientId) no order on the book, in the recent order and fill history
+        of this symbol, or in a running grid of another state file in this folder carries. Matching also
+        needs the side, price and quantity, so a shared tag could not make another grid's orders ours;
+        this keeps clientIds apart as well. Chosen under the folder's TagLock (held by the caller)."""
+        avoid = {o.client_id >> 24 for o in book if o.client_id is not None}
+        recent = signed_read(lambda: self.client.recent_client_ids(self.t.symbol), "read the order history")
+        avoid |= {cid >> 24 for cid in recent}
+        if self.store is not None:
+            avoid |= tags_beside(self.store.path, self.t.symbol)
+        if self.store is not None:
+            return self.store.free_tag(random.choice, avoid)
+        free = [t for t in range(1, 256) if t not in avoid]
+        return random.choice(free or list(range(1, 256)))
 
     def purchase(self, g: ActiveGrid, rules: MarketRules, price: Decimal, balances: Balances,
                  params: Callable[[], dict[str, Any]]) -> bool:
@@ -427,6 +440,7 @@ class Startup:
                  self.store.path, saved.spec.symbol, len(saved.spec.levels), saved.spec.levels[0],
                  saved.spec.levels[-1], g.om.ledger.round_trips)
         self.resume_risk(g, rules.tick_size)
+        self.recover(g)
         entry = g.om.risk.entry
         if entry is not None and not entry.get("done") and not g.om.pairs:
             log.warning("the entry purchase was under way: looking its orders up by clientId, then buying what is "
@@ -434,6 +448,25 @@ class Startup:
             _, plan = initial_plan(g.om.grid, price)
             self.buy(g, rules, funds_needed(g.om.grid, plan)[g.om.grid.quote])
         return g
+
+    def recover(self, g: ActiveGrid) -> None:
+        """What the exchange holds under this grid's tag that the saved state lost (a state file rolled back
+        by a power cut): the sequence moves past every clientId of ours seen, and lost orders become
+        orphans that their pairs take back (OrderManager.recover)."""
+        om = g.om
+        book = self.open_orders()
+        fills = signed_read(lambda: self.client.fills(self.t.symbol, from_ms=g.fill_checkpoint()), "read fill history")
+        recent = signed_read(lambda: self.client.recent_client_ids(self.t.symbol), "read the order history")
+        before = om.next_seq
+        orphans = om.recover(book, fills, recent)
+        if om.next_seq != before:
+            log.warning("clientIds up to sequence %d of this grid's tag were used after the state was last saved "
+                        "(was the state file restored or rolled back?): new orders start at %d", om.next_seq - 1,
+                        om.next_seq)
+        for o in orphans:
+            log.warning("order %s (clientId %d, %s @ %s) is ours but not in the saved state: %s", o.order_id,
+                        o.client_id, o.side.value, o.price, "on the book" if o.on_book else "filled")
+        g.save()
 
     def resume_risk(self, g: ActiveGrid, tick: Decimal) -> None:
         """Exits and trailing on a resumed grid: what it saved, and what a grid saved by an earlier version

@@ -169,6 +169,54 @@ class StateLock:
             self.fd = None
 
 
+class TagLock:
+    """Grids whose state files share a folder choose their tags one at a time: an exclusive ``flock`` on
+    ``<folder>/.grid-bot-tags.lock``, held from choosing a new grid's tag until its row is saved, so two
+    grids started together (two ``grid-bot@`` units at boot) never draw the same one."""
+
+    def __init__(self, state_path: str) -> None:
+        self.path = os.path.join(os.path.dirname(os.path.abspath(state_path)), ".grid-bot-tags.lock")
+        self.fd: int | None = None
+
+    def __enter__(self) -> "TagLock":
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as e:
+            raise StateError(f"cannot create the lock file {self.path}: {e.strerror} (set state.file)") from None
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fd is not None:
+            os.close(self.fd)   # closing releases the lock
+            self.fd = None
+
+
+def tags_beside(state_path: str, symbol: str) -> set[int]:
+    """The tags of the running grids on ``symbol`` saved in the other state files of this one's folder
+    (``*.db``). A file that is not a readable state file is skipped."""
+    folder = os.path.dirname(os.path.abspath(state_path))
+    out: set[int] = set()
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return out
+    for name in names:
+        path = os.path.join(folder, name)
+        if not name.endswith(".db") or os.path.abspath(path) == os.path.abspath(state_path):
+            continue
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+            try:
+                out.update(r[0] for r in conn.execute(
+                    "SELECT tag FROM grids WHERE status = 'running' AND symbol = ?", (symbol,)))
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            continue
+    return out
+
+
 class StateStore:
     def __init__(self, path: str, *, readonly: bool = False) -> None:
         self.path = path
@@ -186,7 +234,9 @@ class StateStore:
                 # thread that opened it: a bot run in a thread, as tests and benchmarks do.
                 self.conn = sqlite3.connect(path, timeout=10, check_same_thread=False)
                 self.conn.execute("PRAGMA journal_mode=WAL")
-                self.conn.execute("PRAGMA synchronous=NORMAL")
+                # FULL: every commit is on disk (the WAL synced) before it returns, so a power cut never
+                # rolls back a saved intent. NORMAL would only survive a crash of the process.
+                self.conn.execute("PRAGMA synchronous=FULL")
                 with self.conn:
                     self.conn.executescript(SCHEMA)
                     self._migrate()
@@ -262,7 +312,11 @@ class StateStore:
         if free:
             return rng(free)
         running = {r[0] for r in self.conn.execute("SELECT tag FROM grids WHERE status = 'running'")}
-        return min((t for t in used if t not in running and t not in avoid), key=lambda t: used[t])
+        reusable = [t for t in used if t not in running and t not in avoid]
+        if reusable:
+            return min(reusable, key=lambda t: used[t])
+        # Every tag is taken somewhere: orders are still told apart by side, price and quantity.
+        return rng([t for t in range(1, 256) if t not in running] or list(range(1, 256)))
 
     def create_grid(self, params: dict, spec: GridSpec, tag: int, now_ms: int, risk: RiskState | None = None) -> int:
         with self.conn:

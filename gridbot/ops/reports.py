@@ -12,7 +12,7 @@ from typing import Any
 
 from gridbot.core.accounting import Stats, figures
 from gridbot.core.events import (ClosedByExchange, CounterOrderDecided, DuplicateOnBook, FillApplied, FilledAfterCancel,
-                    FilledIncomplete, FilledOffGrid, GridEvent, LookupResolved, OrderRefused, OutcomeUnknown,
+                    FilledIncomplete, FilledOffGrid, GridEvent, LookupResolved, OrderRefused, OrphanFound, OutcomeUnknown,
                     RoundTripCompleted, SaleFill, TransitionRefused)
 from grid_calculator import GridSpec
 from gridbot.core.models import Side
@@ -105,6 +105,14 @@ def describe(ev: GridEvent, quote: str) -> tuple[int, str]:
     if isinstance(ev, FilledOffGrid):
         return WARNING, (f"order {ev.order_id} ({ev.side.value} @ {ev.price:f}, level {ev.level}) filled after a "
                          f"trail move had left it outside the grid: accounted, no counter-order")
+    if isinstance(ev, OrphanFound):
+        what = f"order {ev.order_id} (clientId {ev.client_id}, {ev.side.value} @ {ev.price:f})"
+        if ev.outcome == "claimed":
+            return WARNING, f"{what} is ours but the saved state had lost it: taken back as its level's order"
+        if ev.outcome == "cancelled":
+            return WARNING, f"{what} is ours but the saved state had lost it, and no level wants it: cancelling it"
+        return ERROR, (f"{what} is ours and filled, but the saved state had lost it and no level wants it: its fills "
+                       f"are not in the grid's figures")
     if isinstance(ev, SaleFill):
         return INFO, (f"sale fill: {ev.quantity:f} @ {ev.price:f} (order {ev.order_id}), fee {a(ev.fee)} "
                       f"{ev.fee_symbol}; sold {a(ev.sold)} of {a(ev.target)}")
