@@ -27,7 +27,7 @@ import requests
 
 import gridbot.exchange.wire as wire
 from gridbot.core.errors import GridBotError, Rejected, Transient
-from gridbot.core.models import BatchError, Fill, MarketRules, Order, Side
+from gridbot.core.models import AccountSettings, BatchError, Fill, MarketRules, Order, Side
 from gridbot.exchange.wire import ParseError
 # Signing lives in backpack_auth; its names are part of this module's interface too.
 from gridbot.exchange.auth import (DEFAULT_WINDOW_MS, INSTRUCTIONS, MAX_WINDOW_MS, BackpackAuth,  # noqa: F401
@@ -95,7 +95,11 @@ class OrderRequest:
         return {"symbol": self.symbol, "side": self.side.value, "orderType": "Limit",
                 "price": f"{self.price:f}", "quantity": f"{self.quantity:f}",
                 "timeInForce": self.time_in_force, "postOnly": self.post_only,
-                "clientId": self.client_id, "selfTradePrevention": "RejectTaker"}
+                "clientId": self.client_id, "selfTradePrevention": "RejectTaker",
+                # Never a loan: whatever the account's margin settings, the exchange refuses an order the
+                # balance does not cover (the default when the flag is absent is not documented).
+                # autoLendRedeem is left to the exchange's default (docs/exchange.md §6.1).
+                "autoBorrow": False}
 
 
 CANCEL_PENDING = "cancel-pending"  # a 202: the cancel was accepted but not yet executed
@@ -294,6 +298,9 @@ class BackpackClient:
     def balances(self) -> dict[str, tuple[Decimal, Decimal]]:
         return self._parse(wire.parse_balances, self._json(self._call("GET", "/api/v1/capital")))
 
+    def account_settings(self) -> AccountSettings:
+        return self._parse(wire.parse_account_settings, self._json(self._call("GET", "/api/v1/account")))
+
     def open_orders(self, symbol: str) -> list[Order]:
         data = self._json(self._call("GET", "/api/v1/orders", params={"symbol": symbol}))
         if not isinstance(data, list):
@@ -330,11 +337,13 @@ class BackpackClient:
                    price: Decimal | None = None, quantity: Decimal | None = None,
                    page_size: int = 1000) -> Order | None:
         """Look an order up by clientId, on the book, else in order history back to ``since_ms``. Only an
-        order with this side (and this price and quantity, when given) counts: another grid on the account
-        may have drawn the same clientId, so a clientId alone never identifies our order."""
+        order with this side (and this price and quantity, when given), created at or after ``since_ms``,
+        counts: another grid on the account, or an earlier one, may have used the same clientId, so a
+        clientId alone never identifies our order."""
         def ours(o: Order) -> bool:
             return (o.client_id == client_id and o.side is side and (price is None or o.price == price)
-                    and (quantity is None or o.quantity == quantity))
+                    and (quantity is None or o.quantity == quantity)
+                    and not (o.created_at_ms and o.created_at_ms < since_ms))
 
         found = [o for o in self.open_orders(symbol) if ours(o)]
         if found:

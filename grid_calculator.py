@@ -219,6 +219,18 @@ def funds_needed(grid: GridSpec, plan: Sequence[PlannedOrder]) -> dict[str, Deci
     return {grid.quote: quote, grid.base: base}
 
 
+def shortfall(need_base: Decimal, free_base: Decimal, rules: MarketRules, taker_fee: Decimal = Decimal(0)) -> Decimal:
+    """What the entry purchase buys: the base missing, grossed up for the taker fee that Backpack charges
+    in the base bought (``taker_fee`` a fraction), up to the step, at least the minimum order quantity
+    (0: nothing is missing)."""
+    short = need_base - free_base
+    if short <= 0:
+        return Decimal(0)
+    gross = short / (1 - taker_fee)
+    qty = (gross / rules.step_size).to_integral_value(ROUND_CEILING) * rules.step_size
+    return max(qty, rules.min_quantity)
+
+
 def round_trip_profit(buy_price: Decimal, sell_price: Decimal, quantity: Decimal,
                       maker_fee: Decimal) -> Decimal:
     """Net quote profit of buying at ``buy_price`` and selling at ``sell_price`` as maker."""

@@ -133,13 +133,16 @@ class OrderManager(ExchangeNews, GridMoves):
         return cid
 
     def _find(self, client_id: int | None, order_id: str | None, side: Side, price: Decimal | None,
-              quantity: Decimal | None) -> GridOrder | None:
+              quantity: Decimal | None, created_ms: int = 0) -> GridOrder | None:
         """Our order that an exchange order is. Its order id is certain. A clientId is ours only with our
-        order's side, price and quantity: another grid on the account may carry the same clientId."""
+        order's side, price and quantity, and not created before ours was recorded (``created_ms``, when
+        known): another grid on the account, or an earlier one, may carry the same clientId."""
         if order_id is not None and order_id in self.by_order_id:
             return self.orders[self.by_order_id[order_id]]
         o = self.orders.get(client_id) if client_id is not None else None
-        return o if o is not None and o.is_this(side, price, quantity) else None
+        if o is None or not o.is_this(side, price, quantity):
+            return None
+        return o if not created_ms or created_ms >= o.created_ms - self.settings.clock_margin_ms else None
 
     def _find_fill(self, fill: Fill) -> GridOrder | None:
         """Our order that a fill belongs to: by its order id, else by its clientId when the fill could be
@@ -147,7 +150,8 @@ class OrderManager(ExchangeNews, GridMoves):
         if fill.order_id in self.by_order_id:
             return self.orders[self.by_order_id[fill.order_id]]
         o = self.orders.get(fill.client_id) if fill.client_id is not None else None
-        if o is None or not o.could_fill(fill) or (o.order_id is not None and o.order_id != fill.order_id):
+        if o is None or not o.could_fill(fill, self.settings.clock_margin_ms) or (
+                o.order_id is not None and o.order_id != fill.order_id):
             return None
         return o
 
@@ -308,7 +312,8 @@ class OrderManager(ExchangeNews, GridMoves):
                    and now_ms >= o.sent_ms + self.settings.window_ms + self.settings.lookup_margin_ms)
             if due or (o.state is OrderState.OPEN and o.missing):
                 o.next_lookup_ms = now_ms + self.settings.retry_base_ms * (1 + min(o.lookups, 5))
-                out.append(Lookup(o.client_id, o.order_id, o.created_ms - 60_000, o.side, o.price, o.quantity))
+                out.append(Lookup(o.client_id, o.order_id, o.created_ms - self.settings.clock_margin_ms, o.side, o.price,
+                                  o.quantity))
         return out
 
     def request_cancels(self) -> list[Cancel]:

@@ -91,8 +91,8 @@ class AccountViews:
                               for o in book.values() if o.account == acct.api_key)
         maker = plain(self.maker_fee * BASIS_POINTS)
         taker = plain(self.taker_fee * BASIS_POINTS)
-        return {"autoBorrowSettlements": False, "autoLend": False, "autoRealizePnl": False,
-                "autoRepayBorrows": False, "borrowLimit": "0", "futuresMakerFee": maker,
+        return {"autoBorrowSettlements": acct.borrow_limit > 0, "autoLend": False, "autoRealizePnl": False,
+                "autoRepayBorrows": False, "borrowLimit": plain(acct.borrow_limit), "futuresMakerFee": maker,
                 "futuresTakerFee": taker, "leverageLimit": "1", "limitOrders": open_orders,
                 "liquidating": False, "positionLimit": "0", "spotMakerFee": maker, "spotTakerFee": taker,
                 "triggerOrders": 0}

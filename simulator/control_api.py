@@ -111,6 +111,14 @@ class ControlRoutes:
                 return Reply(400, {"error": "api_key must be base64 of 32 bytes, available a decimal"})
             ex.set_balance(body["api_key"], body["asset"], amount)
             return Reply(200, {"ok": True})
+        if (method, path) == ("POST", "/_sim/borrowing"):
+            try:
+                signing.decode_key(body["api_key"])
+                limit = Decimal(str(body["limit"]))
+            except (signing.AuthFailure, InvalidOperation, KeyError, TypeError):
+                return Reply(400, {"error": "body must be {\"api_key\": base64 of 32 bytes, \"limit\": a decimal}"})
+            ex.set_borrowing(body["api_key"], limit)
+            return Reply(200, {"ok": True})
         if (method, path) == ("POST", "/_sim/feed"):
             body = body or {}
             if "paused" in body:

@@ -115,6 +115,12 @@ class Exchange(MarketData, AccountViews):
             b = acct.balances[asset] = Balance()
         return b
 
+    def set_borrowing(self, api_key: str, limit: Decimal) -> None:
+        """Turn margin borrowing on for an account (``limit`` > 0, in each asset's units) or off (0)."""
+        with self.lock:
+            self.account(api_key).borrow_limit = limit
+            self._journal("borrowing_set", account=api_key, limit=s(limit))
+
     def set_balance(self, api_key: str, asset: str, available: Decimal) -> None:
         with self.lock:
             self._bal(self.account(api_key), asset).available = available
@@ -197,7 +203,12 @@ class Exchange(MarketData, AccountViews):
                 need, asset = qty, spec.base
             bal = self._bal(acct, asset)
             if bal.available < need:
-                raise SimError(400, "INSUFFICIENT_FUNDS", "Insufficient funds")
+                # Backpack lends to an order that allows borrowing on an account that borrows: what is
+                # missing becomes a loan (a negative available balance), within the account's limit.
+                loan = need - bal.available   # the liability once this order has locked what it needs
+                if p.auto_borrow is False or loan > acct.borrow_limit:
+                    raise SimError(400, "INSUFFICIENT_FUNDS", "Insufficient funds")
+                self._journal("borrow", account=api_key, asset=asset, quantity=s(need - max(bal.available, ZERO)))
             bal.available -= need
             bal.locked += need
             now = self.clock_us()

@@ -116,6 +116,11 @@ class Account:
     api_key: str
     balances: dict[str, Balance]
     created_us: int
+    # Margin borrowing, off by default (``/_sim/borrowing`` turns it on): an order that allows borrowing
+    # (``autoBorrow`` true, or absent: Backpack's default is not documented, and the harsh reading here
+    # catches a client that never says) may lock more than is available, up to this limit in the asset's
+    # own units; the balance then goes negative, a loan.
+    borrow_limit: Decimal = Decimal(0)
 
 
 @dataclass
@@ -163,6 +168,7 @@ class OrderRequest:
     post_only: bool = False
     client_id: int | None = None
     stp: str = "RejectTaker"
+    auto_borrow: bool | None = None   # None: the field was absent
 
 
 @dataclass

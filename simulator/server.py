@@ -270,6 +270,10 @@ class SimControl:
         self._call("POST", "/_sim/balance", {"api_key": api_key, "asset": asset,
                                              "available": str(available)})
 
+    def set_borrowing(self, api_key: str, limit: Any) -> None:
+        """Margin borrowing on for an account (an order that allows it may borrow up to ``limit``), or off (0)."""
+        self._call("POST", "/_sim/borrowing", {"api_key": api_key, "limit": str(limit)})
+
     def step_feed(self, n: int = 1) -> dict:
         return self._call("POST", "/_sim/feed", {"step": n})
 

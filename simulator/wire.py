@@ -49,12 +49,18 @@ def parse_order_payload(payload: Any) -> OrderRequest:
     stp = payload.get("selfTradePrevention") or "RejectTaker"
     if stp not in ("RejectTaker", "RejectMaker", "RejectBoth", "Allow"):
         raise parse_error(f"unknown variant `{stp}` for `selfTradePrevention`")
+    flags = {}
+    for name in ("autoBorrow", "autoBorrowRepay", "autoLend", "autoLendRedeem", "reduceOnly"):
+        value = payload.get(name)
+        if value is not None and not isinstance(value, bool):
+            raise parse_error(f"invalid type for `{name}`, expected a boolean")
+        flags[name] = value
     price = _dec(payload["price"], "price") if payload.get("price") is not None else None
     qty = _dec(payload["quantity"], "quantity") if payload.get("quantity") is not None else None
     qq = (_dec(payload["quoteQuantity"], "quoteQuantity")
           if payload.get("quoteQuantity") is not None else None)
     return OrderRequest(symbol=symbol, side=side, type=otype, tif=tif, post_only=post_only,
-                        client_id=client_id, stp=stp, price=price, qty=qty, qq=qq)
+                        client_id=client_id, stp=stp, price=price, qty=qty, qq=qq, auto_borrow=flags["autoBorrow"])
 
 
 def kline_time(t: int) -> str:

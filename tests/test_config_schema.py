@@ -19,7 +19,7 @@ SCHEMA_DOC = config_schema.json_schema()
 
 def test_the_committed_schema_is_the_generated_one():
     assert (ROOT / "config.schema.json").read_text() == config_schema.render(), \
-        "config.schema.json is stale: run python config_schema.py"
+        "config.schema.json is stale: run python -m gridbot.ops.config_schema"
     Draft202012Validator.check_schema(SCHEMA_DOC)
 
 

@@ -170,33 +170,55 @@ def test_entry_none_refuses_a_short_account_as_before(tmp_path, quiet_sim, capsy
     assert orders_of(control.state(), signer.api_key) == []
 
 
-def test_the_bot_never_sends_an_order_the_free_balance_does_not_cover(tmp_path, quiet_sim, caplog):
-    """An account with auto-borrow would lend to such an order: the bot reads the free balance before
-    placing and holds the order back (and tries again) instead of sending it."""
+def test_no_order_ever_borrows_even_on_an_account_that_lends(tmp_path, quiet_sim, caplog):
+    """The account borrows (the simulator lends, as Backpack does, to an order that allows it): the bot's
+    orders say autoBorrow false, so an uncovered counter-order is held back by the bot or refused by the
+    exchange, never turned into a loan, and placed once the funds are there."""
     import logging
     caplog.set_level(logging.INFO, logger="grid_bot")
     path, signer = write_config(tmp_path, quiet_sim, grid_lower="140", grid_upper="158", grid_num=10,
                                 quantity="0.5")
     control, key = SimControl(quiet_sim.rest_url), signer.api_key
+    control.set_borrowing(key, "1000")
     # No spare SOL: the four sells lock all 2 SOL; the buy at 148 brings 0.5 SOL less its fee in SOL
     # (0.0005), so its counter-sell of 0.5 SOL at 150 is not covered.
     control.set_balance(key, "SOL", "2")
     with BotThread(path) as b:
         wait_until(lambda: len(open_orders_of(control.state(), key)) == 9, timeout=20, message="the grid")
-        since = max(e["t"] for e in control.state()["journal"])
         control.set_price("147.5")
-        wait_until(lambda: "does not cover it, and the bot never borrows" in caplog.text, timeout=15,
-                   message="the order held back")
-        def posts() -> list:
-            return [e for e in control.state(journal_since_us=since)["journal"]
-                    if e.get("type") == "request" and e.get("method") == "POST" and e.get("path") == "/api/v1/order"]
-        assert posts() == []                        # never sent, so never refused by the exchange either
-        assert not [o for o in open_orders_of(control.state(), key) if o["side"] == "Ask" and D(o["price"]) == 150]
+        wait_until(lambda: "does not cover it, and the bot never borrows" in caplog.text
+                   or "INSUFFICIENT_FUNDS" in caplog.text, timeout=15, message="the sell held back or refused")
+        st = control.state()
+        assert not [o for o in open_orders_of(st, key) if o["side"] == "Ask" and D(o["price"]) == 150]
+        assert all(D(v["available"]) >= 0 for v in st["accounts"][key].values())
+        assert not [e for e in st["journal"] if e.get("type") == "borrow"]
         control.set_balance(key, "SOL", "1")       # funds back: the retry places it
         wait_until(lambda: [o for o in open_orders_of(control.state(), key)
                             if o["side"] == "Ask" and D(o["price"]) == 150], timeout=30, message="the retried sell")
-        assert len(posts()) == 1                    # sent once the balance covered it
         b.stop()
+    st = control.state()
+    assert all(D(v["available"]) >= 0 for v in st["accounts"][key].values())
+    assert "borrowing on" in caplog.text         # the start says what the account's settings mean
+
+
+def test_the_simulator_lends_to_an_order_that_allows_it_and_refuses_ours(quiet_sim):
+    """What the test above relies on: with borrowing on, an order without autoBorrow false borrows (a
+    negative balance); the bot's own order, autoBorrow false on the wire and in the signed string, is
+    refused."""
+    from backpack_api import OrderRequest, Side, generate_keypair, Signer
+    from tests.helpers import order_body, signed_request
+    signer = Signer(generate_keypair()[1])
+    control = SimControl(quiet_sim.rest_url)
+    control.set_balance(signer.api_key, "USDC", "10")
+    control.set_borrowing(signer.api_key, "1000")
+    ours = OrderRequest("SOL_USDC", Side.BID, D("140"), D("1"), 5).to_wire()
+    assert ours["autoBorrow"] is False
+    r = signed_request(quiet_sim.rest_url, signer, "POST", "/api/v1/order", body=ours)
+    assert r.status_code == 400 and r.json()["code"] == "INSUFFICIENT_FUNDS"
+    r = signed_request(quiet_sim.rest_url, signer, "POST", "/api/v1/order", body=order_body("140", "1"))
+    assert r.status_code == 200, r.text
+    usdc = control.state()["accounts"][signer.api_key]["USDC"]
+    assert D(usdc["available"]) == -130 and D(usdc["locked"]) == 140    # a loan of 130
 
 
 def test_with_a_trigger_the_purchase_waits_for_it_then_the_grid_is_laid_out(tmp_path, quiet_sim):
@@ -211,7 +233,65 @@ def test_with_a_trigger_the_purchase_waits_for_it_then_the_grid_is_laid_out(tmp_
         b.stop()
     st = control.state()
     ours = sorted(orders_of(st, key), key=lambda o: o["createdAtUs"])
-    # Sized at the trigger price (145: 0.77 SOL per order); at 144.9, 7 sells and the reserve need 5.39693 SOL.
+    # Sized at the trigger price (145: 0.77 SOL per order); at 144.9, 7 sells and the reserve need 5.39693 SOL,
+    # bought grossed up for the account's taker fee of 0.1% charged in SOL: 5.40233, up to the step.
     assert [(o["timeInForce"], o["side"], o["price"], o["executedQuantity"]) for o in ours[:1]] == \
-        [("IOC", "Bid", "145.62", "5.40")]
+        [("IOC", "Bid", "145.62", "5.41")]
     assert all(o["timeInForce"] == "GTC" and D(o["quantity"]) == D("0.77") for o in ours[1:]) and len(ours) == 10
+
+
+def plan_of(path):
+    """What ``plan --json`` says about the config at ``path`` (with its keys: the account's balances and fees)."""
+    import subprocess
+    from tests.e2e import PYTHON, ROOT
+    r = subprocess.run([PYTHON, "grid_bot.py", "plan", "--json", "--config", path], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_on_exactly_the_balances_plan_names_the_entry_purchase_pays_its_fee_and_the_grid_starts(tmp_path, quiet_sim,
+                                                                                               caplog):
+    """maker_fee 0 (no fee reserve), a taker fee charged in the base bought, and an account holding only
+    the USDC plan says the grid and its purchase need: the purchase buys enough that what it receives
+    after its fee covers every sell, and the grid starts whole, with no order held back for funds."""
+    import logging
+    caplog.set_level(logging.INFO, logger="grid_bot")
+    path, signer = write_config(tmp_path, quiet_sim, maker_fee="0", **INVEST)
+    control, key = SimControl(quiet_sim.rest_url), signer.api_key
+    control.set_balance(key, "SOL", "0")
+    control.set_balance(key, "USDC", "0")
+    report = plan_of(path)
+    need = D(report["funds"]["USDC"]["needed"]) + D(report["entry"]["costs_at_most"])
+    control.set_balance(key, "USDC", need)
+    with stored(path) as b:
+        wait_until(lambda: len(open_orders_of(control.state(), key)) == 9, timeout=20, message="the grid")
+        b.wait_polls(2)
+        result = b.stop()
+    assert result.error is None
+    assert "does not cover it" not in caplog.text and "INSUFFICIENT_FUNDS" not in caplog.text
+    assert "entry: bought" in caplog.text
+    st = control.state()
+    bought = sum((D(o["executedQuantity"]) for o in entry_orders(st, key)), D(0))
+    sells = D(report["sells"]) * D(report["quantity"])
+    assert bought * (1 - D("0.001")) >= sells                 # what it received covers the sells
+    assert all(D(v["available"]) >= 0 for v in st["accounts"][key].values())
+
+
+def test_a_start_refused_after_the_purchase_closes_its_grid_so_the_next_start_buys_only_what_is_missing(
+        tmp_path, quiet_sim):
+    """The purchase ends short (the price runs past the cap): the start is refused and the grid's row is
+    closed, not left running; the next start is a new grid that buys only what is still missing."""
+    path, signer = write_config(tmp_path, quiet_sim, maker_fee="0", **INVEST)
+    control, key = SimControl(quiet_sim.rest_url), signer.api_key
+    control.set_balance(key, "SOL", "0")
+    control.set_depth("0.02")
+    b = stored(path)
+    with b:
+        b.thread.join(60)
+    assert isinstance(b.result.error, StartRefused)
+    saved = StateStore(str(tmp_path / "grid_state.db"), readonly=True)
+    try:
+        assert saved.active_grid() is None and saved.latest_grid().status == "stopped"
+    finally:
+        saved.close()

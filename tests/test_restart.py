@@ -284,3 +284,50 @@ def test_restarts_with_on_exit_keep_never_duplicate_or_lose_an_order(tmp_path):
     assert log.count("resuming grid 1 from") == 10
     assert not re.findall(r"^\S+ \S+ ERROR .*", log, re.M)
     assert expect["round_trips"] >= 1
+
+
+def test_a_state_rolled_back_by_a_power_cut_reuses_no_clientid_and_orphans_nothing(tmp_path, quiet_sim):
+    """The state file (db and WAL) is copied after the first batch; two fills and their counter-orders
+    happen (a round trip); kill -9; the old copy is put back, as a power cut that rolled back committed
+    transactions would leave it. The restarted bot takes its forgotten orders back, never reuses a
+    clientId, never puts two orders at one level, counts the round trip, and cancels everything at a stop."""
+    path, signer = write_config(tmp_path, quiet_sim)
+    control, key = SimControl(quiet_sim.rest_url), signer.api_key
+    state = tmp_path / "grid_state.db"
+    p = spawn(path, tmp_path)
+    wait_until(lambda: n_open(control, key) == 9, timeout=20, message="the grid")
+    wait_until(lambda: (lambda st: st["open_buys"] + st["open_sells"])(status_json(path, tmp_path)["stats"]) == 9,
+               timeout=20, message="the first batch saved as open")
+    saved = {s: (tmp_path / f"grid_state.db{s}").read_bytes() for s in ("", "-wal")
+             if (tmp_path / f"grid_state.db{s}").exists()}
+    control.set_price("147.50")                        # the buy at 148 fills: a sell at 150 goes out
+    wait_until(lambda: any(o["side"] == "Ask" and D(o["price"]) == 150 for o in open_orders_of(control.state(), key)),
+               timeout=20, message="the counter sell at 150")
+    control.set_price("150.50")                        # it fills: a round trip, and a buy at 148 again
+    wait_until(lambda: any(o["side"] == "Bid" and D(o["price"]) == 148 for o in open_orders_of(control.state(), key)),
+               timeout=20, message="the counter buy at 148")
+    stop(p, signal.SIGKILL)
+    for name in ("grid_state.db", "grid_state.db-wal", "grid_state.db-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    for suffix, data in saved.items():
+        (tmp_path / f"grid_state.db{suffix}").write_bytes(data)
+    assert state.exists()
+    before = {o["id"] for o in orders_of(control.state(), key)}
+    p = spawn(path, tmp_path)
+    wait_until(lambda: "reconciled:" in log_of(tmp_path).split("resuming grid 1 from")[-1], timeout=30,
+               message="the resumed grid reconciled")
+    wait_until(lambda: status_json(path, tmp_path)["stats"]["round_trips"] == 1, timeout=30,
+               message="the round trip the rolled-back state had lost")
+    ours = orders_of(control.state(), key)
+    cids = [o["clientId"] for o in ours]
+    assert len(cids) == len(set(cids))                 # no clientId used twice
+    book = open_orders_of(control.state(), key)
+    levels = [D(o["price"]) for o in book]
+    assert len(levels) == len(set(levels)) == 9        # one order per level, the grid whole
+    assert not [o for o in ours if o["id"] not in before]   # the forgotten orders taken back, none placed again
+    resumed = log_of(tmp_path).split("resuming grid 1 from")[-1]
+    assert "is ours but not in the saved state" in resumed and "0 foreign order(s)" in resumed
+    assert stop(p) == 0
+    assert n_open(control, key) == 0                   # nothing forgotten on the book after a stop
+    st = status_json(path, tmp_path)
+    assert st["stats"]["round_trips"] == 1 and st["stats"]["fills"] == 2

@@ -15,9 +15,8 @@ from typing import Any
 from dataclasses import replace
 
 from gridbot.analysis.backtest import run_backtest
-from gridbot.engine.entry import shortfall
 from gridbot.core.errors import InputError
-from grid_calculator import GridSpec, Ladder, funds_needed, initial_plan, size_for_investment, summarize
+from grid_calculator import GridSpec, Ladder, funds_needed, initial_plan, shortfall, size_for_investment, summarize
 from gridbot.core.risk import RiskConfig, buy_ceiling, exit_notes, trail_needs
 from gridbot.core.models import MarketRules, Side
 from gridbot.marketdata.candles import Candle
@@ -131,7 +130,7 @@ def plan_report(grid: GridSpec, rules: MarketRules, *, price: Decimal, price_sou
                 auto_price: bool, balances: dict[str, tuple[Decimal, Decimal]] | None,
                 balances_source: str | None, saved: dict | None = None,
                 risk: RiskConfig | None = None, investment: Decimal | None = None,
-                entry: str = "none") -> dict[str, Any]:
+                entry: str = "none", taker_fee: Decimal = ZERO) -> dict[str, Any]:
     """Everything ``plan`` shows. ``saved``: {"id", "status", "params", "levels" (level_view rows),
     "params_now"} of the running grid in the state file, or None."""
     risk = risk or RiskConfig()
@@ -193,7 +192,7 @@ def plan_report(grid: GridSpec, rules: MarketRules, *, price: Decimal, price_sou
     if entry == "buy":
         free = balances.get(grid.base, (ZERO, ZERO))[0] if balances is not None else None
         want = need.get(grid.base, ZERO) + reserve
-        buys = None if free is None else shortfall(want, free, rules)
+        buys = None if free is None else shortfall(want, free, rules, taker_fee)
         at_most = buy_ceiling(price, risk.max_slippage, rules.tick_size)
         report["entry"] = {"needs": s(want), "free": s(free), "buys": s(buys), "at_most": s(at_most),
                            "costs_at_most": s(None if buys is None else buys * at_most)}

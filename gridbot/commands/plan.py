@@ -47,6 +47,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     except ConfigError as e:
         raise ConfigError(f"{args.config}: {e}" if e.from_file else str(e)) from None
     t = cfg.trading
+    taker_fee = t.taker_fee
     balances: dict[str, tuple[Decimal, Decimal]] | None
     if args.paper and args.live_prices:
         spec, price, paper_funds = live_market(cfg)
@@ -69,6 +70,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
         try:
             price = client.ticker_price(t.symbol)
             balances = client.balances() if with_keys else None
+            if with_keys:
+                # The entry purchase is sized for the account's own taker fee, as run sizes it.
+                taker = client.account_settings().spot_taker_fee
+                taker_fee = taker if taker is not None and taker >= 0 else taker_fee
         except RequestRejected as e:
             raise keys_refused(e) from None
         except TransientError as e:
@@ -79,7 +84,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     report = plan_report(grid, rules, price=price, price_source=source, maker_fee=t.maker_fee,
                          auto_price=t.auto_price, balances=balances, balances_source=balances_source,
                          saved=saved_for_plan(cfg, args.paper), risk=cfg.risk, investment=t.investment,
-                         entry=t.entry)
+                         entry=t.entry, taker_fee=taker_fee)
     report["warnings"] = [*cfg.warnings, *notes, *report["warnings"]]
     if args.json:
         print(json.dumps(report, indent=2))

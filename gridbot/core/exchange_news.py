@@ -96,7 +96,7 @@ class ExchangeNews:
         foreign = 0
         for order in sorted(snapshot, key=lambda x: x.created_at_ms):  # of two with one clientId, keep the older
             on_book.add(order.id)
-            o = self._find(order.client_id, order.id, order.side, order.price, order.quantity)
+            o = self._find(order.client_id, order.id, order.side, order.price, order.quantity, order.created_at_ms)
             if o is None:
                 foreign += order.client_id not in self.orphans
                 continue

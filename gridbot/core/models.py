@@ -116,3 +116,15 @@ class OrderUpdate:
     expiry_reason: str | None
     event_time_us: int
     engine_time_us: int
+
+
+@dataclass(frozen=True)
+class AccountSettings:
+    """What ``GET /api/v1/account`` says about the account (None: the field was absent). Fees are fractions
+    (Backpack writes basis points)."""
+    spot_maker_fee: Decimal | None
+    spot_taker_fee: Decimal | None
+    auto_lend: bool | None
+    auto_borrow_settlements: bool | None
+    auto_repay_borrows: bool | None
+    borrow_limit: Decimal | None

@@ -115,10 +115,11 @@ class GridOrder:
         return (side is self.side and (price is None or price == self.price)
                 and (quantity is None or quantity == self.quantity))
 
-    def could_fill(self, fill: Fill) -> bool:
-        """Could this fill, carrying this order's clientId, be one of its fills? Its side, and its price
-        (a resting limit order fills at its own price; one that took liquidity at its price or better)."""
-        if fill.side is not self.side:
+    def could_fill(self, fill: Fill, margin_ms: int) -> bool:
+        """Could this fill, carrying this order's clientId, be one of its fills? Its side, its time (not
+        before the order was recorded, give or take ``margin_ms`` of clock difference), and its price (a
+        resting limit order fills at its own price; one that took liquidity at its price or better)."""
+        if fill.side is not self.side or fill.timestamp_ms < self.created_ms - margin_ms:
             return False
         if fill.is_maker:
             return fill.price == self.price
@@ -158,6 +159,9 @@ class Settings:
     replace_delay_ms: int = 1000      # after the exchange cancelled one of our orders
     max_multiplier: Decimal | None = None
     min_multiplier: Decimal | None = None
+    # How far the exchange's clock may be behind ours: an exchange order or fill carrying one of our
+    # clientIds but dated earlier than our order's record by more than this was another grid's.
+    clock_margin_ms: int = 2000
 
 
 @dataclass(frozen=True)

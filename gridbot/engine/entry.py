@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from decimal import ROUND_CEILING, ROUND_DOWN, Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import Any, Callable
 
 from backpack_api import BackpackClient, BackpackError, OrderRejected, OrderRequest
@@ -49,15 +49,6 @@ class Entry:
         return cls(Decimal(d["target"]), Decimal(d["ceiling"]), [int(x) for x in d["orders"]], int(d["sent_ms"]),
                    Decimal(d["bought"]), Decimal(d["spent"]), dict(d.get("fees", {})), bool(d["done"]),
                    str(d.get("note", "")))
-
-
-def shortfall(need_base: Decimal, free_base: Decimal, rules: MarketRules) -> Decimal:
-    """What to buy: the base missing, up to the step, at least the minimum order quantity (0: none)."""
-    short = need_base - free_base
-    if short <= 0:
-        return ZERO
-    qty = (short / rules.step_size).to_integral_value(ROUND_CEILING) * rules.step_size
-    return max(qty, rules.min_quantity)
 
 
 class EntryPurchase:

@@ -23,7 +23,7 @@ from backpack_api import (CANCEL_PENDING, BackpackClient, BackpackError, NotFoun
 from gridbot.core.events import CounterOrderDecided
 from gridbot.core.models import BatchError, Order, Side
 from order_manager import OrderManager
-from gridbot.core.order_state import Action, Cancel, GridOrder, Lookup, Place
+from gridbot.core.order_state import Action, Cancel, GridOrder, Lookup, OrderState, Place
 from gridbot.ops.reports import describe
 from gridbot.engine.state_store import StateStore
 
@@ -143,25 +143,31 @@ class Executor:
         self._budget_at = self.clock()
 
     def covered(self, g: ActiveGrid, places: Sequence[Place]) -> list[Place]:
-        """The placements the free balance covers: the bot never sends an order the account would have to
-        borrow for (an account with auto-borrow would lend it). The budget is the free balances read less
-        than ``BUDGET_TTL_S`` ago, less every order placed since (our own fills and cancels only add to
-        what is free, so it never overstates); otherwise, or when it falls short, they are read now. What
-        is still not covered is refused here, as the exchange refuses insufficient funds, and retried later."""
+        """The placements the free balance covers. Every order says ``autoBorrow: false``, so the exchange
+        itself refuses one the balance does not cover, whatever the account's margin settings; this is
+        the bot's own check on top. The budget is the free balances read less than ``BUDGET_TTL_S`` ago,
+        less every order placed since (our own fills and cancels only add to what is free, so it never
+        overstates). When it falls short the balances are read again, less every placement whose outcome
+        is unknown (it may still land), and what is still not covered is held back here and retried
+        later. With no fresh budget (a counter-order after a quiet second) nothing is read: the order
+        goes out at once, and the exchange's refusal is the check."""
         om = g.om
         now = self.wall_ms()
 
-        def need(p: Place) -> tuple[str, Decimal]:
-            return (om.grid.quote, p.price * p.quantity) if p.side is Side.BID else (om.grid.base, p.quantity)
+        def need(side: Side, price: Decimal, quantity: Decimal) -> tuple[str, Decimal]:
+            return (om.grid.quote, price * quantity) if side is Side.BID else (om.grid.base, quantity)
 
         def short(budget: dict[str, Decimal]) -> bool:
             total: dict[str, Decimal] = {}
             for p in places:
-                asset, amount = need(p)
+                asset, amount = need(p.side, p.price, p.quantity)
                 total[asset] = total.get(asset, ZERO) + amount
             return any(budget.get(a, ZERO) < v for a, v in total.items())
 
-        if self._budget is None or self.clock() - self._budget_at > BUDGET_TTL_S or short(self._budget):
+        if self._budget is None or self.clock() - self._budget_at > BUDGET_TTL_S:
+            self._budget = None
+            return list(places)
+        if short(self._budget):
             try:
                 self.note_balances(self.client.balances())
             except BackpackError as e:
@@ -169,11 +175,16 @@ class Executor:
                 for p in places:
                     om.not_sent(p.client_id, now)
                 return []
+            assert self._budget is not None
+            for o in om.live.values():
+                if o.state is OrderState.UNKNOWN:
+                    asset, amount = need(o.side, o.price, o.quantity)
+                    self._budget[asset] = self._budget.get(asset, ZERO) - amount
         free = self._budget
         assert free is not None
         out = []
         for p in places:
-            asset, amount = need(p)
+            asset, amount = need(p.side, p.price, p.quantity)
             if free.get(asset, ZERO) < amount:
                 om.rejected(p.client_id, "INSUFFICIENT_FUNDS", f"not sent: the free {asset} balance "
                             f"({free.get(asset, ZERO):f}) does not cover it, and the bot never borrows", now)

@@ -9,18 +9,18 @@ from __future__ import annotations
 import difflib
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, Callable, Collection, TypeVar
 
 from backpack_api import BackpackClient, BackpackError, RequestRejected, TransientError
 from gridbot.exchange.clock_watch import check_clock
 from gridbot.ops.config import Config
-from gridbot.engine.entry import Entry, EntryPurchase, shortfall
+from gridbot.engine.entry import Entry, EntryPurchase
 from gridbot.core.errors import FatalError, InputError, StartRefused
 from gridbot.engine.executor import ActiveGrid, Executor
 from grid_calculator import (GridError, GridMode, GridSpec, Ladder, build_grid, funds_needed, initial_plan,
-                             match_open_orders, size_for_investment, summarize)
+                             match_open_orders, shortfall, size_for_investment, summarize)
 from gridbot.core.models import MarketRules, Order, Side
 from order_manager import OrderManager
 from gridbot.core.order_state import Settings
@@ -235,18 +235,20 @@ class Startup:
         self.wall_ms = wall_ms
         self.tag = tag
         self.adopt = adopt
+        self.taker_fee = cfg.trading.taker_fee   # the account's, once read (read_account)
 
     def prepare(self, *, reset: bool) -> Started:
         """Market rules, clock, price, then resume the saved grid or lay out a new one (grid, funds)."""
         for w in self.cfg.warnings:
             log.warning("%s", w)
         rules = market_rules(self.client, self.t.symbol, self.cfg.api.base_url)
-        check_clock(self.client, self.wall_ms)
+        skew_ms = check_clock(self.client, self.wall_ms)
         try:
             price = self.client.ticker_price(self.t.symbol)
         except TransientError as e:
             raise FatalError(f"cannot read the price of {self.t.symbol}: {e}") from None
-        settings = manager_settings(self.client, rules)
+        settings = replace(manager_settings(self.client, rules), clock_margin_ms=2000 + abs(skew_ms))
+        self.read_account()
         saved = self.store.active_grid() if self.store is not None else None
         if reset:
             if saved is not None:
@@ -305,7 +307,7 @@ class Startup:
             _, plan = initial_plan(grid, at)
             planned = funds_needed(grid, plan)
             free = balances.get(grid.base, (Decimal(0), Decimal(0)))[0]
-            cost = shortfall(planned[grid.base] + risk.reserve, free, rules) * at
+            cost = shortfall(planned[grid.base] + risk.reserve, free, rules, self.taker_fee) * at
             have = balances.get(grid.quote, (Decimal(0), Decimal(0)))[0]
             if have < planned[grid.quote] + cost:
                 raise InputError(f"not enough {grid.quote} for this grid at its trigger price {at}: the buys lock "
@@ -314,7 +316,11 @@ class Startup:
             log.info("entry: when the trigger is crossed, the bot buys the %s the sells need (about %s %s now)",
                      grid.base, fmt_amount(cost / at if at else Decimal(0)), grid.base)
             balances = {**balances, grid.base: (max(free, planned[grid.base] + risk.reserve), Decimal(0))}
-        need = check_funds(grid, at, balances, self.t.maker_fee, adopted=taken)
+        try:
+            need = check_funds(grid, at, balances, self.t.maker_fee, adopted=taken)
+        except InputError:
+            self.close_unplaced(g)
+            raise
         self.executor.note_balances(balances)   # the first placements draw on this read
         log_grid(grid, self.t.symbol, at, need, self.t.maker_fee)
         if g.grid_id is None and self.store is not None:
@@ -331,6 +337,35 @@ class Startup:
         g.save()
         log.info("placing the initial grid (level %d stays empty)", empty)
         return g
+
+    def read_account(self) -> None:
+        """The account's settings (``GET /api/v1/account``): its taker fee sizes the entry purchase, and
+        the log says what its lending and borrowing mean for the grid."""
+        try:
+            a = self.client.account_settings()
+        except RequestRejected as e:
+            raise keys_refused(e) from None
+        except TransientError as e:
+            log.warning("cannot read the account's settings (%s): the entry purchase assumes trading.taker_fee %s",
+                        e, fmt_amount(self.taker_fee))
+            return
+        if a.spot_taker_fee is not None and a.spot_taker_fee >= 0:
+            self.taker_fee = a.spot_taker_fee
+        fees = (f"maker {fmt_amount((a.spot_maker_fee or Decimal(0)) * 100)}%, taker {fmt_amount(self.taker_fee * 100)}%"
+                if a.spot_taker_fee is not None else f"not given (taker assumed {fmt_amount(self.taker_fee * 100)}%, "
+                                                      f"trading.taker_fee)")
+        log.info("account: spot fees %s; borrowing %s; auto-lend %s. Every order says autoBorrow false: the exchange "
+                 "refuses one the balance does not cover, so the grid never borrows", fees,
+                 "on" if a.auto_borrow_settlements or (a.borrow_limit or 0) > 0 else "off",
+                 "on" if a.auto_lend else "off")
+        if a.spot_maker_fee is not None and a.spot_maker_fee > self.t.maker_fee:
+            log.warning("the account's spot maker fee is %s%%, above trading.maker_fee %s%%: the profit estimates "
+                        "and the step check understate the fees; set trading.maker_fee to %s",
+                        fmt_amount(a.spot_maker_fee * 100), fmt_amount(self.t.maker_fee * 100),
+                        fmt_amount(a.spot_maker_fee))
+        if a.auto_lend:
+            log.info("auto-lend is on: Backpack lends the account's idle balances and redeems them to cover its spot "
+                     "orders; if orders are refused for funds, turn auto-lend off for this account")
 
     def choose_tag(self, book: list[Order]) -> int:
         """A tag (the top byte of every clientId) no order on the book, in the recent order and fill history
@@ -356,7 +391,7 @@ class Startup:
         _, plan = initial_plan(grid, price)
         planned = funds_needed(grid, plan)
         free = balances.get(grid.base, (Decimal(0), Decimal(0)))[0]
-        target = shortfall(planned[grid.base] + om.risk.reserve, free, rules)
+        target = shortfall(planned[grid.base] + om.risk.reserve, free, rules, self.taker_fee)
         if target <= 0:
             return False
         log.info("entry: the grid needs %s %s (its sells and fee reserve), the account has %s free: buying %s",
@@ -397,10 +432,16 @@ class Startup:
                                  new_client_id=om.reserve_client_id, save=save)
         try:
             purchase.run(Entry.from_json(om.risk.entry), quote_kept)
-        except InputError:
-            if self.store is not None and g.grid_id is not None:
-                self.store.set_status(g.grid_id, "stopped", self.wall_ms())
+        except (InputError, StartRefused):
+            self.close_unplaced(g)
             raise
+
+    def close_unplaced(self, g: ActiveGrid) -> None:
+        """A new grid refused before its first order (its purchase ended short, or what it bought still
+        does not cover it): its row is closed, so the next start begins a new grid and buys only what is
+        still missing, never resuming a grid that cannot be laid out."""
+        if self.store is not None and g.grid_id is not None and not g.om.pairs:
+            self.store.set_status(g.grid_id, "stopped", self.wall_ms())
 
     def open_orders(self) -> list[Order]:
         return signed_read(lambda: self.client.open_orders(self.t.symbol), "list open orders")

@@ -29,6 +29,7 @@ MAX_WINDOW_MS = 60000
 
 # (METHOD, path) -> instruction (docs/exchange.md §3). Paths not listed are public and unsigned.
 INSTRUCTIONS: dict[tuple[str, str], str] = {
+    ("GET", "/api/v1/account"): "accountQuery",
     ("GET", "/api/v1/capital"): "balanceQuery",
     ("GET", "/api/v1/order"): "orderQuery",
     ("POST", "/api/v1/order"): "orderExecute",

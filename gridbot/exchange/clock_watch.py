@@ -12,11 +12,13 @@ from gridbot.core.errors import FatalError
 log = logging.getLogger("grid_bot")
 
 
-def check_clock(client: BackpackClient, wall_ms: Callable[[], int]) -> None:
+def check_clock(client: BackpackClient, wall_ms: Callable[[], int]) -> int:
+    """This machine's clock against the exchange's, in ms (0 when the exchange does not say); refuses a
+    skew the signature window cannot absorb."""
     try:
         server = client.server_time_ms()
     except BackpackError:
-        return
+        return 0
     skew, window = (wall_ms() - server) / 1000, client.window_ms / 1000
     if abs(skew) >= window:
         raise FatalError(f"this machine's clock is {skew:+.1f} s off the exchange's: signed requests "
@@ -24,6 +26,7 @@ def check_clock(client: BackpackClient, wall_ms: Callable[[], int]) -> None:
                          f"(enable NTP: timedatectl set-ntp true) and start again")
     if abs(skew) >= min(1.0, window / 5):
         log.warning("this machine's clock is %+.1f s off the exchange's; signed requests allow %g s", skew, window)
+    return int(skew * 1000)
 
 
 class ClockWatch:

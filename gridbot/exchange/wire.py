@@ -14,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Mapping, TypeVar
 
 from gridbot.core.errors import Transient
-from gridbot.core.models import BatchError, Fill, MarketRules, Order, OrderStatus, OrderUpdate, Side, Ticker
+from gridbot.core.models import AccountSettings, BatchError, Fill, MarketRules, Order, OrderStatus, OrderUpdate, Side, Ticker
 
 T = TypeVar("T")
 
@@ -184,6 +184,23 @@ def parse_balances(d: Mapping[str, Any]) -> dict[str, tuple[Decimal, Decimal]]:
         out[asset] = (dec(b.get("available") or "0", f"{asset}.available"),
                       dec(b.get("locked") or "0", f"{asset}.locked"))
     return out
+
+
+@_an_object
+def parse_account_settings(d: Mapping[str, Any]) -> AccountSettings:
+    """``/api/v1/account``. Its fees are documented in basis points ("10" is 0.1%); a missing field is
+    None, never guessed."""
+    def fee(name: str) -> Decimal | None:
+        v = d.get(name)
+        return None if v is None else dec(v, f"account.{name}") / 10_000
+
+    def flag(name: str) -> bool | None:
+        v = d.get(name)
+        return v if isinstance(v, bool) else None
+
+    limit = d.get("borrowLimit")
+    return AccountSettings(fee("spotMakerFee"), fee("spotTakerFee"), flag("autoLend"), flag("autoBorrowSettlements"),
+                           flag("autoRepayBorrows"), None if limit is None else dec(limit, "account.borrowLimit"))
 
 
 @_an_object

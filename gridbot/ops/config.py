@@ -75,6 +75,7 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
         "grid_mode": (text(("arithmetic", "geometric")), "arithmetic"),
         "post_only": (boolean, True),
         "maker_fee": (decimal(nonneg=True, below=Decimal("0.05")), Decimal("0.001")),
+        "taker_fee": (decimal(nonneg=True, below=Decimal("0.05")), Decimal("0.001")),
         "on_exit": (text(ON_EXIT), "cancel"),
         "trigger_price": (decimal(positive=True, nullable=True), None),
     },
@@ -148,6 +149,7 @@ class TradingConfig:
     trigger_price: Decimal | None = None
     investment: Decimal | None = None
     entry: str = "none"               # buy: buy the base the sells need before the grid starts
+    taker_fee: Decimal = Decimal("0.001")   # the entry purchase's fee when the account does not say it
 
 
 @dataclass(frozen=True)
