@@ -276,6 +276,10 @@ class OrderManager(ExchangeNews, GridMoves):
             level = self.grid.pair_level(pair.index, pair.side)
             if level in occupied or now_ms < pair.retry_at_ms:
                 continue
+            if pair.after_cancel is not None:
+                if pair.after_cancel in self.live:
+                    continue        # a trail move's cancel not yet confirmed: its funds are not yet free
+                pair.after_cancel = None
             price = self.level_price(level)
             orphan = self._claim_orphan(pair.side, price) if self.orphans else None
             if orphan is not None:
@@ -339,8 +343,15 @@ class OrderManager(ExchangeNews, GridMoves):
         o.sent_ms = now_ms
         self._touch(o)
 
+    def held_for_funds(self) -> list[Pair]:
+        """The pairs whose order is held back because the free balance did not cover it."""
+        return [p for p in self.pairs if p.funds_refusals and p.order is None]
+
     def placed(self, client_id: int, order: Order, now_ms: int) -> None:
         o = self.orders[client_id]
+        pair = self._pair(o.pair)
+        if pair is not None and pair.funds_refusals:
+            pair.funds_refusals = 0
         self._learn_id(o, order.id)
         if o.state in (OrderState.INTENDED, OrderState.UNKNOWN):
             self._move(o, OrderState.OPEN, now_ms)
@@ -355,8 +366,14 @@ class OrderManager(ExchangeNews, GridMoves):
         pair = self._pair(o.pair)
         if pair is None:
             return
-        pair.rejections += 1
-        delay = min(self.settings.retry_cap_ms, self.settings.retry_base_ms * 2 ** (pair.rejections - 1))
+        if code == "INSUFFICIENT_FUNDS":
+            # Held back for funds: its own outcome and backoff (the level waits for the balance, which
+            # a fill or a deposit brings), not a refusal of the order itself.
+            pair.funds_refusals += 1
+            delay = min(self.settings.retry_cap_ms, self.settings.funds_retry_ms * 2 ** (pair.funds_refusals - 1))
+        else:
+            pair.rejections += 1
+            delay = min(self.settings.retry_cap_ms, self.settings.retry_base_ms * 2 ** (pair.rejections - 1))
         pair.retry_at_ms = now_ms + delay
         self._events.append(OrderRefused(client_id, o.level, o.side, o.price, o.quantity, code, message, delay))
 
@@ -432,6 +449,7 @@ class OrderManager(ExchangeNews, GridMoves):
         pair.side = o.side.opposite
         pair.retry_at_ms = 0
         pair.rejections = 0
+        pair.funds_refusals = 0
         pair.waiting_since = self._next_wait_seq()
         nxt = self.grid.pair_level(pair.index, pair.side)
         self._events.append(CounterOrderDecided(o.side, o.level, pair.side, self.level_price(nxt),

@@ -31,5 +31,14 @@ def quiet_sim() -> Iterator[Simulator]:
 
 
 @pytest.fixture
+def exact_sim() -> Iterator[Simulator]:
+    """The exact-funding tier's simulator: no maker fee and a taker fee above it (0.1%), SOL_USDC at 149.5;
+    each test funds its account with exactly what ``plan`` says."""
+    with running_simulator(feed="none", ticker_interval=0.1, price=Decimal("149.5"), maker_fee=Decimal(0),
+                           taker_fee=Decimal("0.001")) as s:
+        yield s
+
+
+@pytest.fixture
 def control(sim: Simulator) -> SimControl:
     return SimControl(sim.rest_url)

@@ -41,6 +41,32 @@ def write_config(tmp_path, sim, *, secret: str | None = None, name: str = "confi
     return str(path), signer
 
 
+def plan_of(path: str) -> dict:
+    """What ``plan --json`` says about the config at ``path`` (with its keys: the account's balances and fees)."""
+    import subprocess
+    r = subprocess.run([PYTHON, "grid_bot.py", "plan", "--json", "--config", path], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def fund_exactly(control: Any, key: str, report: dict, extra: dict[str, Decimal] | None = None) -> dict[str, Decimal]:
+    """Set the account to exactly what ``plan`` says the grid needs (plus ``extra``), nothing more."""
+    funds = {asset: Decimal(row["needed"]) + (extra or {}).get(asset, Decimal(0))
+             for asset, row in report["funds"].items()}
+    for asset, amount in funds.items():
+        control.set_balance(key, asset, amount)
+    return funds
+
+
+def assert_clean_books(state: dict, key: str, log_text: str) -> None:
+    """The exact-funding checks: no funds refusal in the log, no negative balance (a loan) in the
+    simulator's ledger."""
+    assert "does not cover it" not in log_text and "INSUFFICIENT_FUNDS" not in log_text
+    assert all(Decimal(v["available"]) >= 0 and Decimal(v["locked"]) >= 0 for v in state["accounts"][key].values())
+    assert not [e for e in state["journal"] if e.get("type") == "borrow"]
+
+
 class BotThread:
     """GridBot.run() in a thread, stopped the way a signal stops it."""
 

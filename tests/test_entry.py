@@ -10,7 +10,7 @@ import pytest
 
 from simulator import SimControl, running_simulator
 from gridbot.engine.state_store import StateStore
-from tests.e2e import BotThread, open_orders_of, orders_of, write_config
+from tests.e2e import BotThread, open_orders_of, orders_of, plan_of, write_config
 from tests.helpers import wait_until
 from gridbot.core.errors import StartRefused, InputError
 from tests.test_restart import spawn, status_json, stop
@@ -238,16 +238,6 @@ def test_with_a_trigger_the_purchase_waits_for_it_then_the_grid_is_laid_out(tmp_
     assert [(o["timeInForce"], o["side"], o["price"], o["executedQuantity"]) for o in ours[:1]] == \
         [("IOC", "Bid", "145.62", "5.41")]
     assert all(o["timeInForce"] == "GTC" and D(o["quantity"]) == D("0.77") for o in ours[1:]) and len(ours) == 10
-
-
-def plan_of(path):
-    """What ``plan --json`` says about the config at ``path`` (with its keys: the account's balances and fees)."""
-    import subprocess
-    from tests.e2e import PYTHON, ROOT
-    r = subprocess.run([PYTHON, "grid_bot.py", "plan", "--json", "--config", path], cwd=ROOT,
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
 
 
 def test_on_exactly_the_balances_plan_names_the_entry_purchase_pays_its_fee_and_the_grid_starts(tmp_path, quiet_sim,

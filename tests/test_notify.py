@@ -93,14 +93,44 @@ def test_the_digest_says_what_happened_and_nothing_when_nothing_did():
     assert [s[0] for s in sent.sent] == ["digest", "daily"] and sent.sent[1][2] == "daily stats"
 
 
-def test_insufficient_funds_is_an_error_and_round_trips_are_off_by_default():
+def test_a_refusal_for_funds_is_not_told_per_refusal_and_round_trips_are_off_by_default():
     sent = Sent()
     digest = Digest(sent, sent.cfg, "USDC", now=0, wall=lambda: 1_700_000_000.0)
     digest.on_event(RoundTripCompleted(1, 4, D("0.88")))
-    digest.on_event(OrderRefused(7, 4, Side.ASK, D("150"), D("0.5"), "INSUFFICIENT_FUNDS", "Insufficient funds", 1000))
-    digest.on_event(OrderRefused(8, 4, Side.ASK, D("150"), D("0.5"), "INVALID_ORDER", "post-only", 1000))
-    assert [(k, t) for k, t, _ in sent.sent] == [("error", "insufficient funds")]
-    assert "Ask 0.5 @ 150 (level 4)" in sent.sent[0][2]
+    for _ in range(5):
+        digest.on_event(OrderRefused(7, 4, Side.ASK, D("150"), D("0.5"), "INSUFFICIENT_FUNDS", "Insufficient funds",
+                                     1000))
+    assert sent.sent == []      # the ErrorWatch tells a level held back for funds, once it lasts
+
+
+def test_a_level_held_back_for_funds_is_told_once_after_error_after_and_once_when_it_recovers():
+    sent = Sent()
+    watch = ErrorWatch(sent, error_after=30)
+    what = "orders held back: the free balance does not cover them"
+    for t in range(0, 120, 5):            # refused again and again, with backoff, for two minutes
+        watch.update("funds", True, float(t), what, "Add funds.")
+    assert [(k, t) for k, t, _ in sent.sent] == [("error", what)]
+    watch.update("funds", False, 125.0, what, "Add funds.")
+    watch.update("funds", False, 130.0, what, "Add funds.")
+    assert [t for _, t, _ in sent.sent] == [what, f"recovered: {what}"]
+
+
+@pytest.mark.parametrize("url, fail", [
+    ("https://hc-ping.com/0f4e-uuid", "https://hc-ping.com/0f4e-uuid/fail"),
+    ("https://hc-ping.com/0f4e-uuid/", "https://hc-ping.com/0f4e-uuid/fail"),
+    ("https://hc-ping.com/ping/KEY/my-slug?create=1", "https://hc-ping.com/ping/KEY/my-slug/fail?create=1"),
+    ("https://kuma.example/api/push/TOKEN?status=up&msg=OK&ping=",
+     "https://kuma.example/api/push/TOKEN?status=down&msg=OK&ping="),
+])
+def test_the_heartbeat_failure_form_of_healthchecks_and_uptime_kuma(url, fail):
+    assert NotifyConfig(heartbeat_url=url).fail_url() == fail
+
+
+def test_heartbeat_fail_url_overrides_the_failure_form_and_is_a_secret():
+    cfg = NotifyConfig(heartbeat_url="https://kuma.example/api/push/TOKEN123?status=up",
+                       heartbeat_fail_url="https://kuma.example/api/push/TOKEN123?status=down&msg=grid%20unhealthy")
+    assert cfg.fail_url() == "https://kuma.example/api/push/TOKEN123?status=down&msg=grid%20unhealthy"
+    assert "TOKEN123" in cfg.secrets() and cfg.heartbeat_fail_url in cfg.secrets()
 
 
 # ------------------------------------------------------------------------------ config

@@ -156,16 +156,33 @@ def test_rejection_backs_off_then_retries_with_a_new_client_id():
     om = OrderManager(GRID, tag=1, settings=Settings(retry_base_ms=1000))
     om.start(D("121"))
     first = {a.level: a for a in om.take_actions(0, D("121"))}
-    om.rejected(first[4].client_id, "INSUFFICIENT_FUNDS", "Insufficient funds", 100)
+    om.rejected(first[4].client_id, "INVALID_ORDER", "Price is out of band", 100)
     refused = om.take_events()[-1]
-    assert isinstance(refused, OrderRefused) and refused.level == 4 and refused.code == "INSUFFICIENT_FUNDS"
+    assert isinstance(refused, OrderRefused) and refused.level == 4 and refused.code == "INVALID_ORDER"
     assert refused.retry_in_ms == 1000
     assert all(a.level != 4 for a in om.take_actions(500, D("121")))
     again = om.take_actions(1100, D("121"))
     assert [a.level for a in again] == [4] and again[0].client_id != first[4].client_id
-    om.rejected(again[0].client_id, "INSUFFICIENT_FUNDS", "x", 1100)
+    om.rejected(again[0].client_id, "INVALID_ORDER", "x", 1100)
     assert om.take_actions(2500, D("121")) == []       # the second backoff is 2 s
     assert [a.level for a in om.take_actions(3100, D("121"))] == [4]
+    assert om.held_for_funds() == []                   # refused, not held back for funds
+
+
+def test_an_order_held_back_for_funds_is_its_own_outcome_with_its_own_backoff():
+    om = OrderManager(GRID, tag=1, settings=Settings(retry_base_ms=1000, funds_retry_ms=5000))
+    om.start(D("121"))
+    first = {a.level: a for a in om.take_actions(0, D("121"))}
+    om.rejected(first[4].client_id, "INSUFFICIENT_FUNDS", "Insufficient funds", 100)
+    assert om.take_events()[-1].retry_in_ms == 5000
+    assert len(om.held_for_funds()) == 1
+    assert om.take_actions(5000, D("121")) == []
+    again = om.take_actions(5100, D("121"))
+    om.rejected(again[0].client_id, "INSUFFICIENT_FUNDS", "Insufficient funds", 5100)
+    assert om.take_events()[-1].retry_in_ms == 10_000  # doubling
+    third = om.take_actions(15_100, D("121"))
+    om.placed(third[0].client_id, order_of(third[0]), 15_200)
+    assert om.held_for_funds() == []                   # placed: it has recovered
 
 
 def test_unknown_outcome_is_looked_up_only_after_the_window():

@@ -121,13 +121,30 @@ def test_a_move_up_drops_the_lowest_pair_cancels_its_buy_and_adds_a_buy_at_the_o
     om.shift(True, LADDER.window(1))
     assert om.grid.levels == LADDER.window(1) and om.offset == 1
     actions = om.take_actions(10, D(170))
-    assert Cancel(lowest.client_id, lowest.order_id) in actions
-    places = [a for a in actions if type(a).__name__ == "Place"]
+    # Cancel, confirm, then place: the new buy waits for the dropped buy's funds, and no second move
+    # starts before the cancel is confirmed.
+    assert actions == [Cancel(lowest.client_id, lowest.order_id)]
+    assert not om.can_shift(True)
+    om.cancel_result(lowest.client_id, lowest.order_id,
+                     Order(lowest.order_id, lowest.client_id, "SOL_USDC", Side.BID, D(140), D("0.5"), D(0), D(0),
+                           OrderStatus.CANCELLED, 0, True), 20)
+    places = om.take_actions(30, D(170))
     assert [(p.level, p.side, p.price) for p in places] == [(9, Side.BID, D(158))]
-    # Its fill raced the cancel: accounted, and no counter-order (its pair is gone).
+    assert all(type(p).__name__ == "Place" for p in places)
+
+
+def test_a_fill_that_raced_a_moves_cancel_is_accounted_without_a_counter_order():
+    om = om_at("170")
+    lowest = next(o for o in om.live.values() if o.level == 0)
+    om.shift(True, LADDER.window(1))
+    assert om.take_actions(10, D(170)) == [Cancel(lowest.client_id, lowest.order_id)]
+    # The dropped buy filled before the cancel reached it: accounted, and no counter-order (its pair is
+    # gone); the new top buy goes out now that the dropped order is settled.
     om.apply_fill(Fill(1, lowest.order_id, lowest.client_id, "SOL_USDC", Side.BID, D(140), D("0.5"), D(0), "SOL",
                        True, 5))
-    assert om.ledger.position == D("0.5") and not om.take_placements(10, D(170))[1:]
+    assert om.ledger.position == D("0.5")
+    places = om.take_placements(10, D(170))
+    assert [(p.level, p.side) for p in places] == [(9, Side.BID)]
 
 
 def test_a_move_and_its_orphan_survive_a_restart_and_the_cancel_is_sent_again(tmp_path):

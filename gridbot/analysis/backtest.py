@@ -229,7 +229,16 @@ class Backtest:
             self.fill_marks.append((candle, f.side.value, f.price))
 
     def _step(self, ex: Book, om: OrderManager, gr: GridRisk, price: Decimal) -> None:
-        """What the bot does on a price update: exits and trailing first, then its orders."""
+        """What the bot does on a price update: exits and trailing first, then its orders. A trail move
+        is one step at a time, each placed after its cancel is confirmed; the live bot makes the next
+        one at the next price update, which comes within moments, so the backtest makes it at once."""
+        for _ in range(len(om.grid.levels)):
+            offset = om.risk.offset
+            self._step_once(ex, om, gr, price)
+            if om.risk.offset == offset or om.risk.exit is not None:
+                return
+
+    def _step_once(self, ex: Book, om: OrderManager, gr: GridRisk, price: Decimal) -> None:
         now_ms = self.now_us // 1000
         decision = gr.decide(om, price, now_ms)
         if isinstance(decision, LayOut):     # the backtest's account holds what an entry purchase would buy

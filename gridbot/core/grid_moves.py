@@ -32,10 +32,12 @@ class GridMoves:
 
     def can_shift(self, up: bool) -> bool:
         """May the grid move one step now? Above the top it must hold only buys (below the bottom only
-        sells), every order settled on the book: a move never races an order whose outcome is unknown."""
+        sells), every order settled on the book: a move never races an order whose outcome is unknown,
+        and never starts before the last move's cancel is confirmed (one move at a time)."""
         side = Side.BID if up else Side.ASK
         return (bool(self.pairs) and all(p.side is side for p in self.pairs)
-                and all(o.state is OrderState.OPEN and o.order_id is not None for o in self.live.values()))
+                and all(o.state is OrderState.OPEN and o.order_id is not None and self._pair(o.pair) is not None
+                        for o in self.live.values()))
 
     def shift(self, up: bool, levels: tuple[Decimal, ...]) -> None:
         """Move the grid one step along its ladder to ``levels``: up drops its lowest pair (whose buy is
@@ -45,7 +47,10 @@ class GridMoves:
         self.risk.offset += 1 if up else -1
         self.grid = replace(self.grid, levels=levels)
         index = self.offset + len(levels) - 2 if up else self.offset
-        new = Pair(index=index, side=Side.BID if up else Side.ASK, waiting_since=self._next_wait_seq())
+        # The new pair's order uses the funds the dropped pair's order frees: it is placed only once that
+        # order's cancel is confirmed (cancel, confirm, then place).
+        new = Pair(index=index, side=Side.BID if up else Side.ASK, waiting_since=self._next_wait_seq(),
+                   after_cancel=drop.order)
         self.pairs = [*self.pairs[1:], new] if up else [new, *self.pairs[:-1]]
         self._changed_pairs.add(index)
         if drop.order is not None:

@@ -148,6 +148,8 @@ class Pair:
     rejections: int = 0
     waiting_since: int = 0            # sequence number: who waited first for a shared level
     round_trips: int = 0
+    funds_refusals: int = 0           # in a row: its order is held back until the free balance covers it
+    after_cancel: int | None = None   # a pair a trail move added: placed once this order's cancel is confirmed
 
 
 @dataclass
@@ -157,6 +159,7 @@ class Settings:
     retry_base_ms: int = 2000
     retry_cap_ms: int = 60_000
     replace_delay_ms: int = 1000      # after the exchange cancelled one of our orders
+    funds_retry_ms: int = 5000        # an order held back for funds: tried again after this, doubling
     max_multiplier: Decimal | None = None
     min_multiplier: Decimal | None = None
     # How far the exchange's clock may be behind ours: an exchange order or fill carrying one of our

@@ -220,6 +220,10 @@ class GridBot:
         unknown = any(o.state is OrderState.UNKNOWN for o in self.g.om.live.values())
         self.watch.update("lookup", unknown, now, "an order's outcome is still unknown",
                           "The bot keeps looking it up by clientId; check the log and the exchange.")
+        held = self.g.om.held_for_funds()
+        self.watch.update("funds", bool(held), now, "orders held back: the free balance does not cover them",
+                          "The levels wait and are tried again as fills free funds; add funds, or "
+                          "check what else trades on this account.")
         self.watch.update("clock", self.clock_watch.skewed, now, "this machine's clock is off",
                           "Sync the clock (timedatectl set-ntp true).")
         self.digest.tick(now, lambda: format_stats(self.g.om.stats(self.price), self.g.om.grid,

@@ -113,6 +113,7 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
         "daily_hour": (integer(0, 23), 8),
         "heartbeat_url": (secret_http_url, ""),
         "heartbeat_interval": (seconds(1, 86400), 300.0),
+        "heartbeat_fail_url": (secret_http_url, ""),
     },
 }
 REQUIRED_SECTIONS = ("trading",)
@@ -409,5 +410,6 @@ def load_config(path: str, *, env: Mapping[str, str] | None = None, need_keys: b
         notify=NotifyConfig(urls=n["urls"], urls_from=urls_from, events=n["events"],
                             digest_interval=n["digest_interval"], error_after=n["error_after"],
                             daily_hour=n["daily_hour"], heartbeat_url=heartbeat,
-                            heartbeat_interval=n["heartbeat_interval"]),
+                            heartbeat_interval=n["heartbeat_interval"],
+                            heartbeat_fail_url=n["heartbeat_fail_url"]),
     )

@@ -24,9 +24,10 @@ from decimal import Decimal
 from typing import Any, Callable, Sequence
 
 import requests
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from gridbot.core.errors import InputError
-from gridbot.core.events import FillApplied, OrderRefused, RoundTripCompleted
+from gridbot.core.events import FillApplied, RoundTripCompleted
 
 log = logging.getLogger("grid_bot.notify")
 
@@ -49,6 +50,19 @@ class NotifyConfig:
     daily_hour: int = 8
     heartbeat_url: str = ""
     heartbeat_interval: float = 300.0
+    heartbeat_fail_url: str = ""       # the failure signal, when the service's differs from fail_url()
+
+    def fail_url(self) -> str:
+        """The heartbeat's failure signal: ``notify.heartbeat_fail_url`` if set; for an Uptime Kuma push URL
+        (its query says ``status=up``) the same URL with ``status=down``; otherwise healthchecks.io's form,
+        ``/fail`` appended to the path, the query kept."""
+        if self.heartbeat_fail_url:
+            return self.heartbeat_fail_url
+        parts = urlsplit(self.heartbeat_url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        if ("status", "up") in query:
+            return urlunsplit(parts._replace(query=urlencode([(k, "down" if k == "status" else v) for k, v in query])))
+        return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/fail"))
 
     @property
     def enabled(self) -> bool:
@@ -57,7 +71,7 @@ class NotifyConfig:
     def secrets(self) -> list[str]:
         """Every URL and each of its parts that may be a token, for the log's secret filter."""
         out: list[str] = []
-        for url in (*self.urls, self.heartbeat_url):
+        for url in (*self.urls, self.heartbeat_url, self.heartbeat_fail_url):
             if not url:
                 continue
             out.append(url)
@@ -213,10 +227,10 @@ class Notifier:
             return False
 
     def _beat(self) -> None:
-        """Request the heartbeat URL every interval: as it is while healthy, its /fail form while not."""
+        """Request the heartbeat URL every interval: as it is while healthy, its failure form while not."""
         url = self.cfg.heartbeat_url
         while not self.stop_event.is_set():
-            target = url if self.health() else url.rstrip("/") + "/fail"
+            target = url if self.health() else self.cfg.fail_url()
             try:
                 self.http.get(target, timeout=(5, 10))
                 self.heartbeats += 1
@@ -283,11 +297,8 @@ class Digest:
             self.profit += ev.profit
             self.notifier.send("round_trip", f"round trip {ev.number}",
                                f"Levels {ev.pair}-{ev.pair + 1}: profit {ev.profit:f} {self.quote}.")
-        elif isinstance(ev, OrderRefused) and ev.code == "INSUFFICIENT_FUNDS":
-            self.notifier.send("error", "insufficient funds",
-                               f"Backpack refused the {ev.side.value} {ev.quantity:f} @ {ev.price:f} (level "
-                               f"{ev.level}): insufficient funds. The level waits and is tried again; add "
-                               f"funds or check what else trades on this account.")
+        # An order held back for funds is not told here, once per refusal: the bot's ErrorWatch tells it
+        # once it has lasted notify.error_after, and once when it has cleared.
 
     def tick(self, now: float, summary: Callable[[], str]) -> None:
         if now >= self.next_digest:
