@@ -261,6 +261,10 @@ class MarketStream:
                 return
             if stream.startswith("ticker."):
                 ticker, event_us = wire.parse_ticker_event(data)
+                if stream != f"ticker.{self.symbol}" or ticker.symbol != self.symbol:
+                    # Another market's price (a frame for a stream we did not ask for): never ours to act on.
+                    log.debug("ignored a ticker frame of %s on %s", ticker.symbol, stream)
+                    return
                 self.events.put(TickerEvent(ticker.last_price, event_us, now))
             elif stream.startswith("account.orderUpdate"):
                 self.events.put(OrderEvent(wire.parse_order_update(data), now, _more_waiting(ws)))

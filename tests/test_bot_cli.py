@@ -200,3 +200,23 @@ def test_paper_mode_with_the_shipped_config_trades_without_keys(tmp_path):
     assert "counter-order" in out and "fill:" in out
     assert "final stats" in out and "all of this grid's orders are cancelled" in out
     assert (tmp_path / "grid_bot.paper.log").exists() and not (tmp_path / "grid_bot.log").exists()
+
+
+def test_status_after_a_kill9_in_paper_mode_says_interrupted_not_running(tmp_path):
+    shutil.copy(os.path.join(ROOT, "config.json"), tmp_path / "config.json")
+    p = start_process([PYTHON, os.path.join(ROOT, "grid_bot.py"), "--paper", "--seed", "7"], cwd=tmp_path,
+                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        log = tmp_path / "grid_bot.paper.log"
+        wait_until(lambda: log.exists() and "placing the initial grid" in log.read_text(), timeout=60,
+                   message="the paper grid")
+        wait_until(lambda: run_bot(["status", "--paper"], tmp_path).stdout.startswith("grid 1 (running)"),
+                   timeout=30, message="status while it runs")
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=30)
+    r = run_bot(["status", "--paper"], tmp_path)
+    assert r.returncode == 0 and r.stdout.startswith("grid 1 (interrupted) ")
+    assert "interrupted: the paper bot is not running" in r.stdout
+    st = json.loads(run_bot(["status", "--paper", "--json"], tmp_path).stdout)
+    assert st["state"] == "interrupted" and st["grid"]["status"] == "running"   # saved as running, truly interrupted

@@ -30,7 +30,8 @@ numbers = st.one_of(
     st.integers(min_value=-10, max_value=2000),
     st.integers(min_value=-(10 ** 40), max_value=10 ** 40),
     st.decimals(allow_nan=False, allow_infinity=False, places=None).map(lambda d: str(d)),
-    st.sampled_from(["1e30", "1e999999", "9" * 300, "1e-400", "١٥٠", "0.5", "140", "158", "0", "-1", "1e400",
+    st.sampled_from(["1e30", "1e999999", "1e999999999", "-1e-999999999",
+                     "9" * 300, "1e-400", "١٥٠", "0.5", "140", "158", "0", "-1", "1e400",
                      " 145 ", "0x10", "NaN", "Infinity", "", "1,5"]),
     st.floats(allow_nan=False, allow_infinity=False),
 )
@@ -115,6 +116,8 @@ def sim():
 @pytest.mark.parametrize("trading,words", [
     ({"grid_lower": "1e30", "grid_upper": "2e30"}, "must be below 1,000,000,000,000"),
     ({"quantity": "1e999999"}, "trading.quantity must be below"),
+    ({"quantity": "1e999999999"}, "trading.quantity must be below"),     # beyond what normalize() can hold
+    ({"grid_lower": "1e-999999999"}, "trading.grid_lower must be below"),
     ({"grid_upper": "9" * 300}, "trading.grid_upper must be below"),
     ({"interval": 1e300}, "trading.interval must be a number of seconds from 1 to 3,600"),
     ({"duration": "1e-400"}, "trading.duration must be a number of seconds"),

@@ -285,3 +285,49 @@ def test_a_start_refused_after_the_purchase_closes_its_grid_so_the_next_start_bu
         assert saved.active_grid() is None and saved.latest_grid().status == "stopped"
     finally:
         saved.close()
+
+
+def klines_csv(path, prices) -> str:
+    """One-minute candles whose opens and closes walk through ``prices``."""
+    lines = ["start,open,high,low,close,end,volume,quoteVolume,trades"]
+    for i, (a, b) in enumerate(zip(prices, prices[1:])):
+        lines.append(f"2025-01-01 00:{i:02d}:00,{a},{max(a, b)},{min(a, b)},{b},2025-01-01 00:{i + 1:02d}:00,10,1500,5")
+    (path).write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_plan_and_backtest_size_an_investment_with_a_trigger_as_run_does(tmp_path, quiet_sim, capsys):
+    """run sizes a grid that waits for its trigger at the trigger price (0.77 SOL an order above);
+    plan and backtest size it there too, not at the price of the moment (0.75)."""
+    path, _ = write_config(tmp_path, quiet_sim, trigger_price="145", **INVEST)
+    assert D(plan_of(path)["quantity"]) == D("0.77")
+    klines = klines_csv(tmp_path / "k.csv", ["149.50", "147.00", "144.90", "146.00"])
+    assert grid_bot.main(["backtest", "--json", "--config", path, "--klines", klines]) == 0
+    assert D(json.loads(capsys.readouterr().out)["grid"]["quantity"]) == D("0.77")
+
+
+def test_auto_price_with_a_trigger_centres_the_grid_on_the_price_the_trigger_is_crossed_at(tmp_path, quiet_sim):
+    path, signer = write_config(tmp_path, quiet_sim, grid_lower=None, grid_upper=None, auto_price=True,
+                                price_range="0.03", grid_num=10, quantity="0.5", trigger_price="140")
+    control, key = SimControl(quiet_sim.rest_url), signer.api_key
+    with stored(path) as b:
+        b.wait_polls(2)
+        assert orders_of(control.state(), key) == []
+        control.set_price("139.00")                    # crossed at 139: the grid is 139 ± 3%
+        wait_until(lambda: len(open_orders_of(control.state(), key)) == 9, timeout=20, message="the grid")
+        levels = b.bot.g.om.grid.levels
+        b.stop()
+    assert (levels[0], levels[-1]) == (D("134.83"), D("143.17"))
+    prices = sorted(D(o["price"]) for o in orders_of(control.state(), key))
+    assert prices[0] >= levels[0] and prices[-1] <= levels[-1]
+
+
+def test_a_backtest_of_auto_price_with_a_trigger_centres_the_grid_where_it_is_crossed(tmp_path, quiet_sim, capsys):
+    path, _ = write_config(tmp_path, quiet_sim, grid_lower=None, grid_upper=None, auto_price=True,
+                           price_range="0.03", grid_num=10, quantity="0.5", trigger_price="140")
+    klines = klines_csv(tmp_path / "k.csv", ["149.50", "145.00", "139.00", "138.00", "141.00"])
+    assert grid_bot.main(["backtest", "--json", "--config", path, "--klines", klines]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["triggered"]["candle"] == 1 and D(r["figures"]["start_funds"]["price"]) == D("139")
+    assert (r["grid"]["levels"][0], r["grid"]["levels"][-1]) == ("134.83", "143.17")   # as run lays it out
+    assert len(r["figures"]["total_return"].split(".")[-1]) <= 8                       # no 28-digit figures

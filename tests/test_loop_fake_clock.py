@@ -60,9 +60,9 @@ def fake_bot(tmp_path, sim):
     """A started bot (REST only, ``interval`` 10 s) on a fake clock; stopped and its orders cancelled after."""
     made = []
 
-    def make(**trading):
+    def make(risk=None, **trading):
         trading = {"use_websocket": False, "interval": 10, **trading}
-        path, signer = write_config(tmp_path, sim, **trading)
+        path, signer = write_config(tmp_path, sim, risk=risk, **trading)
         clock = FakeClock()
         bot = GridBot(load_config(path), clock=clock.monotonic, wall_ms=clock.wall_ms, sleep=clock.sleep)
         made.append(bot)
@@ -180,3 +180,24 @@ def test_duration_stops_the_loop_when_it_is_reached(fake_bot):
     assert bot.stop_event.is_set() and bot.stop_reason == "duration of 60 s reached"
     result = bot.finish()
     assert result.error is None and result.stats is not None and result.stats.open_bids == 0
+
+
+def test_exits_never_act_on_a_price_of_unknown_age(fake_bot, sim):
+    """The price crosses the stop-loss, then no source tells the price any more (the REST ticker fails,
+    no stream): a stop_delay must not run out on that old price. Exits wait for a fresh price."""
+    control = SimControl(sim.rest_url)
+    bot, clock, _ = fake_bot(interval=10, risk={"stop_loss_price": "145", "stop_delay": 60})
+    control.set_price("144.50")
+    clock.advance(10)
+    bot.step(0)                              # the REST check reads 144.50: the stop-loss starts to hold
+    assert bot.price == D("144.50") and bot.g.om.risk.exit is None
+    control.fault(kind="http_status", method="GET", path="/api/v1/ticker", status=400, count=1000)
+    control.set_price("150.00")              # back up, but the bot cannot read it
+    for _ in range(8):                       # 80 s: far past the stop_delay, on a price nobody confirms
+        clock.advance(10)
+        bot.step(0)
+    assert bot.g.om.risk.exit is None and not bot.price_fresh
+    control.clear_faults()
+    clock.advance(10)
+    bot.step(0)                              # a fresh price (150): nothing to stop
+    assert bot.price_fresh and bot.price == D("150.00") and bot.g.om.risk.exit is None

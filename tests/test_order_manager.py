@@ -398,3 +398,42 @@ def test_the_twins_own_events_and_lookups_say_nothing_about_our_order():
     om.resolve(o.client_id, Order("twin-2", o.client_id, "SOL_USDC", o.side, o.price, o.quantity, D(0), D(0),
                                   OrderStatus.CANCELLED, 0, True), [], 7)
     assert o.state is OrderState.OPEN and o.missing          # still to be looked up: the answer was the twin's
+
+
+# ------------------------------------------------------------------------------ the edges (#23 item 7)
+def test_a_cancel_that_never_took_effect_is_sent_again_once_two_snapshots_still_show_the_order():
+    om, places = new_om("121")
+    (c1, *_) = om.request_cancels()
+    o = om.orders[c1.client_id]
+    om.cancel_result(c1.client_id, c1.order_id, None, 10)    # an empty answer (or a 202): nothing confirmed
+    snap = [order_for_snapshot(x) for x in om.live.values()]
+    om.apply_open_orders(snap, 20)                            # still there: maybe still pending
+    assert c1 not in om.request_cancels()
+    om.apply_open_orders(snap, 30)                            # still there a second time: sent again
+    assert Cancel(o.client_id, o.order_id) in om.request_cancels()
+
+
+def test_an_order_written_off_as_gone_that_reappears_on_the_book_is_cancelled():
+    om, places = new_om("121")
+    o = next(x for x in om.live.values() if x.level == 0)
+    for t in (10, 20, 30):                                    # three lookups find nothing: gone
+        om.resolve(o.client_id, None, [], t)
+    assert o.state is OrderState.CANCELLED
+    replacement = om.take_placements(40, D("121"))
+    assert [p.level for p in replacement] == [0]              # its level has a new order
+    om.apply_open_orders([order_for_snapshot(o)], 50)         # ...and the old one is on the book after all
+    assert Cancel(o.client_id, o.order_id) in om.take_zombie_cancels()
+
+
+def test_an_order_fill_event_without_its_fee_is_read_from_fill_history_not_booked_at_zero_fee():
+    from gridbot.exchange.wire import parse_order_update
+    om, places = new_om("121")
+    o = next(x for x in om.live.values() if x.level == 1)
+    event = {"e": "orderFill", "E": 1, "s": "SOL_USDC", "i": o.order_id, "c": o.client_id, "S": "Bid",
+             "o": "LIMIT", "f": "GTC", "q": "1", "p": "110", "X": "Filled", "t": 77, "L": "110", "l": "1",
+             "z": "1", "Z": "110", "m": True, "T": 1000}
+    om.apply_update(parse_order_update(event), 5)             # no "n"/"N": the fee is not known
+    assert o.executed == 0 and o.missing and 77 not in om.seen_trades
+    assert [a.client_id for a in om.take_lookups(5)] == [o.client_id]
+    om.apply_update(parse_order_update({**event, "t": 78, "n": "0.001", "N": "SOL"}), 6)
+    assert om.ledger.fees == {"SOL": D("0.001")}

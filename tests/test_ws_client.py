@@ -1,6 +1,7 @@
 """The WebSocket thread against the simulator's server: events, reconnects, and a prompt stop."""
 from __future__ import annotations
 
+import json
 import queue
 from decimal import Decimal
 
@@ -64,7 +65,21 @@ def test_a_private_stream_needs_a_signer():
         assert "signer" in str(e)
     else:
         raise AssertionError("expected ValueError")
-    assert Signer(generate_keypair()[1])  # a signer is what it needs
+    s = MarketStream("ws://127.0.0.1:1", "SOL_USDC", queue.Queue(), private=True, signer=Signer(generate_keypair()[1]))
+    assert s.private_streams == ["account.orderUpdate.SOL_USDC"]   # with a signer: the private stream
+
+
+def test_a_ticker_frame_of_another_market_is_never_taken_for_ours():
+    q: queue.Queue = queue.Queue()
+    s = MarketStream("ws://127.0.0.1:1", "SOL_USDC", q)
+    frame = {"e": "ticker", "E": 1_700_000_000_000_000, "s": "BTC_USDC", "o": "1", "c": "95000.1", "h": "1",
+             "l": "1", "v": "1", "V": "1", "n": 1}
+    s._on_message(None, json.dumps({"stream": "ticker.BTC_USDC", "data": frame}))
+    s._on_message(None, json.dumps({"stream": "ticker.SOL_USDC", "data": frame}))   # mislabelled
+    assert drain(q) == []
+    s._on_message(None, json.dumps({"stream": "ticker.SOL_USDC", "data": {**frame, "s": "SOL_USDC", "c": "149.5"}}))
+    (ev,) = drain(q)
+    assert isinstance(ev, TickerEvent) and ev.price == Decimal("149.5")
 
 
 def test_a_stop_while_the_first_connection_is_being_made_ends_the_thread(sim):

@@ -23,7 +23,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from grid_calculator import GridSpec, Ladder, funds_needed, initial_plan
 from gridbot.marketdata.history import _parse_start
@@ -66,6 +66,7 @@ class BacktestResult:
     trail_offset: int = 0
     triggered: dict[str, Any] | None = None  # with a trigger price: the candle it was crossed in (None: never)
     figures: dict[str, Any] | None = None    # accounting.figures at the end price: the live bot's definitions
+    levels: tuple[Decimal, ...] = ()         # the levels the grid was laid out on (auto_price: where the trigger was)
     # For plots: (candle index, close) and (candle index, side, price) of fills, equity per candle.
     series: dict[str, list] = field(default_factory=dict, repr=False)
 
@@ -73,6 +74,7 @@ class BacktestResult:
         """Decimals as strings; the keys the issue names come first."""
         d = asdict(self)
         d.pop("series")
+        d.pop("levels")       # the command prints them with the grid
         out = {k: d.pop(k) for k in ("round_trips", "grid_profit", "fees", "final_equity", "hold_equity",
                                      "max_drawdown")}
         out.update(d)
@@ -85,8 +87,10 @@ class Backtest:
     """One grid, one price history."""
 
     def __init__(self, grid: GridSpec, rules: MarketRules, *, maker_fee: Decimal, keep_series: bool = False,
-                 risk: RiskConfig | None = None, reserve: Decimal = ZERO) -> None:
+                 risk: RiskConfig | None = None, reserve: Decimal = ZERO,
+                 recentre: Callable[[Decimal], tuple[Decimal, ...]] | None = None) -> None:
         self.grid = grid
+        self.recentre = recentre          # auto_price with a trigger: the levels around the price it is crossed at
         self.reserve = reserve            # investment mode: the base kept for the buys' fees (part of the funds)
         self.rules = rules
         self.maker_fee = maker_fee
@@ -97,6 +101,7 @@ class Backtest:
         self.candle = 0
         self.events: list[tuple[int, str, str]] = []
         self.base0 = ZERO
+        self.laid_out: tuple[Decimal, ...] = ()
 
     def _busy(self, om: OrderManager, gr: GridRisk, lo: Decimal, hi: Decimal) -> bool:
         """Can this candle change anything for the exits or the trail? (A candle that cannot is skipped.)"""
@@ -214,7 +219,7 @@ class Backtest:
             # Per day only over a day or more: two candles' fills are no daily rate.
             fills_per_day=(Decimal(st.fills) / days).quantize(Decimal("0.01")) if days >= 1 else None,
             final_base=base_total, final_quote=quote_total,
-            exit=exit_info, trail_moves=moves, trail_offset=om.offset,
+            exit=exit_info, trail_moves=moves, trail_offset=om.offset, levels=self.laid_out or self.grid.levels,
             figures=None if om.risk.start is None else figures(
                 om.risk.start, om.ledger, last,
                 (base_us + len(candles) * step_us - (om.risk.start.time_ms or 0) * 1000) / 1_000_000).to_json(),
@@ -242,7 +247,10 @@ class Backtest:
         now_ms = self.now_us // 1000
         decision = gr.decide(om, price, now_ms)
         if isinstance(decision, LayOut):     # the backtest's account holds what an entry purchase would buy
+            if self.recentre is not None:
+                om.recentre(self.recentre(price), self.rules.tick_size)
             gr.lay_out(om, price, now_ms)
+            self.laid_out = om.grid.levels
             decision = gr.decide(om, price, now_ms)
         if isinstance(decision, CarryOutExit):
             if self._exit(ex, om, decision.price, self.base0):
@@ -313,8 +321,10 @@ def picture(r: BacktestResult, grid: GridSpec) -> Any:
 
 
 def run_backtest(grid: GridSpec, rules: MarketRules, candles: Sequence[Candle], maker_fee: Decimal,
-                 keep_series: bool = False, risk: RiskConfig | None = None, reserve: Decimal = ZERO) -> BacktestResult:
-    return Backtest(grid, rules, maker_fee=maker_fee, keep_series=keep_series, risk=risk, reserve=reserve).run(candles)
+                 keep_series: bool = False, risk: RiskConfig | None = None, reserve: Decimal = ZERO,
+                 recentre: Callable[[Decimal], tuple[Decimal, ...]] | None = None) -> BacktestResult:
+    return Backtest(grid, rules, maker_fee=maker_fee, keep_series=keep_series, risk=risk, reserve=reserve,
+                    recentre=recentre).run(candles)
 
 
 def iter_pairs(values: Iterable[str]) -> list[tuple[str, list[str]]]:

@@ -115,14 +115,19 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         raise InputError("no candles to backtest: the file or the time range is empty")
     runs = []
     for c, run_cfg in zip(combos, configs):
-        grid, _ = make_grid(rules, run_cfg.trading, candles[0].open)
+        t_ = run_cfg.trading
+        trigger = run_cfg.risk.trigger_price
+        # As run: an investment is sized at the trigger price, and auto_price centres the grid on the price
+        # at which the trigger is crossed.
+        grid, _ = make_grid(rules, t_, candles[0].open, size_at=trigger)
+        recentre = ((lambda p, t_=t_: make_grid(rules, t_, p, size_at=trigger)[0].levels)
+                    if t_.auto_price and trigger is not None else None)
         ladder = Ladder(grid.levels[0], grid.levels[-1], len(grid.levels), grid.mode, rules.tick_size)
         for note in exit_notes(run_cfg.risk, grid.levels, candles[0].open, ladder):
             print(f"grid_bot: warning: {note}", file=sys.stderr)
-        t_ = run_cfg.trading
         reserve = grid.quantity * t_.maker_fee * (len(grid.levels) - 1) if t_.investment is not None else Decimal(0)
         runs.append((c, grid, run_backtest(grid, rules, candles, t_.maker_fee, keep_series=bool(args.plot),
-                                           risk=run_cfg.risk, reserve=reserve)))
+                                           risk=run_cfg.risk, reserve=reserve, recentre=recentre)))
     if args.sweep:
         if args.json:
             print(json.dumps([{"settings": c, **r.summary()} for c, _, r in
@@ -133,7 +138,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     _, grid, result = runs[0]
     if args.json:
         print(json.dumps({**result.summary(), "grid": {"symbol": grid.symbol, "mode": grid.mode.value,
-                                                       "levels": [f"{x:f}" for x in grid.levels],
+                                                       "levels": [f"{x:f}" for x in result.levels],
                                                        "quantity": f"{grid.quantity:f}"}}, indent=2))
     else:
         print("\n".join(format_result(result, grid, t.maker_fee)))

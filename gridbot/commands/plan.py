@@ -80,7 +80,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             raise FatalError(f"cannot read from {cfg.api.base_url}: {e}") from None
         source = f"last price on {cfg.api.base_url}"
         balances_source = "exchange" if with_keys else None
-    grid, notes = make_grid(rules, t, price)
+    grid, notes = make_grid(rules, t, price, size_at=cfg.risk.trigger_price)   # sized where run sizes it
     report = plan_report(grid, rules, price=price, price_source=source, maker_fee=t.maker_fee,
                          auto_price=t.auto_price, balances=balances, balances_source=balances_source,
                          saved=saved_for_plan(cfg, args.paper), risk=cfg.risk, investment=t.investment,

@@ -153,11 +153,15 @@ class Figures:
     def to_json(self) -> dict:
         def d(x: Decimal | None) -> str | None:
             return None if x is None else f"{x:f}"
+
+        def r(x: Decimal | None) -> str | None:
+            """A ratio or a derived price: 8 places are more than any reader needs (a long division has 28)."""
+            return None if x is None else f"{x.quantize(Decimal('1e-8')).normalize():f}"
         return {"price": d(self.price), "start_funds": self.start.to_json(), "start_value": d(self.start_value),
                 "equity": d(self.equity), "grid_profit": d(self.grid_profit), "floating_pnl": d(self.floating_pnl),
                 "fees": {k: d(v) for k, v in sorted(self.fees.items())}, "fees_quote": d(self.fees_quote),
-                "total_return": d(self.total_return), "hold_value": d(self.hold_value), "vs_hold": d(self.vs_hold),
-                "break_even": d(self.break_even), "age_s": int(self.age_s), "annual_yield": d(self.annual_yield)}
+                "total_return": r(self.total_return), "hold_value": d(self.hold_value), "vs_hold": d(self.vs_hold),
+                "break_even": r(self.break_even), "age_s": int(self.age_s), "annual_yield": r(self.annual_yield)}
 
 
 def figures(start: StartFunds, ledger: Ledger, price: Decimal, age_s: float) -> Figures:

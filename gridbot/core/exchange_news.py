@@ -112,9 +112,22 @@ class ExchangeNews:
                 self._events.append(DuplicateOnBook(order.id, o.client_id, o.level, o.state.value))
                 continue
             if not o.state.live:
-                # Filled or cancelled in our books: the snapshot was taken before the news we already
-                # have (fill history is read after it), so it says nothing new.
+                if (o.state is OrderState.CANCELLED and o.closed_ms is not None and as_of_ms > o.closed_ms
+                        and order.id == o.order_id and order.id not in self.zombies):
+                    # Written off (gone after its lookups, or cancelled) before this snapshot was asked
+                    # for, yet on the book: its pair has another order since, so this one goes.
+                    self.zombies[order.id] = o.client_id
+                    self._events.append(DuplicateOnBook(order.id, o.client_id, o.level, "cancelled"))
+                # Otherwise filled or cancelled in our books: the snapshot was taken before the news we
+                # already have (fill history is read after it), so it says nothing new.
                 continue
+            if o.cancel_requested:
+                # Our cancel was sent, yet the order is still listed: a 202 (pending) or an empty answer
+                # that never took effect. After a second snapshot that still shows it, it is sent again.
+                o.cancel_seen += 1
+                if o.cancel_seen >= 2:
+                    o.cancel_requested, o.cancel_seen = False, 0
+                    self._touch(o)
             if o.state in (OrderState.INTENDED, OrderState.UNKNOWN):
                 self._move(o, OrderState.OPEN, as_of_ms)
             if o.state is OrderState.OPEN:
@@ -135,6 +148,8 @@ class ExchangeNews:
         self._learn_id(o, u.order_id)
         if u.fill is not None:
             self.apply_fill(u.fill)
+        elif u.event == "orderFill" and o.state.live:
+            o.missing = True    # a fill the event did not fully describe: the lookup reads it, fee included
         if u.order_id in self.duplicates:
             return  # the twin's own news (accepted, cancelled) says nothing about our order
         if u.event == "orderAccepted" and o.state in (OrderState.INTENDED, OrderState.UNKNOWN):

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 from decimal import Decimal
 
+from grid_calculator import Ladder
 from gridbot.core.events import SaleFill
 from gridbot.core.models import Fill, Side
 from gridbot.core.order_state import Cancel, GridOrder, OrderState, Pair
@@ -55,6 +56,14 @@ class GridMoves:
         self._changed_pairs.add(index)
         if drop.order is not None:
             self._touch(self.orders[drop.order])  # outside the window now: take_orphan_cancels cancels it
+        self.version += 1
+
+    def recentre(self, levels: tuple[Decimal, ...], tick: Decimal) -> None:
+        """``auto_price`` with a trigger: before its first order the grid takes the levels around the price
+        at which the trigger was crossed (its quantity kept), and its ladder follows them."""
+        assert not self.pairs, "a grid is recentred only before it is laid out"
+        self.grid = replace(self.grid, levels=levels)
+        self.risk.ladder = Ladder(levels[0], levels[-1], len(levels), self.grid.mode, tick)
         self.version += 1
 
     def reserve_client_id(self) -> int:

@@ -104,6 +104,7 @@ class GridOrder:
     lookups: int = 0
     next_lookup_ms: int = 0
     closed_ms: int | None = None
+    cancel_seen: int = 0              # snapshots that still showed it on the book after our cancel was sent
 
     @property
     def complete(self) -> bool:
@@ -119,7 +120,7 @@ class GridOrder:
         """Could this fill, carrying this order's clientId, be one of its fills? Its side, its time (not
         before the order was recorded, give or take ``margin_ms`` of clock difference), and its price (a
         resting limit order fills at its own price; one that took liquidity at its price or better)."""
-        if fill.side is not self.side or fill.timestamp_ms < self.created_ms - margin_ms:
+        if fill.side is not self.side or (fill.timestamp_ms and fill.timestamp_ms < self.created_ms - margin_ms):
             return False
         if fill.is_maker:
             return fill.price == self.price

@@ -23,18 +23,21 @@ class LastPrice:
         self.source = PriceSource.REST
         self.event_us = 0
         self.stream_received = 0.0   # our clock when the last ticker arrived
+        self.updated = 0.0           # our clock when any source last told us the price (its age)
 
-    def from_stream(self, price: Decimal, event_us: int) -> None:
+    def from_stream(self, price: Decimal, event_us: int, at: float) -> None:
         if event_us >= self.event_us:
             self.price, self.event_us = price, event_us
+        self.updated = max(self.updated, at)
         if self.source is PriceSource.REST_FALLBACK:
             log.info("WebSocket prices are back")
         self.source = PriceSource.STREAM
 
-    def from_rest(self, price: Decimal, *, fallback: bool) -> None:
+    def from_rest(self, price: Decimal, *, fallback: bool, at: float) -> None:
         """A REST price: the usual source without a stream, a fallback (said once) when the stream's
         price has gone stale."""
         self.price = price
+        self.updated = max(self.updated, at)
         if not fallback:
             self.source = PriceSource.REST
         elif self.source is not PriceSource.REST_FALLBACK:

@@ -395,6 +395,8 @@ class GridRisk:
         if st.exit is not None:
             return CarryOutExit(st.exit.price)
         if price is None:
+            # No fresh price: nothing is known to have held meanwhile, so a stop_delay starts again.
+            self.guard.since.clear()
             return PlaceOrders() if st.triggered else Hold()
         if not st.triggered:
             if not self.guard.crossed(st, price):

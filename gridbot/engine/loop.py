@@ -80,6 +80,7 @@ class GridBot:
         self.stream: MarketStream | None = None
         self.g: ActiveGrid | None = None
         self.last: LastPrice | None = None
+        self.price_fresh = True
         self.started = 0.0
         self.ready = True        # False on a resumed grid until it has been settled with the exchange
         self.polls = 0           # completed REST checks (tests wait on it)
@@ -151,6 +152,7 @@ class GridBot:
             self.tell("error", "refused to start", f"The bot refused to start: {e}")
             return RunResult(str(e), None, e)
         self.g, self.last = started.grid, LastPrice(started.price)
+        self.last.updated = self.clock()   # read by the start-up just now
         self.exits = ExitRunner(self.client, self.executor, started.rules, self.cfg.risk,
                                 window_ms=self.cfg.api.window_ms, sleep=self.sleep)
         self.rules = started.rules
@@ -304,7 +306,7 @@ class GridBot:
         assert self.g is not None and self.last is not None
         if isinstance(ev, TickerEvent):
             self.last.stream_received = ev.received
-            self.last.from_stream(ev.price, ev.event_time_us)
+            self.last.from_stream(ev.price, ev.event_time_us, ev.received)
         elif isinstance(ev, OrderEvent):
             if not self.stream_verified:
                 self.stream_verified = True
@@ -314,7 +316,7 @@ class GridBot:
             if fill is not None:
                 # Our fill is the latest trade: fresher than the ticker (pushed once a second), and the
                 # price at which the fill's own counter-order is sure to rest.
-                self.last.from_stream(fill.price, ev.update.engine_time_us)
+                self.last.from_stream(fill.price, ev.update.engine_time_us, self.clock())
             self.g.om.apply_update(ev.update, self.wall_ms())
         elif isinstance(ev, StreamUp):
             self.stream_up, self.stream_verified = True, False
@@ -339,7 +341,7 @@ class GridBot:
         except BackpackError as e:
             log.warning("cannot read the price over REST: %s", e)
             return
-        self.last.from_rest(price, fallback=self.t.use_websocket)
+        self.last.from_rest(price, fallback=self.t.use_websocket, at=self.clock())
 
     def settle(self) -> None:
         """A resumed grid: what happened while we were down, settled against the exchange. Nothing is
@@ -406,11 +408,26 @@ class GridBot:
         self.g.publish()
         self.g.save()
 
+    def fresh_price(self) -> Decimal | None:
+        """The price exits, trailing and the trigger may act on: the last one, unless no source has told
+        it for longer than the stream's staleness limit plus two REST checks (then None: they wait for a
+        fresh one, and the log says so once)."""
+        assert self.last is not None
+        age = self.clock() - self.last.updated
+        fresh = age <= self.stale_after + 2 * self.check_interval()
+        if fresh != self.price_fresh:
+            self.price_fresh = fresh
+            if not fresh:
+                log.warning("the last price is %.0f s old: exits, trailing and the trigger wait for a fresh one", age)
+            else:
+                log.info("a fresh price again: exits, trailing and the trigger act on it")
+        return self.last.price if fresh else None
+
     def decide(self) -> GridDecision:
         """What exits and trailing decide on this update (core/risk.py), written down before the engine
         carries any of it out; what they have to say, logged (an exit notified too)."""
         assert self.g is not None and self.risk is not None
-        decision = self.risk.decide(self.g.om, self.price, self.wall_ms())
+        decision = self.risk.decide(self.g.om, self.fresh_price(), self.wall_ms())
         self.g.save()
         for kind, text in self.risk.take_notes():
             if kind == "exit":

@@ -408,6 +408,11 @@ class Startup:
         """The grid's trigger was crossed: its entry purchase (``trading.entry: buy``) is made now, at the
         price it is laid out at. True when the grid may be laid out; False to try again at the next price
         update (the balances could not be read). InputError when the purchase ends short."""
+        if self.t.auto_price and g.om.risk.trigger is not None and not g.om.pairs and g.om.risk.start is None:
+            grid, _ = make_grid(rules, self.t, price, size_at=self.cfg.risk.trigger_price)
+            g.om.recentre(grid.levels, rules.tick_size)
+            log.info("auto_price: the grid is centred on %s, the price at which the trigger was crossed: levels %s..%s",
+                     price, grid.levels[0], grid.levels[-1])
         if self.t.entry != "buy" or (g.om.risk.entry or {}).get("done"):
             return True
         try:

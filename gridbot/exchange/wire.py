@@ -225,14 +225,18 @@ def parse_order_update(d: Mapping[str, Any]) -> OrderUpdate:
     sd = side(_req(d, "S", where), "orderUpdate.S")
     engine_us = opt_int(d.get("T"), "orderUpdate.T") or 0
     fill = None
-    if event == "orderFill":
+    if event == "orderFill" and (d.get("n") is None or not d.get("N")):
+        # A fill without its fee: booked as it is it would count a zero fee, and the REST fill (with the
+        # fee) would then be dropped as a duplicate. The fill is left to the lookup this event triggers.
+        fill = None
+    elif event == "orderFill":
         trade_id = opt_int(d.get("t"), "orderUpdate.t")
         if trade_id is None:
             raise ParseError("orderUpdate: orderFill without a trade id 't'")
         fill = Fill(trade_id=trade_id, order_id=order_id, client_id=client_id, symbol=symbol,
                     side=sd, price=dec(_req(d, "L", where), "orderUpdate.L"),
                     quantity=dec(_req(d, "l", where), "orderUpdate.l"),
-                    fee=dec(d.get("n") or "0", "orderUpdate.n"), fee_symbol=str(d.get("N") or ""),
+                    fee=dec(d.get("n"), "orderUpdate.n"), fee_symbol=str(d.get("N")),
                     is_maker=bool(d.get("m")), timestamp_ms=engine_us // 1000)
     st = d.get("X")
     return OrderUpdate(

@@ -54,6 +54,8 @@ def _fits(d: Decimal) -> bool:
     """Within what the grid maths can hold exactly: below 10^12, at most 12 decimal places, 18 digits."""
     if d == 0:
         return True
+    if abs(d.adjusted()) > 40:      # 1e999999999: out of range before normalize() could overflow on it
+        return False
     t = d.normalize().as_tuple()
     places = -t.exponent if isinstance(t.exponent, int) and t.exponent < 0 else 0
     return abs(d) < MAX_DECIMAL and places <= MAX_PLACES and len(t.digits) <= MAX_DIGITS

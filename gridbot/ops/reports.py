@@ -238,6 +238,17 @@ def level_view(om: OrderManager) -> list[dict]:
     return rows
 
 
+def grid_state(saved: Any, om: OrderManager, running: bool) -> str:
+    """One word for the grid, true whatever the saved status says: ``running`` (a bot works on it now),
+    ``finished`` (an exit ended it), ``stopped`` (stopped and its orders cancelled) or ``interrupted``
+    (saved as running, but no bot runs it: a kill -9, a crash, a reboot, or on_exit keep)."""
+    if om.risk.exit is not None and om.risk.exit.phase == "done":
+        return "finished"
+    if saved.status in ("stopped", "reset"):
+        return "stopped"
+    return "running" if running else "interrupted"
+
+
 def situation(saved: Any, om: OrderManager, running: bool, paper: str | None) -> str:
     """What the grid is doing, truthfully: running, stopped, or interrupted (and what may be open)."""
     live = len(om.live_orders())
@@ -277,6 +288,7 @@ def status_report(saved: Any, om: OrderManager, state_path: str, now_ms: int, *,
     return {
         "state_file": state_path,
         "situation": situation(saved, om, running, paper),
+        "state": grid_state(saved, om, running),
         "bot_running": running,
         "grid": {"id": saved.id, "status": saved.status, "symbol": spec.symbol, "mode": spec.mode.value,
                  "levels": [f"{x:f}" for x in spec.levels], "quantity": f"{spec.quantity:f}",
@@ -335,7 +347,7 @@ def risk_view(om: OrderManager) -> dict[str, Any]:
 
 def print_status(r: dict[str, Any]) -> None:
     g, s = r["grid"], r["stats"]
-    print(f"grid {g['id']} ({g['status']}) {g['symbol']} {g['mode']}, {len(g['levels'])} levels "
+    print(f"grid {g['id']} ({r['state']}) {g['symbol']} {g['mode']}, {len(g['levels'])} levels "
           f"{g['levels'][0]}..{g['levels'][-1]}, {g['quantity']} {g['base']} per order")
     ago = f" ({g['last_checkpoint_ago_s']} s ago)" if g["last_checkpoint_ago_s"] is not None else ""
     print(f"  created {g['created']}; last checkpoint {g['last_checkpoint'] or 'none yet'}{ago}"
