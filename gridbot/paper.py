@@ -148,6 +148,10 @@ class PaperExchange:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if state_path is not None:
+            # Every order, fill and cancel is on disk before its news leaves the simulated exchange: a kill -9
+            # can never leave the bot's state holding what the saved paper account lacks (a fill counted
+            # twice later, an order it calls gone).
+            sim.exchange.durable = self._save_fill
             self._thread = threading.Thread(target=self._save_loop, name="paper-save", daemon=True)
             self._thread.start()
 
@@ -161,6 +165,12 @@ class PaperExchange:
         if self.state_path is not None and ex.version != self._saved:
             self._saved = ex.version
             persist.save(ex, self.state_path, {"paper_secret": self.secret})
+
+    def _save_fill(self) -> None:
+        try:
+            self.save()
+        except OSError as e:
+            log.warning("paper mode: cannot save the simulated account to %s: %s", self.state_path, e.strerror)
 
     def _save_loop(self) -> None:
         while not self._stop.wait(self.SAVE_EVERY_S):
@@ -193,7 +203,7 @@ def start_paper(cfg: Config, seed: int | None = None, *, live: bool = False,
         sim = Simulator(SimConfig(symbol=t.symbol, markets=(spec,), feed="live", live_rest=cfg.api.base_url,
                                   live_ws=cfg.api.ws_url, price=price, maker_fee=t.maker_fee,
                                   live_stale_after=cfg.paper_stale_after, live_logger="grid_bot.paper",
-                                  taker_fee=t.maker_fee * Decimal("1.25"), balances=balances))
+                                  taker_fee=t.taker_fee, balances=balances, id_base=int(time.time() * 1000)))
         secret = None
         if sim_state is not None and os.path.exists(sim_state):
             try:
@@ -210,8 +220,8 @@ def start_paper(cfg: Config, seed: int | None = None, *, live: bool = False,
         sim = Simulator(SimConfig(symbol=t.symbol, price=mid, feed="random",
                                   seed=int(time.time()) if seed is None else seed,
                                   volatility=volatility, reversion=0.05, tick_seconds=1.0,
-                                  maker_fee=t.maker_fee, taker_fee=t.maker_fee * Decimal("1.25"),
-                                  balances=balances)).start()
+                                  maker_fee=t.maker_fee, taker_fee=t.taker_fee, balances=balances,
+                                  id_base=int(time.time() * 1000))).start()
         secret = None
     if secret is None:
         _, secret = generate_keypair()

@@ -74,6 +74,9 @@ class Exchange(MarketData, AccountViews):
         self._next_order_id = 4_227_700_000 + self._rng.randrange(100_000)
         self.request_count = 0
         self.version = 0
+        # Called under the lock after a change that filled an order, before its events leave (paper mode on
+        # live prices saves the account here, so the bot can never know a fill the saved account lacks).
+        self.durable: Callable[[], None] | None = None
         now = self.clock_us()
         for m in self.markets.values():
             self._record_tick(m, now, m.price, ZERO)
@@ -114,6 +117,13 @@ class Exchange(MarketData, AccountViews):
         if b is None:
             b = acct.balances[asset] = Balance()
         return b
+
+    def raise_ids(self, base: int) -> None:
+        """Hand out trade and order ids above ``base`` from now on."""
+        with self.lock:
+            for m in self.markets.values():
+                m.next_trade_id = max(m.next_trade_id, base + 1)
+            self._next_order_id = max(self._next_order_id, base)
 
     def set_borrowing(self, api_key: str, limit: Decimal) -> None:
         """Turn margin borrowing on for an account (``limit`` > 0, in each asset's units) or off (0)."""
@@ -180,6 +190,23 @@ class Exchange(MarketData, AccountViews):
 
     def submit(self, api_key: str, p: OrderRequest) -> Order:
         """Validate, lock funds, accept and match one order; raise SimError as Backpack would."""
+        return self._durably(lambda: self._submit(api_key, p))
+
+    def _durably(self, change: Callable[[], Any]) -> Any:
+        """Run ``change``; with a ``durable`` hook, hold its events until the hook has run, so nobody
+        learns of an order, a fill or a cancel before it is saved."""
+        if self.durable is None:
+            return change()
+        with self.lock:
+            held = self.sink = HeldEvents(self.sink)
+            try:
+                return change()
+            finally:
+                self.sink = held.sink
+                self.durable()
+                held.release()
+
+    def _submit(self, api_key: str, p: OrderRequest) -> Order:
         with self.lock:
             forced = self.reject_hook(p)
             if forced is not None:
@@ -387,6 +414,9 @@ class Exchange(MarketData, AccountViews):
         raise SimError(404, "RESOURCE_NOT_FOUND", "Order not found")
 
     def cancel(self, api_key: str, body: Any) -> Order:
+        return self._durably(lambda: self._cancel(api_key, body))
+
+    def _cancel(self, api_key: str, body: Any) -> Order:
         with self.lock:
             if not isinstance(body, dict) or "symbol" not in body:
                 raise parse_error("missing field `symbol`")
@@ -404,6 +434,9 @@ class Exchange(MarketData, AccountViews):
             return order
 
     def cancel_all(self, api_key: str, body: Any) -> list[Order]:
+        return self._durably(lambda: self._cancel_all(api_key, body))
+
+    def _cancel_all(self, api_key: str, body: Any) -> list[Order]:
         with self.lock:
             if not isinstance(body, dict) or "symbol" not in body:
                 raise parse_error("missing field `symbol`")
@@ -458,6 +491,8 @@ class Exchange(MarketData, AccountViews):
                 self._book_changed(m)
             finally:
                 self.sink = held.sink
+                if fills and self.durable is not None:
+                    self.durable()
                 held.release()
             return fills
 

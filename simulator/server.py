@@ -62,6 +62,8 @@ class SimConfig:
     live_ws: str = ""
     live_stale_after: float = 30.0
     live_logger: str = "simulator.live"   # paper mode logs the live feed into the bot's log
+    id_base: int = 0                      # trade and order ids start above this (paper mode: the time, so
+                                          # no two paper runs ever hand out one id)
 
 
 class Simulator:
@@ -90,6 +92,8 @@ class Simulator:
         self.hub = Hub(set(self.exchange.markets), lambda: self.exchange.clock_us() // 1000)
         self.exchange.sink = self.hub
         self.exchange.clock_offset_us = cfg.clock_offset_ms * 1000
+        if cfg.id_base:
+            self.exchange.raise_ids(cfg.id_base)
         self.faults = FaultBoard()
         self.hub.faults = self.faults
         self.exchange.reject_hook = self._forced_reject

@@ -220,3 +220,19 @@ def test_status_after_a_kill9_in_paper_mode_says_interrupted_not_running(tmp_pat
     assert "interrupted: the paper bot is not running" in r.stdout
     st = json.loads(run_bot(["status", "--paper", "--json"], tmp_path).stdout)
     assert st["state"] == "interrupted" and st["grid"]["status"] == "running"   # saved as running, truly interrupted
+
+
+def test_a_second_paper_grid_in_a_folder_keeps_its_own_fills(tmp_path):
+    """Each random-walk paper run is a new simulated exchange: its ids never repeat an earlier run's, and
+    its fills are its grid's, so report shows what status counts, run after run."""
+    shutil.copy(os.path.join(ROOT, "config.json"), tmp_path / "config.json")
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["trading"].update(duration=12, interval=1)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    for seed in ("7", "7"):                              # the same walk twice: the same trades, new ids
+        assert run_bot(["--paper", "--seed", seed], tmp_path, timeout=120).returncode == 0
+        status = json.loads(run_bot(["status", "--paper", "--json"], tmp_path).stdout)
+        report = json.loads(run_bot(["report", "--paper", "--json"], tmp_path).stdout)
+        assert status["stats"]["fills"] > 0
+        assert len(report["fills"]) == status["stats"]["fills"]
+    assert status["grid"]["id"] == 2

@@ -174,3 +174,34 @@ def test_plan_on_live_prices_uses_the_real_market_and_paper_balances(tmp_path, r
     noflag = subprocess.run([sys.executable, BOT, "plan", "--live-prices", "--config", path], cwd=str(ROOT),
                             capture_output=True, text=True, timeout=60)
     assert noflag.returncode == 2 and noflag.stderr.strip() == "grid_bot: --live-prices is for paper mode: add --paper"
+
+
+def test_kill9_and_restart_on_live_prices_never_counts_a_fill_twice(tmp_path, real):
+    """Every paper fill is saved with the simulated account before the bot can learn of it, so after a
+    kill -9 at any moment the restarted bot's fills are exactly the paper exchange's."""
+    path = write_config(tmp_path, real)
+    for run in (1, 2, 3):
+        proc = start_bot(path)
+        try:
+            paper = paper_control(tmp_path, runs=run)
+            target = 2 * run
+            wait_until(lambda: len(paper.state()["fills"]) >= target, timeout=90, message=f"{target} paper fills")
+        finally:
+            proc.send_signal(signal.SIGKILL)             # mid-flight, wherever it is
+            proc.wait(timeout=30)
+            proc.communicate()
+    proc = start_bot(path)
+    try:
+        paper = paper_control(tmp_path, runs=4)
+        log = tmp_path / "grid_bot.paper.log"
+        wait_until(lambda: log.read_text().count("reconciled:") >= 3, timeout=60, message="the last resume settled")
+        st = paper.state()
+    finally:
+        stop_bot(proc)
+    status = json.loads(subprocess.run([sys.executable, BOT, "status", "--paper", "--json", "--config", path],
+                                       cwd=str(ROOT), capture_output=True, text=True, timeout=60).stdout)
+    assert status["stats"]["fills"] >= len(st["fills"]) > 0
+    saved = json.loads((tmp_path / "grid_state.paper.sim.json").read_text())
+    assert status["stats"]["fills"] == len(saved["fills"])     # the bot's count is the paper exchange's
+    trade_ids = [f["trade_id"] for f in saved["fills"]]
+    assert len(trade_ids) == len(set(trade_ids))

@@ -4,11 +4,13 @@ from __future__ import annotations
 import itertools
 from decimal import Decimal
 
+import pytest
+
 from grid_calculator import GridMode, GridSpec
 from gridbot.core.models import Fill, Order, OrderStatus, Side
 from order_manager import OrderManager
 from gridbot.core.order_state import OrderState
-from gridbot.engine.state_store import StateStore
+from gridbot.engine.state_store import StateError, StateStore
 
 D = Decimal
 GRID = GridSpec("SOL_USDC", "SOL", "USDC", (D(100), D(110), D(120), D(130), D(140)), D(1), GridMode.ARITHMETIC)
@@ -128,7 +130,7 @@ def test_a_version_1_state_file_is_migrated(tmp_path):
     conn.commit()
     conn.close()
     store = StateStore(path)
-    assert store.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "3"
+    assert store.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "4"
     assert [tuple(r) for r in store.conn.execute("SELECT grid_id, client_id, order_id FROM orders")] == [(1, 16777217, "x")]
     store.close()
 
@@ -147,7 +149,7 @@ def test_a_version_2_state_file_gains_the_risk_column_and_its_grid_resumes(tmp_p
     store = StateStore(path)
     saved = store.grid(gid)
     assert saved.risk.offset == 0 and saved.risk.exit is None and saved.risk.triggered
-    assert store.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "3"
+    assert store.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "4"
     store.close()
 
 
@@ -162,3 +164,46 @@ CREATE TABLE orders (
     closed_ms INTEGER
 );
 """
+
+
+def test_a_version_3_state_file_keys_its_fills_by_grid_and_keeps_them(tmp_path):
+    """Version 3 kept a fill once per (symbol, trade id): the second paper grid's fills, whose simulated
+    exchange also began at trade 1, were dropped. Version 4 keys them by grid, and migrates the old file."""
+    import sqlite3
+    path = str(tmp_path / "v3.db")
+    store = StateStore(path)
+    gid = store.create_grid({"a": 1}, GRID, 7, 0)
+    store.close()
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        DROP TABLE fills;
+        CREATE TABLE fills (
+            symbol TEXT NOT NULL, trade_id INTEGER NOT NULL, grid_id INTEGER NOT NULL, client_id INTEGER,
+            order_id TEXT NOT NULL, side TEXT NOT NULL, price TEXT NOT NULL, quantity TEXT NOT NULL,
+            fee TEXT NOT NULL, fee_symbol TEXT NOT NULL, is_maker INTEGER NOT NULL, timestamp_ms INTEGER NOT NULL,
+            PRIMARY KEY (symbol, trade_id));
+        INSERT INTO fills VALUES ('SOL_USDC', 1, 1, 5, 'o1', 'Bid', '100', '1', '0.001', 'SOL', 1, 1000);
+        UPDATE meta SET value = '3' WHERE key = 'schema_version';""")
+    conn.commit()
+    conn.close()
+    store = StateStore(path)
+    gid2 = store.create_grid({"a": 2}, GRID, 8, 0)
+    with store.conn:                                      # the second grid's own trade 1 is kept beside the first's
+        store.conn.execute("INSERT INTO fills VALUES ('SOL_USDC', 1, ?, 9, 'o9', 'Ask', '110', '1', '0.11', 'USDC', 1, "
+                           "2000)", (gid2,))
+    assert [f.order_id for f in store.fills(gid)] == ["o1"] and [f.order_id for f in store.fills(gid2)] == ["o9"]
+    assert store.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "4"
+    store.close()
+
+
+def test_a_state_file_of_a_newer_version_is_refused_with_one_clear_line(tmp_path):
+    import sqlite3
+    path = str(tmp_path / "new.db")
+    StateStore(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StateError) as e:
+        StateStore(path)
+    assert "written by a newer version of the bot (state schema 99" in str(e.value) and "\n" not in str(e.value)

@@ -28,7 +28,7 @@ from gridbot.core.models import Fill, Side
 from gridbot.core.order_state import Changes, GridOrder, OrderState, Pair, Snapshot
 from gridbot.core.risk import RiskState
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 ORDERS_TABLE = """
 CREATE TABLE {name} (
@@ -41,7 +41,16 @@ CREATE TABLE {name} (
 );
 """
 
-SCHEMA = ORDERS_TABLE.format(name="IF NOT EXISTS orders") + """
+FILLS_TABLE = """
+CREATE TABLE {name} (
+    symbol TEXT NOT NULL, trade_id INTEGER NOT NULL, grid_id INTEGER NOT NULL, client_id INTEGER,
+    order_id TEXT NOT NULL, side TEXT NOT NULL, price TEXT NOT NULL, quantity TEXT NOT NULL,
+    fee TEXT NOT NULL, fee_symbol TEXT NOT NULL, is_maker INTEGER NOT NULL, timestamp_ms INTEGER NOT NULL,
+    PRIMARY KEY (grid_id, symbol, trade_id)
+);
+"""
+
+SCHEMA = ORDERS_TABLE.format(name="IF NOT EXISTS orders") + FILLS_TABLE.format(name="IF NOT EXISTS fills") + """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS grids (
     id INTEGER PRIMARY KEY,
@@ -65,13 +74,8 @@ CREATE TABLE IF NOT EXISTS prices (
     grid_id INTEGER NOT NULL, ts_ms INTEGER NOT NULL, price TEXT NOT NULL,
     PRIMARY KEY (grid_id, ts_ms)
 );
-CREATE TABLE IF NOT EXISTS fills (
-    symbol TEXT NOT NULL, trade_id INTEGER NOT NULL, grid_id INTEGER NOT NULL, client_id INTEGER,
-    order_id TEXT NOT NULL, side TEXT NOT NULL, price TEXT NOT NULL, quantity TEXT NOT NULL,
-    fee TEXT NOT NULL, fee_symbol TEXT NOT NULL, is_maker INTEGER NOT NULL, timestamp_ms INTEGER NOT NULL,
-    PRIMARY KEY (symbol, trade_id)
-);
 """
+
 
 
 class StateError(InputError):
@@ -250,6 +254,10 @@ class StateStore:
 
     def _migrate(self) -> None:
         row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is not None and int(row[0]) > SCHEMA_VERSION:
+            raise StateError(f"the state file {self.path} was written by a newer version of the bot (state schema "
+                             f"{row[0]}; this version reads up to {SCHEMA_VERSION}): run that version, or upgrade "
+                             f"(see the README's upgrade section)")
         if row is not None and row[0] == "1":
             # Version 1 keyed orders by clientId alone, so two grids whose tags coincided could
             # overwrite each other's rows: key them by (grid, clientId).
@@ -258,6 +266,14 @@ class StateStore:
             self.conn.execute("DROP TABLE orders")
             self.conn.execute("ALTER TABLE orders_v2 RENAME TO orders")
             self.conn.execute("CREATE INDEX IF NOT EXISTS orders_by_grid ON orders (grid_id, state)")
+        pk = [r[1] for r in sorted(self.conn.execute("PRAGMA table_info(fills)"), key=lambda r: r[5]) if r[5]]
+        if pk == ["symbol", "trade_id"]:
+            # Version 4: fills belong to their grid (two paper grids' simulated exchanges may both have
+            # had a trade 1); a fill was kept once per (symbol, trade id) before.
+            self.conn.execute(FILLS_TABLE.format(name="fills_v4"))
+            self.conn.execute("INSERT INTO fills_v4 SELECT * FROM fills")
+            self.conn.execute("DROP TABLE fills")
+            self.conn.execute("ALTER TABLE fills_v4 RENAME TO fills")
         columns = {r[1] for r in self.conn.execute("PRAGMA table_info(grids)")}
         if "risk" not in columns:
             # Version 3: exits and trailing (risk.py), saved with the grid as JSON.
