@@ -39,6 +39,10 @@ from gridbot.core.order_state import (Action, Cancel, Changes, GridOrder, Lookup
 from gridbot.core.risk import RiskState
 
 SEQ_MAX = SEQ_MASK
+# A finished order stays in memory this long after it closed (late news about it is still recognised:
+# a fill that raced its cancel, a stale snapshot), then leaves with its trade ids; the state file keeps
+# everything the figures and ``report`` need. A year of fills thus costs no memory.
+RETAIN_MS = 10 * 60_000
 
 
 class OrderManager(ExchangeNews, GridMoves):
@@ -71,6 +75,7 @@ class OrderManager(ExchangeNews, GridMoves):
         self._changed_pairs: set[int] = set()
         self._new_fills: list[Fill] = []
         self._events: list[GridEvent] = []
+        self._next_sweep_ms = 0
 
     # -------------------------------------------------------------------------- snapshots
     def snapshot(self) -> Snapshot:
@@ -269,6 +274,8 @@ class OrderManager(ExchangeNews, GridMoves):
         """An order for every pair without one whose level is free, unless it must wait (a retry
         delay, or a price at which the order would cross or leave the price band). Each Place is
         recorded as INTENDED here, before the caller sends it."""
+        if now_ms >= self._next_sweep_ms:
+            self.forget_finished(now_ms)
         out: list[Place] = []
         occupied = self._occupied()
         waiting = sorted((p for p in self.pairs if p.order is None), key=lambda p: p.waiting_since)
@@ -304,6 +311,21 @@ class OrderManager(ExchangeNews, GridMoves):
             occupied[level] = o
             out.append(Place(cid, level, pair.side, price, self.grid.quantity))
         return out
+
+    def forget_finished(self, now_ms: int) -> int:
+        """Drop the orders that finished more than ``RETAIN_MS`` ago, and their trade ids, from memory.
+        A fill of a forgotten order can no longer be matched, so it can never be counted twice either."""
+        self._next_sweep_ms = now_ms + 60_000
+        cutoff = now_ms - RETAIN_MS
+        gone = [o for o in self.orders.values()
+                if not o.state.live and o.closed_ms is not None and o.closed_ms < cutoff
+                and o.client_id not in self._changed]
+        for o in gone:
+            del self.orders[o.client_id]
+            if o.order_id is not None and self.by_order_id.get(o.order_id) == o.client_id:
+                del self.by_order_id[o.order_id]
+            self.seen_trades.difference_update(o.trade_ids)
+        return len(gone)
 
     def take_lookups(self, now_ms: int) -> list[Lookup]:
         """Orders to look up now (each is not due again for a while): an unknown outcome once its
@@ -405,6 +427,7 @@ class OrderManager(ExchangeNews, GridMoves):
         if o is None or fill.symbol != self.grid.symbol:
             return False
         self.seen_trades.add(fill.trade_id)
+        o.trade_ids.append(fill.trade_id)
         self._new_fills.append(fill)
         self._touch(o)
         self._learn_id(o, fill.order_id)

@@ -437,3 +437,20 @@ def test_an_order_fill_event_without_its_fee_is_read_from_fill_history_not_booke
     assert [a.client_id for a in om.take_lookups(5)] == [o.client_id]
     om.apply_update(parse_order_update({**event, "t": 78, "n": "0.001", "N": "SOL"}), 6)
     assert om.ledger.fees == {"SOL": D("0.001")}
+
+
+def test_finished_orders_leave_memory_after_retention_and_their_fills_are_never_counted_twice():
+    from order_manager import RETAIN_MS
+    om, places = new_om("121")
+    f = fill(om, 1)                                            # the buy at 110 fills: a sell at 120 follows
+    assert om.apply_fill(f)
+    done = om.orders[f.client_id]
+    done.closed_ms = 1000
+    om.take_changes()                                         # saved
+    om.take_placements(1000 + RETAIN_MS - 1, D("121"))
+    assert f.client_id in om.orders and f.trade_id in om.seen_trades      # within retention: kept
+    om.forget_finished(1001 + RETAIN_MS)
+    assert f.client_id not in om.orders and f.trade_id not in om.seen_trades
+    fills_before = om.ledger.fill_count
+    assert not om.apply_fill(f)                               # history read again: not ours any more, not counted
+    assert om.ledger.fill_count == fills_before and om.live_orders()  # the live orders stay

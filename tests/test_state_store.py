@@ -207,3 +207,28 @@ def test_a_state_file_of_a_newer_version_is_refused_with_one_clear_line(tmp_path
     with pytest.raises(StateError) as e:
         StateStore(path)
     assert "written by a newer version of the bot (state schema 99" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_resume_loads_live_and_recent_orders_only_and_report_loads_them_all(tmp_path):
+    from order_manager import RETAIN_MS
+    store = StateStore(str(tmp_path / "s.db"))
+    om = OrderManager(GRID, tag=5)
+    om.start(D("121"))
+    places = om.take_actions(0, D("121"))
+    for i, p in enumerate(places):
+        om.sending(p.client_id, 0)
+        om.placed(p.client_id, Order(f"o{i}", p.client_id, "SOL_USDC", p.side, p.price, p.quantity, D(0), D(0),
+                                     OrderStatus.NEW, 0, True), 0)
+    gid = store.create_grid({}, GRID, 5, 0)
+    first = next(o for o in om.live_orders() if o.side is Side.BID)
+    om.apply_fill(Fill(1, first.order_id, first.client_id, "SOL_USDC", Side.BID, first.price, first.quantity,
+                       D("0.001"), "SOL", True, 10))
+    store.save(gid, om.take_changes(), 10)
+    store.save(gid, om.take_changes(), 10 + RETAIN_MS + 1)      # the last save, long after that fill
+    saved = store.grid(gid)
+    light = OrderManager.from_snapshot(GRID, 5, store.load(saved))
+    assert first.client_id not in light.orders and 1 not in light.seen_trades
+    assert len(light.live_orders()) == len(om.live_orders()) and light.ledger.fill_count == 1
+    full = OrderManager.from_snapshot(GRID, 5, store.load(saved, full=True))
+    assert first.client_id in full.orders and 1 in full.seen_trades
+    store.close()

@@ -30,12 +30,13 @@ def open_store(cfg: Config, paper: bool, *, readonly: bool = False) -> StateStor
     return StateStore(paper_path(cfg.state_file, ".db") if paper else cfg.state_file, readonly=readonly)
 
 
-def saved_grid(store: StateStore) -> tuple[SavedGrid, OrderManager]:
-    """The grid ``status`` and ``report`` show: the running one, else the latest; with its manager."""
+def saved_grid(store: StateStore, *, full: bool = False) -> tuple[SavedGrid, OrderManager]:
+    """The grid ``status`` and ``report`` show: the running one, else the latest; with its manager (``full``:
+    with every order it ever had, as ``report`` needs for its round trips)."""
     saved = store.active_grid() or store.latest_grid()
     if saved is None:
         raise InputError(f"no grid saved in {store.path} yet")
-    return saved, OrderManager.from_snapshot(saved.spec, saved.tag, store.load(saved))
+    return saved, OrderManager.from_snapshot(saved.spec, saved.tag, store.load(saved, full=full))
 
 
 def bot_running(state_path: str) -> bool:

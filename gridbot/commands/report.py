@@ -196,7 +196,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         require_matplotlib()
     store = open_store(cfg, args.paper, readonly=True)
     try:
-        saved, om = saved_grid(store)
+        saved, om = saved_grid(store, full=True)
         fills, prices = store.fills(saved.id), store.prices(saved.id)
     finally:
         store.close()

@@ -105,6 +105,7 @@ class GridOrder:
     next_lookup_ms: int = 0
     closed_ms: int | None = None
     cancel_seen: int = 0              # snapshots that still showed it on the book after our cancel was sent
+    trade_ids: list[int] = field(default_factory=list)   # its fills' trade ids (they leave memory with it)
 
     @property
     def complete(self) -> bool:

@@ -27,6 +27,7 @@ from grid_calculator import GridMode, GridSpec
 from gridbot.core.models import Fill, Side
 from gridbot.core.order_state import Changes, GridOrder, OrderState, Pair, Snapshot
 from gridbot.core.risk import RiskState
+from order_manager import RETAIN_MS
 
 SCHEMA_VERSION = 4
 
@@ -410,18 +411,25 @@ class StateStore:
             "SELECT * FROM fills WHERE grid_id = ? ORDER BY timestamp_ms, trade_id", (grid_id,))]
 
     def fees_in_quote(self, saved: SavedGrid) -> Decimal:
-        """Every fee of the grid valued in quote (a fee in base at its fill's price)."""
+        """Every fee of the grid valued in quote (a fee in base at its fill's price), read row by row."""
         total = Decimal(0)
-        for f in self.fills(saved.id):
-            total += f.fee * f.price if f.fee_symbol == saved.spec.base else (f.fee if f.fee_symbol == saved.spec.quote
-                                                                               else Decimal(0))
+        base, quote = saved.spec.base, saved.spec.quote
+        for fee, symbol, price in self.conn.execute("SELECT fee, fee_symbol, price FROM fills WHERE grid_id = ?",
+                                                    (saved.id,)):
+            if symbol == base:
+                total += _d(fee) * _d(price)
+            elif symbol == quote:
+                total += _d(fee)
         return total
 
     # ------------------------------------------------------------------------------ loading
     @_checked
-    def load(self, saved: SavedGrid) -> Snapshot:
-        """The saved state of a grid, for ``OrderManager.from_snapshot``."""
+    def load(self, saved: SavedGrid, *, full: bool = False) -> Snapshot:
+        """The saved state of a grid, for ``OrderManager.from_snapshot``: its live orders and those that
+        finished within ``RETAIN_MS`` of its last save, with their trade ids and every trade id of that
+        time (``full``: every order, for ``report``). A grid with a year of fills resumes in moments."""
         g = self.conn.execute("SELECT * FROM grids WHERE id = ?", (saved.id,)).fetchone()
+        cutoff = (g["updated_ms"] or 0) - RETAIN_MS
         n_pairs = len(saved.spec.levels) - 1
         offset = saved.risk.offset
         # Pairs a trail move dropped stay in the table (history); the grid is its window's pairs.
@@ -435,9 +443,23 @@ class StateStore:
                                  executed=_d(r["executed"]), executed_quote=_d(r["executed_quote"]),
                                  fee_quote=_d(r["fee_quote"]), cancel_requested=bool(r["cancel_requested"]),
                                  closed_ms=r["closed_ms"])
-                       for r in self.conn.execute("SELECT * FROM orders WHERE grid_id = ?", (saved.id,)))
-        trades = frozenset(r[0] for r in self.conn.execute("SELECT trade_id FROM fills WHERE grid_id = ?",
-                                                           (saved.id,)))
+                       for r in self.conn.execute(
+                           "SELECT * FROM orders WHERE grid_id = ?" + ("" if full else
+                           " AND (state IN ('intended', 'unknown', 'open') OR closed_ms IS NULL OR closed_ms >= ?)"),
+                           (saved.id,) if full else (saved.id, cutoff)))
+        by_cid = {o.client_id: o for o in orders}
+        since = min([cutoff, *(o.created_ms for o in orders)]) - 60_000 if not full else 0
+        recent: set[int] = set()
+        for trade_id, client_id, ts in self.conn.execute(
+                "SELECT trade_id, client_id, timestamp_ms FROM fills WHERE grid_id = ? AND timestamp_ms >= ? "
+                "ORDER BY timestamp_ms, trade_id", (saved.id, since)):
+            o = by_cid.get(client_id)
+            if o is not None:
+                o.trade_ids.append(trade_id)
+                recent.add(trade_id)
+            elif ts >= cutoff or full:
+                recent.add(trade_id)
+        trades = frozenset(recent)
         ledger = Ledger(saved.spec.base, saved.spec.quote, {k: _d(v) for k, v in json.loads(g["fees"]).items()},
                         _d(g["position"]), _d(g["quote_flow"]), _d(g["grid_profit"]), g["round_trips"],
                         g["fill_count"], g["last_fill_ms"], self.fees_in_quote(saved))
