@@ -239,9 +239,9 @@ class StateStore:
                 # thread that opened it: a bot run in a thread, as tests and benchmarks do.
                 self.conn = sqlite3.connect(path, timeout=10, check_same_thread=False)
                 self.conn.execute("PRAGMA journal_mode=WAL")
-                # FULL: every commit is on disk (the WAL synced) before it returns, so a power cut never
-                # rolls back a saved intent. NORMAL would only survive a crash of the process.
+                # Durability: see save(). FULL syncs the WAL (and every commit before it) to disk.
                 self.conn.execute("PRAGMA synchronous=FULL")
+                self._synchronous = "FULL"
                 with self.conn:
                     self.conn.executescript(SCHEMA)
                     self._migrate()
@@ -252,6 +252,7 @@ class StateStore:
                              f"state.file to another path; if it is damaged, move it aside (mv {path} {path}.bad) "
                              f"and start again, with --adopt to take its orders over") from None
         self.conn.row_factory = sqlite3.Row
+        self._saved_risk: dict[int, str | None] = {}
 
     def _migrate(self) -> None:
         row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -357,9 +358,25 @@ class StateStore:
             self.conn.execute("UPDATE grids SET checkpoint_ms = ? WHERE id = ?", (now_ms, grid_id))
 
     # ------------------------------------------------------------------------------ saving
+    def _sync(self, mode: str) -> None:
+        if mode != getattr(self, "_synchronous", None):
+            self.conn.execute(f"PRAGMA synchronous={mode}")
+            self._synchronous = mode
+
     def save(self, grid_id: int, changes: Changes, now_ms: int) -> None:
-        """Write what changed (``OrderManager.take_changes``) in one transaction."""
+        """Write what changed (``OrderManager.take_changes``) in one transaction.
+
+        Durability against power loss: a save that changes the grid's decisions (an exit, a trail move, the
+        trigger, a purchase or a sale: ``risk``) is synced to disk before it returns (``synchronous=FULL``,
+        which also syncs every earlier commit). A save of order intents and fills alone is synced with the
+        next such commit or checkpoint (``NORMAL``): a power cut may roll it back, and the restart then
+        recovers exactly what it lost from the exchange (``OrderManager.recover``: the sequence moves past
+        every clientId of the grid's tag, lost orders are taken back, lost fills re-read), so nothing is
+        sent twice. That keeps an fsync off every counter-order's path."""
         lg = changes.ledger
+        risk = json.dumps(changes.risk, sort_keys=True) if changes.risk is not None else None
+        self._sync("FULL" if risk != self._saved_risk.get(grid_id) else "NORMAL")
+        self._saved_risk[grid_id] = risk
         with self.conn:
             self.conn.executemany(
                 "INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(grid_id, client_id) "
