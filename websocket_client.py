@@ -212,10 +212,11 @@ class MarketStream:
             # loop started (which resets the flag the close set), so close now.
             _hard_close(ws)
             return
-        # Private first, public second, then a ping: the server reads frames in order, so the first
-        # frame it sends after these (the pong, or any data) proves both subscriptions are registered.
-        # Backpack acknowledges no SUBSCRIBE (docs/exchange.md §11); until that frame, events for our
-        # first orders could still be lost, so the stream does not count as up.
+        # Private first, public second: the server reads a connection's frames in order, so the first
+        # frame of a stream we subscribed (the ticker, pushed continuously) proves both subscriptions are
+        # registered. Backpack acknowledges no SUBSCRIBE (docs/exchange.md §11), and a pong proves nothing
+        # here (a server may answer a ping before reading the frames queued ahead of it). Until that
+        # data frame, events for our first orders could still be lost, so the stream does not count as up.
         if self.private_streams:
             assert self.signer is not None
             ws.send(json.dumps({"method": "SUBSCRIBE", "params": self.private_streams,
@@ -239,15 +240,13 @@ class MarketStream:
         self.events.put(StreamUp(reconnect, down_for))
 
     def _on_pong(self, ws: websocket.WebSocket, data: Any) -> None:
+        # Proof the connection lives, not that the subscriptions are registered: a server may answer a
+        # ping (at the protocol level) before it has read the SUBSCRIBE frames sent ahead of it.
         self.last_message = self.clock()
-        if self._connected and not self.up:
-            self._acknowledged()
 
     def _on_message(self, ws: websocket.WebSocketApp, message: str) -> None:
         now = self.clock()
         self.last_message = now
-        if self._connected and not self.up:
-            self._acknowledged()
         try:
             msg = json.loads(message)
             if not isinstance(msg, dict):
@@ -259,6 +258,10 @@ class MarketStream:
             stream, data = msg.get("stream"), msg.get("data")
             if not isinstance(data, dict) or not isinstance(stream, str):
                 return
+            if self._connected and not self.up and stream in self.public_streams + self.private_streams:
+                # Data on a stream we subscribed: the server has registered that subscription, and the
+                # ones sent before it (it reads a connection's frames in order). Only now is the stream up.
+                self._acknowledged()
             if stream.startswith("ticker."):
                 ticker, event_us = wire.parse_ticker_event(data)
                 if stream != f"ticker.{self.symbol}" or ticker.symbol != self.symbol:

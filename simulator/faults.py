@@ -27,6 +27,10 @@ Kinds:
   market's stream (``account.orderUpdate.BTC_USDC`` for an order update of SOL_USDC, and so on), as
   a multiplexed connection can deliver a frame the client did not subscribe to.
 
+- ``ws_late_subscribe``: the next ``count`` SUBSCRIBE requests (and every text frame after each, in order)
+  are handled ``seconds`` after the server read them; a ping the client sent after them is answered at
+  once (as the protocol layer answers pings while it reads), so a pong proves no subscription.
+
 HTTP faults match ``method`` (or any) and ``path`` (exact, or ``*`` for every Backpack path) and last
 for ``count`` matching requests or ``duration`` seconds (default: one request).
 """
@@ -42,7 +46,7 @@ from typing import Any, Callable
 HTTP_KINDS = ("http_status", "delay", "drop_response", "late_answer", "replay", "malformed")
 ORDER_KINDS = ("order_reject",)
 WS_KINDS = ("ws_drop", "ws_silent")
-WS_MESSAGE_KINDS = ("ws_duplicate", "ws_reorder", "ws_malformed", "ws_foreign")
+WS_MESSAGE_KINDS = ("ws_duplicate", "ws_reorder", "ws_malformed", "ws_foreign", "ws_late_subscribe")
 MALFORMED_BODIES = ("html", "truncated", "wrong_shape", "empty", "stall")
 
 
@@ -122,8 +126,8 @@ class FaultBoard:
             if not isinstance(stream, str):
                 raise FaultSpecError("stream must be a string (a stream name or its prefix)")
             f.stream = stream
-        if kind in ("delay", "late_answer", "ws_silent") or (kind == "ws_drop" and spec.get("seconds") is not None) \
-                or (kind == "malformed" and spec.get("seconds") is not None):
+        timed = ("delay", "late_answer", "ws_silent", "ws_late_subscribe")
+        if kind in timed or (kind in ("ws_drop", "malformed") and spec.get("seconds") is not None):
             try:
                 f.seconds = float(spec["seconds"])
             except (KeyError, TypeError, ValueError):

@@ -57,6 +57,7 @@ class Connection:
         self.last_pong = time.monotonic()
         self.protocol = ServerProtocol()  # no extensions: frames go out exactly as sent
         self._lock = threading.Lock()
+        self.deferred: list[bytes] | None = None   # text frames held back by ws_late_subscribe
         self._fragments: list[bytes] = []
         # SO_SNDTIMEO bounds a blocking write without giving the socket a timeout (its reader blocks
         # on purpose).
@@ -180,6 +181,7 @@ class Hub:
 
     def __init__(self, known_symbols: set[str], clock_ms: Callable[[], int]) -> None:
         self._lock = threading.Lock()
+        self._defer_lock = threading.RLock()
         self._batch: dict[Connection, list[bytes]] | None = None
         self.connections: set[Connection] = set()
         # stream -> {connection: account or None}
@@ -327,6 +329,29 @@ class Hub:
 
     # -- subscription handling
     def handle_text(self, conn: Connection, text: bytes) -> None:
+        """A client's text frame, in the order the connection sent them. The ``ws_late_subscribe`` fault
+        holds a SUBSCRIBE (and every text frame after it) back for its seconds, while the reader goes on
+        answering pings: a server that lags in registering subscriptions, not in reading."""
+        with self._defer_lock:
+            if conn.deferred is not None:
+                conn.deferred.append(text)
+                return
+            late = None
+            if self.faults is not None and b"SUBSCRIBE" in text:
+                late = self.faults.take_ws("ws_late_subscribe", "")
+            if late is not None:
+                conn.deferred = [text]
+                threading.Timer(late.seconds, self._release_deferred, (conn,)).start()
+                return
+        self._handle_text_now(conn, text)
+
+    def _release_deferred(self, conn: Connection) -> None:
+        with self._defer_lock:
+            pending, conn.deferred = conn.deferred or [], None
+            for text in pending:                  # in order, before any frame read after them
+                self._handle_text_now(conn, text)
+
+    def _handle_text_now(self, conn: Connection, text: bytes) -> None:
         try:
             msg = json.loads(text)
         except ValueError:

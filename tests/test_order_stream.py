@@ -21,8 +21,12 @@ def start(tmp_path, sim, **trading):
     # verify it.
     b = BotThread(path, stream_wait=60).__enter__()
     control = SimControl(sim.rest_url)
-    wait_until(lambda: len(open_orders_of(control.state(), signer.api_key)) == 9 and b.bot.stream_verified,
-               timeout=60, message="the grid and a live order stream")
+    try:
+        wait_until(lambda: len(open_orders_of(control.state(), signer.api_key)) == 9 and b.bot.stream_verified,
+                   timeout=60, message="the grid and a live order stream")
+    except BaseException:
+        b.__exit__(None, None, None)        # the bot this test started ends with it, whatever happens
+        raise
     return b, control, signer.api_key
 
 
@@ -82,3 +86,21 @@ def test_stopping_ends_the_websocket_thread_at_once(tmp_path, quiet_sim):
     # stop() joins the thread for at most 5 s, and the library's read loop only wakes by itself every
     # 10 s: a thread still alive here is a stop that failed to wake it (it used to take 5-10 s).
     assert not b.bot.stream._thread.is_alive()
+
+
+def test_the_stream_is_up_only_once_its_subscriptions_are_registered_not_at_a_pong(tmp_path, quiet_sim, caplog):
+    """The server answers the ping the client sends after its SUBSCRIBE frames at once, but registers the
+    subscriptions 2 s later (the protocol layer answers pings while it reads). Were the pong taken as the
+    proof, the first orders would go out before the order stream is registered and their events would be
+    lost (the stream never verified, fills waiting for the REST check). The first ticker is the proof."""
+    caplog.set_level(logging.INFO, logger="grid_bot")
+    control = SimControl(quiet_sim.rest_url)
+    control.fault(kind="ws_late_subscribe", seconds=2)
+    b, control, key = start(tmp_path, quiet_sim, interval=60)
+    try:
+        assert b.bot.stream_verified                          # the orderAccepted events of the first orders came
+        control.set_price("147.50")
+        wait_until(lambda: counter_at_150(control, key), timeout=10, message="the counter-order, from the stream")
+        assert b.bot.polls == 0                               # no REST check was needed
+    finally:
+        b.stop()
