@@ -55,8 +55,9 @@ def test_down_then_up_each_fill_gets_one_counter_order_and_the_books_match(tmp_p
         key = signer.api_key
 
         def settled(n_open=9):
+            # The bot's own figures through its published view (the manager belongs to its thread).
             return lambda: (len(open_orders_of(control.state(), key)) == n_open
-                            and b.bot.om is not None and not b.bot.om.stats(None).waiting)
+                            and b.bot.view is not None and not b.bot.view.waiting)
 
         wait_until(settled(), timeout=15, message="the initial grid")
         # Down one level at a time, then three levels in one jump, then back up past the start.

@@ -1,9 +1,7 @@
 """Investment mode and the entry purchase (entry.py), tier 3: the real bot against the simulator."""
 from __future__ import annotations
 
-import random
 import signal
-import time
 from decimal import Decimal
 
 import pytest
@@ -89,28 +87,40 @@ def test_a_price_that_runs_past_the_cap_refuses_the_start_and_reports_the_partia
 
 
 @pytest.mark.slow
-def test_kill9_during_the_purchase_never_buys_twice(tmp_path):
-    rng = random.Random(2026112714)
+@pytest.mark.parametrize("where", ["request held at the exchange", "order placed, answer lost"])
+def test_kill9_during_the_purchase_never_buys_twice(tmp_path, where):
+    """The kill lands at a known point of the purchase: while its request is held at the exchange (it is
+    processed after the bot died), or once the exchange has placed (and filled) the order but the answer
+    never reached the bot. Either way the restart finds the order by clientId and buys only the rest."""
     with running_simulator(feed="none", ticker_interval=0.1, price=D("149.5")) as sim:
         control = SimControl(sim.rest_url)
         path, signer = write_config(tmp_path, sim, **INVEST)
         key = signer.api_key
         control.set_balance(key, "SOL", "0")
-        control.fault(kind="delay", method="POST", path="/api/v1/order", seconds=0.8, count=3)
-        control.fault(kind="drop_response", method="POST", path="/api/v1/order")
+        log = tmp_path / "grid_bot.log"
+        if where == "request held at the exchange":
+            control.fault(kind="delay", method="POST", path="/api/v1/order", seconds=2, count=1)
+        else:
+            control.fault(kind="drop_response", method="POST", path="/api/v1/order", count=1)
         p = spawn(path, tmp_path)
-        wait_until(lambda: (tmp_path / "grid_bot.log").exists() and "entry: IOC buy" in
-                   (tmp_path / "grid_bot.log").read_text(), timeout=30, message="the purchase under way")
-        time.sleep(rng.uniform(0, 0.8))
-        stop(p, signal.SIGKILL)
+        if where == "request held at the exchange":
+            wait_until(lambda: log.exists() and "entry: IOC buy" in log.read_text(), timeout=30,
+                       message="the purchase sent")
+            stop(p, signal.SIGKILL)                      # the request is still held: no order yet
+            assert entry_orders(control.state(), key) == []
+            wait_until(lambda: entry_orders(control.state(), key), timeout=10,
+                       message="the held request processed after the kill")
+        else:
+            wait_until(lambda: entry_orders(control.state(), key), timeout=30, message="the purchase on the book")
+            stop(p, signal.SIGKILL)                      # placed and filled; the bot never heard
         control.clear_faults()
         p = spawn(path, tmp_path)
         wait_until(lambda: len(open_orders_of(control.state(), key)) == 9, timeout=60, message="the grid")
         assert stop(p) == 0
         st = control.state()
     bought = sum((D(o["executedQuantity"]) for o in entry_orders(st, key)), D(0))
-    assert bought == D("3.01")          # once, whatever the moment of the kill
-    assert "the entry purchase was under way" in (tmp_path / "grid_bot.log").read_text()
+    assert bought == D("3.01") and len(entry_orders(st, key)) == 1   # once, found by clientId, never again
+    assert "the entry purchase was under way" in log.read_text()
     assert status_json(path, tmp_path)["grid"]["status"] == "stopped"
 
 

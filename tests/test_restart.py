@@ -72,6 +72,11 @@ def test_kill9_then_restart_resumes_the_grid_and_counters_a_fill_made_while_down
     wait_until(lambda: any(o["side"] == "Ask" and D(o["price"]) == 150
                            for o in open_orders_of(control.state(), key)), timeout=20,
                message="the counter-order for the fill made while down")
+    # "Nothing placed twice" holds only once every lookup the resume started has run: wait for the
+    # bot's next REST checks after the counter-order, then count.
+    checks = status_json(path, tmp_path)["grid"]["last_checkpoint_ms"]
+    wait_until(lambda: (status_json(path, tmp_path)["grid"]["last_checkpoint_ms"] or 0) > (checks or 0),
+               timeout=20, message="a REST check after the counter-order")
     assert n_open(control, key) == 9
     assert len(orders_of(control.state(), key)) == 10  # 9 initial + 1 counter: nothing placed twice
     log = log_of(tmp_path)
@@ -128,7 +133,11 @@ def test_on_exit_keep_leaves_the_grid_and_the_next_start_resumes_it(tmp_path, qu
                message="the resumed grid to reconcile")
     control.set_price("152.50")                        # the sell at 152 fills: a buy at 150 follows
     wait_until(lambda: n_open(control, key) == 9 and len(orders_of(control.state(), key)) == 10,
-               timeout=20, message="one counter-order, no duplicate")
+               timeout=20, message="one counter-order")
+    checks = status_json(path, tmp_path)["grid"]["last_checkpoint_ms"]
+    wait_until(lambda: (status_json(path, tmp_path)["grid"]["last_checkpoint_ms"] or 0) > (checks or 0),
+               timeout=20, message="a REST check after it")
+    assert len(orders_of(control.state(), key)) == 10  # and still no duplicate after the next check
     assert stop(p) == 0 and n_open(control, key) == 9  # kept again
 
 

@@ -81,6 +81,9 @@ class GridBot:
         self.g: ActiveGrid | None = None
         self.last: LastPrice | None = None
         self.price_fresh = True
+        # The grid's statistics as of the end of the last loop step: a value other threads may read (the
+        # manager itself belongs to the main thread).
+        self.view: Stats | None = None
         self.started = 0.0
         self.ready = True        # False on a resumed grid until it has been settled with the exchange
         self.polls = 0           # completed REST checks (tests wait on it)
@@ -285,6 +288,7 @@ class GridBot:
             self.next_stats = self.clock() + self.t.interval
         self.last_step = self.clock()
         self.watch_health()
+        self.view = self.g.om.stats(self.price) if self.g is not None else None
 
     def drain_events(self, timeout: float) -> None:
         """Wait up to ``timeout`` for the first event, then take whatever else is queued, and the rest of
