@@ -120,3 +120,93 @@ def run_as_written(project: Path, command: str, expect) -> None:
         _, code, words = expect
         assert out.returncode == code and words in out.stderr, out.stderr
         assert "Traceback" not in out.stderr
+
+
+# ------------------------------------------------------------------------------ example outputs
+def doc_block_after(page: str, command: str) -> str:
+    """The first plain output block (a ``` fence with no language) a docs page shows after ``command``."""
+    text = (ROOT / "docs" / page).read_text()
+    at = text.index(command)
+    lines = text.splitlines(keepends=True)
+    pos, inside, lang, start, body = 0, False, "", 0, []
+    for line in lines:
+        fence = line.strip().startswith("```")
+        if fence and not inside:
+            inside, lang, start, body = True, line.strip()[3:], pos, []
+        elif fence and inside:
+            inside = False
+            if start > at and not lang and "".join(body).strip():
+                indent = min(len(x) - len(x.lstrip()) for x in body if x.strip())
+                return "".join(x[indent:] if x.strip() else "\n" for x in body)
+        elif inside:
+            body.append(line)
+        pos += len(line)
+    raise AssertionError(f"no output block after {command} in docs/{page}")
+
+
+def matches_with_elisions(shown: list[str], real: list[str]) -> bool:
+    """Do the example's lines equal the output's, where a line "..." stands for any number of lines?"""
+    if not shown:
+        return not real
+    if shown[0].strip() == "...":
+        return any(matches_with_elisions(shown[1:], real[i:]) for i in range(len(real) + 1))
+    return bool(real) and shown[0] == real[0] and matches_with_elisions(shown[1:], real[1:])
+
+
+@pytest.mark.parametrize("page, command, cmd", [
+    ("plan-and-backtest.md", "plan --config docs/example_config.json --paper",
+     ["plan", "--config", "docs/example_config.json", "--paper"]),
+    ("plan-and-backtest.md", "--klines docs/example_klines.csv --plot docs/backtest_example.png",
+     ["backtest", "--config", "docs/example_config.json", "--klines", "docs/example_klines.csv"]),
+])
+def test_the_docs_example_outputs_are_what_the_commands_print(page, command, cmd):
+    """The examples of deterministic commands (paper plan, backtest of the shipped klines) are their
+    output, line for line: a change in what the command prints must change the docs with it."""
+    shown = doc_block_after(page, command)
+    out = subprocess.run([sys.executable, "grid_bot.py", *cmd], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    shown_lines, real_lines = shown.strip("\n").splitlines(), out.stdout.strip("\n").splitlines()
+    assert matches_with_elisions(shown_lines, real_lines), \
+        "\n".join(["the docs show:", *shown_lines, "the command prints:", *real_lines])
+
+
+def shape(line: str) -> str:
+    """A line with its figures, times and ids masked: what stays the same from run to run."""
+    line = re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d( UTC)?", "T", line)
+    line = re.sub(r"[-+]?\d[\d,.]*", "9", line)
+    line = re.sub(r"9 [A-Z]+(, 9 [A-Z]+)*", "9 X", line)
+    return re.sub(r"\s+", " ", line).strip()
+
+
+def assert_shapes_printed(page: str, command: str, real: str, skip: tuple[str, ...]) -> None:
+    real_shapes = {shape(x) for x in real.splitlines()}
+    for line in doc_block_after(page, command).splitlines():
+        s = line.strip()
+        if not s or s == "..." or s.startswith(skip):
+            continue
+        assert shape(s) in real_shapes, f"docs/{page}: a line the command does not print: {s!r}"
+
+
+def test_the_status_and_report_examples_have_the_shape_of_what_the_commands_print(tmp_path):
+    """status and report of a paper grid: every line of the docs' examples (but elisions and the lines of
+    settings the paper config lacks) appears in the real output with figures, times and ids masked."""
+    proj = copy_project(tmp_path)
+    p = start_process([sys.executable, "grid_bot.py", "--paper", "--seed", "7"], cwd=proj,
+                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: "last checkpoint 2" in subprocess.run(
+            [sys.executable, "grid_bot.py", "status", "--paper"], cwd=proj, capture_output=True, text=True,
+            timeout=60).stdout, timeout=60, message="a first checkpoint")
+        real = subprocess.run([sys.executable, "grid_bot.py", "status", "--paper"], cwd=proj, capture_output=True,
+                              text=True, timeout=60).stdout
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=60)
+    assert_shapes_printed("running.md", "**`python grid_bot.py status`**", real,
+                          ("parameters:", "state file:", "waiting:"))
+    report = subprocess.run([sys.executable, "grid_bot.py", "report", "--paper", "--fills"], cwd=proj,
+                            capture_output=True, text=True, timeout=60)
+    assert report.returncode == 0, report.stderr
+    assert_shapes_printed("investment-and-profit.md", "python grid_bot.py report --paper --fills --plot grid.png",
+                          report.stdout, ("parameters:", "entry purchase:", "20"))
