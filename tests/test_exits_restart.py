@@ -126,3 +126,37 @@ def test_kill9_during_trail_moves_finishes_them_without_a_duplicate(tmp_path):
             assert all(f["isMaker"] for f in st["fills"] if f["account"] == key)
     log = (tmp_path / "grid_bot.log").read_text()
     assert "the grid has trailed" in log   # at least one kill landed after a move and before the last
+
+
+def test_a_resumed_sale_waits_its_signature_window_once_not_once_per_order(quiet_sim):
+    """A restarted bot settles an exit sale of three IOC orders: it waits once for the last one's window
+    (any of them may still arrive), then looks each up and applies its fills."""
+    import time as _time
+    from backpack_api import BackpackClient, OrderRequest, Signer, generate_keypair
+    from grid_calculator import GridMode, GridSpec
+    from gridbot.core.models import Side
+    from gridbot.core.risk import Exit, RiskConfig, Sale
+    from gridbot.engine.executor import ActiveGrid, Executor
+    from gridbot.engine.exit_runner import ExitRunner
+    from gridbot.paper import rules_from_spec
+    from order_manager import OrderManager
+    from simulator.markets import DEFAULT_MARKETS
+    signer = Signer(generate_keypair()[1])
+    client = BackpackClient(quiet_sim.rest_url, signer)
+    rules = rules_from_spec(next(m for m in DEFAULT_MARKETS if m.symbol == "SOL_USDC"))
+    om = OrderManager(GridSpec("SOL_USDC", "SOL", "USDC", (D(140), D(150)), D("0.5"), GridMode.ARITHMETIC), tag=3)
+    now = int(_time.time() * 1000)
+    om.risk.exit = Exit("stop-loss price", "test", D("149.5"), now, "sell_base", phase="selling",
+                        sale=Sale(D("1.5"), D("148.75")))
+    for _ in range(3):                                   # three sale orders, recorded, then sent
+        cid = om.new_sale_order()
+        client.place_order(OrderRequest("SOL_USDC", Side.ASK, D("148.75"), D("0.5"), cid, post_only=False,
+                                        time_in_force="IOC"))
+    sleeps: list[float] = []
+    runner = ExitRunner(client, Executor(client, post_only=True, wall_ms=lambda: now, clock=_time.monotonic,
+                                         sleep=sleeps.append), rules, RiskConfig(), window_ms=5000,
+                        sleep=sleeps.append)
+    g = ActiveGrid(om, None, None, now, lambda: now)
+    assert runner.settle_orders(g)                       # a resumed sale: every order looked up
+    assert sleeps == [5.0]                               # one window, not three
+    assert om.risk.exit.sale.sold == D("1.5")
