@@ -308,3 +308,30 @@ def test_an_exit_is_told_with_its_reason_then_the_stop(tmp_path, quiet_sim):
         stop = next(m for m in rx.messages() if m["title"].endswith("stopped"))
         assert "Stopped: stop-loss price" in stop["message"]
         assert titles(rx).index(exit_msg["title"]) < titles(rx).index(stop["title"])
+
+
+def test_orders_held_back_for_funds_are_told_once_after_error_after_and_once_when_they_recover(tmp_path, quiet_sim):
+    control = SimControl(quiet_sim.rest_url)
+    with Receiver() as rx:
+        path, signer = _config(tmp_path, quiet_sim, {"urls": [rx.url("/notify/x")], "error_after": 2})
+        # No spare SOL: the four sells lock all 2 SOL, so the counter-sell of a buy's fill is not covered
+        # (the buy brings 0.5 SOL less its fee in SOL).
+        control.set_balance(signer.api_key, "SOL", "2")
+        proc = run_bot(path)
+        try:
+            wait_until(lambda: len(open_orders_of(control.state(), signer.api_key)) == 9, timeout=30)
+            control.set_price("147.50")
+            held = "SOL_USDC grid: orders held back: the free balance does not cover them"
+            wait_until(lambda: held in titles(rx), timeout=30, message="the held-back alert")
+            log = tmp_path / "grid_bot.log"
+            # Refused again and again (5 s, then 10 s apart): one alert, however many refusals.
+            wait_until(lambda: log.read_text().count("INSUFFICIENT_FUNDS") + log.read_text().count("does not cover")
+                       >= 3, timeout=40, message="three refusals")
+            assert titles(rx).count(held) == 1
+            control.set_balance(signer.api_key, "SOL", "1")           # funds back: placed, recovered
+            wait_until(lambda: f"SOL_USDC grid: recovered: {held[len('SOL_USDC grid: '):]}" in titles(rx),
+                       timeout=60, message="the recovered message")
+            assert ask_at_150(control, signer)
+        finally:
+            assert stop_bot(proc) == 0
+    assert titles(rx).count(held) == 1
