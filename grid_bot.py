@@ -32,6 +32,7 @@ import tempfile
 import traceback
 from typing import Sequence
 
+from gridbot import __version__
 from gridbot.commands.backtest import cmd_backtest
 from gridbot.commands.keygen import cmd_keygen
 from gridbot.commands.notify_test import cmd_notify_test
@@ -39,6 +40,7 @@ from gridbot.commands.plan import cmd_plan
 from gridbot.commands.run import cmd_run
 from gridbot.commands.status import cmd_status
 from gridbot.core.errors import EXIT_FORCED, EXIT_OK, EXIT_RUNTIME, GridBotError
+from gridbot.engine.state_store import SCHEMA_VERSION
 from gridbot.ops.log_setup import log_file_of
 from gridbot.commands.report import cmd_report
 
@@ -67,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  python grid_bot.py plan --config config.json   what a grid will place and need, first\n"
                "  python grid_bot.py report --config config.json what it did: profit figures, every fill\n"
                "Each command has its own --help (python grid_bot.py run --help).")
+    p.add_argument("--version", action="version", version=f"grid_bot {__version__} (state schema {SCHEMA_VERSION})")
     sub = p.add_subparsers(dest="command")
     run = sub.add_parser("run", help="run the grid (the default command)")
     run.add_argument("--config", default="config.json", help="config file (default config.json)")
@@ -171,7 +174,7 @@ def report_bug(e: BaseException) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
+    if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
         argv.insert(0, "run")
     args = build_parser().parse_args(argv)  # a usage error is argparse's own line and exit 2
     try:

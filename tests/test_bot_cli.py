@@ -236,3 +236,12 @@ def test_a_second_paper_grid_in_a_folder_keeps_its_own_fills(tmp_path):
         assert status["stats"]["fills"] > 0
         assert len(report["fills"]) == status["stats"]["fills"]
     assert status["grid"]["id"] == 2
+
+
+def test_version_names_the_release_and_the_state_schema_and_the_changelog_has_it(tmp_path):
+    from gridbot import __version__
+    from gridbot.engine.state_store import SCHEMA_VERSION
+    r = run_bot(["--version"], tmp_path)
+    assert r.returncode == 0 and r.stdout.strip() == f"grid_bot {__version__} (state schema {SCHEMA_VERSION})"
+    changelog = open(os.path.join(ROOT, "CHANGELOG.md")).read()
+    assert f"## {__version__}" in changelog and f"schema {SCHEMA_VERSION}" in changelog

@@ -47,6 +47,7 @@ EXPECTED = {
     "python grid_bot.py backtest --config docs/example_config.json --klines docs/example_klines.csv "
     "--plot docs/backtest_example.png": "ok",
     "python grid_bot.py keygen": "ok",
+    "python grid_bot.py --version": "ok",
     "python grid_bot.py --config config.json": NEEDS_KEYS,
     "python grid_bot.py --reset": NEEDS_KEYS,
     "python grid_bot.py --adopt": NEEDS_KEYS,
