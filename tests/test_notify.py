@@ -211,6 +211,7 @@ def test_a_scripted_run_notifies_start_digest_error_and_stop_with_a_heartbeat(tm
             wait_until(lambda: len(open_orders_of(control.state(), signer.api_key)) == 9, timeout=30)
             wait_until(lambda: len([g for g in rx.gets() if g.path == SECRET_PATH]) >= 2, timeout=30,
                        message="heartbeats while healthy")
+            assert [g.path for g in rx.gets()] == [SECRET_PATH] * len(rx.gets())   # no failure ping at the start
             control.set_price("147.50")                         # a fill, a counter-order
             wait_until(lambda: ask_at_150(control, signer), timeout=30, message="the counter-order")
             control.set_price("150.50")                         # a round trip
@@ -335,3 +336,19 @@ def test_orders_held_back_for_funds_are_told_once_after_error_after_and_once_whe
         finally:
             assert stop_bot(proc) == 0
     assert titles(rx).count(held) == 1
+
+
+def test_no_failure_ping_during_a_normal_start_and_restart(tmp_path, quiet_sim):
+    """A start in progress is not a failure: the first ping comes once the grid is placed (or resumed and
+    reconciled), so a checker never pages on a start, a restart or a deploy."""
+    with Receiver() as checker:
+        path, signer = _config(tmp_path, quiet_sim, {"heartbeat_url": checker.http_url(SECRET_PATH),
+                                                     "heartbeat_interval": 1}, on_exit="keep")
+        for run in (1, 2):
+            proc = run_bot(path)
+            try:
+                before = len(checker.gets())
+                wait_until(lambda: len(checker.gets()) >= before + 2, timeout=30, message=f"pings of run {run}")
+            finally:
+                assert stop_bot(proc) == 0
+        assert {g.path for g in checker.gets()} == {SECRET_PATH}

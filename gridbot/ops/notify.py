@@ -227,10 +227,18 @@ class Notifier:
             return False
 
     def _beat(self) -> None:
-        """Request the heartbeat URL every interval: as it is while healthy, its failure form while not."""
+        """Request the heartbeat URL every interval: as it is while healthy, its failure form while not.
+        Nothing is sent before the bot has been healthy once (its grid placed, or resumed and reconciled):
+        a start in progress is not a failure, and a checker must not page on every restart or deploy."""
         url = self.cfg.heartbeat_url
+        been_healthy = False
         while not self.stop_event.is_set():
-            target = url if self.health() else self.cfg.fail_url()
+            healthy = self.health()
+            been_healthy = been_healthy or healthy
+            if not been_healthy:
+                self.stop_event.wait(min(1.0, self.cfg.heartbeat_interval))
+                continue
+            target = url if healthy else self.cfg.fail_url()
             try:
                 self.http.get(target, timeout=(5, 10))
                 self.heartbeats += 1
