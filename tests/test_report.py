@@ -71,7 +71,7 @@ def test_status_and_report_figures_recomputed_from_the_ledger(tmp_path, quiet_si
     assert D(fig["floating_pnl"]) == equity - hold - ledger["grid_profit"]
     assert {k: D(v) for k, v in fig["fees"].items()} == fees and D(fig["fees_quote"]) == fees_quote
     assert D(fig["break_even"]) == ((value - quote) / base).quantize(D("1e-8"))   # where equity equals the start value
-    assert fig["annual_yield"] is None                                # under a day: too early
+    assert fig["annual_yield"] is None                                # under 30 days: too early
     # Every fill traces to the exchange, with its round trip.
     rows = report["fills"]
     assert [(r["trade_id"], r["order_id"], r["client_id"], r["side"], r["price"], r["quantity"], r["fee"], r["fee_asset"])
@@ -86,7 +86,7 @@ def test_status_and_report_figures_recomputed_from_the_ledger(tmp_path, quiet_si
         assert sorted(x["side"] for x in legs) == ["Ask", "Bid"] and abs(legs[0]["level"] - legs[1]["level"]) == 1
     text = cli(capsys, "report", "--config", path, "--fills")
     assert "round trip" in text and str(fills[0]["tradeId"]) in text and "break-even price" in text
-    assert "annual grid yield   too early (under a day)" in text
+    assert "annual grid yield   too early (under 30 days)" in text
     csv_path, png = tmp_path / "fills.csv", tmp_path / "grid.png"
     cli(capsys, "report", "--config", path, "--csv", str(csv_path), *(("--plot", str(png)) if _mpl() else ()))
     with open(csv_path, newline="") as fh:
@@ -122,3 +122,14 @@ def test_report_output_errors_are_one_line(tmp_path, quiet_sim, capsys, args, wo
         b.stop()
     assert grid_bot.main(["report", "--config", path, *args]) == 2
     assert words in capsys.readouterr().err
+
+
+def test_no_yield_is_annualised_before_30_days_and_no_break_even_without_base_worth_counting():
+    from gridbot.core.accounting import Ledger, StartFunds, figures
+    start = StartFunds(D("2"), D("300"), D("150"))
+    lg = Ledger("SOL", "USDC", grid_profit=D("3"))
+    assert figures(start, lg, D("150"), 2 * 86400).annual_yield is None            # two days: no "172%"
+    assert figures(start, lg, D("150"), 30 * 86400).annual_yield == D("3") / D("600") * D(365 * 86400) / D(30 * 86400)
+    sold = Ledger("SOL", "USDC", position=D("-1.99999"), quote_flow=D("290"))    # after a stop-loss sale
+    assert figures(start, sold, D("150"), 3600).break_even is None                  # not "4049.36"
+    assert figures(start, Ledger("SOL", "USDC"), D("150"), 3600).break_even == D("150")

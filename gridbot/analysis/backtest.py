@@ -421,7 +421,7 @@ def figure_lines(r: BacktestResult, grid: GridSpec) -> list[str]:
         f"  floating PnL    {_money(Decimal(f['floating_pnl']), '0.0001')} {q}; "
         f"fees {_money(Decimal(f['fees_quote']), '0.0001')} "
         f"{q} in all; break-even {be if be is None else _money(Decimal(be))}; annualised grid yield "
-        + (_pct(Decimal(ay)) if ay is not None else "too early (under a day)"),
+        + (_pct(Decimal(ay)) if ay is not None else "too early (under 30 days)"),
     ]
 
 

@@ -132,7 +132,7 @@ def print_report(r: dict[str, Any], show_fills: bool) -> None:
         print(f"  break-even price    "
               f"{fmt_price(Decimal(be), Decimal(g['levels'][0])) if be is not None else 'none: the grid holds no base'}")
         ay = f["annual_yield"]
-        print(f"  annual grid yield   {pct(Decimal(ay)) if ay is not None else 'too early (under a day)'}")
+        print(f"  annual grid yield   {pct(Decimal(ay)) if ay is not None else 'too early (under 30 days)'}")
     print(f"  fills               {r['fills_count']}")
     if show_fills:
         print()

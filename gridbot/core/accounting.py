@@ -134,7 +134,7 @@ class Figures:
       above); break-even: the price at which the total return is zero. Fees are inside all of these:
       they left the inventory (base) or the cash (quote);
     - annualised grid yield: grid profit / starting value, scaled to a year by the grid's age (None
-      before a day: too early to say)."""
+      before 30 days: too early to say)."""
     price: Decimal
     start: StartFunds
     start_value: Decimal
@@ -170,11 +170,16 @@ def figures(start: StartFunds, ledger: Ledger, price: Decimal, age_s: float) -> 
     hold = start.base * price + start.quote
     base_now = start.base + ledger.position
     # Equity is zero-return where base_now x P + (quote + flow) = value.
-    break_even = (value - start.quote - ledger.quote_flow) / base_now if base_now > 0 else None
+    # A break-even price means something only while the grid holds base worth counting: after a sale on a
+    # stop-loss a few satoshis left would give a price far from any market (4049 for SOL), so below 1% of
+    # the starting value in base there is none.
+    break_even = ((value - start.quote - ledger.quote_flow) / base_now
+                  if base_now > 0 and base_now * price >= value / 100 else None)
     if break_even is not None and break_even < 0:
         break_even = None
+    # Scaled to a year only from 30 days on: two lucky days would read as a yield of hundreds of percent.
     annual = (ledger.grid_profit / value * Decimal(YEAR_S) / Decimal(age_s)
-              if age_s >= 86400 and value > 0 else None)
+              if age_s >= 30 * 86400 and value > 0 else None)
     return Figures(price, start, value, eq, ledger.grid_profit, eq - hold - ledger.grid_profit, dict(ledger.fees),
                    ledger.fees_quote, eq / value - 1 if value > 0 else ZERO, hold, eq - hold, break_even, age_s,
                    annual)

@@ -120,7 +120,7 @@ def describe(ev: GridEvent, quote: str) -> tuple[int, str]:
 
 
 def format_stats(st: Stats, grid: GridSpec, uptime: float, source: str = "", final: bool = False) -> str:
-    fees = ", ".join(f"{fmt_amount(v)} {k}" for k, v in sorted(st.fees.items())) or "0"
+    fees = ", ".join(f"{fmt_amount(v)} {k}" for k, v in sorted(st.fees.items())) or f"0 {grid.quote}"
     price = fmt_price(st.price, grid.levels[0]) if st.price is not None else "?"
     floating = f"{fmt_amount(st.floating_pnl, 4)} {grid.quote}" if st.floating_pnl is not None else "?"
     sign = "+" if st.position > 0 else ""
@@ -138,15 +138,15 @@ def pct(d: Decimal | None) -> str:
 def format_figures(f: Any, grid: GridSpec) -> str:
     """The profit figures in one line (accounting.Figures)."""
     q, b = grid.quote, grid.base
-    fees = ", ".join(f"{fmt_amount(v)} {k}" for k, v in sorted(f.fees.items()) if v) or "0"
+    fees = ", ".join(f"{fmt_amount(v)} {k}" for k, v in sorted(f.fees.items()) if v) or f"0 {grid.quote}"
     return (f"figures | started with {fmt_amount(f.start.base)} {b} + {fmt_amount(f.start.quote, 4)} {q} at "
             f"{fmt_price(f.start.price, grid.levels[0])} = {fmt_amount(f.start_value, 4)} {q} | equity "
             f"{fmt_amount(f.equity, 4)} {q} | total return {pct(f.total_return)} | against holding "
             f"{fmt_amount(f.vs_hold, 4)} {q} | grid profit {fmt_amount(f.grid_profit, 6)} {q} | floating PnL "
             f"{fmt_amount(f.floating_pnl, 4)} {q} | fees {fees} ({fmt_amount(f.fees_quote, 6)} {q}) | break-even "
-            + (fmt_price(f.break_even, grid.levels[0]) if f.break_even is not None else "none (no base held)")
+            + (fmt_price(f.break_even, grid.levels[0]) if f.break_even is not None else "none (little or no base held)")
             + " | annualised grid yield "
-            + (pct(f.annual_yield) if f.annual_yield is not None else "too early (under a day)"))
+            + (pct(f.annual_yield) if f.annual_yield is not None else "too early (under 30 days)"))
 
 
 def start_message(grid: GridSpec, price: Decimal, resumed: bool) -> str:
@@ -361,14 +361,15 @@ def print_status(r: dict[str, Any]) -> None:
               f"{g['levels'][0]}..{g['levels'][-1]}" + (f" (last move {iso(last['time_ms'])} at price {last['price']})"
                                                        if last else ""))
     print(f"  state file: {r['state_file']}")
-    fees = ", ".join(f"{fmt_amount(Decimal(v))} {k}" for k, v in s["fees"].items()) or "0"
+    fees = ", ".join(f"{fmt_amount(Decimal(v))} {k}" for k, v in s["fees"].items()) or f"0 {g['quote']}"
     print(f"round trips {s['round_trips']} | grid profit {fmt_amount(Decimal(s['grid_profit']))} {g['quote']} | "
           f"fees {fees} | position {fmt_amount(Decimal(s['position']))} {g['base']} | fills {s['fills']} | "
           f"open {plural(s['open_buys'], 'buy')} / {plural(s['open_sells'], 'sell')}")
     f = r["figures"]
     if f is not None:
         ret = Decimal(f["total_return"])
-        fees_all = ", ".join(f"{fmt_amount(Decimal(v))} {k}" for k, v in f["fees"].items() if Decimal(v)) or "0"
+        fees_all = (", ".join(f"{fmt_amount(Decimal(v))} {k}" for k, v in f["fees"].items() if Decimal(v))
+                    or f"0 {g['quote']}")
         print(f"started with {fmt_amount(Decimal(f['start_funds']['base']))} {g['base']} + "
               f"{fmt_amount(Decimal(f['start_funds']['quote']), 4)} {g['quote']} at {f['start_funds']['price']} = "
               f"{fmt_amount(Decimal(f['start_value']), 4)} {g['quote']}; at {f['price']} ({f['price_time']}): equity "
@@ -379,9 +380,9 @@ def print_status(r: dict[str, Any]) -> None:
         print(f"grid profit {fmt_amount(Decimal(f['grid_profit']), 6)} {g['quote']} | floating PnL "
               f"{fmt_amount(Decimal(f['floating_pnl']), 4)} {g['quote']} | fees {fees_all} "
               f"({fmt_amount(Decimal(f['fees_quote']), 6)} {g['quote']}) | break-even "
-              f"{fmt_price(Decimal(be), Decimal(g['levels'][0])) if be is not None else 'none (no base held)'} | "
+              f"{fmt_price(Decimal(be), Decimal(g['levels'][0])) if be is not None else 'none (little or no base held)'} | "
               f"annualised grid yield "
-              f"{pct(Decimal(yield_)) if yield_ is not None else 'too early (under a day)'}")
+              f"{pct(Decimal(yield_)) if yield_ is not None else 'too early (under 30 days)'}")
     for p in (p for p in r["pairs"] if p["waiting"]):
         print(f"waiting: {p['side']} at level {p['level']}: {p['why']}")
     print("level  price           order")
