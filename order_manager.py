@@ -143,7 +143,7 @@ class OrderManager(ExchangeNews, GridMoves):
         order's side, price and quantity, and not created before ours was recorded (``created_ms``, when
         known): another grid on the account, or an earlier one, may carry the same clientId."""
         if order_id is not None and order_id in self.by_order_id:
-            return self.orders[self.by_order_id[order_id]]
+            return self.orders.get(self.by_order_id[order_id])
         o = self.orders.get(client_id) if client_id is not None else None
         if o is None or not o.is_this(side, price, quantity):
             return None
@@ -153,7 +153,7 @@ class OrderManager(ExchangeNews, GridMoves):
         """Our order that a fill belongs to: by its order id, else by its clientId when the fill could be
         that order's and that order's exchange id is not yet known to be another one."""
         if fill.order_id in self.by_order_id:
-            return self.orders[self.by_order_id[fill.order_id]]
+            return self.orders.get(self.by_order_id[fill.order_id])
         o = self.orders.get(fill.client_id) if fill.client_id is not None else None
         if o is None or not o.could_fill(fill, self.settings.clock_margin_ms) or (
                 o.order_id is not None and o.order_id != fill.order_id):
@@ -322,9 +322,10 @@ class OrderManager(ExchangeNews, GridMoves):
                 and o.client_id not in self._changed]
         for o in gone:
             del self.orders[o.client_id]
-            if o.order_id is not None and self.by_order_id.get(o.order_id) == o.client_id:
-                del self.by_order_id[o.order_id]
             self.seen_trades.difference_update(o.trade_ids)
+        if gone:
+            # Every exchange id that named a forgotten order (its own, a twin's) goes with it.
+            self.by_order_id = {oid: cid for oid, cid in self.by_order_id.items() if cid in self.orders}
         return len(gone)
 
     def take_lookups(self, now_ms: int) -> list[Lookup]:

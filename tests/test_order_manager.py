@@ -454,3 +454,19 @@ def test_finished_orders_leave_memory_after_retention_and_their_fills_are_never_
     fills_before = om.ledger.fill_count
     assert not om.apply_fill(f)                               # history read again: not ours any more, not counted
     assert om.ledger.fill_count == fills_before and om.live_orders()  # the live orders stay
+
+
+def test_a_forgotten_order_takes_its_twins_exchange_id_with_it():
+    from order_manager import RETAIN_MS
+    om, places = new_om("121")
+    o = next(x for x in om.live.values() if x.level == 1)
+    twin = Order("twin-1", o.client_id, "SOL_USDC", o.side, o.price, o.quantity, D(0), D(0), OrderStatus.NEW, 5, True)
+    om.apply_open_orders([order_for_snapshot(o), twin], 10)      # a second order with its clientId
+    assert "twin-1" in om.by_order_id
+    f = fill(om, 1)
+    om.apply_fill(f)
+    om.orders[o.client_id].closed_ms = 20
+    om.take_changes()
+    om.forget_finished(21 + RETAIN_MS)
+    assert "twin-1" not in om.by_order_id and o.order_id not in om.by_order_id
+    om.apply_open_orders([twin], 30 + RETAIN_MS)                 # news of the twin later: not ours, no crash
