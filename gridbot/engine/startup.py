@@ -343,9 +343,9 @@ class Startup:
         the log says what its lending and borrowing mean for the grid."""
         try:
             a = self.client.account_settings()
-        except RequestRejected as e:
-            raise keys_refused(e) from None
-        except TransientError as e:
+        except BackpackError as e:
+            # Not a reason to refuse the start (the balance read that follows tells bad keys): without the
+            # settings the purchase is sized on trading.taker_fee, and the orders still never borrow.
             log.warning("cannot read the account's settings (%s): the entry purchase assumes trading.taker_fee %s",
                         e, fmt_amount(self.taker_fee))
             return
