@@ -87,7 +87,7 @@ def paper_market(cfg: Config) -> tuple[Any, Decimal, dict[str, Decimal], float]:
 def live_market(cfg: Config) -> tuple[Any, Decimal, dict[str, Decimal]]:
     """Paper mode on live prices: the real market's rules and last price, read from public data at
     ``api.base_url`` with no key (this client cannot sign), and the paper balances."""
-    from gridbot.engine.startup import market_rules
+    from gridbot.engine.grid_setup import market_rules
 
     client = BackpackClient(cfg.api.base_url, None, timeout=(5.0, 15.0), max_attempts=2)
     try:

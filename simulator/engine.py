@@ -35,9 +35,10 @@ from typing import Any, Callable, Iterable
 
 from .account_views import AccountViews
 from .market_data import MarketData
-from .markets import MarketSpec, decimals_of
+from .markets import MarketSpec
 from .records import (ZERO, Account, Balance, EventSink, Fill, HeldEvents, MarketState, NullSink, Order,
-                      OrderRequest, SimError, _counterparty_id, _scale, parse_error, s)
+                      OrderRequest, SimError, _counterparty_id, parse_error, s)
+from .order_rules import crosses as crosses_market, touch, validate
 from .wire import order_update, parse_client_id, parse_order_payload
 
 
@@ -145,45 +146,6 @@ class Exchange(MarketData, AccountViews):
                           received=received_us)
 
     # ------------------------------------------------------------------ order entry
-    def _validate(self, m: MarketState, p: OrderRequest) -> None:
-        spec = m.spec
-        if p.type == "Limit":
-            if p.price is None:
-                raise SimError(400, "INVALID_ORDER", "Limit order requires a price")
-            if p.qty is None:
-                raise SimError(400, "INVALID_ORDER", "Limit order requires a quantity")
-        elif p.qty is None and p.qq is None:
-            raise SimError(400, "INVALID_ORDER", "Market order requires a quantity or a quote quantity")
-        price = p.price
-        if price is not None:
-            if _scale(price) > decimals_of(spec.tick_size):
-                raise SimError(400, "INVALID_CLIENT_REQUEST", "Price decimal too long")
-            if price <= 0 or price % spec.tick_size != 0:
-                raise SimError(400, "INVALID_PRICE", "Invalid price")
-            if price < spec.min_price or (spec.max_price is not None and price > spec.max_price):
-                raise SimError(400, "INVALID_PRICE", "Price is out of bounds")
-            if price > m.price * spec.max_multiplier or price < m.price * spec.min_multiplier:
-                raise SimError(400, "INVALID_PRICE", "Price is too far from the last active price")
-        qty = p.qty
-        if qty is not None:
-            if _scale(qty) > decimals_of(spec.step_size):
-                raise SimError(400, "INVALID_CLIENT_REQUEST", "Quantity decimal too long")
-            if qty <= 0 or qty % spec.step_size != 0:
-                raise SimError(400, "INVALID_QUANTITY", "Invalid quantity")
-            if qty < spec.min_quantity:
-                raise SimError(400, "INVALID_QUANTITY", "Quantity is below the minimum allowed value")
-            if spec.max_quantity is not None and qty > spec.max_quantity:
-                raise SimError(400, "INVALID_QUANTITY", "Quantity is above the maximum allowed value")
-
-    def _crosses(self, m: MarketState, side: str, price: Decimal) -> bool:
-        return price > m.price if side == "Bid" else price < m.price
-
-    def _touch(self, m: MarketState, side: str) -> Decimal:
-        """The price a taker gets: the synthetic best ask for a buy, best bid for a sell."""
-        if side == "Bid":
-            return m.price + m.spec.tick_size
-        return max(m.price - m.spec.tick_size, m.spec.tick_size)
-
     def place(self, api_key: str, payload: Any) -> Order:
         """One order as its JSON payload arrives over the wire (``submit`` does the rest)."""
         return self.submit(api_key, parse_order_payload(payload))
@@ -212,19 +174,19 @@ class Exchange(MarketData, AccountViews):
             if forced is not None:
                 raise forced
             m = self.market(p.symbol)
-            self._validate(m, p)
+            validate(m, p)
             spec = m.spec
             acct = self.account(api_key)
-            crosses = p.type == "Market" or self._crosses(m, p.side, p.price)
+            crosses = p.type == "Market" or crosses_market(m, p.side, p.price)
             if p.type == "Limit" and p.post_only and crosses:
                 raise SimError(400, "INVALID_ORDER", "Order would immediately match and take.")
             qty = p.qty
             if qty is None:  # market order by quote quantity
-                qty = (p.qq / self._touch(m, p.side)).quantize(spec.step_size, ROUND_DOWN)
+                qty = (p.qq / touch(m, p.side)).quantize(spec.step_size, ROUND_DOWN)
                 if qty < spec.min_quantity:
                     raise SimError(400, "INVALID_QUANTITY", "Quantity is below the minimum allowed value")
             if p.side == "Bid":
-                lock_price = p.price if p.type == "Limit" else self._touch(m, "Bid")
+                lock_price = p.price if p.type == "Limit" else touch(m, "Bid")
                 need, asset = lock_price * qty, spec.quote
             else:
                 need, asset = qty, spec.base
@@ -244,7 +206,7 @@ class Exchange(MarketData, AccountViews):
                 # A market order by quantity reports the quote it may spend: quantity x the touch,
                 # rounded up to the tick. Undocumented; it is what both captures show ("3.82" for 0.001 at
                 # 3814.28, "4.30" for 0.0010 at 4299.16; tests/fixtures/backpack_captures.json "Order: POST ... market").
-                quote_qty = (qty * self._touch(m, p.side) / spec.tick_size).to_integral_value(ROUND_UP) \
+                quote_qty = (qty * touch(m, p.side) / spec.tick_size).to_integral_value(ROUND_UP) \
                     * spec.tick_size
             self._next_order_id += 1 + self._rng.randrange(7)
             order = Order(id=str(self._next_order_id), account=api_key, symbol=spec.symbol,
@@ -272,7 +234,7 @@ class Exchange(MarketData, AccountViews):
         to its last fill (a fill-or-kill order fills only if the book within its limit holds it all)."""
         depth = m.taker_depth
         if depth is None:
-            self._fill(m, order, order.remaining, self._touch(m, order.side), is_maker=False)
+            self._fill(m, order, order.remaining, touch(m, order.side), is_maker=False)
             return
         tick = m.spec.tick_size
         step = tick if order.side == "Bid" else -tick
@@ -282,12 +244,12 @@ class Exchange(MarketData, AccountViews):
             return px > 0 and (limit is None or (px <= limit if order.side == "Bid" else px >= limit))
 
         if order.time_in_force == "FOK":
-            px, available = self._touch(m, order.side), ZERO
+            px, available = touch(m, order.side), ZERO
             while within(px) and available < order.remaining:
                 available, px = available + depth, px + step
             if available < order.remaining:
                 return
-        px, last = self._touch(m, order.side), None
+        px, last = touch(m, order.side), None
         for _ in range(100_000):
             if order.remaining <= 0 or not within(px):
                 break
@@ -329,7 +291,7 @@ class Exchange(MarketData, AccountViews):
         quote_amt = price * qty
         if order.side == "Bid":
             # The order locked (limit price x qty); a taker fill at a better price frees the rest.
-            lock_price = order.price if order.order_type == "Limit" else self._touch(m, "Bid")
+            lock_price = order.price if order.order_type == "Limit" else touch(m, "Bid")
             release = lock_price * qty
             quote = self._bal(acct, spec.quote)
             quote.locked -= release

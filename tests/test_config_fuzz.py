@@ -19,7 +19,7 @@ from grid_calculator import funds_needed, initial_plan, summarize
 from simulator import running_simulator
 from simulator.control_api import exchange_state
 from simulator.markets import DEFAULT_MARKETS
-from gridbot.engine.startup import make_grid
+from gridbot.engine.grid_setup import make_grid
 from tests.e2e import PYTHON, ROOT
 
 D = Decimal

@@ -19,7 +19,7 @@ from gridbot.core.models import MarketRules
 from gridbot.core.errors import EXIT_OK, FatalError, InputError
 from grid_calculator import Ladder
 from gridbot.core.risk import exit_notes
-from gridbot.engine.startup import make_grid, market_rules
+from gridbot.engine.grid_setup import make_grid, market_rules
 
 BACKTEST_FLAGS = ("grid_lower", "grid_upper", "grid_num", "quantity", "investment", "price_range", "maker_fee",
                   "grid_mode", "auto_price")

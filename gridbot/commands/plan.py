@@ -14,7 +14,7 @@ from gridbot.core.errors import EXIT_OK, FatalError, InputError
 from order_manager import OrderManager
 from gridbot.paper import live_market, paper_market, paper_path
 from gridbot.ops.reports import level_view
-from gridbot.engine.startup import grid_params, keys_refused, make_grid, market_rules
+from gridbot.engine.grid_setup import grid_params, keys_refused, make_grid, market_rules
 from gridbot.commands.common import read_config, open_store, keys_set, public_client
 
 

@@ -14,7 +14,7 @@ from gridbot.ops.log_setup import setup_logging
 from gridbot.ops.notify import Notifier
 from gridbot.paper import paper_path, sim_state_path, start_paper
 from gridbot.commands.common import read_config, open_store
-from gridbot.engine.state_store import StateLock
+from gridbot.engine.state_locks import StateLock
 
 
 log = logging.getLogger("grid_bot")

@@ -164,6 +164,12 @@ class Figures:
                 "break_even": r(self.break_even), "age_s": int(self.age_s), "annual_yield": r(self.annual_yield)}
 
 
+def figures_since(start: StartFunds, ledger: Ledger, price: Decimal, now_ms: int, created_ms: int) -> Figures:
+    """``figures`` at ``now_ms``, the grid's age counted from its start (or, for a grid saved before its
+    start time was recorded, from its creation)."""
+    return figures(start, ledger, price, max(0.0, (now_ms - (start.time_ms or created_ms)) / 1000))
+
+
 def figures(start: StartFunds, ledger: Ledger, price: Decimal, age_s: float) -> Figures:
     value = start.value
     eq = equity(start, ledger, price)

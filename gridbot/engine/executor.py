@@ -23,8 +23,8 @@ from backpack_api import (CANCEL_PENDING, BackpackClient, BackpackError, NotFoun
 from gridbot.core.events import CounterOrderDecided
 from gridbot.core.models import BatchError, Order, Side
 from order_manager import OrderManager
-from gridbot.core.order_state import Action, Cancel, GridOrder, Lookup, OrderState, Place
-from gridbot.ops.reports import describe
+from gridbot.core.order_state import Action, Cancel, Lookup, OrderState, Place
+from gridbot.ops.reports import describe, describe_orders
 from gridbot.engine.state_store import StateStore
 
 log = logging.getLogger("grid_bot")
@@ -92,10 +92,6 @@ class SyncResult:
     foreign: int = 0
     newly_missing: int = 0
     error: str = ""
-
-
-def describe_orders(orders: Sequence[GridOrder]) -> str:
-    return ", ".join(f"{o.order_id or o.client_id} ({o.side.value} @ {o.price})" for o in orders)
 
 
 class Executor:
@@ -295,6 +291,23 @@ class Executor:
         return True
 
     # -------------------------------------------------------------------------- checking
+    def reconcile(self, g: ActiveGrid) -> bool:
+        """A resumed grid settled against the exchange (``sync``), and what it found said in one line.
+        False when the exchange did not answer: nothing may be placed until this has succeeded."""
+        om = g.om
+        unknown = sum(1 for o in om.live.values() if o.state is OrderState.UNKNOWN)
+        result = self.sync(g)
+        if not result.ok:
+            log.warning("cannot reconcile yet (%s); trying again at the next check", result.error)
+            return False
+        on_book = sum(1 for o in om.live.values() if o.state is OrderState.OPEN and not o.missing)
+        missing = sum(1 for o in om.live.values() if o.state is OrderState.OPEN and o.missing)
+        waiting = sum(1 for p in om.pairs if p.order is None)
+        log.info("reconciled: %d of our orders on the book, %d fill(s) while stopped, %d order(s) with an "
+                 "unknown outcome to settle, %d missing to look up, %d pair(s) to (re)place; %d foreign "
+                 "order(s) left alone", on_book, result.new_fills, unknown, missing, waiting, result.foreign)
+        return True
+
     def sync(self, g: ActiveGrid, *, orders: bool = True) -> SyncResult:
         """Settle the grid against the exchange: the open orders (unless ``orders`` is False), then the
         fills since the checkpoint, both read before either is applied. On success the checkpoint moves

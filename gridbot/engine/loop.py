@@ -18,18 +18,19 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Callable
 
-from gridbot.core.accounting import Figures, Stats, figures
+from gridbot.core.accounting import Figures, Stats, figures_since
 from backpack_api import BackpackClient, BackpackError, Signer, wall_clock_ms
 from gridbot.exchange.clock_watch import ClockWatch
 from gridbot.ops.config import Config
 from gridbot.core.errors import GridBotError
 from gridbot.core.models import MarketRules
-from gridbot.engine.executor import ActiveGrid, Executor, describe_orders
+from gridbot.engine.executor import ActiveGrid, Executor
 from gridbot.engine.exit_runner import ExitRunner
 from gridbot.core.order_state import OrderState
 from gridbot.ops.notify import Digest, ErrorWatch, Notifier
 from gridbot.core.prices import LastPrice, PriceSource  # noqa: F401 (PriceSource: tests read the source)
-from gridbot.ops.reports import WaitWatch, describe_exit, format_figures, format_stats, start_message
+from gridbot.ops.reports import (WaitWatch, describe_exit, forced_exit_message, format_figures, format_stats,
+                                start_message)
 from gridbot.core.risk import CarryOutExit, GridDecision, GridRisk, LayOut, PlaceOrders
 from gridbot.engine.startup import Startup
 from gridbot.engine.state_store import StateStore
@@ -81,9 +82,7 @@ class GridBot:
         self.g: ActiveGrid | None = None
         self.last: LastPrice | None = None
         self.price_fresh = True
-        # The grid's statistics as of the end of the last loop step: a value other threads may read (the
-        # manager itself belongs to the main thread).
-        self.view: Stats | None = None
+        self.view: Stats | None = None   # the stats after the last step: for other threads (om is the loop's)
         self.started = 0.0
         self.ready = True        # False on a resumed grid until it has been settled with the exchange
         self.polls = 0           # completed REST checks (tests wait on it)
@@ -107,7 +106,6 @@ class GridBot:
         self.exits: ExitRunner | None = None
         self.rules: MarketRules | None = None   # the market's rules, once the grid is known
 
-    # -- what tests and reports read
     @property
     def om(self) -> Any:
         return self.g.om if self.g is not None else None
@@ -351,21 +349,10 @@ class GridBot:
         """A resumed grid: what happened while we were down, settled against the exchange. Nothing is
         placed until this has succeeded (``act`` waits for ``ready``)."""
         assert self.g is not None
-        om = self.g.om
-        unknown = sum(1 for o in om.live.values() if o.state is OrderState.UNKNOWN)
-        result = self.executor.sync(self.g)
-        self.check_ok = result.ok
-        if not result.ok:
-            log.warning("cannot reconcile yet (%s); trying again at the next check", result.error)
-            return
-        self.last_ok_check = self.clock()
-        self.ready = True
-        on_book = sum(1 for o in om.live.values() if o.state is OrderState.OPEN and not o.missing)
-        missing = sum(1 for o in om.live.values() if o.state is OrderState.OPEN and o.missing)
-        waiting = sum(1 for p in om.pairs if p.order is None)
-        log.info("reconciled: %d of our orders on the book, %d fill(s) while stopped, %d order(s) with an "
-                 "unknown outcome to settle, %d missing to look up, %d pair(s) to (re)place; %d foreign "
-                 "order(s) left alone", on_book, result.new_fills, unknown, missing, waiting, result.foreign)
+        self.check_ok = self.executor.reconcile(self.g)
+        if self.check_ok:
+            self.last_ok_check = self.clock()
+            self.ready = True
 
     def check(self) -> None:
         """The periodic REST check (and the gap-fill after a reconnect)."""
@@ -421,10 +408,9 @@ class GridBot:
         fresh = age <= self.stale_after + 2 * self.check_interval()
         if fresh != self.price_fresh:
             self.price_fresh = fresh
-            if not fresh:
-                log.warning("the last price is %.0f s old: exits, trailing and the trigger wait for a fresh one", age)
-            else:
-                log.info("a fresh price again: exits, trailing and the trigger act on it")
+            log.log(logging.INFO if fresh else logging.WARNING, "%s", "a fresh price again: exits, trailing and the "
+                    "trigger act on it" if fresh else f"the last price is {age:.0f} s old: exits, trailing and the "
+                    "trigger wait for a fresh one")
         return self.last.price if fresh else None
 
     def decide(self) -> GridDecision:
@@ -456,13 +442,18 @@ class GridBot:
     def log_stats(self) -> None:
         assert self.g is not None and self.last is not None
         self.waits.check(self.g.om, self.clock(), self.wall_ms(), self.price, 3 * self.t.interval)
-        om, now_ms = self.g.om, self.wall_ms()
-        om.risk.last_price, om.risk.last_price_ms = self.last.price, now_ms   # for status and report
-        om.risk_changed()
+        now_ms = self.wall_ms()
+        self.note_last_price(now_ms)
         if self.store is not None and self.g.grid_id is not None:
             self.store.add_price(self.g.grid_id, now_ms, self.last.price)
         source = "" if self.last.source is PriceSource.STREAM or not self.t.use_websocket else " (REST)"
         log.info("%s", format_stats(self.g.om.stats(self.price), self.g.om.grid, self.clock() - self.started, source))
+
+    def note_last_price(self, now_ms: int) -> None:
+        """The last price, saved with the grid: ``status`` and ``report`` value the grid at it."""
+        if self.g is not None and self.last is not None:
+            self.g.om.risk.last_price, self.g.om.risk.last_price_ms = self.last.price, now_ms
+            self.g.om.risk_changed()
 
     # -- stopping
     def shutdown(self) -> None:
@@ -480,10 +471,7 @@ class GridBot:
         result = self.executor.sync(self.g, orders=False)  # the last fills
         if not result.ok:
             log.warning("cannot read the last fills: %s", result.error)
-        if self.last is not None:
-            om = self.g.om
-            om.risk.last_price, om.risk.last_price_ms = self.last.price, self.wall_ms()   # for status and report
-            om.risk_changed()
+        self.note_last_price(self.wall_ms())
         self.g.save()
         self.executor.close()
         ex = self.g.om.risk.exit
@@ -501,23 +489,11 @@ class GridBot:
 
     def figures(self) -> Figures | None:
         """The profit figures at the last price (None before the grid has started)."""
-        om = self.g.om if self.g is not None else None
-        if om is None or om.risk.start is None or self.price is None:
+        if self.g is None or self.g.om.risk.start is None or self.price is None:
             return None
-        start_ms = om.risk.start.time_ms or self.g.created_ms
-        return figures(om.risk.start, om.ledger, self.price, max(0.0, (self.wall_ms() - start_ms) / 1000))
+        return figures_since(self.g.om.risk.start, self.g.om.ledger, self.price, self.wall_ms(), self.g.created_ms)
 
     def warn_forced_exit(self) -> None:
         """The last words of a forced exit: which orders may still be on the book. (Called from the
         signal handler: it only reads state and logs.)"""
-        live = self.g.om.live_orders() if self.g is not None else []
-        if self.paper == "random":
-            log.warning("forced exit: the paper simulator ends with this process, so nothing stays open anywhere")
-        elif self.paper == "live":
-            log.warning("forced exit: %d paper order(s) stay on the saved paper account; the next --paper "
-                        "--live-prices run resumes them", len(live))
-        elif live:
-            log.warning("forced exit: %d order(s) may still be open: %s; the next start settles them, or "
-                        "cancel them on Backpack", len(live), describe_orders(live))
-        else:
-            log.warning("forced exit")
+        log.warning("%s", forced_exit_message(self.g.om.live_orders() if self.g is not None else [], self.paper))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from decimal import Decimal
-from typing import Any
+from typing import Any, Sequence
 
 from gridbot.core.accounting import Stats, figures
 from gridbot.core.events import (ClosedByExchange, CounterOrderDecided, DuplicateOnBook, FillApplied, FilledAfterCancel,
@@ -316,6 +316,23 @@ def status_report(saved: Any, om: OrderManager, state_path: str, now_ms: int, *,
                            "orders only within its band around the last price") if waiting and p.order is None else None,
                    "round_trips": p.round_trips} for p in om.pairs],
     }
+
+
+def describe_orders(orders: Sequence[Any]) -> str:
+    return ", ".join(f"{o.order_id or o.client_id} ({o.side.value} @ {o.price})" for o in orders)
+
+
+def forced_exit_message(live: list[Any], paper: str | None) -> str:
+    """What a forced exit (a second Ctrl+C) leaves: which orders may still be on the book."""
+    if paper == "random":
+        return "forced exit: the paper simulator ends with this process, so nothing stays open anywhere"
+    if paper == "live":
+        return (f"forced exit: {len(live)} paper order(s) stay on the saved paper account; the next --paper "
+                f"--live-prices run resumes them")
+    if live:
+        return (f"forced exit: {len(live)} order(s) may still be open: {describe_orders(live)}; the next start "
+                f"settles them, or cancel them on Backpack")
+    return "forced exit"
 
 
 def grid_figures(om: OrderManager, created_ms: int, now_ms: int) -> dict[str, Any] | None:
