@@ -99,16 +99,20 @@ def test_kill9_during_the_purchase_never_buys_twice(tmp_path, where):
         control.set_balance(key, "SOL", "0")
         log = tmp_path / "grid_bot.log"
         if where == "request held at the exchange":
-            control.fault(kind="delay", method="POST", path="/api/v1/order", seconds=2, count=1)
+            held = control.fault(kind="delay", method="POST", path="/api/v1/order", seconds=3, count=1)
         else:
             control.fault(kind="drop_response", method="POST", path="/api/v1/order", count=1)
         p = spawn(path, tmp_path)
         if where == "request held at the exchange":
-            wait_until(lambda: log.exists() and "entry: IOC buy" in log.read_text(), timeout=30,
-                       message="the purchase sent")
+            import requests
+
+            def arrived() -> bool:                       # the exchange holds the request (the fault was hit)
+                faults = requests.get(sim.rest_url + "/_sim/faults", timeout=5).json()["faults"]
+                return not any(f["id"] == held["id"] and f["hits"] == 0 for f in faults)   # hit (then gone)
+            wait_until(arrived, timeout=30, message="the purchase request at the exchange")
             stop(p, signal.SIGKILL)                      # the request is still held: no order yet
             assert entry_orders(control.state(), key) == []
-            wait_until(lambda: entry_orders(control.state(), key), timeout=10,
+            wait_until(lambda: entry_orders(control.state(), key), timeout=30,
                        message="the held request processed after the kill")
         else:
             wait_until(lambda: entry_orders(control.state(), key), timeout=30, message="the purchase on the book")
