@@ -225,8 +225,9 @@ class OrderManager(ExchangeNews, GridMoves):
             pair.side = order.side
             level = self.grid.pair_level(k, order.side)
             assert order.client_id is not None and self.grid.levels[level] == order.price
+            # Dated when the exchange created it: a lookup searches history from an order's creation on.
             o = GridOrder(order.client_id, k, level, order.side, self.grid.levels[level], self.grid.quantity,
-                          OrderState.OPEN, created_ms=now_ms, order_id=order.id, sent_ms=now_ms)
+                          OrderState.OPEN, created_ms=order.created_at_ms or now_ms, order_id=order.id, sent_ms=now_ms)
             self.orders[o.client_id] = self.live[o.client_id] = o
             self.by_order_id[order.id] = o.client_id
             pair.order = o.client_id

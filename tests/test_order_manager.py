@@ -470,3 +470,14 @@ def test_a_forgotten_order_takes_its_twins_exchange_id_with_it():
     om.forget_finished(21 + RETAIN_MS)
     assert "twin-1" not in om.by_order_id and o.order_id not in om.by_order_id
     om.apply_open_orders([twin], 30 + RETAIN_MS)                 # news of the twin later: not ours, no crash
+
+
+def test_an_adopted_order_is_dated_when_the_exchange_created_it_so_its_lookup_searches_from_there():
+    om = OrderManager(GRID, tag=7)
+    om.start(D("121"))
+    old = Order("o-old", 7 << 24 | 99, "SOL_USDC", Side.BID, D(100), D(1), D(0), D(0), OrderStatus.NEW, 1_000, True)
+    om.adopt({0: old}, 5_000_000)                         # adopted long after it was placed
+    o = om.orders[old.client_id]
+    o.missing = True                                      # it left the book: looked up
+    (lookup,) = om.take_lookups(5_000_000)
+    assert lookup.since_ms <= 1_000                       # history is searched back to its creation
