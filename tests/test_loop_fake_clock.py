@@ -201,3 +201,24 @@ def test_exits_never_act_on_a_price_of_unknown_age(fake_bot, sim):
     clock.advance(10)
     bot.step(0)                              # a fresh price (150): nothing to stop
     assert bot.price_fresh and bot.price == D("150.00") and bot.g.om.risk.exit is None
+
+
+def test_a_signal_that_lands_inside_the_loops_queue_never_deadlocks_it(fake_bot):
+    """A signal handler runs in the main thread wherever it is: once it landed inside the loop's own
+    ``queue.get`` (the queue's lock held), and its ``queue.put`` waited for that lock for ever: the bot
+    froze, its stream went silent, and SIGTERM was ignored. The handler now takes no lock: here it runs
+    while the queue's lock is held, returns at once, and the loop stops on the signal at its next turn."""
+    import signal as _signal
+    import threading
+    from gridbot.commands.run import signal_handler
+    bot, clock, _ = fake_bot()
+    handler = signal_handler(bot)
+    with bot.events.mutex:                                  # as inside queue.get
+        t = threading.Thread(target=handler, args=(_signal.SIGTERM, None), daemon=True)
+        t.start()
+        t.join(5)
+        returned = not t.is_alive()
+    assert returned, "the signal handler blocked on the loop's queue"
+    assert not bot.stop_event.is_set()                     # noted only
+    bot.step(0)
+    assert bot.stop_event.is_set() and bot.stop_reason == "SIGTERM received"

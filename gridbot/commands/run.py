@@ -5,7 +5,7 @@ import argparse
 import logging
 import os
 import signal
-from typing import Any
+from typing import Any, Callable
 
 from backpack_api import wall_clock_ms
 from gridbot.engine.loop import GridBot
@@ -23,14 +23,18 @@ log = logging.getLogger("grid_bot")
 NOTIFY_FLUSH_S = 10.0
 
 
-def install_signals(bot: GridBot) -> None:
+def signal_handler(bot: GridBot) -> Callable[[int, Any], None]:
+    """What SIGINT, SIGTERM and SIGHUP do. A handler runs in the main thread between two of its bytecodes,
+    wherever it is, possibly holding a lock: it must take none that is not reentrant (a ``queue.put`` or an
+    ``Event.set`` there once deadlocked the bot inside its own ``queue.get``). So it only notes the signal
+    (``GridBot.signal_stop``); the loop, which wakes at least once a second, stops on it."""
     count = {"n": 0}
 
     def handler(signum: int, frame: Any) -> None:
         count["n"] += 1
         name = signal.Signals(signum).name
         if count["n"] == 1 or not bot.shutting_down:
-            bot.request_stop(f"{name} received")
+            bot.signal_stop(f"{name} received")
         elif signum == signal.SIGINT:
             # Exit now, from here: an exception raised into whatever the main thread is doing could be
             # swallowed by library code (websocket-client's close() catches everything). The state
@@ -42,6 +46,11 @@ def install_signals(bot: GridBot) -> None:
         else:
             log.warning("%s received again: already stopping (Ctrl+C twice forces an exit)", name)
 
+    return handler
+
+
+def install_signals(bot: GridBot) -> None:
+    handler = signal_handler(bot)
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
     # A closed terminal or a dropped ssh session: stop exactly as on SIGTERM, orders cancelled.

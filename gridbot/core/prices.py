@@ -33,6 +33,10 @@ class LastPrice:
             log.info("WebSocket prices are back")
         self.source = PriceSource.STREAM
 
+    def age(self, now: float) -> float:
+        """Seconds since any source last told the price."""
+        return now - self.updated
+
     def from_rest(self, price: Decimal, *, fallback: bool, at: float) -> None:
         """A REST price: the usual source without a stream, a fallback (said once) when the stream's
         price has gone stale."""

@@ -76,6 +76,7 @@ class GridBot:
         self.clock_watch = ClockWatch(self.client, cfg.api.window_ms, wall_ms, clock)
         self.events: queue.Queue[Any] = queue.Queue()
         self.stop_event = threading.Event()
+        self.signal_reason: str | None = None   # set by a signal handler (signal_stop), acted on by the loop
         self.stop_reason = ""
         self.shutting_down = False
         self.stream: MarketStream | None = None
@@ -123,6 +124,15 @@ class GridBot:
         return self.last.price if self.last is not None else None
 
     # -- control
+    def signal_stop(self, reason: str) -> None:
+        """From a signal handler: an attribute set, no lock taken (commands/run.signal_handler)."""
+        self.signal_reason = self.signal_reason or reason
+
+    def take_signal(self) -> None:
+        """A stop a signal asked for, made in the loop."""
+        if self.signal_reason is not None and not self.stop_event.is_set():
+            self.request_stop(self.signal_reason)
+
     def request_stop(self, reason: str) -> None:
         if not self.stop_event.is_set():
             self.stop_reason = reason
@@ -138,6 +148,7 @@ class GridBot:
         try:
             while not self.stop_event.is_set():
                 self.step(self.wait_time())
+                self.take_signal()
         except Exception as e:  # an unexpected bug: still stop cleanly; main reports it with its traceback
             self.failure, self.stop_reason = e, f"unexpected error: {e}"
         return self.finish()
@@ -215,20 +226,10 @@ class GridBot:
         """Tell the user about what has been wrong for longer than ``error_after``, and the digest."""
         if self.watch is None or self.digest is None or self.g is None:
             return
-        now = self.clock()
-        self.watch.update("exchange", not self.check_ok, now, "Backpack unreachable or refusing",
-                          "The bot keeps trying; check the log and https://status.backpack.exchange.")
-        self.watch.update("stream", self.t.use_websocket and not self.stream_up, now, "WebSocket down",
-                          "The bot trades on REST meanwhile and keeps reconnecting.")
-        unknown = any(o.state is OrderState.UNKNOWN for o in self.g.om.live.values())
-        self.watch.update("lookup", unknown, now, "an order's outcome is still unknown",
-                          "The bot keeps looking it up by clientId; check the log and the exchange.")
-        held = self.g.om.held_for_funds()
-        self.watch.update("funds", bool(held), now, "orders held back: the free balance does not cover them",
-                          "The levels wait and are tried again as fills free funds; add funds, or "
-                          "check what else trades on this account.")
-        self.watch.update("clock", self.clock_watch.skewed, now, "this machine's clock is off",
-                          "Sync the clock (timedatectl set-ntp true).")
+        now, om = self.clock(), self.g.om
+        self.watch.update_all(now, exchange=not self.check_ok, stream=self.t.use_websocket and not self.stream_up,
+                              lookup=any(o.state is OrderState.UNKNOWN for o in om.live.values()),
+                              funds=bool(om.held_for_funds()), clock=self.clock_watch.skewed)
         self.digest.tick(now, lambda: format_stats(self.g.om.stats(self.price), self.g.om.grid,
                                                    self.clock() - self.started))
 
@@ -238,6 +239,7 @@ class GridBot:
         ``timeout``: REST covers until the stream is up."""
         deadline = self.clock() + timeout
         while not self.stream_up and self.clock() < deadline:
+            self.take_signal()
             if self.stop_event.is_set():
                 return
             self.drain_events(min(0.2, max(0.0, deadline - self.clock())))
@@ -259,11 +261,8 @@ class GridBot:
 
     def wait_time(self) -> float:
         """How long the loop may wait for an event before something else is due (at most 1 s)."""
-        now = self.clock()
-        due = [self.next_check(), self.next_stats, now + 1.0]
-        deadline = self.deadline()
-        if deadline is not None:
-            due.append(deadline)
+        now, deadline = self.clock(), self.deadline()
+        due = [self.next_check(), self.next_stats, now + 1.0, *([deadline] if deadline is not None else [])]
         return max(0.0, min(due) - now)
 
     def step(self, wait: float) -> None:
@@ -274,6 +273,7 @@ class GridBot:
             self.request_stop(f"duration of {self.t.duration:g} s reached")
             return
         self.drain_events(wait)
+        self.take_signal()
         if self.stop_event.is_set():
             return
         self.clock_watch.check()
@@ -404,7 +404,7 @@ class GridBot:
         it for longer than the stream's staleness limit plus two REST checks (then None: they wait for a
         fresh one, and the log says so once)."""
         assert self.last is not None
-        age = self.clock() - self.last.updated
+        age = self.last.age(self.clock())
         fresh = age <= self.stale_after + 2 * self.check_interval()
         if fresh != self.price_fresh:
             self.price_fresh = fresh

@@ -259,6 +259,20 @@ def try_urls(urls: Sequence[str], grid: str, where: str = "notify.urls") -> list
 
 
 # ------------------------------------------------------------------------------ what to say and when
+# The conditions the running bot watches: what each means, and what to do about it.
+CONDITIONS = {
+    "exchange": ("Backpack unreachable or refusing",
+                 "The bot keeps trying; check the log and https://status.backpack.exchange."),
+    "stream": ("WebSocket down", "The bot trades on REST meanwhile and keeps reconnecting."),
+    "lookup": ("an order's outcome is still unknown",
+               "The bot keeps looking it up by clientId; check the log and the exchange."),
+    "funds": ("orders held back: the free balance does not cover them",
+              "The levels wait and are tried again as fills free funds; add funds, or check what else trades on "
+              "this account."),
+    "clock": ("this machine's clock is off", "Sync the clock (timedatectl set-ntp true)."),
+}
+
+
 class ErrorWatch:
     """Conditions that need a human once they have lasted ``error_after`` seconds: each is told once
     when it crosses that, and once more when it clears."""
@@ -268,6 +282,12 @@ class ErrorWatch:
         self.error_after = error_after
         self.since: dict[str, float] = {}
         self.told: set[str] = set()
+
+    def update_all(self, now: float, **active: bool) -> None:
+        """Each of ``CONDITIONS`` by name: whether it holds now."""
+        for name, holds in active.items():
+            what, todo = CONDITIONS[name]
+            self.update(name, holds, now, what, todo)
 
     def update(self, name: str, active: bool, now: float, what: str, todo: str) -> None:
         if active:
