@@ -200,7 +200,6 @@ class Startup:
         avoid |= {cid >> 24 for cid in recent}
         if self.store is not None:
             avoid |= tags_beside(self.store.path, self.t.symbol)
-        if self.store is not None:
             return self.store.free_tag(random.choice, avoid)
         free = [t for t in range(1, 256) if t not in avoid]
         return random.choice(free or list(range(1, 256)))
