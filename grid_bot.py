@@ -198,5 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":
     # `kill -USR1 <pid>` prints every thread's stack to stderr (the journal under systemd): what a bot
     # that seems stuck is doing, without stopping it. (Only as a program: stderr is then a real file.)
+    # A fatal signal (systemd's watchdog kills a hung bot with SIGABRT) prints them too before the end.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    faulthandler.enable(all_threads=True)
     sys.exit(main())

@@ -205,7 +205,7 @@ def test_a_scripted_run_notifies_start_digest_error_and_stop_with_a_heartbeat(tm
             "heartbeat_url": rx.http_url(SECRET_PATH), "heartbeat_interval": 0.5 + 0.5})
         proc = run_bot(path)
         try:
-            wait_until(lambda: "SOL_USDC grid: started" in titles(rx), timeout=30, message="the start message")
+            wait_until(lambda: "config (SOL_USDC grid): started" in titles(rx), timeout=30, message="the start message")
             start = next(m for m in rx.messages() if m["title"].endswith("started"))
             assert "New grid SOL_USDC: 10 levels 140-158 USDC, 0.5 SOL each" in start["message"]
             wait_until(lambda: len(open_orders_of(control.state(), signer.api_key)) == 9, timeout=30)
@@ -224,7 +224,7 @@ def test_a_scripted_run_notifies_start_digest_error_and_stop_with_a_heartbeat(tm
                        message="the error")
             wait_until(lambda: any(g.path == SECRET_PATH + "/fail" for g in rx.gets()), timeout=20,
                        message="the heartbeat's /fail")
-            wait_until(lambda: "SOL_USDC grid: recovered: Backpack unreachable or refusing" in titles(rx),
+            wait_until(lambda: "config (SOL_USDC grid): recovered: Backpack unreachable or refusing" in titles(rx),
                        timeout=60, message="the recovery")
         finally:
             assert stop_bot(proc) == 0
@@ -276,7 +276,7 @@ def test_notify_test_reports_each_url(tmp_path, quiet_sim):
         assert proc.returncode == 1, err
         assert out.splitlines() == ["URL 1 (json): delivered",
                                     "URL 2 (json): NOT delivered (check the URL, the token and the network)"]
-        assert live.messages()[0]["title"] == "SOL_USDC grid: test message"
+        assert live.messages()[0]["title"] == "config (SOL_USDC grid): test message"
         assert "SECRET" not in out + err
 
 
@@ -287,7 +287,7 @@ def test_a_refused_start_is_an_error_message(tmp_path, quiet_sim):
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 2
         (msg,) = rx.messages()
-        assert msg["title"] == "SOL_USDC grid: refused to start" and "not enough" in msg["message"].lower()
+        assert msg["title"] == "config (SOL_USDC grid): refused to start" and "not enough" in msg["message"].lower()
 
 
 def test_an_exit_is_told_with_its_reason_then_the_stop(tmp_path, quiet_sim):
@@ -322,7 +322,7 @@ def test_orders_held_back_for_funds_are_told_once_after_error_after_and_once_whe
         try:
             wait_until(lambda: len(open_orders_of(control.state(), signer.api_key)) == 9, timeout=30)
             control.set_price("147.50")
-            held = "SOL_USDC grid: orders held back: the free balance does not cover them"
+            held = "config (SOL_USDC grid): orders held back: the free balance does not cover them"
             wait_until(lambda: held in titles(rx), timeout=30, message="the held-back alert")
             log = tmp_path / "grid_bot.log"
             # Refused again and again (5 s, then 10 s apart): one alert, however many refusals.
@@ -330,7 +330,7 @@ def test_orders_held_back_for_funds_are_told_once_after_error_after_and_once_whe
                        >= 3, timeout=40, message="three refusals")
             assert titles(rx).count(held) == 1
             control.set_balance(signer.api_key, "SOL", "1")           # funds back: placed, recovered
-            wait_until(lambda: f"SOL_USDC grid: recovered: {held[len('SOL_USDC grid: '):]}" in titles(rx),
+            wait_until(lambda: f"config (SOL_USDC grid): recovered: {held[len('config (SOL_USDC grid): '):]}" in titles(rx),
                        timeout=60, message="the recovered message")
             assert ask_at_150(control, signer)
         finally:

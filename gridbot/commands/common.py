@@ -14,7 +14,9 @@ from gridbot.ops.config import PLACEHOLDER, Config, ConfigError, check_keys, loa
 from gridbot.core.errors import InputError
 from order_manager import OrderManager
 from gridbot.paper import paper_path
+from gridbot.engine.state_locks import StateLock
 from gridbot.engine.state_store import SavedGrid, StateStore
+from gridbot.ops.grid_files import LegacyStateError, legacy_state, move_state
 
 
 def read_config(path: str, **kwargs: Any) -> Config:
@@ -26,8 +28,53 @@ def read_config(path: str, **kwargs: Any) -> Config:
         raise ConfigError(str(e) if named else f"{path}: {e}") from None
 
 
+def grid_title(cfg: Config, paper: bool) -> str:
+    """How notifications name a grid: its config's name and its market (``sol (SOL_USDC grid)``), so two
+    grids on one symbol are told apart."""
+    return f"{'[paper] ' if paper else ''}{cfg.name} ({cfg.trading.symbol} grid)"
+
+
+def state_path(cfg: Config, paper: bool) -> str:
+    """The state file the commands read: the config's, or (until ``run`` moves it) the file an earlier
+    version kept this config's running grid in (grid_files.legacy_state)."""
+    if paper:
+        return paper_path(cfg.state_file, ".db")
+    if not cfg.state_named:
+        try:
+            old = legacy_state(cfg.path, cfg.trading.symbol, cfg.state_file)
+        except LegacyStateError as e:
+            raise InputError(str(e)) from None
+        if old is not None:
+            return old
+    return cfg.state_file
+
+
 def open_store(cfg: Config, paper: bool, *, readonly: bool = False) -> StateStore:
-    return StateStore(paper_path(cfg.state_file, ".db") if paper else cfg.state_file, readonly=readonly)
+    return StateStore(state_path(cfg, paper) if readonly else
+                      paper_path(cfg.state_file, ".db") if paper else cfg.state_file, readonly=readonly)
+
+
+def take_state(cfg: Config, paper: bool) -> tuple[StateLock, str | None]:
+    """``run``'s hold on its state file: the lock, after moving this config's running grid from where an
+    earlier version kept it (under that file's lock too, so never while an old bot still runs on it).
+    Returns the lock and the old path when a move happened (for the log)."""
+    path = paper_path(cfg.state_file, ".db") if paper else cfg.state_file
+    old = None if paper or cfg.state_named else state_path(cfg, paper)
+    if old == path:
+        old = None
+    if old is None:
+        return StateLock(path).acquire(), None
+    old_lock = StateLock(old).acquire()
+    try:
+        lock = StateLock(path).acquire()
+        try:
+            move_state(old, path)
+        except BaseException:
+            lock.release()
+            raise
+    finally:
+        old_lock.release()
+    return lock, old
 
 
 def saved_grid(store: StateStore, *, full: bool = False) -> tuple[SavedGrid, OrderManager]:

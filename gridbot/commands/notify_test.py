@@ -6,7 +6,7 @@ import argparse
 from gridbot.ops.config import ConfigError
 from gridbot.core.errors import EXIT_OK, EXIT_RUNTIME
 from gridbot.ops.notify import URLS_ENV, try_urls
-from gridbot.commands.common import read_config
+from gridbot.commands.common import grid_title, read_config
 
 
 def cmd_notify_test(args: argparse.Namespace) -> int:
@@ -15,7 +15,7 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
     n = cfg.notify
     if not n.urls:
         raise ConfigError(f"{args.config}: no notification URLs: set notify.urls (or {URLS_ENV})")
-    results = try_urls(n.urls, f"{cfg.trading.symbol} grid", n.urls_from)
+    results = try_urls(n.urls, grid_title(cfg, False), n.urls_from)
     for name, ok in results:
         print(f"{name}: {'delivered' if ok else 'NOT delivered (check the URL, the token and the network)'}")
     return EXIT_OK if all(ok for _, ok in results) else EXIT_RUNTIME

@@ -12,16 +12,15 @@ from backpack_api import RequestRejected, Signer, TransientError
 from gridbot.ops.config import Config, ConfigError
 from gridbot.core.errors import EXIT_OK, FatalError, InputError
 from order_manager import OrderManager
-from gridbot.paper import live_market, paper_market, paper_path
+from gridbot.paper import live_market, paper_market
 from gridbot.ops.reports import level_view
 from gridbot.engine.grid_setup import grid_params, keys_refused, make_grid, market_rules
-from gridbot.commands.common import read_config, open_store, keys_set, public_client
+from gridbot.commands.common import keys_set, open_store, public_client, read_config, state_path
 
 
 def saved_for_plan(cfg: Config, paper: bool) -> dict[str, Any] | None:
     """The running grid in the state file, as ``planner.plan_report`` wants it (None: there is none)."""
-    path = paper_path(cfg.state_file, ".db") if paper else cfg.state_file
-    if not os.path.exists(path):
+    if not os.path.exists(state_path(cfg, paper)):
         return None
     store = open_store(cfg, paper, readonly=True)
     try:

@@ -12,9 +12,10 @@ from gridbot.engine.loop import GridBot
 from gridbot.core.errors import EXIT_FORCED, EXIT_OK, InputError
 from gridbot.ops.log_setup import setup_logging
 from gridbot.ops.notify import Notifier
+from gridbot.ops.reports import forced_exit_message
+from gridbot.ops.systemd_notify import SystemdNotify
 from gridbot.paper import paper_path, sim_state_path, start_paper
-from gridbot.commands.common import read_config, open_store
-from gridbot.engine.state_locks import StateLock
+from gridbot.commands.common import grid_title, open_store, read_config, take_state
 
 
 log = logging.getLogger("grid_bot")
@@ -39,7 +40,8 @@ def signal_handler(bot: GridBot) -> Callable[[int, Any], None]:
             # Exit now, from here: an exception raised into whatever the main thread is doing could be
             # swallowed by library code (websocket-client's close() catches everything). The state
             # file holds the last consistent save; the next start reconciles from it.
-            bot.warn_forced_exit()
+            # The last words of a forced exit: which orders may still be on the book (it only reads and logs).
+            log.warning("%s", forced_exit_message(bot.g.om.live_orders() if bot.g is not None else [], bot.paper))
             for h in logging.getLogger("grid_bot").handlers:
                 h.flush()
             os._exit(EXIT_FORCED)
@@ -61,7 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = read_config(args.config, need_keys=not args.paper)
     sim = None
     signer = None
-    lock = StateLock(paper_path(cfg.state_file, ".db") if args.paper else cfg.state_file).acquire()
+    lock, moved_from = take_state(cfg, args.paper)
     try:
         store = open_store(cfg, args.paper)
     except BaseException:
@@ -91,11 +93,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         elif args.paper:
             log.info("PAPER MODE: a simulated exchange at %s with paper funds; no real orders", cfg.api.base_url)
         else:
-            log.info("starting: %s on %s", cfg.trading.symbol, cfg.api.base_url)
+            log.info("starting: grid %s, %s on %s", cfg.name, cfg.trading.symbol, cfg.api.base_url)
+        if moved_from is not None:
+            log.info("state file moved from %s (an earlier version's place) to %s", moved_from, cfg.state_file)
         notifier = None
         if cfg.notify.enabled:
-            notifier = Notifier(cfg.notify, grid=f"{'[paper] ' if args.paper else ''}{cfg.trading.symbol} grid")
-        bot = GridBot(cfg, signer=signer, store=store, reset=args.reset, adopt=args.adopt, notifier=notifier)
+            notifier = Notifier(cfg.notify, grid=grid_title(cfg, args.paper))
+        bot = GridBot(cfg, signer=signer, store=store, reset=args.reset, adopt=args.adopt, notifier=notifier,
+                      systemd=SystemdNotify())
         if args.paper:
             bot.paper = "live" if live else "random"
         install_signals(bot)

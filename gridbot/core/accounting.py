@@ -164,9 +164,12 @@ class Figures:
                 "break_even": r(self.break_even), "age_s": int(self.age_s), "annual_yield": r(self.annual_yield)}
 
 
-def figures_since(start: StartFunds, ledger: Ledger, price: Decimal, now_ms: int, created_ms: int) -> Figures:
+def figures_since(start: StartFunds | None, ledger: Ledger, price: Decimal | None, now_ms: int,
+                  created_ms: int) -> Figures | None:
     """``figures`` at ``now_ms``, the grid's age counted from its start (or, for a grid saved before its
-    start time was recorded, from its creation)."""
+    start time was recorded, from its creation); None before the grid has started or has a price."""
+    if start is None or price is None:
+        return None
     return figures(start, ledger, price, max(0.0, (now_ms - (start.time_ms or created_ms)) / 1000))
 
 

@@ -28,8 +28,9 @@ from gridbot.engine.executor import ActiveGrid, Executor
 from gridbot.engine.exit_runner import ExitRunner
 from gridbot.core.order_state import OrderState
 from gridbot.ops.notify import Digest, ErrorWatch, Notifier
+from gridbot.ops.systemd_notify import SystemdNotify
 from gridbot.core.prices import LastPrice, PriceSource  # noqa: F401 (PriceSource: tests read the source)
-from gridbot.ops.reports import (WaitWatch, describe_exit, forced_exit_message, format_figures, format_stats,
+from gridbot.ops.reports import (WaitWatch, describe_exit, format_figures, format_stats,
                                 start_message)
 from gridbot.core.risk import CarryOutExit, GridDecision, GridRisk, LayOut, PlaceOrders
 from gridbot.engine.startup import Startup
@@ -57,7 +58,8 @@ class GridBot:
                  sleep: Callable[[float], None] = time.sleep, stale_after: float = 5.0,
                  ws_ping_interval: float = 20.0, client: BackpackClient | None = None,
                  store: StateStore | None = None, reset: bool = False, adopt: bool = False,
-                 notifier: Notifier | None = None, stream_wait: float = 5.0) -> None:
+                 notifier: Notifier | None = None, stream_wait: float = 5.0,
+                 systemd: SystemdNotify | None = None) -> None:
         self.cfg = cfg
         self.t = cfg.trading
         if signer is None and cfg.api.api_secret:
@@ -100,6 +102,7 @@ class GridBot:
         self.paper: str | None = None   # "random" or "live" in paper mode (what a forced exit leaves behind)
         self.waits = WaitWatch()     # levels waiting longer than three intervals, told once
         self.notifier = notifier
+        self.systemd = systemd or SystemdNotify(env={})   # READY and the watchdog, under systemd only
         self.digest: Digest | None = None
         self.watch: ErrorWatch | None = None
         self.risk: GridRisk | None = None    # exits and trailing (risk.py), once the grid is known
@@ -196,6 +199,7 @@ class GridBot:
         except Exception as e:  # an unexpected bug: still stop cleanly; main reports it with its traceback
             self.failure, self.stop_reason = e, f"unexpected error: {e}"
             return self.finish()
+        self.systemd.ready(f"{self.cfg.name}: {self.t.symbol} grid running")
         return None
 
     def finish(self) -> RunResult:
@@ -285,6 +289,7 @@ class GridBot:
             self.log_stats()
             self.next_stats = self.clock() + self.t.interval
         self.last_step = self.clock()
+        self.systemd.kick()
         self.watch_health()
         self.view = self.g.om.stats(self.price) if self.g is not None else None
 
@@ -459,6 +464,7 @@ class GridBot:
     def shutdown(self) -> None:
         assert self.g is not None
         self.shutting_down = True
+        self.systemd.stopping(f"stopping: {self.stop_reason or 'asked to stop'}")
         log.info("stopping: %s", self.stop_reason or "asked to stop")
         if self.stream is not None:
             self.stream.stop()
@@ -489,11 +495,5 @@ class GridBot:
 
     def figures(self) -> Figures | None:
         """The profit figures at the last price (None before the grid has started)."""
-        if self.g is None or self.g.om.risk.start is None or self.price is None:
-            return None
-        return figures_since(self.g.om.risk.start, self.g.om.ledger, self.price, self.wall_ms(), self.g.created_ms)
-
-    def warn_forced_exit(self) -> None:
-        """The last words of a forced exit: which orders may still be on the book. (Called from the
-        signal handler: it only reads state and logs.)"""
-        log.warning("%s", forced_exit_message(self.g.om.live_orders() if self.g is not None else [], self.paper))
+        return None if self.g is None else figures_since(self.g.om.risk.start, self.g.om.ledger, self.price,
+                                                         self.wall_ms(), self.g.created_ms)

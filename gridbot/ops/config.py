@@ -19,6 +19,7 @@ from typing import Any, Mapping
 from backpack_api import KeyFormatError, decode_key, public_key_of
 from gridbot.ops.config_checks import (TEN_YEARS, Check, ConfigError, _show, balances, boolean, decimal, integer,
                            secret_http_url, secret_urls, seconds, string_list, text)
+from gridbot.ops.grid_files import SYSTEM, SystemDirs, default_files, grid_name
 from gridbot.ops.notify import DEFAULT_EVENTS, EVENTS, HEARTBEAT_ENV, URLS_ENV, NotifyConfig
 from gridbot.core.risk import ON_STOP, OUT_OF_RANGE, RiskConfig
 
@@ -28,7 +29,7 @@ PLACEHOLDER = re.compile(r"^(|YOUR[_ A-Z]*|<.*>|CHANGE[_ A-Z]*|xxx+|\.\.\.)$", r
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 ON_EXIT = ("cancel", "keep")
 ENTRY = ("buy", "none")
-STATE_FILE_ENV = "GRID_BOT_STATE_FILE"   # override state.file and log.file (one grid per systemd instance)
+STATE_FILE_ENV = "GRID_BOT_STATE_FILE"   # override state.file and log.file
 LOG_FILE_ENV = "GRID_BOT_LOG_FILE"
 
 
@@ -93,7 +94,7 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
     },
     "log": {
         "level": (text(LOG_LEVELS), "INFO"),
-        "file": (text(), "grid_bot.log"),
+        "file": (text(), ""),
         "max_bytes": (integer(10_000), 10_000_000),
         "backup_count": (integer(0, 100), 5),
         "console": (boolean, True),
@@ -169,6 +170,8 @@ class Config:
     log: LogConfig
     state_file: str
     path: str
+    name: str = "config"          # the grid's name: its config file's (sol.json -> sol)
+    state_named: bool = True      # state.file set by the config or the environment (no move from an old place)
     warnings: tuple[str, ...] = ()
     notify: NotifyConfig = NotifyConfig()
     paper_balances: dict[str, Decimal] = field(default_factory=dict)
@@ -352,10 +355,12 @@ def _risk_rules(r: dict[str, Any], t: dict[str, Any], warnings: list[str]) -> No
 
 
 def load_config(path: str, *, env: Mapping[str, str] | None = None, need_keys: bool = True,
-                trading: Mapping[str, Any] | None = None, risk: Mapping[str, Any] | None = None) -> Config:
+                trading: Mapping[str, Any] | None = None, risk: Mapping[str, Any] | None = None,
+                system: SystemDirs = SYSTEM) -> Config:
     """Read, check and freeze a config file. ``need_keys`` is False in paper mode and for commands
     that never sign a request. ``trading``: keys that override the file's (command-line flags), checked
-    like the file's own."""
+    like the file's own. ``system``: the systemd layout (grid_files.py) that places the state and log of a
+    config in its config folder."""
     env = os.environ if env is None else env
     data = read_json(path)
     for name, override in (("trading", trading), ("risk", risk)):
@@ -387,21 +392,23 @@ def load_config(path: str, *, env: Mapping[str, str] | None = None, need_keys: b
     def beside(p: str) -> str:
         return p if os.path.isabs(p) else os.path.join(base, p)
 
-    # The systemd template unit gives each grid its own state file and log this way.
     if env.get(STATE_FILE_ENV):
         v["state"]["file"] = env[STATE_FILE_ENV]
     if env.get(LOG_FILE_ENV):
         v["log"]["file"] = env[LOG_FILE_ENV]
     t = v["trading"]
     log = v["log"]
+    default_state, default_log = default_files(path, system)
     return Config(
         api=ApiConfig(v["api"]["base_url"].rstrip("/"), v["api"]["ws_url"], v["api"]["api_key"].strip(),
                       v["api"]["api_secret"].strip(), v["api"]["window_ms"], v["api"]["requests_per_minute"],
                       v["api"].get("_key_from", "api.api_key"), v["api"].get("_secret_from", "api.api_secret")),
         trading=TradingConfig(**t),
-        log=LogConfig(log["level"], beside(log["file"]), log["max_bytes"], log["backup_count"],
-                      log["console"]),
-        state_file=beside(v["state"]["file"]) if v["state"]["file"] else beside("grid_state.db"),
+        log=LogConfig(log["level"], beside(log["file"]) if log["file"] else default_log, log["max_bytes"],
+                      log["backup_count"], log["console"]),
+        state_file=beside(v["state"]["file"]) if v["state"]["file"] else default_state,
+        state_named=bool(v["state"]["file"]),
+        name=grid_name(path),
         path=os.path.abspath(path),
         warnings=tuple(warnings),
         paper_balances=v["paper"]["balances"],
