@@ -3,6 +3,7 @@
 
     python grid_bot.py [run] [--config config.json] [--paper [--live-prices]] [--reset] [--log-level DEBUG]
     python grid_bot.py status [--config config.json] [--paper] [--json]
+    python grid_bot.py status --all [--dir FOLDER ...] [--paper] [--json]     (also: list)
     python grid_bot.py plan [--config config.json] [--paper] [--json]
     python grid_bot.py backtest [--config config.json] (--klines FILE.csv | --fetch [--days N]) [--sweep K=V,..]
                                 [--plot FILE.png] [--json] [grid overrides]
@@ -38,6 +39,7 @@ from gridbot.commands.keygen import cmd_keygen
 from gridbot.commands.notify_test import cmd_notify_test
 from gridbot.commands.plan import cmd_plan
 from gridbot.commands.run import cmd_run
+from gridbot.commands.grids import cmd_list
 from gridbot.commands.status import cmd_status
 from gridbot.core.errors import EXIT_FORCED, EXIT_OK, EXIT_RUNTIME, GridBotError
 from gridbot.engine.state_store import SCHEMA_VERSION
@@ -45,7 +47,7 @@ from gridbot.ops.log_setup import log_file_of
 from gridbot.commands.report import cmd_report
 
 
-COMMANDS = ("run", "keygen", "status", "plan", "backtest", "report", "notify-test")
+COMMANDS = ("run", "keygen", "status", "list", "plan", "backtest", "report", "notify-test")
 
 
 def positive_float(text: str) -> float:
@@ -91,7 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--config", default="config.json", help="config file (default config.json)")
     st.add_argument("--paper", action="store_true", help="the paper-mode state")
     st.add_argument("--json", action="store_true", help="print JSON")
+    st.add_argument("--all", action="store_true",
+                    help="every grid on this machine, one line each with totals (as the list command)")
+    st.add_argument("--dir", action="append", metavar="FOLDER",
+                    help="with --all: also look for configs in FOLDER (repeatable; the current folder and "
+                         "/etc/grid-bot always)")
     st.set_defaults(func=cmd_status)
+    ls = sub.add_parser("list", help="every grid on this machine: name, symbol, state, profit, last error; totals")
+    ls.add_argument("--dir", action="append", metavar="FOLDER",
+                    help="also look for configs in FOLDER (repeatable; the current folder and /etc/grid-bot always)")
+    ls.add_argument("--paper", action="store_true", help="the paper-mode states")
+    ls.add_argument("--json", action="store_true", help="print JSON")
+    ls.set_defaults(func=cmd_list)
     pl = sub.add_parser("plan", help="show what the configured grid would place and need, placing nothing")
     pl.add_argument("--config", default="config.json", help="config file (default config.json)")
     pl.add_argument("--paper", action="store_true", help="the paper-mode market, price and balances")
