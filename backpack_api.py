@@ -28,6 +28,7 @@ import requests
 import gridbot.exchange.wire as wire
 from gridbot.core.errors import GridBotError, Rejected, Transient
 from gridbot.core.models import AccountSettings, BatchError, Fill, MarketRules, Order, Side
+from gridbot.exchange.net_errors import NEVER_CONNECTED, network_cause
 from gridbot.exchange.wire import ParseError
 # Signing lives in backpack_auth; its names are part of this module's interface too.
 from gridbot.exchange.auth import (DEFAULT_WINDOW_MS, INSTRUCTIONS, MAX_WINDOW_MS, BackpackAuth,  # noqa: F401
@@ -224,8 +225,8 @@ class BackpackClient:
             try:
                 resp = self._send(method, path, params, body)
             except requests.RequestException as e:
-                last = TransientError(f"{method} {path}: {type(e).__name__}")
-                log.warning("%s %s failed (%s), attempt %d of %d", method, path, type(e).__name__,
+                last = TransientError(f"{method} {path}: {network_cause(e)}")
+                log.warning("%s %s failed (%s), attempt %d of %d", method, path, network_cause(e),
                             attempt + 1, attempts)
                 continue
             if resp.status_code in RETRYABLE_STATUS:
@@ -378,9 +379,12 @@ class BackpackClient:
             resp = self._send("POST", path, None, body)
         except requests.ConnectTimeout as e:
             # The connection was never made, so the order was never sent.
-            raise TransientError(f"POST {path}: {type(e).__name__}") from e
+            raise TransientError(f"POST {path}: {network_cause(e)}") from e
         except requests.RequestException as e:
-            raise UnknownOutcome(f"{what}: {type(e).__name__}") from e
+            cause = network_cause(e)
+            if cause.endswith(NEVER_CONNECTED):   # no name, or nothing listening: nothing was sent
+                raise TransientError(f"POST {path}: {cause}") from e
+            raise UnknownOutcome(f"{what}: {cause}") from e
         if resp.status_code in RETRYABLE_STATUS:
             raise UnknownOutcome(f"{what}: HTTP {resp.status_code}")
         if resp.status_code >= 400:

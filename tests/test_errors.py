@@ -129,3 +129,24 @@ def test_a_parser_of_objects_refuses_anything_else_as_a_parse_error(answer):
                   wire.parse_order_update, wire.parse_ticker, wire.parse_batch_item):
         with pytest.raises(wire.ParseError, match="expected an object"):
             parse(answer)
+
+
+def test_a_network_failure_names_its_cause_and_a_placement_that_never_connected_is_not_unknown():
+    """``ConnectionError`` alone does not tell DNS from a closed port; and a placement that never reached a
+    server (no name, nothing listening) was not placed: it is a transient failure, not an unknown outcome."""
+    import socket
+    from backpack_api import BackpackClient, OrderRequest, TransientError
+    from gridbot.core.models import Side
+    from tests.helpers import new_signer
+    with socket.socket() as s:                  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for base, cause in (("http://no-such-host.invalid", "DNS: the host name does not resolve"),
+                        (f"http://127.0.0.1:{port}", "connection refused")):
+        client = BackpackClient(base, new_signer(), max_attempts=1, timeout=(2.0, 2.0))
+        with pytest.raises(TransientError) as e:
+            client.ticker_price("SOL_USDC")
+        assert str(e.value) == f"GET /api/v1/ticker: ConnectionError ({cause})"
+        with pytest.raises(TransientError) as e:   # not UnknownOutcome: nothing to look up
+            client.place_order(OrderRequest("SOL_USDC", Side.BID, Decimal("140"), Decimal("1"), 5))
+        assert str(e.value) == f"POST /api/v1/order: ConnectionError ({cause})"

@@ -266,18 +266,46 @@ def test_a_receiver_that_hangs_or_fails_changes_nothing_in_the_grid(tmp_path, qu
     assert open_orders_of(control.state(), signer.api_key) == []
 
 
-def test_notify_test_reports_each_url(tmp_path, quiet_sim):
-    with Receiver() as live, Receiver() as dead_soon:
-        dead = dead_soon.url("/SECRETDEAD")
-    with Receiver() as live:
-        path, _ = _config(tmp_path, quiet_sim, {"urls": [live.url("/SECRETLIVE"), dead]})
+def test_notify_test_reports_each_url_with_the_cause_of_each_failure(tmp_path, quiet_sim):
+    with Receiver() as dead_soon:
+        dead = dead_soon.url("/SECRETDEAD")                       # nothing listens there any more
+    with Receiver() as live, Receiver("error") as failing:
+        urls = [live.url("/SECRETLIVE"), dead, failing.url("/SECRETFAIL"), "json://no-such-host.invalid/SECRETDNS"]
+        path, _ = _config(tmp_path, quiet_sim, {"urls": urls})
         proc = run_bot(path, "notify-test")
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 1, err
         assert out.splitlines() == ["URL 1 (json): delivered",
-                                    "URL 2 (json): NOT delivered (check the URL, the token and the network)"]
+                                    "URL 2 (json): NOT delivered: connection refused (nothing listens at that address)",
+                                    "URL 3 (json): NOT delivered: the service answered HTTP 500 Internal Server Error",
+                                    "URL 4 (json): NOT delivered: its host name does not resolve (DNS)"]
         assert live.messages()[0]["title"] == "config (SOL_USDC grid): test message"
         assert "SECRET" not in out + err
+
+
+def test_a_dead_url_beside_a_live_one_delays_nothing_and_the_last_message_is_accounted_for(tmp_path, quiet_sim):
+    """Each URL is delivered on its own: a URL that never answers holds back no message to the other,
+    the stop message included, and the log says which URL got the last message and why the other did not."""
+    control = SimControl(quiet_sim.rest_url)
+    with Receiver("hang") as dead, Receiver() as live:
+        path, signer = _config(tmp_path, quiet_sim, {"urls": [dead.url("/SECRETDEAD"), live.url("/SECRETLIVE")]})
+        proc = run_bot(path)
+        try:
+            wait_until(lambda: "config (SOL_USDC grid): started" in titles(live), timeout=30, message="the start")
+            first_try = dead.received[0].at
+            arrived = next(r.at for r in live.received if r.body["title"].endswith("started"))
+            # Side by side: the live URL had it while the dead one still hung on its first attempt (which
+            # lasts Apprise's 4 s read timeout; one after the other, the live URL would wait at least that).
+            assert arrived - first_try < 3.0
+            wait_until(lambda: len(open_orders_of(control.state(), signer.api_key)) == 9, timeout=30)
+        finally:
+            assert stop_bot(proc) == 0
+        assert titles(live)[-1] == "config (SOL_USDC grid): stopped"
+    log = (tmp_path / "grid_bot.log").read_text()
+    assert "the last notification (stop) was delivered to URL 2 (json)" in log
+    assert re.search(r"the last notifications to URL 1 \(json\) were not delivered within 10 s "
+                     r"\((no answer in time|still trying)\): given up", log)
+    assert "SECRET" not in log
 
 
 def test_a_refused_start_is_an_error_message(tmp_path, quiet_sim):
@@ -352,3 +380,14 @@ def test_no_failure_ping_during_a_normal_start_and_restart(tmp_path, quiet_sim):
             finally:
                 assert stop_bot(proc) == 0
         assert {g.path for g in checker.gets()} == {SECRET_PATH}
+
+
+def test_the_secret_filter_masks_a_web_urls_token_but_never_its_host():
+    """A heartbeat on the paper simulator's host must not turn every URL of that host into ``http://***``."""
+    cfg = NotifyConfig(urls=("tgram://123456789:SECRETTOKEN/98765",
+                             "json://127.0.0.1:8080/hooks/SECRETHOOK?key=SECRETKEY"),
+                       heartbeat_url="http://127.0.0.1:8080/ping/abc123secretuuid")
+    secrets = cfg.secrets()
+    for s in ("SECRETTOKEN", "123456789", "SECRETHOOK", "SECRETKEY", "abc123secretuuid"):
+        assert s in secrets
+    assert "127.0.0.1" not in secrets and "hooks" not in secrets

@@ -10,12 +10,12 @@ from gridbot.commands.common import grid_title, read_config
 
 
 def cmd_notify_test(args: argparse.Namespace) -> int:
-    """One test message to every notification URL; per URL, delivered or not."""
+    """One test message to every notification URL; per URL, delivered or why not."""
     cfg = read_config(args.config, need_keys=False)
     n = cfg.notify
     if not n.urls:
         raise ConfigError(f"{args.config}: no notification URLs: set notify.urls (or {URLS_ENV})")
     results = try_urls(n.urls, grid_title(cfg, False), n.urls_from)
-    for name, ok in results:
-        print(f"{name}: {'delivered' if ok else 'NOT delivered (check the URL, the token and the network)'}")
-    return EXIT_OK if all(ok for _, ok in results) else EXIT_RUNTIME
+    for name, why in results:
+        print(f"{name}: {'delivered' if why is None else f'NOT delivered: {why}'}")
+    return EXIT_OK if all(why is None for _, why in results) else EXIT_RUNTIME

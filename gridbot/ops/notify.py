@@ -15,18 +15,22 @@ error message and no report; a URL is named by its position and scheme only (``U
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections import deque
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
+from http import HTTPStatus
 from typing import Any, Callable, Sequence
 
 import requests
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from gridbot.core.errors import InputError
+from gridbot.exchange.net_errors import network_cause
 from gridbot.core.events import FillApplied, RoundTripCompleted
 
 log = logging.getLogger("grid_bot.notify")
@@ -36,6 +40,7 @@ DEFAULT_EVENTS = ("start", "stop", "exit", "digest", "error", "daily")
 URLS_ENV = "GRID_BOT_NOTIFY_URLS"
 HEARTBEAT_ENV = "GRID_BOT_HEARTBEAT_URL"
 OUTBOX_SIZE = 50
+WEB_SCHEMES = ("http", "https", "json", "jsons", "form", "forms", "xml", "xmls")  # a real host after ://
 ATTEMPTS = 3
 BACKOFF_S = (2.0, 8.0)  # waits between the attempts of one delivery
 
@@ -69,16 +74,25 @@ class NotifyConfig:
         return bool(self.urls or self.heartbeat_url)
 
     def secrets(self) -> list[str]:
-        """Every URL and each of its parts that may be a token, for the log's secret filter."""
+        """Every URL and each of its parts that may be a token, for the log's secret filter. The host of a
+        web URL (a webhook, a heartbeat) is no secret, and masking it would mangle every other line that
+        names that host (the paper simulator's 127.0.0.1); in any other scheme (tgram://TOKEN/...) the
+        part after ``://`` is the token itself."""
         out: list[str] = []
         for url in (*self.urls, self.heartbeat_url, self.heartbeat_fail_url):
             if not url:
                 continue
             out.append(url)
-            rest = url.split("://", 1)[-1]
+            scheme, _, rest = url.partition("://")
+            if scheme.lower() in WEB_SCHEMES:
+                parts = urlsplit(url)
+                host = parts.hostname or ""
+                rest = " ".join([parts.username or "", parts.password or "", parts.path, parts.query, parts.fragment])
+            else:
+                host = ""
             for sep in "/?&=@:#":
                 rest = rest.replace(sep, " ")
-            out.extend(part for part in rest.split() if len(part) >= 8)
+            out.extend(part for part in rest.split() if len(part) >= 8 and part != host)
         return out
 
 
@@ -95,13 +109,70 @@ def url_name(index: int, url: str) -> str:
     return f"URL {index + 1} ({scheme})"
 
 
+# The lines Apprise logs during one delivery. A context variable, not a thread's: Apprise may deliver on a
+# worker of its own, to which it hands the caller's context.
+_DELIVERY: ContextVar[list[str] | None] = ContextVar("delivery", default=None)
+
+
+class _Causes(logging.Handler):
+    """What Apprise says while it delivers, kept for the delivery in progress (``_DELIVERY``) and never passed
+    on: its lines can hold a URL's token. ``cause`` turns them into a fixed phrase."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        lines = _DELIVERY.get()
+        if lines is None:
+            return
+        try:
+            lines.append(record.getMessage())
+        except Exception:  # a plugin's malformed log call is no cause of ours
+            return
+        del lines[:-20]
+
+
+CAUSES = _Causes()
+
+
+def cause(lines: Sequence[str]) -> str:
+    """Why a delivery failed, as a fixed phrase (never Apprise's text, which may show a token)."""
+    text = " ".join(lines)
+    low = text.lower()
+    status = re.search(r"error=(\d{3})\b", text) or re.search(r"\b(?:status|code|HTTP)[ =:]*([1-5]\d\d)\b", text)
+    if status:
+        code = int(status[1])
+        try:
+            return f"the service answered HTTP {code} {HTTPStatus(code).phrase}"
+        except ValueError:
+            return f"the service answered HTTP {code}"
+    for needles, phrase in (
+            (("name or service not known", "name resolution", "nodename nor servname", "getaddrinfo",
+              "no address associated"), "its host name does not resolve (DNS)"),
+            (("connection refused",), "connection refused (nothing listens at that address)"),
+            (("timed out", "timeout"), "no answer in time"),
+            (("ssl", "certificate"), "a TLS/certificate error"),
+            (("network is unreachable", "no route to host"), "the network is unreachable"),
+            (("connection error", "connection aborted", "remotedisconnected", "connection reset"),
+             "the connection failed"),
+    ):
+        if any(n in low for n in needles):
+            return phrase
+    return "the service refused it (check the URL and its token)"
+
+
 def _apprise_targets(urls: Sequence[str], where: str = "notify.urls") -> list[Any]:
     """One Apprise object per URL, so each is delivered, retried and reported on its own."""
     import apprise  # imported only when notifications are configured: it loads a hundred plugins
 
     quiet = logging.getLogger("apprise")
     quiet.propagate = False          # Apprise logs URLs (and so tokens) in its own messages
-    quiet.setLevel(logging.CRITICAL + 1)
+    quiet.setLevel(logging.DEBUG)    # ... to CAUSES alone, which keeps them from every log and output
+    for h in list(quiet.handlers):
+        if h is not CAUSES:
+            quiet.removeHandler(h)
+    if CAUSES not in quiet.handlers:
+        quiet.addHandler(CAUSES)
     targets = []
     for i, url in enumerate(urls):
         target = apprise.Apprise()
@@ -110,6 +181,19 @@ def _apprise_targets(urls: Sequence[str], where: str = "notify.urls") -> list[An
                              f"https://github.com/caronc/apprise/wiki for the form of each service")
         targets.append(target)
     return targets
+
+
+def send_one(target: Any, msg: Message) -> str | None:
+    """Deliver one message to one URL now: None when delivered, else why not."""
+    lines: list[str] = []
+    token = _DELIVERY.set(lines)
+    try:
+        ok = bool(target.notify(title=msg.title, body=msg.body))
+    except Exception as e:  # a plugin's own failure is a failed delivery, never the bot's
+        return cause([*lines, type(e).__name__])
+    finally:
+        _DELIVERY.reset(token)
+    return None if ok else cause(lines)
 
 
 class Outbox:
@@ -141,10 +225,58 @@ class Outbox:
         with self.cond:
             return not self.items
 
+    def wake(self) -> None:
+        with self.cond:
+            self.cond.notify_all()
+
+
+class Channel:
+    """One URL: its own outbox and delivery thread, so a slow or dead URL never delays another."""
+
+    def __init__(self, name: str, target: Any, stop_event: threading.Event,
+                 send: Callable[[Any, Message], str | None]) -> None:
+        self.name, self.target, self.stop_event, self.send = name, target, stop_event, send
+        self.outbox = Outbox()
+        self.busy = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"notify {name}", daemon=True)
+        self.delivered = self.failed = 0
+        self.last: tuple[str, str | None] | None = None   # the last message's kind and its failure (None: delivered)
+
+    def idle(self) -> bool:
+        return self.outbox.empty() and not self.busy.is_set()
+
+    def _run(self) -> None:
+        while not self.stop_event.is_set():
+            msg = self.outbox.get(1.0)
+            if msg is None:
+                continue
+            self.busy.set()
+            try:
+                self._deliver(msg)
+            finally:
+                self.busy.clear()
+
+    def _deliver(self, msg: Message) -> None:
+        why: str | None = "not tried"
+        for attempt in range(ATTEMPTS):
+            if self.stop_event.is_set():
+                break
+            why = self.send(self.target, msg)
+            if why is None:
+                self.delivered += 1
+                break
+            if attempt + 1 < ATTEMPTS:
+                self.stop_event.wait(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
+        else:
+            self.failed += 1
+            log.warning("notification %r to %s not delivered after %d attempts (%s): dropped", msg.kind, self.name,
+                        ATTEMPTS, why)
+        self.last = (msg.kind, why)
+
 
 class Notifier:
-    """The outbox, its delivery thread and the heartbeat. ``health`` says whether the grid is healthy
-    (loop running, exchange reachable, orders in sync); it is read on the delivery thread."""
+    """The URLs' channels and the heartbeat. ``health`` says whether the grid is healthy (loop running,
+    exchange reachable, orders in sync); it is read on the heartbeat's thread."""
 
     def __init__(self, cfg: NotifyConfig, *, grid: str, health: Callable[[], bool] = lambda: True,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
@@ -153,79 +285,59 @@ class Notifier:
         self.grid = grid
         self.health = health
         self.clock, self.sleep_fn = clock, sleep
-        self.targets = _apprise_targets(cfg.urls, cfg.urls_from) if cfg.urls else []
-        self.outbox = Outbox()
-        self.http = http or requests.Session()
         self.stop_event = threading.Event()
-        self.busy = threading.Event()  # a message is being delivered
-        self.thread = threading.Thread(target=self._run, name="notify", daemon=True)
+        targets = _apprise_targets(cfg.urls, cfg.urls_from) if cfg.urls else []
+        self.channels = [Channel(url_name(i, url), t, self.stop_event, send_one)
+                         for i, (url, t) in enumerate(zip(cfg.urls, targets))]
+        self.http = http or requests.Session()
         # The heartbeat has a thread of its own: a slow notification receiver must not delay it (a late
         # heartbeat is a false alarm at the checker).
         self.beat_thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
-        self.delivered = 0
-        self.failed = 0
         self.heartbeats = 0
+
+    @property
+    def delivered(self) -> int:
+        return sum(c.delivered for c in self.channels)
+
+    @property
+    def failed(self) -> int:
+        return sum(c.failed for c in self.channels)
 
     # -- the bot's side: never blocks
     def wants(self, kind: str) -> bool:
-        return bool(self.targets) and kind in self.cfg.events
+        return bool(self.channels) and kind in self.cfg.events
 
     def send(self, kind: str, title: str, body: str) -> None:
         if self.wants(kind):
-            self.outbox.put(Message(kind, f"{self.grid}: {title}", body))
+            msg = Message(kind, f"{self.grid}: {title}", body)
+            for c in self.channels:
+                c.outbox.put(msg)
 
     def start(self) -> "Notifier":
-        self.thread.start()
+        for c in self.channels:
+            c.thread.start()
         if self.cfg.heartbeat_url:
             self.beat_thread.start()
         return self
 
     def close(self, timeout: float = 10.0) -> None:
-        """Deliver what is queued (the stop message) for up to ``timeout`` s, then stop the thread."""
+        """Deliver what is queued (the stop message) for up to ``timeout`` s, each URL on its own, then stop;
+        say for each URL whether its last message arrived, and why not."""
         deadline = self.clock() + timeout
-        while (not self.outbox.empty() or self.busy.is_set()) and self.clock() < deadline \
-                and self.thread.is_alive():
+        while not all(c.idle() for c in self.channels) and self.clock() < deadline:
             time.sleep(0.05)
-        if not self.outbox.empty() or self.busy.is_set():
-            log.warning("notifications still undelivered after %g s: given up", timeout)
         self.stop_event.set()
-        with self.outbox.cond:
-            self.outbox.cond.notify()
+        for c in self.channels:
+            c.outbox.wake()
+            if not c.idle():
+                log.warning("the last notifications to %s were not delivered within %g s (%s): given up", c.name,
+                            timeout, c.last[1] if c.last is not None and c.last[1] else "still trying")
+            elif c.last is not None and c.last[1] is None:
+                log.info("the last notification (%s) was delivered to %s", c.last[0], c.name)
+            elif c.last is not None:
+                log.warning("the last notification (%s) was NOT delivered to %s: %s", c.last[0], c.name, c.last[1])
 
-    # -- the delivery thread
-    def _run(self) -> None:
-        while not self.stop_event.is_set():
-            msg = self.outbox.get(1.0)
-            if msg is not None:
-                self.busy.set()
-                try:
-                    self._deliver(msg)
-                finally:
-                    self.busy.clear()
-
-    def _deliver(self, msg: Message) -> None:
-        for i, target in enumerate(self.targets):
-            name = url_name(i, self.cfg.urls[i])
-            for attempt in range(ATTEMPTS):
-                if self.stop_event.is_set():
-                    return
-                if self._send_one(target, msg):
-                    self.delivered += 1
-                    break
-                if attempt + 1 < ATTEMPTS:
-                    self.stop_event.wait(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
-            else:
-                self.failed += 1
-                log.warning("notification %r to %s not delivered after %d attempts: dropped", msg.kind, name,
-                            ATTEMPTS)
-
-    @staticmethod
-    def _send_one(target: Any, msg: Message) -> bool:
-        try:
-            return bool(target.notify(title=msg.title, body=msg.body))
-        except Exception:  # a plugin's own failure is a failed delivery, never the bot's
-            return False
-
+    # -- the heartbeat's thread
     def _beat(self) -> None:
         """Request the heartbeat URL every interval: as it is while healthy, its failure form while not.
         Nothing is sent before the bot has been healthy once (its grid placed, or resumed and reconciled):
@@ -243,19 +355,15 @@ class Notifier:
                 self.http.get(target, timeout=(5, 10))
                 self.heartbeats += 1
             except requests.RequestException as e:
-                log.warning("heartbeat not delivered (%s)", type(e).__name__)
+                log.warning("heartbeat not delivered (%s)", network_cause(e))
             self.stop_event.wait(self.cfg.heartbeat_interval)
 
 
-def try_urls(urls: Sequence[str], grid: str, where: str = "notify.urls") -> list[tuple[str, bool]]:
-    """``notify-test``: one message to each URL, synchronously; (name, delivered) per URL."""
+def try_urls(urls: Sequence[str], grid: str, where: str = "notify.urls") -> list[tuple[str, str | None]]:
+    """``notify-test``: one message to each URL, synchronously; (name, None if delivered else why not) per URL."""
     targets = _apprise_targets(urls, where)
-    out = []
-    for i, target in enumerate(targets):
-        ok = Notifier._send_one(target, Message("start", f"{grid}: test message",
-                                                "If you read this, grid_bot's notifications reach you."))
-        out.append((url_name(i, urls[i]), ok))
-    return out
+    msg = Message("start", f"{grid}: test message", "If you read this, grid_bot's notifications reach you.")
+    return [(url_name(i, urls[i]), send_one(target, msg)) for i, target in enumerate(targets)]
 
 
 # ------------------------------------------------------------------------------ what to say and when
