@@ -122,7 +122,12 @@ def test_bad_config_is_one_line_exit_2_and_nothing_sent(tmp_path, quiet_sim, cha
 
 def test_missing_and_broken_config_files(tmp_path):
     r = run_bot(["--config", str(tmp_path / "nope.json")], tmp_path)
-    assert r.returncode == 2 and "config file not found" in r.stderr and "--paper" in r.stderr
+    assert r.returncode == 2 and "config file not found" in r.stderr and "give --config" in r.stderr
+    # --paper from another folder: where it looked, and no "try --paper" to a user who gave it
+    r = run_bot(["--paper"], tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert f"config file not found: config.json in {tmp_path}, the current folder" in r.stderr
+    assert "try --paper" not in r.stderr
     bad = tmp_path / "bad.json"
     bad.write_text('{"trading": {"symbol": "SOL_USDC",}}')
     r = run_bot(["--config", str(bad)], tmp_path)

@@ -232,6 +232,8 @@ def test_a_scripted_run_notifies_start_digest_error_and_stop_with_a_heartbeat(tm
         assert "Stopped: SIGTERM received" in stop["message"] and "round trips 1" in stop["message"]
     log = (tmp_path / "grid_bot.log").read_text()
     assert "DEBUG" in log                                        # the log ran at DEBUG
+    # a fill is told before the counter-order it causes
+    assert 0 <= log.index("fill: Bid 0.50 @ 148.00") < log.index("placing Ask 0.50 @ 150.00")
     for secret in ("SECRETHOOK123", "abc123secretuuid", rx.url("/notify/SECRETHOOK123")):
         assert secret not in log
 
@@ -292,7 +294,7 @@ def test_a_dead_url_beside_a_live_one_delays_nothing_and_the_last_message_is_acc
         proc = run_bot(path)
         try:
             wait_until(lambda: "config (SOL_USDC grid): started" in titles(live), timeout=30, message="the start")
-            first_try = dead.received[0].at
+            first_try = wait_until(lambda: dead.received, timeout=10, message="the dead URL's first try")[0].at
             arrived = next(r.at for r in live.received if r.body["title"].endswith("started"))
             # Side by side: the live URL had it while the dead one still hung on its first attempt (which
             # lasts Apprise's 4 s read timeout; one after the other, the live URL would wait at least that).
@@ -337,6 +339,8 @@ def test_an_exit_is_told_with_its_reason_then_the_stop(tmp_path, quiet_sim):
         stop = next(m for m in rx.messages() if m["title"].endswith("stopped"))
         assert "Stopped: stop-loss price" in stop["message"]
         assert titles(rx).index(exit_msg["title"]) < titles(rx).index(stop["title"])
+    log = (tmp_path / "grid_bot.log").read_text()
+    assert log.count("all of this grid's orders are cancelled") == 1      # said by the exit, not again at the stop
 
 
 def test_orders_held_back_for_funds_are_told_once_after_error_after_and_once_when_they_recover(tmp_path, quiet_sim):

@@ -121,6 +121,7 @@ class Executor:
 
     # -------------------------------------------------------------------------- performing
     def perform(self, g: ActiveGrid, actions: Sequence[Action]) -> None:
+        g.publish()   # what led to these actions (a fill) is told before them ("placing ...")
         places = [a for a in actions if isinstance(a, Place)]
         if places:
             self.place(g, places)
@@ -265,6 +266,8 @@ class Executor:
         """Cancel every order of ``g``'s grid, and only those, until a snapshot confirms it. Returns
         whether none is left."""
         om = g.om
+        if not om.live_orders():
+            return True   # nothing to cancel (an exit cancelled them already): nothing to say twice
         deadline = self.clock() + timeout
         while om.live_orders() and self.clock() < deadline:
             self.perform(g, [*om.request_cancels(), *om.take_lookups(self.wall_ms())])

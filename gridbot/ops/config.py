@@ -201,8 +201,9 @@ def read_json(path: str) -> dict:
         with open(path, "rb") as fh:
             raw_bytes = fh.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path} (copy config.json from the project and edit it, "
-                          f"or try --paper)") from None
+        where = "" if os.path.isabs(path) else f" in {os.getcwd()}, the current folder"
+        raise ConfigError(f"config file not found: {path}{where} (give --config with its path, or copy config.json "
+                          f"from the project's folder and edit it)") from None
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot read config file {path}: {getattr(e, 'strerror', None) or e}") from None
     if len(raw_bytes) > MAX_CONFIG_BYTES:
