@@ -158,6 +158,12 @@ class PaperExchange:
     def urls(self) -> dict[str, str]:
         return self.sim.urls()
 
+    def freeze(self) -> None:
+        """The bot is stopping: the paper market's price stands still from now on, so that no paper order
+        fills after the bot's last look at its fills (a real exchange would go on; the next paper run on
+        live prices takes the price up again where the real market is then)."""
+        self.sim.feed.pause(True)
+
     def save(self) -> None:
         from simulator import persist
 

@@ -103,6 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                       systemd=SystemdNotify())
         if args.paper:
             bot.paper = "live" if live else "random"
+            bot.on_stopping.append(sim.freeze)
         install_signals(bot)
         if notifier is not None:
             notifier.health = bot.healthy

@@ -59,6 +59,11 @@ class ActiveGrid:
     def symbol(self) -> str:
         return self.om.grid.symbol
 
+    def note_price(self, price: Decimal, now_ms: int) -> None:
+        """The last price, saved with the grid: ``status`` and ``report`` value the grid at it."""
+        self.om.risk.last_price, self.om.risk.last_price_ms = price, now_ms
+        self.om.risk_changed()
+
     def save(self) -> None:
         """Write what changed since the last save, if anything did."""
         if self.store is not None and self.grid_id is not None and self.om.version != self._saved_version:

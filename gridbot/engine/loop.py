@@ -103,6 +103,7 @@ class GridBot:
         self.waits = WaitWatch()     # levels waiting longer than three intervals, told once
         self.notifier = notifier
         self.systemd = systemd or SystemdNotify(env={})   # READY and the watchdog, under systemd only
+        self.on_stopping: list[Callable[[], None]] = []    # called as the stop begins (paper mode: market frozen)
         self.digest: Digest | None = None
         self.watch: ErrorWatch | None = None
         self.risk: GridRisk | None = None    # exits and trailing (risk.py), once the grid is known
@@ -448,17 +449,11 @@ class GridBot:
         assert self.g is not None and self.last is not None
         self.waits.check(self.g.om, self.clock(), self.wall_ms(), self.price, 3 * self.t.interval)
         now_ms = self.wall_ms()
-        self.note_last_price(now_ms)
+        self.g.note_price(self.last.price, now_ms)
         if self.store is not None and self.g.grid_id is not None:
             self.store.add_price(self.g.grid_id, now_ms, self.last.price)
         source = "" if self.last.source is PriceSource.STREAM or not self.t.use_websocket else " (REST)"
         log.info("%s", format_stats(self.g.om.stats(self.price), self.g.om.grid, self.clock() - self.started, source))
-
-    def note_last_price(self, now_ms: int) -> None:
-        """The last price, saved with the grid: ``status`` and ``report`` value the grid at it."""
-        if self.g is not None and self.last is not None:
-            self.g.om.risk.last_price, self.g.om.risk.last_price_ms = self.last.price, now_ms
-            self.g.om.risk_changed()
 
     # -- stopping
     def shutdown(self) -> None:
@@ -468,6 +463,8 @@ class GridBot:
         log.info("stopping: %s", self.stop_reason or "asked to stop")
         if self.stream is not None:
             self.stream.stop()
+        for hook in self.on_stopping:
+            hook()
         closed = False
         if self.t.on_exit == "keep":
             log.info("on_exit is keep: leaving %d order(s) on the book; the next start resumes this grid",
@@ -477,7 +474,8 @@ class GridBot:
         result = self.executor.sync(self.g, orders=False)  # the last fills
         if not result.ok:
             log.warning("cannot read the last fills: %s", result.error)
-        self.note_last_price(self.wall_ms())
+        if self.last is not None:
+            self.g.note_price(self.last.price, self.wall_ms())
         self.g.save()
         self.executor.close()
         ex = self.g.om.risk.exit
