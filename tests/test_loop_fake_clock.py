@@ -222,3 +222,33 @@ def test_a_signal_that_lands_inside_the_loops_queue_never_deadlocks_it(fake_bot)
     assert not bot.stop_event.is_set()                     # noted only
     bot.step(0)
     assert bot.stop_event.is_set() and bot.stop_reason == "SIGTERM received"
+
+
+def test_a_main_loop_that_stops_turning_is_unhealthy_and_stops_the_watchdog(fake_bot, tmp_path):
+    """The heartbeat's health and systemd's watchdog both come from the loop's turns: a loop that stops
+    (a deadlock, a stuck call) stops the success pings while the process, and its other threads, live on."""
+    import socket
+    from gridbot.ops.systemd_notify import SystemdNotify
+    bot, clock, _ = fake_bot()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.bind(str(tmp_path / "notify"))
+        s.settimeout(0)
+        bot.systemd = SystemdNotify(env={"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "4000000"},
+                                    clock=clock.monotonic)
+
+        def kicks() -> int:
+            n = 0
+            while True:
+                try:
+                    n += s.recv(100) == b"WATCHDOG=1"
+                except BlockingIOError:
+                    return n
+
+        for _ in range(5):                  # a turning loop: healthy, pinging
+            clock.advance(1)
+            bot.step(0)
+        assert bot.healthy() and kicks() == 5
+        clock.advance(61)                   # the loop stuck for a minute: no turn, no ping
+        assert not bot.healthy() and kicks() == 0
+        bot.step(0)                         # it turns again
+        assert bot.healthy() and kicks() == 1
