@@ -133,3 +133,15 @@ def test_no_yield_is_annualised_before_30_days_and_no_break_even_without_base_wo
     sold = Ledger("SOL", "USDC", position=D("-1.99999"), quote_flow=D("290"))    # after a stop-loss sale
     assert figures(start, sold, D("150"), 3600).break_even is None                  # not "4049.36"
     assert figures(start, Ledger("SOL", "USDC"), D("150"), 3600).break_even == D("150")
+
+
+def test_a_grid_without_fills_reports_its_zero_fees_with_their_unit(tmp_path, quiet_sim, capsys):
+    path, signer = write_config(tmp_path, quiet_sim)
+    with BotThread(path, store=StateStore(os.path.join(tmp_path, "grid_state.db"))) as b:
+        wait_until(lambda: len(open_orders_of(SimControl(quiet_sim.rest_url).state(), signer.api_key)) == 9,
+                   timeout=20, message="the grid")
+        wait_until(lambda: b.bot.polls >= 2, timeout=20, message="a logged price")   # the figures need one
+        assert b.stop().error is None
+    text = cli(capsys, "report", "--config", path)
+    assert "  fees                0 USDC (0 USDC in all)" in text.splitlines()
+    assert "fees 0 USDC" in cli(capsys, "status", "--config", path)

@@ -115,7 +115,7 @@ def print_report(r: dict[str, Any], show_fills: bool) -> None:
         print("figures: none yet (the grid has not started, or no price has been recorded)")
     else:
         s = f["start_funds"]
-        fees = ", ".join(f"{fmt_amount(Decimal(v))} {k}" for k, v in f["fees"].items() if Decimal(v)) or "0"
+        fees = ", ".join(f"{fmt_amount(Decimal(v))} {k}" for k, v in f["fees"].items() if Decimal(v)) or f"0 {q}"
         print()
         print(f"  starting funds      {fmt_amount(Decimal(s['base']))} {b} + {fmt_amount(Decimal(s['quote']), 6)} {q} "
               f"at {s['price']} = {fmt_amount(Decimal(f['start_value']), 6)} {q}")
