@@ -155,8 +155,8 @@ def test_a_resumed_sale_waits_its_signature_window_once_not_once_per_order(quiet
     sleeps: list[float] = []
     runner = ExitRunner(client, Executor(client, post_only=True, wall_ms=lambda: now, clock=_time.monotonic,
                                          sleep=sleeps.append), rules, RiskConfig(), window_ms=5000,
-                        sleep=sleeps.append)
+                        sleep=sleeps.append, wall_ms=lambda: now)
     g = ActiveGrid(om, None, None, now, lambda: now)
-    assert runner.settle_orders(g)                       # a resumed sale: every order looked up
-    assert sleeps == [5.0]                               # one window, not three
+    assert runner.sell(g)                                # a resumed sale: every order looked up, nothing sold again
+    assert sleeps == [6.0]                               # one window (and a second), not three
     assert om.risk.exit.sale.sold == D("1.5")

@@ -65,6 +65,7 @@ class Sale:
     fees: Decimal = ZERO               # in quote
     done: bool = False
     note: str = ""                     # why it ended short, if it did
+    sent_ms: int = 0                   # when its last order was sent (0: before this was recorded)
 
     @property
     def left(self) -> Decimal:
@@ -73,12 +74,13 @@ class Sale:
     def to_json(self) -> dict:
         return {"target": f"{self.target:f}", "floor": f"{self.floor:f}", "orders": self.orders,
                 "sold": f"{self.sold:f}", "proceeds": f"{self.proceeds:f}", "fees": f"{self.fees:f}",
-                "done": self.done, "note": self.note}
+                "done": self.done, "note": self.note, "sent_ms": self.sent_ms}
 
     @classmethod
     def from_json(cls, d: dict) -> "Sale":
         return cls(Decimal(d["target"]), Decimal(d["floor"]), [int(x) for x in d["orders"]], Decimal(d["sold"]),
-                   Decimal(d["proceeds"]), Decimal(d["fees"]), bool(d["done"]), str(d.get("note", "")))
+                   Decimal(d["proceeds"]), Decimal(d["fees"]), bool(d["done"]), str(d.get("note", "")),
+                   int(d.get("sent_ms", 0)))
 
 
 @dataclass

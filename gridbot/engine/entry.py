@@ -1,30 +1,30 @@
 """The entry purchase: before a new grid is laid out, buy the base its sells (and its fee reserve) need
 and the account lacks, with IOC limit buys no worse than the last price x (1 + ``risk.max_slippage``).
 
-Crash-safe like every order (docs/architecture.md "Money in motion"): the grid's row, with the purchase's target,
-its cap and each order's clientId, is in the state file before the order is sent. A restarted bot waits
-until the last order's signature window has passed, looks every order up by clientId, and buys only
-what the fills found so far leave; it never buys twice. A purchase that cannot be completed within the
-cap is reported and the start refused (exit 2) rather than starting a lopsided grid; nothing is placed.
+One IOC campaign (ioc_campaign.py), crash-safe like every order (docs/architecture.md "Money in motion"):
+the grid's row, with the purchase's target, its cap and each order's clientId, is in the state file before
+the order is sent. A restarted bot waits until the last order's signature window has passed, looks every
+order up by clientId, and buys only what the fills found so far leave; it never buys twice. A purchase
+that cannot be completed within the cap is reported and the start refused (exit 2) rather than starting a
+lopsided grid; nothing is placed.
 """
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from decimal import ROUND_DOWN, Decimal
+from decimal import Decimal
 from typing import Any, Callable
 
-from backpack_api import BackpackClient, BackpackError, OrderRejected, OrderRequest
+from backpack_api import BackpackClient
 from gridbot.core.errors import StartRefused
-from gridbot.core.models import MarketRules, Side
-from gridbot.ops.reports import fmt_amount
+from gridbot.core.models import Fill, MarketRules, Side
 from gridbot.core.risk import buy_ceiling
+from gridbot.engine.ioc_campaign import IocCampaign, Paused, down_to_step
+from gridbot.ops.reports import fmt_amount
 
 log = logging.getLogger("grid_bot")
 
-MAX_ORDERS = 10
-MAX_EMPTY = 2
 ZERO = Decimal(0)
 
 
@@ -52,6 +52,9 @@ class Entry:
 
 
 class EntryPurchase:
+    """The purchase as an IOC campaign (ioc_campaign.py): buys at the ceiling; a fill's base is not the
+    grid's (the grid starts with it), so the totals are the orders' fills, summed again at each settle."""
+
     def __init__(self, client: BackpackClient, rules: MarketRules, *, window_ms: int, wall_ms: Callable[[], int],
                  sleep: Callable[[float], None] = time.sleep, new_client_id: Callable[[], int],
                  save: Callable[[Entry], None]) -> None:
@@ -68,81 +71,50 @@ class EntryPurchase:
         StartRefused (the start refused) when it ends short. ``quote_kept``: the quote the grid's buys
         will lock, which the purchase must leave free."""
         r = self.rules
-        if e.orders:
-            wait = (e.sent_ms + self.window_ms - self.wall_ms()) / 1000 + 1
-            if wait > 0:
-                self.sleep(wait)   # the last order may still arrive until its window has passed
-        self.settle(e)
-        empty = 0
-        while not e.done:
-            left = ((e.target - e.bought) / r.step_size).to_integral_value(ROUND_DOWN) * r.step_size
-            if left <= 0:
-                e.done = True
-                break
-            if left < r.min_quantity:
-                left = r.min_quantity
-            if len(e.orders) >= MAX_ORDERS or empty >= MAX_EMPTY:
-                e.note = f"no seller at or below {e.ceiling} for the rest"
-                break
-            try:
-                price = self.client.ticker_price(r.symbol)
-                free_quote = self.client.balances().get(r.quote, (ZERO, ZERO))[0]
-            except BackpackError as ex:
-                raise StartRefused(f"the entry purchase cannot read the price or balances: {ex}; nothing was placed, "
-                                 f"start again") from None
-            if price > e.ceiling:
-                e.note = f"the price {price} rose above the cap {e.ceiling}"
-                break
-            if free_quote - quote_kept < left * e.ceiling:
-                e.note = (f"the free {r.quote} ({fmt_amount(free_quote)}) does not cover the grid's buys "
-                          f"({fmt_amount(quote_kept)}) and {left} {r.base} at up to {e.ceiling}")
-                break
+        campaign = IocCampaign(self.client, r, Side.BID, e.ceiling, label="entry", what="purchase", window_ms=self.window_ms,
+                               wall_ms=self.wall_ms, sleep=self.sleep)
+        fills: dict[int, dict[int, Fill]] = {}   # clientId -> its fills by trade id
+
+        def left() -> tuple[Decimal, str]:
+            qty = down_to_step(e.target - e.bought, r)
+            return (ZERO, "") if qty <= 0 else (max(qty, r.min_quantity), "")
+
+        def fit(qty: Decimal, balances: dict[str, tuple[Decimal, Decimal]]) -> tuple[Decimal, str]:
+            free_quote = balances.get(r.quote, (ZERO, ZERO))[0]
+            if free_quote - quote_kept < qty * e.ceiling:
+                return ZERO, (f"the free {r.quote} ({fmt_amount(free_quote)}) does not cover the grid's buys "
+                              f"({fmt_amount(quote_kept)}) and {qty} {r.base} at up to {e.ceiling}")
+            return qty, ""
+
+        def reserve() -> int:
             cid = self.new_client_id()
             e.orders.append(cid)
-            e.sent_ms = self.wall_ms()
-            self.save(e)   # its clientId is on disk before it is sent
-            before = e.bought
-            log.info("entry: IOC buy %s %s @ %s (clientId %d)", left, r.base, e.ceiling, cid)
-            try:
-                self.client.place_order(OrderRequest(r.symbol, Side.BID, e.ceiling, left, cid, post_only=False,
-                                                     time_in_force="IOC"))
-            except OrderRejected as ex:
-                e.note = f"the exchange refused the purchase: {ex.message or ex.code}"
-                break
-            except BackpackError as ex:
-                log.warning("entry: no answer for the purchase (%s); looking it up by clientId once its window has "
-                            "passed", ex)
-                self.sleep(self.window_ms / 1000 + 1)
-            self.settle(e)
-            empty = empty + 1 if e.bought == before else 0
-        self.save(e)
-        if not e.done:
+            return cid
+
+        def settle(cids: list[int]) -> None:
+            since = (e.sent_ms or self.wall_ms()) - 600_000
+            for cid in cids:
+                fills[cid] = {f.trade_id: f for f in campaign.fills_of(cid, since)}
+            every = [f for by_trade in fills.values() for f in by_trade.values()]
+            e.bought = sum((f.quantity for f in every), ZERO)
+            e.spent = sum((f.price * f.quantity for f in every), ZERO)
+            fees: dict[str, Decimal] = {}
+            for f in every:
+                fees[f.fee_symbol] = fees.get(f.fee_symbol, ZERO) + f.fee
+            e.fees = {k: f"{v:f}" for k, v in fees.items()}
+
+        try:
+            campaign.run(e, left=left, fit=fit, reserve=reserve, save=lambda: self.save(e), settle=settle,
+                         filled=lambda: e.bought)
+        except Paused as p:
+            raise StartRefused(f"the entry purchase {p}; start again (its orders are looked up again, never "
+                               f"bought twice)") from None
+        if e.bought < e.target and down_to_step(e.target - e.bought, r) > 0:
+            e.done = False     # short: the next start of a grid buys what is still missing
+            self.save(e)
             raise StartRefused(f"the entry purchase bought {fmt_amount(e.bought)} of {fmt_amount(e.target)} {r.base} "
-                             f"(for {fmt_amount(e.spent)} {r.quote}): {e.note}. Refusing to start a lopsided grid: "
-                             f"nothing was placed, and what was bought stays in the account (the next start buys "
-                             f"only what is still missing)")
+                               f"(for {fmt_amount(e.spent)} {r.quote}): {e.note}. Refusing to start a lopsided grid: "
+                               f"nothing was placed, and what was bought stays in the account (the next start buys "
+                               f"only what is still missing)")
         log.info("entry: bought %s %s for %s %s (at most %s)", fmt_amount(e.bought), r.base, fmt_amount(e.spent),
                  r.quote, e.ceiling)
-
-    def settle(self, e: Entry) -> None:
-        """Every purchase order looked up by clientId: the totals from their fills (idempotent)."""
-        since = (e.sent_ms or self.wall_ms()) - 600_000
-        bought, spent, fees = ZERO, ZERO, {}
-        for cid in e.orders:
-            for attempt in range(3):
-                try:
-                    order = self.client.find_order(self.rules.symbol, cid, since_ms=since, side=Side.BID)
-                    fills = (self.client.fills(self.rules.symbol, from_ms=since, order_id=order.id)
-                             if order is not None and order.executed_quantity > 0 else [])
-                    break
-                except BackpackError as ex:
-                    if attempt == 2:
-                        raise StartRefused(f"the entry purchase cannot look up its order {cid}: {ex}; start again (it "
-                                         f"is looked up again, never bought twice)") from None
-                    self.sleep(1.0)
-            for f in fills:
-                bought += f.quantity
-                spent += f.price * f.quantity
-                fees[f.fee_symbol] = fees.get(f.fee_symbol, ZERO) + f.fee
-        e.bought, e.spent = bought, spent
-        e.fees = {k: f"{v:f}" for k, v in fees.items()}

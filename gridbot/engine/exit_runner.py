@@ -1,35 +1,35 @@
 """Carrying out an exit over the signed REST client: cancel the grid's orders, then (``on_stop:
 sell_base``) sell the grid's base with IOC limit orders no worse than the cap.
 
-Crash-safe by construction (docs/architecture.md "Money in motion"): the exit (reason, price, time, phase) is in
-the state file before the first cancel; the sale's target and floor before its first order; each sale
-order's clientId before it is sent. A restarted bot continues from the saved phase: it looks each sale
-order up by clientId (its fills come through the manager's ledger once, by trade id), sells only what
-is left, and never more than the free balance, so a sale is never made twice.
+Crash-safe by construction (docs/architecture.md "Money in motion"): the exit (reason, price, time, phase)
+is in the state file before the first cancel; the sale's target and floor before its first order; each
+sale order's clientId before it is sent (the sale is an IOC campaign, ioc_campaign.py, as the entry
+purchase is). A restarted bot continues from the saved phase: it looks each sale order up by clientId (its
+fills come through the manager's ledger once, by trade id), sells only what is left, and never more than
+the free balance, so a sale is never made twice.
 """
 from __future__ import annotations
 
 import logging
-from decimal import ROUND_DOWN, Decimal
+from decimal import Decimal
 from typing import Callable
 
-from backpack_api import BackpackClient, BackpackError, OrderRejected, OrderRequest
-from gridbot.engine.executor import ActiveGrid, Executor
+from backpack_api import BackpackClient, BackpackError
 from gridbot.core.models import MarketRules, Side
-from gridbot.ops.reports import fmt_amount
 from gridbot.core.risk import RiskConfig, Sale, sale_floor
+from gridbot.engine.executor import ActiveGrid, Executor
+from gridbot.engine.ioc_campaign import IocCampaign, Paused, down_to_step
+from gridbot.ops.reports import fmt_amount
 
 log = logging.getLogger("grid_bot")
 
-MAX_SALE_ORDERS = 10     # IOC orders per sale at most; what is left then is reported
-MAX_EMPTY_ROUNDS = 2     # IOC orders in a row that sold nothing: no buyer within the cap
+ZERO = Decimal(0)
 
 
 def sale_target(grid_base: Decimal, free: Decimal, rules: MarketRules) -> tuple[Decimal, str]:
     """What the sale sells: the grid's own base, never more than the free balance, down to the step.
     With a note when that is less than the grid's base or nothing at all."""
-    qty = max(Decimal(0), min(grid_base, free))
-    qty = (qty / rules.step_size).to_integral_value(ROUND_DOWN) * rules.step_size
+    qty = down_to_step(max(ZERO, min(grid_base, free)), rules)
     note = ""
     if grid_base > free:
         note = (f"the grid holds {fmt_amount(grid_base)} {rules.base} but only {fmt_amount(free)} is free: "
@@ -42,9 +42,9 @@ def sale_target(grid_base: Decimal, free: Decimal, rules: MarketRules) -> tuple[
 
 class ExitRunner:
     def __init__(self, client: BackpackClient, executor: Executor, rules: MarketRules, cfg: RiskConfig, *,
-                 window_ms: int, sleep: Callable[[float], None]) -> None:
+                 window_ms: int, sleep: Callable[[float], None], wall_ms: Callable[[], int]) -> None:
         self.client, self.executor, self.rules, self.cfg = client, executor, rules, cfg
-        self.window_ms, self.sleep = window_ms, sleep
+        self.window_ms, self.sleep, self.wall_ms = window_ms, sleep, wall_ms
 
     def carry_out(self, g: ActiveGrid, price: Decimal) -> bool:
         """Take the exit as far as it goes now; True when it is done (the grid is finished)."""
@@ -85,89 +85,51 @@ class ExitRunner:
         return ex.phase == "done"
 
     def sell(self, g: ActiveGrid) -> bool:
-        """IOC sells at the floor while the price stays at or above it. True when the sale is over (sold,
-        or stopped short with a note)."""
+        """The sale as an IOC campaign (ioc_campaign.py): sells at the floor while the price stays at or
+        above it, never more than the free base; its fills go through the grid's ledger (they are the grid's
+        base being sold). True when the sale is over (sold, or stopped short with a note); False when it
+        must be tried again (the exchange did not answer)."""
         om = g.om
-        sale = om.risk.exit.sale  # type: ignore[union-attr]
-        assert sale is not None
-        if not self.settle_orders(g):
+        ex = om.risk.exit
+        assert ex is not None and ex.sale is not None
+        sale, r = ex.sale, self.rules
+        campaign = self.campaign(sale)
+        since = ex.time_ms - 60_000
+
+        def left() -> tuple[Decimal, str]:
+            qty = down_to_step(sale.left, r)
+            if sale.target == 0 or qty < r.min_quantity:
+                return ZERO, (f"{fmt_amount(sale.left)} {r.base} left is below the minimum order quantity "
+                              f"{r.min_quantity}" if sale.left > 0 and sale.target > 0 else "")
+            return qty, ""
+
+        def fit(qty: Decimal, balances: dict[str, tuple[Decimal, Decimal]]) -> tuple[Decimal, str]:
+            free = balances.get(r.base, (ZERO, ZERO))[0]
+            qty = min(qty, down_to_step(free, r))
+            return (qty, "") if qty >= r.min_quantity else (ZERO, f"only {fmt_amount(free)} {r.base} is free")
+
+        def settle(cids: list[int]) -> None:
+            for cid in cids:
+                for f in campaign.fills_of(cid, since):
+                    om.apply_fill(f)       # once per trade id: the ledger and the sale's totals
+            g.publish()
+
+        def save() -> None:
+            om.risk_changed()
+            g.save()
+
+        try:
+            campaign.run(sale, left=left, fit=fit, reserve=om.new_sale_order, save=save, settle=settle,
+                         filled=lambda: sale.sold)
+        except Paused as p:
+            log.warning("exit: the sale %s; trying again", p)
             return False
-        empty = 0
-        while not sale.done:
-            left = (sale.left / self.rules.step_size).to_integral_value(ROUND_DOWN) * self.rules.step_size
-            if left < self.rules.min_quantity or sale.target == 0:
-                sale.done = True
-                if sale.left > 0 and sale.target > 0:
-                    sale.note = (f"{fmt_amount(sale.left)} {self.rules.base} left is below the minimum order "
-                                 f"quantity {self.rules.min_quantity}")
-                break
-            if len(sale.orders) >= MAX_SALE_ORDERS or empty >= MAX_EMPTY_ROUNDS:
-                sale.done = True
-                sale.note = sale.note or f"no buyer at or above {sale.floor} for the rest"
-                break
-            try:
-                price = self.client.ticker_price(self.rules.symbol)
-                free = self.client.balances().get(self.rules.base, (Decimal(0), Decimal(0)))[0]
-            except BackpackError as e:
-                log.warning("exit: cannot read the price or balances (%s); trying again", e)
-                return False
-            if price < sale.floor:
-                sale.done = True
-                sale.note = f"the price {price} fell below the cap {sale.floor}"
-                break
-            qty = min(left, (free / self.rules.step_size).to_integral_value(ROUND_DOWN) * self.rules.step_size)
-            if qty < self.rules.min_quantity:
-                sale.done = True
-                sale.note = f"only {fmt_amount(free)} {self.rules.base} is free"
-                break
-            cid = om.new_sale_order()
-            g.save()   # the order's clientId is on disk before it is sent
-            before = sale.sold
-            log.info("exit: IOC sell %s @ %s (clientId %d)", qty, sale.floor, cid)
-            try:
-                self.client.place_order(OrderRequest(self.rules.symbol, Side.ASK, sale.floor, qty, cid,
-                                                     post_only=False, time_in_force="IOC"))
-            except OrderRejected as e:
-                log.warning("exit: the sale order was refused: %s %s", e.code, e.message)
-                sale.done, sale.note = True, f"the exchange refused the sale: {e.message or e.code}"
-                break
-            except BackpackError as e:
-                # No answer (or none we could read): the order may still arrive until its signature
-                # window has passed; only then does a lookup by clientId tell for sure.
-                log.warning("exit: no answer for the sale order (%s); looking it up by clientId once its "
-                            "window has passed", e)
-                self.sleep(self.window_ms / 1000 + 1)
-            if not self.settle_orders(g, [cid]):
-                return False
-            empty = empty + 1 if sale.sold == before else 0
-        om.risk_changed()
         g.publish()
-        g.save()
-        log.info("exit: sold %s of %s %s for %s %s%s", fmt_amount(sale.sold), fmt_amount(sale.target),
-                 self.rules.base, fmt_amount(sale.proceeds), self.rules.quote,
-                 f"; {fmt_amount(sale.left)} {self.rules.base} not sold: {sale.note}" if sale.left else "")
+        log.info("exit: sold %s of %s %s for %s %s%s", fmt_amount(sale.sold), fmt_amount(sale.target), r.base,
+                 fmt_amount(sale.proceeds), r.quote,
+                 f"; {fmt_amount(sale.left)} {r.base} not sold: {sale.note}" if sale.left else "")
         return True
 
-    def settle_orders(self, g: ActiveGrid, cids: list[int] | None = None) -> bool:
-        """Look the sale's orders up by clientId (each an IOC: finished at once) and apply their fills.
-        An order whose request may still arrive is looked up only once its signature window has passed."""
-        om = g.om
-        sale = om.risk.exit.sale  # type: ignore[union-attr]
-        since = om.risk.exit.time_ms - 60_000  # type: ignore[union-attr]
-        if cids is None and sale.orders:
-            self.sleep(self.window_ms / 1000)   # a resumed sale: its last order may still arrive (waited once)
-        for cid in (cids if cids is not None else list(sale.orders)):
-            for attempt in range(3):
-                try:
-                    order = self.client.find_order(self.rules.symbol, cid, since_ms=since, side=Side.ASK)
-                    if order is not None and order.executed_quantity > 0:
-                        for f in self.client.fills(self.rules.symbol, from_ms=since, order_id=order.id):
-                            om.apply_fill(f)
-                    break
-                except BackpackError as e:
-                    log.warning("exit: lookup of sale order clientId %d failed (%s)", cid, e)
-                    self.sleep(1.0)
-            else:
-                return False
-        g.publish()
-        return True
+    def campaign(self, sale: Sale) -> IocCampaign:
+        return IocCampaign(self.client, self.rules, Side.ASK, sale.floor, label="exit", what="sale",
+                           window_ms=self.window_ms, wall_ms=self.wall_ms, sleep=self.sleep)

@@ -170,7 +170,7 @@ class GridBot:
         self.g, self.last = started.grid, LastPrice(started.price)
         self.last.updated = self.clock()   # read by the start-up just now
         self.exits = ExitRunner(self.client, self.executor, started.rules, self.cfg.risk,
-                                window_ms=self.cfg.api.window_ms, sleep=self.sleep)
+                                window_ms=self.cfg.api.window_ms, sleep=self.sleep, wall_ms=self.wall_ms)
         self.rules = started.rules
         self.risk = GridRisk(self.cfg.risk)
         if self.notifier is not None:
