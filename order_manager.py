@@ -4,8 +4,10 @@ No I/O, no clock: callers pass ``now_ms`` and prices in, and take actions (``Pla
 ``Lookup``) and typed events (``events.py``) out. The live bot, paper mode and the backtester drive this
 one class. Methods that change state are named as commands (``take_actions``, ``request_cancels``,
 ``apply_fill``...); ``stats``, ``live_orders``, ``waiting_ranges`` and ``placeable`` are queries. What the
-exchange reports (lookups, cancels, snapshots, stream events) is applied in ``exchange_news.py``, trail moves
-and the orders outside the pairs (entry purchase, exit sale) in ``grid_moves.py``: mixins of this class.
+exchange reports (lookups, cancels, snapshots, stream events, a rolled-back state) is applied by ``news``
+(exchange_news.py), the moves along the ladder by ``trail`` and the orders outside the pairs (entry
+purchase, exit sale) by ``outside`` (grid_moves.py): collaborators that see the manager only through its
+typed interface, ``GridState`` (grid_state.py).
 
 The model. N levels make N - 1 adjacent *pairs*; pair k spans levels k and k+1 and always wants
 exactly one order: a buy at level k or a sell at level k+1. When that order has filled completely the
@@ -32,7 +34,7 @@ from gridbot.core.events import (CounterOrderDecided, FillApplied, FilledAfterCa
                     OutcomeUnknown, RoundTripCompleted, TransitionRefused)
 from gridbot.core.exchange_news import SEQ_BITS, SEQ_MASK, ExchangeNews
 from grid_calculator import GridSpec, initial_plan
-from gridbot.core.grid_moves import GridMoves
+from gridbot.core.grid_moves import OutsideOrders, TrailMoves
 from gridbot.core.models import Fill, Order, Side
 from gridbot.core.order_state import (Action, Cancel, Changes, GridOrder, Lookup, OrderState, Orphan, Pair, Place, Settings,
                          Snapshot, allowed, placeable, placeable_range)
@@ -45,7 +47,7 @@ SEQ_MAX = SEQ_MASK
 RETAIN_MS = 10 * 60_000
 
 
-class OrderManager(ExchangeNews, GridMoves):
+class OrderManager:
     def __init__(self, grid: GridSpec, *, tag: int, settings: Settings | None = None) -> None:
         if not 1 <= tag <= 255:
             raise ValueError("tag must be 1..255")
@@ -76,6 +78,9 @@ class OrderManager(ExchangeNews, GridMoves):
         self._new_fills: list[Fill] = []
         self._events: list[GridEvent] = []
         self._next_sweep_ms = 0
+        self.news = ExchangeNews(self)        # what the exchange reports
+        self.trail = TrailMoves(self)         # the grid's moves along its ladder
+        self.outside = OutsideOrders(self)    # the entry's and the sale's orders
 
     # -------------------------------------------------------------------------- snapshots
     def snapshot(self) -> Snapshot:
@@ -263,8 +268,8 @@ class OrderManager(ExchangeNews, GridMoves):
         """What the running bot should do now: placements, lookups, and cancels of duplicates and of
         orders a trail move left outside the grid."""
         placements = self.take_placements(now_ms, market)
-        return [*placements, *self.take_lookups(now_ms), *self.take_zombie_cancels(), *self.take_orphan_cancels(),
-                *self.take_orphan_leftovers()]
+        return [*placements, *self.take_lookups(now_ms), *self.take_zombie_cancels(), *self.trail.take_orphan_cancels(),
+                *self.news.take_orphan_leftovers()]
 
     def take_zombie_cancels(self) -> list[Cancel]:
         out = [Cancel(cid, oid) for oid, cid in self.zombies.items()]
@@ -289,7 +294,7 @@ class OrderManager(ExchangeNews, GridMoves):
                     continue        # a trail move's cancel not yet confirmed: its funds are not yet free
                 pair.after_cancel = None
             price = self.level_price(level)
-            orphan = self._claim_orphan(pair.side, price) if self.orphans else None
+            orphan = self.news.claim_orphan(pair.side, price) if self.orphans else None
             if orphan is not None:
                 # Ours already (the saved state had lost it): looked up at once, never placed again.
                 o = GridOrder(orphan.client_id, pair.index, level, pair.side, price, self.grid.quantity,
@@ -376,7 +381,7 @@ class OrderManager(ExchangeNews, GridMoves):
         pair = self._pair(o.pair)
         if pair is not None and pair.funds_refusals:
             pair.funds_refusals = 0
-        self._learn_id(o, order.id)
+        self.news.learn_id(o, order.id)
         if o.state in (OrderState.INTENDED, OrderState.UNKNOWN):
             self._move(o, OrderState.OPEN, now_ms)
         if order.status.is_terminal and not o.complete:
@@ -424,7 +429,7 @@ class OrderManager(ExchangeNews, GridMoves):
         if fill.client_id is not None and self.risk.exit is not None and self.risk.exit.sale is not None \
                 and fill.client_id in self.risk.exit.sale.orders and fill.symbol == self.grid.symbol \
                 and fill.side is Side.ASK:
-            return self._sale_fill(fill)
+            return self.outside.sale_fill(fill)
         o = self._find_fill(fill)
         if o is None or fill.symbol != self.grid.symbol:
             return False
@@ -432,7 +437,7 @@ class OrderManager(ExchangeNews, GridMoves):
         o.trade_ids.append(fill.trade_id)
         self._new_fills.append(fill)
         self._touch(o)
-        self._learn_id(o, fill.order_id)
+        self.news.learn_id(o, fill.order_id)
         if fill.order_id in self.duplicates:
             # The duplicate's fill moved money: it is accounted, but it is not our order's progress.
             self.ledger.record_fill(fill)

@@ -33,7 +33,8 @@ def settled(b: BotThread, control: SimControl, price: str):
             live = list(om.live.values())
         except RuntimeError:
             return False
-        return (om.ledger.fill_count == len(fills) and all(o.state.value == "open" and b.bot.om.in_grid(o) for o in live)
+        return (om.ledger.fill_count == len(fills)
+                and all(o.state.value == "open" and b.bot.om.trail.in_grid(o) for o in live)
                 and not any((lo is None or D(price) >= lo) and (hi is None or D(price) <= hi) for lo, hi in waiting))
     return check
 

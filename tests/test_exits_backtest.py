@@ -118,7 +118,7 @@ def test_a_backtest_and_the_live_bot_on_the_replay_of_a_scripted_path_agree(tmp_
                 if bot.om.risk.triggered and not bot.om.pairs:
                     return False
                 return (bot.price == price and bot.om.ledger.fill_count == fills
-                        and all(o.state.value == "open" and b.bot.om.in_grid(o) for o in live)
+                        and all(o.state.value == "open" and b.bot.om.trail.in_grid(o) for o in live)
                         and not any((lo is None or price >= lo) and (hi is None or price <= hi) for lo, hi in waits))
 
             while b.thread.is_alive() and control.step_points(1)["stepped"]:

@@ -149,7 +149,7 @@ def test_a_resumed_sale_waits_its_signature_window_once_not_once_per_order(quiet
     om.risk.exit = Exit("stop-loss price", "test", D("149.5"), now, "sell_base", phase="selling",
                         sale=Sale(D("1.5"), D("148.75")))
     for _ in range(3):                                   # three sale orders, recorded, then sent
-        cid = om.new_sale_order()
+        cid = om.outside.new_sale_order()
         client.place_order(OrderRequest("SOL_USDC", Side.ASK, D("148.75"), D("0.5"), cid, post_only=False,
                                         time_in_force="IOC"))
     sleeps: list[float] = []

@@ -111,7 +111,7 @@ def test_a_fill_is_counted_once_whichever_path_brings_it():
     assert om.apply_fill(f) is False
     update = OrderUpdate("orderFill", "SOL_USDC", f.order_id, f.client_id, f.side,
                          OrderStatus.PARTIALLY_FILLED, f.price, D(1), D("0.5"), D(55), f, None, 0, 0)
-    om.apply_update(update, 5)
+    om.news.apply_update(update, 5)
     assert om.ledger.fill_count == 1 and om.orders[f.client_id].executed == D("0.5")
 
 
@@ -120,7 +120,7 @@ def test_foreign_fills_and_orders_are_ignored():
     foreign = Fill(next(_trade), "999", 123, "SOL_USDC", Side.BID, D(100), D(1), D(0), "SOL", True, 0)
     assert om.apply_fill(foreign) is False
     snap = [Order("999", 123, "SOL_USDC", Side.BID, D(90), D(1), D(0), D(0), OrderStatus.NEW, 0, True)]
-    assert om.apply_open_orders(snap + [order_for_snapshot(o) for o in om.live_orders()], 10) == 1
+    assert om.news.apply_open_orders(snap + [order_for_snapshot(o) for o in om.live_orders()], 10) == 1
     assert om.ledger.fill_count == 0
 
 
@@ -197,7 +197,7 @@ def test_unknown_outcome_is_looked_up_only_after_the_window():
     lookups = [a for a in om.take_actions(7000, D("121")) if isinstance(a, Lookup)]
     assert [x.client_id for x in lookups] == [p.client_id]
     # Not found after the window: it never reached the book; the pair places a fresh order.
-    om.resolve(p.client_id, None, [], 7100)
+    om.news.resolve(p.client_id, None, [], 7100)
     assert om.orders[p.client_id].state is OrderState.LOST
     redo = [a for a in om.take_actions(7200, D("121")) if isinstance(a, Place)]
     assert [(a.level, a.side) for a in redo] == [(p.level, p.side)] and redo[0].client_id != p.client_id
@@ -209,7 +209,7 @@ def test_unknown_outcome_found_on_the_book_is_adopted():
     p = om.take_actions(0, D("121"))[0]
     om.sending(p.client_id, 0)
     om.unknown(p.client_id, 0)
-    om.resolve(p.client_id, order_of(p), [], 7000)
+    om.news.resolve(p.client_id, order_of(p), [], 7000)
     assert om.orders[p.client_id].state is OrderState.OPEN
     assert not [a for a in om.take_actions(8000, D("121")) if isinstance(a, Place)]
 
@@ -217,12 +217,12 @@ def test_unknown_outcome_found_on_the_book_is_adopted():
 def test_order_missing_from_snapshot_is_looked_up_then_replaced_if_cancelled_by_hand():
     om, _ = new_om("121")
     gone = next(o for o in om.orders.values() if o.level == 0)
-    om.apply_open_orders([order_for_snapshot(o) for o in om.live_orders() if o is not gone], 50)
+    om.news.apply_open_orders([order_for_snapshot(o) for o in om.live_orders() if o is not gone], 50)
     lk = [a for a in om.take_actions(60, D("121")) if isinstance(a, Lookup)]
     assert [a.client_id for a in lk] == [gone.client_id]
     cancelled = Order(gone.order_id, gone.client_id, "SOL_USDC", Side.BID, gone.price, gone.quantity,
                       D(0), D(0), OrderStatus.CANCELLED, 0, True)
-    om.resolve(gone.client_id, cancelled, [], 70)
+    om.news.resolve(gone.client_id, cancelled, [], 70)
     assert gone.state is OrderState.CANCELLED
     closed = om.take_events()[-1]
     assert isinstance(closed, ClosedByExchange) and not closed.by_us and closed.level == 0
@@ -235,7 +235,7 @@ def test_stale_snapshot_cannot_revive_a_filled_order():
     o = next(o for o in om.orders.values() if o.level == 1)
     om.apply_fill(fill(om, 1))
     assert o.state is OrderState.FILLED
-    om.resolve(o.client_id, Order(o.order_id, o.client_id, "SOL_USDC", o.side, o.price, o.quantity, D(0),
+    om.news.resolve(o.client_id, Order(o.order_id, o.client_id, "SOL_USDC", o.side, o.price, o.quantity, D(0),
                                   D(0), OrderStatus.NEW, 0, True), [], 10)
     assert o.state is OrderState.FILLED
 
@@ -262,7 +262,7 @@ def test_partially_filled_order_cancelled_is_accounted_but_not_a_trip():
     o = next(o for o in om.orders.values() if o.level == 1)
     om.apply_fill(fill(om, 1, qty="0.3"))
     om.request_cancels()
-    om.cancel_result(o.client_id, o.order_id, Order(o.order_id, o.client_id, "SOL_USDC", o.side, o.price, o.quantity,
+    om.news.cancel_result(o.client_id, o.order_id, Order(o.order_id, o.client_id, "SOL_USDC", o.side, o.price, o.quantity,
                                         D("0.3"), D(33), OrderStatus.CANCELLED, 0, True), 11)
     assert o.state is OrderState.CANCELLED
     st = om.stats(D("110"))
@@ -275,7 +275,7 @@ def test_order_stream_cancel_with_unseen_fills_triggers_a_lookup_first():
     o = next(o for o in om.orders.values() if o.level == 1)
     upd = OrderUpdate("orderCancelled", "SOL_USDC", o.order_id, o.client_id, o.side, OrderStatus.CANCELLED,
                       o.price, o.quantity, D("0.5"), D(55), None, None, 0, 0)
-    om.apply_update(upd, 5)
+    om.news.apply_update(upd, 5)
     assert o.state is OrderState.OPEN and o.missing
     assert [a.client_id for a in om.take_actions(6, D("121")) if isinstance(a, Lookup)] == [o.client_id]
 
@@ -294,7 +294,7 @@ def test_a_snapshot_older_than_a_fill_does_not_make_a_zombie():
     o = next(o for o in om.orders.values() if o.level == 1)
     snapshot = [order_for_snapshot(x) for x in om.live_orders()]  # taken while it was still open
     om.apply_fill(fill(om, 1))                                     # fill history, read after it
-    om.apply_open_orders(snapshot, 10)
+    om.news.apply_open_orders(snapshot, 10)
     assert o.state is OrderState.FILLED and om.zombies == {}
     assert not [e for e in om.take_events() if isinstance(e, DuplicateOnBook)]
 
@@ -305,12 +305,12 @@ def test_an_order_written_off_as_lost_that_shows_up_is_cancelled():
     p = om.take_placements(0, D("121"))[0]
     om.sending(p.client_id, 0)
     om.unknown(p.client_id, 0)
-    om.resolve(p.client_id, None, [], 6000)                        # not found: LOST
+    om.news.resolve(p.client_id, None, [], 6000)                        # not found: LOST
     again = [a for a in om.take_placements(6001, D("121")) if a.level == p.level][0]
     om.sending(again.client_id, 6001)
     om.placed(again.client_id, order_of(again), 6002)
     late = order_of(p)                                             # the lost one arrives after all
-    om.apply_open_orders([late] + [order_for_snapshot(x) for x in om.live_orders()], 7000)
+    om.news.apply_open_orders([late] + [order_for_snapshot(x) for x in om.live_orders()], 7000)
     assert [(c.client_id, c.order_id) for c in om.take_actions(7001, D("121")) if isinstance(c, Cancel)] == [
         (p.client_id, late.id)]
 
@@ -357,7 +357,7 @@ def test_a_second_order_with_our_client_id_is_cancelled_and_its_fill_never_compl
     om.take_events()
     o = next(o for o in om.orders.values() if o.level == 1)
     twin = Order("twin-1", o.client_id, "SOL_USDC", o.side, o.price, o.quantity, D(0), D(0), OrderStatus.NEW, 5, True)
-    om.apply_open_orders([order_for_snapshot(x) for x in om.live_orders()] + [twin], 10)
+    om.news.apply_open_orders([order_for_snapshot(x) for x in om.live_orders()] + [twin], 10)
     assert [(c.client_id, c.order_id) for c in om.take_actions(11, D("121")) if isinstance(c, Cancel)] == [
         (o.client_id, "twin-1")]
     assert isinstance(om.take_events()[-1], DuplicateOnBook)
@@ -366,7 +366,7 @@ def test_a_second_order_with_our_client_id_is_cancelled_and_its_fill_never_compl
     assert o.state is OrderState.OPEN and o.executed == 0
     assert om.ledger.position == o.quantity - D("0.001") and om.ledger.fill_count == 1
     assert om.pairs[o.pair].order == o.client_id              # the pair did not flip
-    om.cancel_result(o.client_id, "twin-1", None, 13)         # the twin's cancel says nothing about ours
+    om.news.cancel_result(o.client_id, "twin-1", None, 13)         # the twin's cancel says nothing about ours
     assert o.state is OrderState.OPEN and not o.missing
     om.apply_fill(fill(om, 1))                                # our own order fills: now the pair flips
     assert o.state is OrderState.FILLED and om.pairs[o.pair].side is Side.ASK
@@ -380,7 +380,7 @@ def test_of_two_orders_with_one_client_id_the_older_is_kept_when_neither_is_know
     om.unknown(p.client_id, 0)                                # the answer was lost, and the POST replayed
     older = Order("a-older", p.client_id, "SOL_USDC", p.side, p.price, p.quantity, D(0), D(0), OrderStatus.NEW, 1, True)
     newer = Order("b-newer", p.client_id, "SOL_USDC", p.side, p.price, p.quantity, D(0), D(0), OrderStatus.NEW, 2, True)
-    om.apply_open_orders([newer, older], 10)
+    om.news.apply_open_orders([newer, older], 10)
     assert om.orders[p.client_id].order_id == "a-older"
     assert [c.order_id for c in om.take_zombie_cancels()] == ["b-newer"]
 
@@ -388,14 +388,14 @@ def test_of_two_orders_with_one_client_id_the_older_is_kept_when_neither_is_know
 def test_the_twins_own_events_and_lookups_say_nothing_about_our_order():
     om, _ = new_om("121")
     o = next(o for o in om.orders.values() if o.level == 1)
-    om.apply_update(OrderUpdate("orderAccepted", "SOL_USDC", "twin-2", o.client_id, o.side, OrderStatus.NEW,
+    om.news.apply_update(OrderUpdate("orderAccepted", "SOL_USDC", "twin-2", o.client_id, o.side, OrderStatus.NEW,
                                 o.price, o.quantity, D(0), D(0), None, None, 0, 0), 5)
     assert "twin-2" in om.duplicates
-    om.apply_update(OrderUpdate("orderCancelled", "SOL_USDC", "twin-2", o.client_id, o.side, OrderStatus.CANCELLED,
+    om.news.apply_update(OrderUpdate("orderCancelled", "SOL_USDC", "twin-2", o.client_id, o.side, OrderStatus.CANCELLED,
                                 o.price, o.quantity, D(0), D(0), None, None, 0, 0), 6)
     assert o.state is OrderState.OPEN                        # ours was not cancelled
     o.missing = True
-    om.resolve(o.client_id, Order("twin-2", o.client_id, "SOL_USDC", o.side, o.price, o.quantity, D(0), D(0),
+    om.news.resolve(o.client_id, Order("twin-2", o.client_id, "SOL_USDC", o.side, o.price, o.quantity, D(0), D(0),
                                   OrderStatus.CANCELLED, 0, True), [], 7)
     assert o.state is OrderState.OPEN and o.missing          # still to be looked up: the answer was the twin's
 
@@ -405,11 +405,11 @@ def test_a_cancel_that_never_took_effect_is_sent_again_once_two_snapshots_still_
     om, places = new_om("121")
     (c1, *_) = om.request_cancels()
     o = om.orders[c1.client_id]
-    om.cancel_result(c1.client_id, c1.order_id, None, 10)    # an empty answer (or a 202): nothing confirmed
+    om.news.cancel_result(c1.client_id, c1.order_id, None, 10)    # an empty answer (or a 202): nothing confirmed
     snap = [order_for_snapshot(x) for x in om.live.values()]
-    om.apply_open_orders(snap, 20)                            # still there: maybe still pending
+    om.news.apply_open_orders(snap, 20)                            # still there: maybe still pending
     assert c1 not in om.request_cancels()
-    om.apply_open_orders(snap, 30)                            # still there a second time: sent again
+    om.news.apply_open_orders(snap, 30)                            # still there a second time: sent again
     assert Cancel(o.client_id, o.order_id) in om.request_cancels()
 
 
@@ -417,11 +417,11 @@ def test_an_order_written_off_as_gone_that_reappears_on_the_book_is_cancelled():
     om, places = new_om("121")
     o = next(x for x in om.live.values() if x.level == 0)
     for t in (10, 20, 30):                                    # three lookups find nothing: gone
-        om.resolve(o.client_id, None, [], t)
+        om.news.resolve(o.client_id, None, [], t)
     assert o.state is OrderState.CANCELLED
     replacement = om.take_placements(40, D("121"))
     assert [p.level for p in replacement] == [0]              # its level has a new order
-    om.apply_open_orders([order_for_snapshot(o)], 50)         # ...and the old one is on the book after all
+    om.news.apply_open_orders([order_for_snapshot(o)], 50)         # ...and the old one is on the book after all
     assert Cancel(o.client_id, o.order_id) in om.take_zombie_cancels()
 
 
@@ -432,10 +432,10 @@ def test_an_order_fill_event_without_its_fee_is_read_from_fill_history_not_booke
     event = {"e": "orderFill", "E": 1, "s": "SOL_USDC", "i": o.order_id, "c": o.client_id, "S": "Bid",
              "o": "LIMIT", "f": "GTC", "q": "1", "p": "110", "X": "Filled", "t": 77, "L": "110", "l": "1",
              "z": "1", "Z": "110", "m": True, "T": 1000}
-    om.apply_update(parse_order_update(event), 5)             # no "n"/"N": the fee is not known
+    om.news.apply_update(parse_order_update(event), 5)             # no "n"/"N": the fee is not known
     assert o.executed == 0 and o.missing and 77 not in om.seen_trades
     assert [a.client_id for a in om.take_lookups(5)] == [o.client_id]
-    om.apply_update(parse_order_update({**event, "t": 78, "n": "0.001", "N": "SOL"}), 6)
+    om.news.apply_update(parse_order_update({**event, "t": 78, "n": "0.001", "N": "SOL"}), 6)
     assert om.ledger.fees == {"SOL": D("0.001")}
 
 
@@ -461,7 +461,7 @@ def test_a_forgotten_order_takes_its_twins_exchange_id_with_it():
     om, places = new_om("121")
     o = next(x for x in om.live.values() if x.level == 1)
     twin = Order("twin-1", o.client_id, "SOL_USDC", o.side, o.price, o.quantity, D(0), D(0), OrderStatus.NEW, 5, True)
-    om.apply_open_orders([order_for_snapshot(o), twin], 10)      # a second order with its clientId
+    om.news.apply_open_orders([order_for_snapshot(o), twin], 10)      # a second order with its clientId
     assert "twin-1" in om.by_order_id
     f = fill(om, 1)
     om.apply_fill(f)
@@ -469,7 +469,7 @@ def test_a_forgotten_order_takes_its_twins_exchange_id_with_it():
     om.take_changes()
     om.forget_finished(21 + RETAIN_MS)
     assert "twin-1" not in om.by_order_id and o.order_id not in om.by_order_id
-    om.apply_open_orders([twin], 30 + RETAIN_MS)                 # news of the twin later: not ours, no crash
+    om.news.apply_open_orders([twin], 30 + RETAIN_MS)                 # news of the twin later: not ours, no crash
 
 
 def test_an_adopted_order_is_dated_when_the_exchange_created_it_so_its_lookup_searches_from_there():

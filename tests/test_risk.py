@@ -1,4 +1,4 @@
-"""Tier 1: exits and trailing in the core (risk.py, OrderManager.shift), the ladder, the config's risk keys
+"""Tier 1: exits and trailing in the core (risk.py, TrailMoves.shift), the ladder, the config's risk keys
 and the simulator's taker depth, driven with plain values."""
 from __future__ import annotations
 
@@ -116,16 +116,16 @@ def om_at(price: str) -> OrderManager:
 
 def test_a_move_up_drops_the_lowest_pair_cancels_its_buy_and_adds_a_buy_at_the_old_top():
     om = om_at("170")                                                   # above the range: nine buys
-    assert om.can_shift(True) and not om.can_shift(False)
+    assert om.trail.can_shift(True) and not om.trail.can_shift(False)
     lowest = next(o for o in om.live.values() if o.level == 0)
-    om.shift(True, LADDER.window(1))
+    om.trail.shift(True, LADDER.window(1))
     assert om.grid.levels == LADDER.window(1) and om.offset == 1
     actions = om.take_actions(10, D(170))
     # Cancel, confirm, then place: the new buy waits for the dropped buy's funds, and no second move
     # starts before the cancel is confirmed.
     assert actions == [Cancel(lowest.client_id, lowest.order_id)]
-    assert not om.can_shift(True)
-    om.cancel_result(lowest.client_id, lowest.order_id,
+    assert not om.trail.can_shift(True)
+    om.news.cancel_result(lowest.client_id, lowest.order_id,
                      Order(lowest.order_id, lowest.client_id, "SOL_USDC", Side.BID, D(140), D("0.5"), D(0), D(0),
                            OrderStatus.CANCELLED, 0, True), 20)
     places = om.take_actions(30, D(170))
@@ -136,7 +136,7 @@ def test_a_move_up_drops_the_lowest_pair_cancels_its_buy_and_adds_a_buy_at_the_o
 def test_a_fill_that_raced_a_moves_cancel_is_accounted_without_a_counter_order():
     om = om_at("170")
     lowest = next(o for o in om.live.values() if o.level == 0)
-    om.shift(True, LADDER.window(1))
+    om.trail.shift(True, LADDER.window(1))
     assert om.take_actions(10, D(170)) == [Cancel(lowest.client_id, lowest.order_id)]
     # The dropped buy filled before the cancel reached it: accounted, and no counter-order (its pair is
     # gone); the new top buy goes out now that the dropped order is settled.
@@ -152,15 +152,15 @@ def test_a_move_and_its_orphan_survive_a_restart_and_the_cancel_is_sent_again(tm
     store = StateStore(str(tmp_path / "s.db"))
     gid = store.create_grid({}, om.grid, 9, 0, om.risk)
     store.save(gid, om.take_changes(), 0)
-    om.shift(True, LADDER.window(1))
+    om.trail.shift(True, LADDER.window(1))
     om.risk.moves.append(TrailMove(1, "up", 1, D(142), D(160), D(170)))   # as GridRisk.move records it
-    cancels = om.take_orphan_cancels()                                   # sent, then the process died
+    cancels = om.trail.take_orphan_cancels()                                   # sent, then the process died
     store.save(gid, om.take_changes(), 1)
     saved = store.grid(gid)
     assert saved.risk.offset == 1 and saved.spec.levels == LADDER.window(1)
     again = OrderManager.from_snapshot(saved.spec, 9, store.load(saved), Settings())
     assert again.offset == 1 and [p.index for p in again.pairs] == list(range(1, 10))
-    assert again.take_orphan_cancels() == cancels                        # asked again: "not found" is fine
+    assert again.trail.take_orphan_cancels() == cancels                        # asked again: "not found" is fine
     store.close()
 
 

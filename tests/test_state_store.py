@@ -87,7 +87,7 @@ def test_every_step_saved_is_what_a_fresh_manager_loads(tmp_path):
     om.unknown(p.client_id, next(now))               # its answer was lost
     check()
     for c in om.request_cancels():
-        om.cancel_result(c.client_id, c.order_id, None, next(now))
+        om.news.cancel_result(c.client_id, c.order_id, None, next(now))
     check()
     store.close()
 

@@ -248,7 +248,7 @@ class Backtest:
         decision = gr.decide(om, price, now_ms)
         if isinstance(decision, LayOut):     # the backtest's account holds what an entry purchase would buy
             if self.recentre is not None:
-                om.recentre(self.recentre(price), self.rules.tick_size)
+                om.trail.recentre(self.recentre(price), self.rules.tick_size)
             gr.lay_out(om, price, now_ms)
             self.laid_out = om.grid.levels
             decision = gr.decide(om, price, now_ms)
@@ -256,7 +256,7 @@ class Backtest:
             if self._exit(ex, om, decision.price, self.base0):
                 gr.exit_done()
         elif isinstance(decision, PlaceOrders):
-            self._cancel(ex, om, om.take_orphan_cancels())
+            self._cancel(ex, om, om.trail.take_orphan_cancels())
             self._act(ex, om, price)
         self.events.extend((self.candle, kind, text) for kind, text in gr.take_notes())
 
@@ -265,7 +265,7 @@ class Backtest:
         for c in cancels:
             o = ex.cancel(c.order_id)
             if o is not None:
-                om.cancel_result(c.client_id, c.order_id, o, now_ms)
+                om.news.cancel_result(c.client_id, c.order_id, o, now_ms)
 
     def _exit(self, ex: Book, om: OrderManager, price: Decimal, base0: Decimal) -> bool:
         """An exit in the engine: cancel the grid's orders, then sell its base with an IOC at the cap."""
@@ -275,10 +275,10 @@ class Backtest:
         if e.on_stop == "sell_base":
             from gridbot.engine.exit_runner import sale_target
             free = ex.balances.get(self.grid.base, ZERO)
-            target, note = sale_target(om.grid_base(base0), free, self.rules)
+            target, note = sale_target(om.outside.grid_base(base0), free, self.rules)
             e.sale = Sale(target, sale_floor(price, self.risk.max_slippage, self.rules.tick_size), note=note)
             if target > 0:
-                cid = om.new_sale_order()
+                cid = om.outside.new_sale_order()
                 _, fills = ex.submit(Side.ASK, e.sale.floor, target, client_id=cid, post_only=False, ioc=True)
                 for f in fills:
                     self._apply(om, f, self.candle)

@@ -410,7 +410,7 @@ class GridRisk:
             return LayOut(price)   # triggered now, or resumed before its first orders: the engine's part first
         decision = self.guard.decide(st, om.grid.levels, om.ledger, price, now_ms)
         moves = 0
-        while isinstance(decision, Move) and moves < len(om.grid.levels) and om.can_shift(decision.up):
+        while isinstance(decision, Move) and moves < len(om.grid.levels) and om.trail.can_shift(decision.up):
             self.move(om, decision.up, price, now_ms)
             moves += 1
             decision = self.guard.decide(st, om.grid.levels, om.ledger, price, now_ms)
@@ -443,7 +443,7 @@ class GridRisk:
         st: RiskState = om.risk
         assert st.ladder is not None
         levels = st.ladder.window(st.offset + (1 if up else -1))
-        om.shift(up, levels)
+        om.trail.shift(up, levels)
         st.moves.append(TrailMove(now_ms, "up" if up else "down", st.offset, levels[0], levels[-1], price))
         om.risk_changed()
         self.notes.append(("trail", f"the price {price} is more than a step {'above' if up else 'below'} the grid: "

@@ -249,7 +249,7 @@ class Executor:
         except BackpackError as e:
             log.warning("lookup of clientId %d failed, will retry: %s", a.client_id, e)
             return
-        g.om.resolve(a.client_id, order, fills, self.wall_ms())
+        g.om.news.resolve(a.client_id, order, fills, self.wall_ms())
 
     def cancel(self, g: ActiveGrid, cancels: Sequence[Cancel]) -> None:
         def send(a: Cancel) -> Order | str | None | BackpackError:
@@ -265,7 +265,7 @@ class Executor:
                 log.warning("cancel of order %s failed, will retry: %s", a.order_id, result)
                 g.om.cancel_failed(a.client_id)
             elif result != CANCEL_PENDING:  # pending: accepted, not yet executed; the next sync tells
-                g.om.cancel_result(a.client_id, a.order_id, result, self.wall_ms())
+                g.om.news.cancel_result(a.client_id, a.order_id, result, self.wall_ms())
 
     def cancel_all(self, g: ActiveGrid, timeout: float = 30.0) -> bool:
         """Cancel every order of ``g``'s grid, and only those, until a snapshot confirms it. Returns
@@ -280,7 +280,7 @@ class Executor:
                 break
             as_of = self.wall_ms()
             try:
-                om.apply_open_orders(self.client.open_orders(g.symbol), as_of)
+                om.news.apply_open_orders(self.client.open_orders(g.symbol), as_of)
             except BackpackError as e:
                 log.warning("cannot list open orders while stopping: %s", e)
             self.perform(g, om.take_lookups(self.wall_ms()))
@@ -331,7 +331,7 @@ class Executor:
         foreign = missing = 0
         if snapshot is not None:
             before = sum(1 for o in om.live.values() if o.missing)
-            foreign = om.apply_open_orders(snapshot, as_of)
+            foreign = om.news.apply_open_orders(snapshot, as_of)
             missing = max(0, sum(1 for o in om.live.values() if o.missing) - before)
         g.publish()
         g.save()

@@ -66,7 +66,7 @@ class ExitRunner:
                 except BackpackError as e:
                     log.warning("exit: cannot read balances to size the sale (%s); trying again", e)
                     return False
-                target, note = sale_target(om.grid_base(start_base), free, self.rules)
+                target, note = sale_target(om.outside.grid_base(start_base), free, self.rules)
                 ex.sale = Sale(target, sale_floor(price, self.cfg.max_slippage, self.rules.tick_size), note=note)
                 ex.phase = "selling"
                 log.info("exit: selling %s %s, no lower than %s (the last price %s less max_slippage %s)%s",
@@ -119,7 +119,7 @@ class ExitRunner:
             g.save()
 
         try:
-            campaign.run(sale, left=left, fit=fit, reserve=om.new_sale_order, save=save, settle=settle,
+            campaign.run(sale, left=left, fit=fit, reserve=om.outside.new_sale_order, save=save, settle=settle,
                          filled=lambda: sale.sold)
         except Paused as p:
             log.warning("exit: the sale %s; trying again", p)

@@ -325,7 +325,7 @@ class GridBot:
                 # Our fill is the latest trade: fresher than the ticker (pushed once a second), and the
                 # price at which the fill's own counter-order is sure to rest.
                 self.last.from_stream(fill.price, ev.update.engine_time_us, self.clock())
-            self.g.om.apply_update(ev.update, self.wall_ms())
+            self.g.om.news.apply_update(ev.update, self.wall_ms())
         elif isinstance(ev, StreamUp):
             self.stream_up, self.stream_verified = True, False
             if ev.reconnect:

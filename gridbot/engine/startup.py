@@ -232,7 +232,7 @@ class Startup:
         update (the balances could not be read). InputError when the purchase ends short."""
         if self.t.auto_price and g.om.risk.trigger is not None and not g.om.pairs and g.om.risk.start is None:
             grid, _ = make_grid(rules, self.t, price, size_at=self.cfg.risk.trigger_price)
-            g.om.recentre(grid.levels, rules.tick_size)
+            g.om.trail.recentre(grid.levels, rules.tick_size)
             log.info("auto_price: the grid is centred on %s, the price at which the trigger was crossed: levels %s..%s",
                      price, grid.levels[0], grid.levels[-1])
         if self.t.entry != "buy" or (g.om.risk.entry or {}).get("done"):
@@ -256,7 +256,7 @@ class Startup:
             g.save()
 
         purchase = EntryPurchase(self.client, rules, window_ms=self.cfg.api.window_ms, wall_ms=self.wall_ms,
-                                 new_client_id=om.reserve_client_id, save=save)
+                                 new_client_id=om.outside.reserve_client_id, save=save)
         try:
             purchase.run(Entry.from_json(om.risk.entry), quote_kept)
         except (InputError, StartRefused):
@@ -320,13 +320,13 @@ class Startup:
     def recover(self, g: ActiveGrid) -> None:
         """What the exchange holds under this grid's tag that the saved state lost (a state file rolled back
         by a power cut): the sequence moves past every clientId of ours seen, and lost orders become
-        orphans that their pairs take back (OrderManager.recover)."""
+        orphans that their pairs take back (ExchangeNews.recover)."""
         om = g.om
         book = self.open_orders()
         fills = signed_read(lambda: self.client.fills(self.t.symbol, from_ms=g.fill_checkpoint()), "read fill history")
         recent = signed_read(lambda: self.client.recent_client_ids(self.t.symbol), "read the order history")
         before = om.next_seq
-        orphans = om.recover(book, fills, recent)
+        orphans = om.news.recover(book, fills, recent)
         if om.next_seq != before:
             log.warning("clientIds up to sequence %d of this grid's tag were used after the state was last saved "
                         "(was the state file restored or rolled back?): new orders start at %d", om.next_seq - 1,

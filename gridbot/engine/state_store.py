@@ -287,7 +287,7 @@ class StateStore:
         trigger, a purchase or a sale: ``risk``) is synced to disk before it returns (``synchronous=FULL``,
         which also syncs every earlier commit). A save of order intents and fills alone is synced with the
         next such commit or checkpoint (``NORMAL``): a power cut may roll it back, and the restart then
-        recovers exactly what it lost from the exchange (``OrderManager.recover``: the sequence moves past
+        recovers exactly what it lost from the exchange (``ExchangeNews.recover``: the sequence moves past
         every clientId of the grid's tag, lost orders are taken back, lost fills re-read), so nothing is
         sent twice. That keeps an fsync off every counter-order's path."""
         lg = changes.ledger
