@@ -56,7 +56,11 @@ class ControlRoutes:
             state["ws"] = {"connections": len(sim.hub.connections), "messages_sent": sim.hub.messages_sent,
                            "streams": sim.hub.streams()}
             state["urls"] = sim.urls()
+            with ex.lock:
+                state["perps"] = {sym: p.to_json() for sym, p in sim.perps.markets.items()}
             return Reply(200, state)
+        if (method, path) == ("POST", "/_sim/perp"):
+            return sim.perps.control(body)
         if (method, path) == ("POST", "/_sim/price"):
             if not isinstance(body, dict) or "price" not in body:
                 return Reply(400, {"error": "body must be {\"symbol\": ..., \"price\": \"...\"}"})

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import bisect
 from decimal import Decimal
+from typing import Callable
 
 from .records import D, MarketState, SYNTHETIC_LEVELS, SYNTHETIC_QTY, ZERO, s
 from .wire import kline_json
@@ -105,8 +106,10 @@ class MarketData:
             end = len(trades) - offset
             return [trades[i] for i in range(end - 1, max(end - limit, 0) - 1, -1)] if end > 0 else []
 
-    def klines(self, symbol: str, interval_s: int, start_s: int, end_s: int | None) -> list[dict]:
-        """Candles from the simulator's own price history, oldest first."""
+    def klines(self, symbol: str, interval_s: int, start_s: int, end_s: int | None, *,
+               price_at: Callable[[Decimal, int], Decimal] | None = None) -> list[dict]:
+        """Candles from the simulator's own price history, oldest first. ``price_at``: what each print
+        becomes at its time (a perp's mark or index; perps.py), volumes unchanged."""
         with self.lock:
             m = self.market(symbol)
             end_us = (end_s * 1_000_000) if end_s is not None else self.clock_us()
@@ -115,6 +118,8 @@ class MarketData:
             out: list[dict] = []
             cur: dict | None = None
             for ts, (price, vol) in zip(m.ticks_ts[i:j], m.ticks[i:j]):
+                if price_at is not None:
+                    price = price_at(price, ts).quantize(m.spec.tick_size)
                 bucket = (ts // 1_000_000) // interval_s * interval_s
                 if cur is None or cur["_b"] != bucket:
                     cur = {"_b": bucket, "o": price, "h": price, "l": price, "c": price,

@@ -109,7 +109,10 @@ class Routes:
             ("GET", "/api/v1/time"): lambda r: Reply(200, text=str(self.ex.clock_us() // 1000)),
             ("GET", "/api/v1/ping"): lambda r: Reply(200, text="pong"),
             ("GET", "/api/v1/status"): lambda r: Reply(200, {"status": "Ok", "message": None}),
+            # Tokenized stocks (RFQ markets): the simulator lists none (ccxt asks for them with the markets).
+            ("GET", "/api/v1/securities"): lambda r: Reply(200, []),
         }
+        self.public.update(sim.perps.routes())
         self.signed: dict[tuple[str, str], Callable[[Request], Reply]] = {
             ("GET", "/api/v1/capital"): self.capital,
             ("GET", "/api/v1/capital/collateral"): self.collateral,
@@ -128,10 +131,10 @@ class Routes:
 
     # -- public
     def markets(self, r: Request) -> Reply:
-        types = [v for k, v in r.query if k == "marketType"]
-        if types and "SPOT" not in types:
-            return Reply(200, [])
-        return Reply(200, [market_json(m.spec) for m in self.ex.markets.values()])
+        """``marketType`` (repeatable) filters; without it, spot and perp markets (as Backpack's default)."""
+        types = [v for k, v in r.query if k == "marketType"] or ["SPOT", "PERP"]
+        return Reply(200, [market_json(m.spec) for m in self.ex.markets.values()
+                           if ("PERP" if m.spec.is_perp else "SPOT") in types])
 
     def market(self, r: Request) -> Reply:
         return Reply(200, market_json(self.ex.market(r.need("symbol")).spec))
@@ -164,7 +167,8 @@ class Routes:
         price_type = r.q("priceType")
         if price_type not in (None, "Last", "Index", "Mark"):
             raise SimError(400, "INVALID_CLIENT_REQUEST", "Invalid value for parameter `priceType`")
-        return Reply(200, self.ex.klines(symbol, KLINE_SECONDS[interval], start, end))
+        return Reply(200, self.ex.klines(symbol, KLINE_SECONDS[interval], start, end,
+                                         price_at=self.sim.perps.price_at(symbol, price_type)))
 
     def trades(self, r: Request) -> Reply:
         """The newest trades first: ids and timestamps falling, as Backpack sends them."""
@@ -207,9 +211,18 @@ class Routes:
         return Reply(200, order_json(o, listed=True))
 
     def post_order(self, r: Request) -> Reply:
+        self._no_perp_orders(r.body)
         return Reply(200, order_json(self.ex.place(r.account, r.body)))
 
+    def _no_perp_orders(self, body: Any) -> None:
+        """Positions, margin and funding are not simulated yet: an order on a perp market is refused rather
+        than matched with spot semantics (which would move base balances a perp never touches)."""
+        for item in body if isinstance(body, list) else [body]:
+            if isinstance(item, dict) and item.get("symbol") in self.sim.perps.markets:
+                raise SimError(400, "INVALID_ORDER", "orders on perpetual futures are not simulated yet")
+
     def post_orders(self, r: Request) -> Reply:
+        self._no_perp_orders(r.body)
         if isinstance(r.body, list) and len(r.body) > self.sim.config.max_batch:
             # Backpack's batch limit is undocumented; the simulator enforces a conservative one.
             raise SimError(400, "INVALID_CLIENT_REQUEST",

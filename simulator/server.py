@@ -24,12 +24,14 @@ from .faults import FaultBoard
 from .feeds import Feed, RandomFeed, ReplayFeed
 from .live_feed import LiveFeed
 from .markets import DEFAULT_MARKETS, DEFAULT_SYMBOL, KLINE_SECONDS, MarketSpec
+from .perp_routes import PerpMarkets
 from .ratelimit import RateLimiter
 from .rest import RestServer
 from .wsserver import Hub, WsServer
 
 log = logging.getLogger("simulator")
 
+OPEN_INTEREST_EVERY_S = 60.0   # Backpack pushes openInterest.<symbol> once a minute
 DEFAULT_BALANCES = {"USDC": Decimal("100000"), "SOL": Decimal("1000"), "BTC": Decimal("10"),
                     "ETH": Decimal("100")}
 
@@ -91,6 +93,7 @@ class Simulator:
                                  starting_balances=cfg.balances, prices=prices, seed=cfg.seed)
         self.hub = Hub(set(self.exchange.markets), lambda: self.exchange.clock_us() // 1000)
         self.exchange.sink = self.hub
+        self.perps = PerpMarkets(self)
         self.exchange.clock_offset_us = cfg.clock_offset_ms * 1000
         if cfg.id_base:
             self.exchange.raise_ids(cfg.id_base)
@@ -112,6 +115,7 @@ class Simulator:
         else:
             raise ValueError(f"unknown feed {cfg.feed!r}: random, none, live or replay:FILE")
         self._stop = threading.Event()
+        self._next_open_interest = 0.0
         self._threads: list[threading.Thread] = []
         self.rest: RestServer | None = None
         self.ws: WsServer | None = None
@@ -194,11 +198,27 @@ class Simulator:
             for stream in self.hub.streams("ticker."):
                 sym = stream[len("ticker."):]
                 self.hub.public_event(stream, self.exchange.ticker_event(sym))
+            self._push_perps()
             self.hub.release_held()
             now = time.monotonic()
             if now >= next_kline:
                 next_kline = now + 1.0
                 self._push_klines(last_bucket)
+
+    def _push_perps(self) -> None:
+        """``markPrice.<symbol>`` with every ticker round; ``openInterest.<symbol>`` once a minute."""
+        self.perps.roll()
+        for stream in self.hub.streams("markPrice."):
+            sym = stream[len("markPrice."):]
+            if sym in self.perps.markets:
+                self.hub.public_event(stream, self.perps.mark_price_event(sym))
+        now = time.monotonic()
+        if now >= self._next_open_interest:
+            self._next_open_interest = now + OPEN_INTEREST_EVERY_S
+            for stream in self.hub.streams("openInterest."):
+                sym = stream[len("openInterest."):]
+                if sym in self.perps.markets:
+                    self.hub.public_event(stream, self.perps.open_interest_event(sym))
 
     def _push_klines(self, last_bucket: dict[str, int]) -> None:
         now_s = self.exchange.clock_us() // 1_000_000

@@ -38,7 +38,8 @@ from .markets import KLINE_SECONDS
 log = logging.getLogger("simulator.ws")
 
 _STREAM = re.compile(
-    r"^(?:(?P<pub>ticker|bookTicker|trade|depth|depth\.200ms|depth\.600ms|depth\.1000ms)\.(?P<sym>[A-Z0-9_]+)"
+    r"^(?:(?P<pub>ticker|bookTicker|trade|depth|depth\.200ms|depth\.600ms|depth\.1000ms|markPrice|openInterest)"
+    r"\.(?P<sym>[A-Z0-9_]+)"
     r"|kline\.(?P<iv>[0-9a-z]+)\.(?P<ksym>[A-Z0-9_]+)"
     r"|(?P<acct>account\.orderUpdate)(?:\.(?P<asym>[A-Z0-9_]+))?)$")
 PING_TIMEOUT_CLOSE = (1011, "keepalive ping timeout")
