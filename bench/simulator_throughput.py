@@ -6,7 +6,8 @@ Starts ``python -m simulator`` as its own process, pinned to one core when the O
 drives it from this process with the bot's own signed client: each operation is one signed
 POST /api/v1/order followed by one signed DELETE /api/v1/order. Prints operations (requests) per
 second, and, measured in the same run, unsigned GET /api/v1/ping per second as the server's floor,
-so the ratio shows what signing, matching and JSON cost. Goal: at least 500 signed requests/s.
+so the ratio shows what signing, matching and JSON cost. Goal: at least 500 signed requests/s. The same
+on the perp market SOL_USDC_PERP (every order margin-checked): goal at least 0.8 of spot.
 """
 from __future__ import annotations
 
@@ -67,27 +68,35 @@ def main() -> None:
             s = requests.Session()
             return lambda: (s.get(urls["rest"] + "/api/v1/ping", timeout=10).raise_for_status(), 1)[1]
 
-        def order_worker(i: int):
-            client = BackpackClient(urls["rest"], Signer(generate_keypair()[1]))
-            cid = [i * 10_000_000]
+        def worker(symbol: str):
+            def order_worker(i: int):
+                client = BackpackClient(urls["rest"], Signer(generate_keypair()[1]))
+                cid = [i * 10_000_000]
 
-            def one() -> int:
-                cid[0] += 1
-                o = client.place_order(OrderRequest("SOL_USDC", Side.BID, Decimal("140.00"),
-                                                    Decimal("0.10"), cid[0]))
-                client.cancel_order("SOL_USDC", o.id)
-                return 2
-            return one
+                def one() -> int:
+                    cid[0] += 1
+                    o = client.place_order(OrderRequest(symbol, Side.BID, Decimal("140.00"),
+                                                        Decimal("0.10"), cid[0]))
+                    client.cancel_order(symbol, o.id)
+                    return 2
+                return one
+            return order_worker
+
+        order_worker, perp_worker = worker("SOL_USDC"), worker("SOL_USDC_PERP")
 
         run_for(1.0, args.clients, order_worker)  # warm-up: connections, accounts
+        run_for(1.0, args.clients, perp_worker)
         pings = run_for(args.seconds, args.clients, ping_worker) / args.seconds
         signed = run_for(args.seconds, args.clients, order_worker) / args.seconds
+        perp = run_for(args.seconds, args.clients, perp_worker) / args.seconds
         print(f"simulator on 1 core, {args.clients} client threads, {args.seconds:.0f} s each")
         print(f"unsigned GET /api/v1/ping:           {pings:8.0f} requests/s (floor)")
         print(f"signed place + cancel (2 requests):  {signed:8.0f} requests/s "
               f"= {signed / 2:.0f} place+cancel pairs/s")
         print(f"ratio signed/unsigned:               {signed / pings:8.2f}")
         print(f"goal >= 500 signed requests/s:       {'met' if signed >= 500 else 'NOT met'}")
+        print(f"perp (SOL_USDC_PERP, margin-checked): {perp:8.0f} requests/s; ratio perp/spot {perp / signed:.2f} "
+              f"(goal >= 0.80: {'met' if perp >= 0.8 * signed else 'NOT met'})")
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -93,8 +93,8 @@ class AccountViews:
         taker = plain(self.taker_fee * BASIS_POINTS)
         return {"autoBorrowSettlements": acct.borrow_limit > 0, "autoLend": False, "autoRealizePnl": False,
                 "autoRepayBorrows": False, "borrowLimit": plain(acct.borrow_limit), "futuresMakerFee": maker,
-                "futuresTakerFee": taker, "leverageLimit": "1", "limitOrders": open_orders,
-                "liquidating": False, "positionLimit": "0", "spotMakerFee": maker, "spotTakerFee": taker,
+                "futuresTakerFee": taker, "leverageLimit": plain(acct.leverage_limit), "limitOrders": open_orders,
+                "liquidating": acct.liquidating, "positionLimit": "0", "spotMakerFee": maker, "spotTakerFee": taker,
                 "triggerOrders": 0}
 
     def collateral(self, api_key: str) -> dict:
@@ -117,19 +117,34 @@ class AccountViews:
                               "collateralValue": plain(notional * weight),
                               "openOrderQuantity": plain(b.locked), "lendQuantity": "0",
                               "availableQuantity": plain(b.available)})
-        return {"assetsValue": plain(total), "borrowLiability": "0", "collateral": items, "imf": "1",
-                "unsettledEquity": "0", "liabilitiesValue": "0", "marginFraction": None, "mmf": "0",
-                "netEquity": plain(total), "netEquityAvailable": plain(available),
-                "netEquityLocked": plain(locked), "netExposureFutures": "0", "pnlUnrealized": "0"}
+            mg = self.perp.margin(acct)
+        out = {"assetsValue": plain(total), "borrowLiability": "0", "collateral": items, "imf": "1",
+               "unsettledEquity": "0", "liabilitiesValue": "0", "marginFraction": None, "mmf": "0",
+               "netEquity": plain(total), "netEquityAvailable": plain(available),
+               "netEquityLocked": plain(locked), "netExposureFutures": "0", "pnlUnrealized": "0"}
+        if mg is not None and mg.exposure_notional:
+            # Perps (positions.py): the collateral with its haircuts and the positions' unrealized PnL; what the
+            # spot orders hold and the perps' initial margin locked.
+            equity = mg.net_equity
+            out.update({"netEquity": plain(equity), "netEquityLocked": plain(mg.locked),
+                        "netEquityAvailable": plain(mg.available), "pnlUnrealized": plain(mg.pnl_unrealized),
+                        "netExposureFutures": plain(mg.exposure_notional),
+                        "imf": plain(max(1 / acct.leverage_limit, mg.imf_notional / mg.exposure_notional)),
+                        "mmf": plain(mg.mmf_notional / mg.exposure_notional),
+                        "marginFraction": plain(equity / mg.exposure_notional)})
+        return out
 
-    def max_order_quantity(self, api_key: str, symbol: str, side: str, price: Decimal | None) -> dict:
+    def max_order_quantity(self, api_key: str, symbol: str, side: str, price: Decimal | None,
+                           reduce_only: bool = False) -> dict:
         """The most a spot order may be for: the free quote at the price (the best ask without one)
-        for a buy, the free base for a sell, at the market's step."""
+        for a buy, the free base for a sell, at the market's step; a perp's: what margin allows."""
         m = self.market(symbol)
         acct = self.account(api_key)
         spec = m.spec
         with self.lock:
-            if side == "Bid":
+            if spec.perp is not None:
+                most = self.perp.max_quantity(acct, symbol, side, reduce_only)
+            elif side == "Bid":
                 at = price if price is not None else m.price + spec.tick_size
                 if at <= 0:
                     raise SimError(400, "INVALID_PRICE", "Invalid price")
@@ -137,7 +152,7 @@ class AccountViews:
             else:
                 most = self._bal(acct, spec.base).available
         qty = most.quantize(spec.step_size, ROUND_DOWN) if most > 0 else ZERO
-        out = {"symbol": symbol, "side": side, "maxOrderQuantity": plain(qty), "reduceOnly": False,
+        out = {"symbol": symbol, "side": side, "maxOrderQuantity": plain(qty), "reduceOnly": reduce_only,
                "autoBorrow": False, "autoBorrowRepay": False, "autoLendRedeem": False}
         if price is not None:
             out["price"] = plain(price)

@@ -39,7 +39,12 @@ from .markets import MarketSpec
 from .records import (ZERO, Account, Balance, EventSink, Fill, HeldEvents, MarketState, NullSink, Order,
                       OrderRequest, SimError, _counterparty_id, parse_error, s)
 from .order_rules import crosses as crosses_market, touch, validate
+from .settlement import fill_spot, lock_spot
 from .wire import order_update, parse_client_id, parse_order_payload
+
+
+# The fills the system makes on an account's behalf, by the origin of their order.
+SYSTEM_FILLS = {"LIQUIDATION_AUTOCLOSE": "LiquidatePositionOnBook"}
 
 
 class Exchange(MarketData, AccountViews):
@@ -78,6 +83,7 @@ class Exchange(MarketData, AccountViews):
         # Called under the lock after a change that filled an order, before its events leave (paper mode on
         # live prices saves the account here, so the bot can never know a fill the saved account lacks).
         self.durable: Callable[[], None] | None = None
+        self.perp: Any = NoPerps()     # the perp engine (perp_engine.py), set by the simulator
         now = self.clock_us()
         for m in self.markets.values():
             self._record_tick(m, now, m.price, ZERO)
@@ -185,21 +191,11 @@ class Exchange(MarketData, AccountViews):
                 qty = (p.qq / touch(m, p.side)).quantize(spec.step_size, ROUND_DOWN)
                 if qty < spec.min_quantity:
                     raise SimError(400, "INVALID_QUANTITY", "Quantity is below the minimum allowed value")
-            if p.side == "Bid":
-                lock_price = p.price if p.type == "Limit" else touch(m, "Bid")
-                need, asset = lock_price * qty, spec.quote
-            else:
-                need, asset = qty, spec.base
-            bal = self._bal(acct, asset)
-            if bal.available < need:
-                # Backpack lends to an order that allows borrowing on an account that borrows: what is
-                # missing becomes a loan (a negative available balance), within the account's limit.
-                loan = need - bal.available   # the liability once this order has locked what it needs
-                if p.auto_borrow is False or loan > acct.borrow_limit:
-                    raise SimError(400, "INSUFFICIENT_FUNDS", "Insufficient funds")
-                self._journal("borrow", account=api_key, asset=asset, quantity=s(need - max(bal.available, ZERO)))
-            bal.available -= need
-            bal.locked += need
+            expire = None
+            if spec.perp is None:
+                need = lock_spot(self, acct, m, p, qty)
+            else:    # a perp locks no balance: margin gates it (perp_engine.py)
+                need, (qty, expire) = ZERO, self.perp.check_order(acct, m, p, qty)
             now = self.clock_us()
             quote_qty = p.qq
             if p.type == "Market" and quote_qty is None:
@@ -212,13 +208,17 @@ class Exchange(MarketData, AccountViews):
             order = Order(id=str(self._next_order_id), account=api_key, symbol=spec.symbol,
                           side=p.side, order_type=p.type, price=p.price, quantity=qty,
                           quote_quantity=quote_qty, time_in_force=p.tif, post_only=p.post_only,
-                          client_id=p.client_id, stp=p.stp, created_us=now, locked=need)
+                          client_id=p.client_id, stp=p.stp, created_us=now, locked=need,
+                          reduce_only=p.reduce_only)
             self.orders[order.id] = order
             self.open_by_symbol[spec.symbol][order.id] = order
             self._journal("order_new", order_id=order.id, account=api_key, symbol=spec.symbol,
                           side=order.side, price=s(order.price), quantity=s(qty),
                           client_id=order.client_id)
             self._emit(order, "orderAccepted")
+            if expire is not None:    # a reduce-only order that cannot reduce, accepted then expired
+                self._close(order, "Expired", expire)
+                return order
             if crosses:
                 self._take(m, order)
             if order.status in ("New", "PartiallyFilled") and (
@@ -277,41 +277,23 @@ class Exchange(MarketData, AccountViews):
         return results
 
     # ------------------------------------------------------------------ fills and closes
-    @staticmethod
-    def _fee(amount: Decimal, rate: Decimal) -> Decimal:
-        """The exact fee, without the trailing zeros a product of decimals carries."""
-        fee = amount * rate
-        return fee.normalize() if fee else ZERO
-
     def _fill(self, m: MarketState, order: Order, qty: Decimal, price: Decimal, *,
               is_maker: bool) -> Fill:
         spec = m.spec
         acct = self.accounts[order.account]
         rate = self.maker_fee if is_maker else self.taker_fee
         quote_amt = price * qty
-        if order.side == "Bid":
-            # The order locked (limit price x qty); a taker fill at a better price frees the rest.
-            lock_price = order.price if order.order_type == "Limit" else touch(m, "Bid")
-            release = lock_price * qty
-            quote = self._bal(acct, spec.quote)
-            quote.locked -= release
-            quote.available += release - quote_amt
-            order.locked -= release
-            fee_asset, fee = spec.base, self._fee(qty, rate)
-            self._bal(acct, spec.base).available += qty - fee
+        if spec.perp is None:
+            fee_asset, fee = fill_spot(self, acct, m, order, qty, price, rate)
         else:
-            base = self._bal(acct, spec.base)
-            base.locked -= qty
-            order.locked -= qty
-            fee_asset, fee = spec.quote, self._fee(quote_amt, rate)
-            self._bal(acct, spec.quote).available += quote_amt - fee
+            fee_asset, fee = self.perp.fee(acct, m, qty, price, is_maker)
         now = self.clock_us()
         order.executed += qty
         order.executed_quote += quote_amt
         trade_id = m.next_trade_id
         m.next_trade_id += 1
         fill = Fill(trade_id, order.id, order.client_id, order.account, spec.symbol, order.side, price,
-                    qty, fee, fee_asset, is_maker, now)
+                    qty, fee, fee_asset, is_maker, now, SYSTEM_FILLS.get(order.origin))
         self.fills.append(fill)
         m.trades.append({"id": trade_id, "price": s(price), "quantity": s(qty),
                          "quoteQuantity": s(quote_amt), "timestamp": now // 1000,
@@ -328,6 +310,8 @@ class Exchange(MarketData, AccountViews):
         else:
             order.status = "PartiallyFilled"
         self._emit(order, "orderFill", fill)
+        if spec.perp is not None:
+            self.perp.on_fill(acct, m, order, fill)
         self.sink.public_event(f"trade.{spec.symbol}", {
             "e": "trade", "E": now, "s": spec.symbol, "p": s(price), "q": s(qty),
             "b": order.id if order.side == "Bid" else _counterparty_id(trade_id),
@@ -451,6 +435,8 @@ class Exchange(MarketData, AccountViews):
                     if left is not None:
                         left -= qty
                 self._book_changed(m)
+                if m.spec.perp is not None:
+                    self.perp.after_move(symbol)   # a new mark: liquidations
             finally:
                 self.sink = held.sink
                 if fills and self.durable is not None:
@@ -497,3 +483,16 @@ class Exchange(MarketData, AccountViews):
     # ------------------------------------------------------------------ events
     def _emit(self, order: Order, event: str, fill: Fill | None = None) -> None:
         self.sink.order_event(order.account, order.symbol, order_update(order, event, fill, self.clock_us()))
+
+
+class NoPerps:
+    """An exchange without a perp engine (the backtester's): perp markets are refused."""
+
+    def check_order(self, *args: Any) -> Any:
+        raise SimError(400, "INVALID_ORDER", "perpetual futures are not simulated here")
+
+    def after_move(self, symbol: str) -> None:
+        pass
+
+    def margin(self, acct: Any, extra: Any = None) -> None:
+        return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Callable
 
+from .perp_engine import _user_id
 from .perps import PerpMarket
 from .records import SimError
 from .replies import Reply
@@ -29,13 +30,19 @@ class PerpMarkets:
         self.ex = sim.exchange
         self.markets: dict[str, PerpMarket] = {
             sym: PerpMarket(sym, m.spec.perp) for sym, m in self.ex.markets.items() if m.spec.perp is not None}
+        # Called for each funding interval that ends (the perp engine pays it): symbol, end ms, rate.
+        self.on_funding: Callable[[str, int, Decimal], None] | None = None
         self.roll()
 
     def roll(self) -> None:
         now_ms = self.ex.clock_us() // 1000
         with self.ex.lock:
             for p in self.markets.values():
-                p.roll(now_ms)
+                for end in p.roll(now_ms):
+                    if self.on_funding is not None:
+                        self.on_funding(p.symbol, end, p.rate_at(end))
+                p.open_interest = sum((max(a.positions[p.symbol].net, Decimal(0)) for a in self.ex.accounts.values()
+                                       if p.symbol in a.positions), Decimal(0))
 
     def perp(self, symbol: str) -> PerpMarket:
         p = self.markets.get(symbol)
@@ -104,9 +111,73 @@ class PerpMarkets:
             symbols = [self.perp(symbol).symbol] if symbol else sorted(self.markets)
             return Reply(200, [self.markets[s].open_interest_json(now_ms) for s in symbols])
 
+    # -- signed
+    def signed_routes(self) -> dict[tuple[str, str], Callable[["Request"], Reply]]:
+        return {("GET", "/api/v1/position"): self.position,
+                ("PATCH", "/api/v1/account"): self.account_update,
+                ("GET", "/wapi/v1/history/position"): self.position_history,
+                ("GET", "/wapi/v1/history/funding"): self.funding_history,
+                ("GET", "/wapi/v1/history/settlement"): self.settlement_history}
+
+    def position(self, r: "Request") -> Reply:
+        """The open positions, an array (for one symbol too); a symbol without one: 404 "Position not found"
+        (when Backpack answers 404 is not documented; an empty account answers ``[]``)."""
+        from .positions import position_json
+        symbol = r.q("symbol")
+        engine = self.ex.perp
+        with self.ex.lock:
+            acct = self.ex.account(r.account)
+            if symbol is not None:
+                self.perp(symbol)
+            out = [position_json(p, engine.mark(p.symbol), self.markets[p.symbol].params,
+                                 engine.exposure_qty(acct, p.symbol), acct.leverage_limit, _user_id(acct))
+                   for p in acct.positions.values() if p.net and (symbol is None or p.symbol == symbol)]
+        if symbol is not None and not out:
+            raise SimError(404, "RESOURCE_NOT_FOUND", "Position not found")
+        return Reply(200, out)
+
+    def account_update(self, r: "Request") -> Reply:
+        """``PATCH /api/v1/account``: ``leverageLimit`` (a decimal string from 1 to 50; what Backpack allows is
+        not documented) and the auto-* flags; 200 with an empty body."""
+        body = r.body if isinstance(r.body, dict) else {}
+        value = body.get("leverageLimit")
+        if value is not None:
+            try:
+                limit = Decimal(str(value))
+            except InvalidOperation:
+                limit = Decimal(0)
+            if not isinstance(value, str) or not Decimal(1) <= limit <= Decimal(50):
+                raise SimError(400, "INVALID_CLIENT_REQUEST", "Invalid value for `leverageLimit`")
+            with self.ex.lock:
+                self.ex.account(r.account).leverage_limit = limit
+                self.ex._journal("leverage", account=r.account, limit=f"{limit:f}")
+        return Reply(200, text="")
+
+    def position_history(self, r: "Request") -> Reply:
+        from .rest import _paged
+        symbol, state = r.q("symbol"), r.q("state")
+        with self.ex.lock:
+            rows = [row for row in self.ex.perp.history(self.ex.account(r.account))
+                    if (symbol is None or row["symbol"] == symbol) and (state is None or row["state"] == state)]
+        return _paged(r, rows, key=lambda row: (row["openedAt"], row["id"]), render=lambda row: row)
+
+    def funding_history(self, r: "Request") -> Reply:
+        from .rest import _paged
+        symbol = r.q("symbol")
+        with self.ex.lock:
+            rows = [row for row in self.ex.account(r.account).funding_rows if symbol is None or row["symbol"] == symbol]
+        return _paged(r, list(enumerate(rows)), key=lambda x: x[0], render=lambda x: x[1])
+
+    def settlement_history(self, r: "Request") -> Reply:
+        from .rest import _paged
+        source = r.q("source")
+        with self.ex.lock:
+            rows = [row for row in self.ex.account(r.account).settlements if source is None or row["source"] == source]
+        return _paged(r, list(enumerate(rows)), key=lambda x: x[0], render=lambda x: x[1])
+
     # -- control
     def control(self, body: Any) -> Reply:
-        """``POST /_sim/perp``: ``{"symbol", "indexPrice"?, "markPrice"?, "premium"?, "fundingRate"?}``; an
+        """``POST /_sim/perp``: ``{"symbol", "indexPrice"?, "markPrice"?, "premium"?, "fundingRate"?, "realize"?}``; an
         index, mark or premium of ``null`` follows the rule again (funding falls due as the simulator's clock
         passes each hour: ``POST /_sim/clock`` moves it)."""
         if not isinstance(body, dict) or body.get("symbol") not in self.markets:
@@ -122,6 +193,11 @@ class PerpMarkets:
             if {"indexPrice", "markPrice", "premium"} & set(body):
                 p.set(now_us, index=values["indexPrice"], mark=values["markPrice"], premium=values["premium"])
             if values["fundingRate"] is not None:
+                self.roll()
                 p.set_rate(now_us // 1000, values["fundingRate"])
-            p.roll(now_us // 1000)
+            if body.get("realize"):
+                self.ex.perp.realize()
+            self.ex.perp.after_move(p.symbol)    # a mark set apart may liquidate
+        self.roll()
+        with self.ex.lock:
             return Reply(200, self.mark_price_json(p.symbol))

@@ -107,7 +107,7 @@ class PerpMarket:
         return out.normalize() if out != out.to_integral_value() else out.quantize(D(1))
 
     def set_rate(self, now_ms: int, rate: Decimal) -> None:
-        self.roll(now_ms)
+        """The running interval's rate from now on (the caller rolls the intervals that ended first)."""
         self.rates.append((now_ms, rate))
         self.funding_rate = rate
 

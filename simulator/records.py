@@ -40,6 +40,7 @@ def parse_error(detail: str) -> SimError:
 
 class EventSink(Protocol):
     def order_event(self, account: str, symbol: str, data: dict) -> None: ...
+    def position_event(self, account: str, symbol: str, data: dict) -> None: ...
     def public_event(self, stream: str, data: dict) -> None: ...
     def wants(self, stream: str) -> bool: ...
     def batch(self) -> ContextManager[None]: ...
@@ -55,6 +56,9 @@ class HeldEvents:
 
     def order_event(self, account: str, symbol: str, data: dict) -> None:
         self.held.append(("order_event", (account, symbol, data)))
+
+    def position_event(self, account: str, symbol: str, data: dict) -> None:
+        self.held.append(("position_event", (account, symbol, data)))
 
     def public_event(self, stream: str, data: dict) -> None:
         self.held.append(("public_event", (stream, data)))
@@ -74,6 +78,9 @@ class HeldEvents:
 
 class NullSink:
     def order_event(self, account: str, symbol: str, data: dict) -> None:
+        pass
+
+    def position_event(self, account: str, symbol: str, data: dict) -> None:
         pass
 
     def public_event(self, stream: str, data: dict) -> None:
@@ -121,6 +128,14 @@ class Account:
     # catches a client that never says) may lock more than is available, up to this limit in the asset's
     # own units; the balance then goes negative, a loan.
     borrow_limit: Decimal = Decimal(0)
+    # Perpetual futures (positions.py): one net position per symbol, the subaccount's leverage limit (what
+    # Backpack's default is, is not documented: 10 here), whether a liquidation runs, and its ledgers.
+    positions: dict[str, Any] = field(default_factory=dict)
+    leverage_limit: Decimal = Decimal(10)
+    liquidating: bool = False
+    funding_rows: list[dict] = field(default_factory=list)
+    settlements: list[dict] = field(default_factory=list)
+    closed_positions: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -144,6 +159,8 @@ class Order:
     locked: Decimal = ZERO  # what this order still holds: quote for a Bid, base for an Ask
     expiry_reason: str | None = None
     closed_us: int | None = None
+    reduce_only: bool | None = None   # as sent: a plain order shows null in REST, false in the stream
+    origin: str = "USER"              # who entered it: USER, or LIQUIDATION_AUTOCLOSE (the liquidation engine)
 
     @property
     def remaining(self) -> Decimal:
@@ -169,6 +186,7 @@ class OrderRequest:
     client_id: int | None = None
     stp: str = "RejectTaker"
     auto_borrow: bool | None = None   # None: the field was absent
+    reduce_only: bool | None = None   # perps: may only reduce the position
 
 
 @dataclass
@@ -185,6 +203,7 @@ class Fill:
     fee_symbol: str
     is_maker: bool
     ts_us: int
+    system_type: str | None = None    # a fill the system made: LiquidatePositionOnBook
 
 
 @dataclass

@@ -127,6 +127,7 @@ class Routes:
             ("GET", "/wapi/v1/history/fills"): self.fill_history,
             ("GET", "/wapi/v1/history/orders"): self.order_history,
         }
+        self.signed.update(sim.perps.signed_routes())
         assert set(self.signed) == set(signing.INSTRUCTIONS)
 
     # -- public
@@ -204,25 +205,17 @@ class Routes:
             limit = None if price is None else Decimal(price)
         except InvalidOperation:
             raise SimError(400, "INVALID_CLIENT_REQUEST", "Invalid value for parameter `price`") from None
-        return Reply(200, self.ex.max_order_quantity(r.account, r.need("symbol"), side, limit))
+        return Reply(200, self.ex.max_order_quantity(r.account, r.need("symbol"), side, limit,
+                                                     reduce_only=r.q("reduceOnly") == "true"))
 
     def get_order(self, r: Request) -> Reply:
         o = self.ex.get_open_order(r.account, r.need("symbol"), r.q("orderId"), r.q("clientId"))
         return Reply(200, order_json(o, listed=True))
 
     def post_order(self, r: Request) -> Reply:
-        self._no_perp_orders(r.body)
         return Reply(200, order_json(self.ex.place(r.account, r.body)))
 
-    def _no_perp_orders(self, body: Any) -> None:
-        """Positions, margin and funding are not simulated yet: an order on a perp market is refused rather
-        than matched with spot semantics (which would move base balances a perp never touches)."""
-        for item in body if isinstance(body, list) else [body]:
-            if isinstance(item, dict) and item.get("symbol") in self.sim.perps.markets:
-                raise SimError(400, "INVALID_ORDER", "orders on perpetual futures are not simulated yet")
-
     def post_orders(self, r: Request) -> Reply:
-        self._no_perp_orders(r.body)
         if isinstance(r.body, list) and len(r.body) > self.sim.config.max_batch:
             # Backpack's batch limit is undocumented; the simulator enforces a conservative one.
             raise SimError(400, "INVALID_CLIENT_REQUEST",

@@ -24,6 +24,7 @@ from .faults import FaultBoard
 from .feeds import Feed, RandomFeed, ReplayFeed
 from .live_feed import LiveFeed
 from .markets import DEFAULT_MARKETS, DEFAULT_SYMBOL, KLINE_SECONDS, MarketSpec
+from .perp_engine import PerpEngine
 from .perp_routes import PerpMarkets
 from .ratelimit import RateLimiter
 from .rest import RestServer
@@ -64,6 +65,12 @@ class SimConfig:
     live_ws: str = ""
     live_stale_after: float = 30.0
     live_logger: str = "simulator.live"   # paper mode logs the live feed into the bot's log
+    # Perps (perp_engine.py): a reduce-only order that cannot reduce is refused (False: accepted, then
+    # expired ReduceOnlyNotReduced); the share of a position each liquidation step closes; how often
+    # positions' PnL is realized into USDC (Backpack: every 10 s).
+    reduce_only_reject: bool = True
+    liquidation_step: Decimal = Decimal(1)
+    pnl_settle_seconds: float = 10.0
     id_base: int = 0                      # trade and order ids start above this (paper mode: the time, so
                                           # no two paper runs ever hand out one id)
 
@@ -94,6 +101,11 @@ class Simulator:
         self.hub = Hub(set(self.exchange.markets), lambda: self.exchange.clock_us() // 1000)
         self.exchange.sink = self.hub
         self.perps = PerpMarkets(self)
+        self.exchange.perp = PerpEngine(self.exchange, self.perps, reduce_only_reject=cfg.reduce_only_reject,
+                                        liquidation_step=cfg.liquidation_step)
+        self.perps.on_funding = self.exchange.perp.fund
+        self.hub.position_snapshot = self.exchange.perp.snapshot
+        self._next_realize = time.monotonic() + cfg.pnl_settle_seconds
         self.exchange.clock_offset_us = cfg.clock_offset_ms * 1000
         if cfg.id_base:
             self.exchange.raise_ids(cfg.id_base)
@@ -206,8 +218,15 @@ class Simulator:
                 self._push_klines(last_bucket)
 
     def _push_perps(self) -> None:
-        """``markPrice.<symbol>`` with every ticker round; ``openInterest.<symbol>`` once a minute."""
+        """Funding due, PnL realization every ``pnl_settle_seconds``; ``markPrice.<symbol>`` with every ticker
+        round; ``openInterest.<symbol>`` once a minute."""
         self.perps.roll()
+        if time.monotonic() >= self._next_realize:
+            self._next_realize = time.monotonic() + self.config.pnl_settle_seconds
+            with self.exchange.lock:
+                self.exchange.perp.realize()
+                for sym in self.perps.markets:     # a liquidation under way takes its next step
+                    self.exchange.perp.after_move(sym)
         for stream in self.hub.streams("markPrice."):
             sym = stream[len("markPrice."):]
             if sym in self.perps.markets:

@@ -40,6 +40,11 @@ INSTRUCTIONS: dict[tuple[str, str], str] = {
     ("DELETE", "/api/v1/orders"): "orderCancelAll",
     ("GET", "/wapi/v1/history/fills"): "fillHistoryQueryAll",
     ("GET", "/wapi/v1/history/orders"): "orderHistoryQueryAll",
+    ("PATCH", "/api/v1/account"): "accountUpdate",
+    ("GET", "/api/v1/position"): "positionQuery",
+    ("GET", "/wapi/v1/history/position"): "positionHistoryQueryAll",
+    ("GET", "/wapi/v1/history/funding"): "fundingHistoryQueryAll",
+    ("GET", "/wapi/v1/history/settlement"): "settlementHistoryQueryAll",
 }
 
 

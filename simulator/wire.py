@@ -60,7 +60,8 @@ def parse_order_payload(payload: Any) -> OrderRequest:
     qq = (_dec(payload["quoteQuantity"], "quoteQuantity")
           if payload.get("quoteQuantity") is not None else None)
     return OrderRequest(symbol=symbol, side=side, type=otype, tif=tif, post_only=post_only,
-                        client_id=client_id, stp=stp, price=price, qty=qty, qq=qq, auto_borrow=flags["autoBorrow"])
+                        client_id=client_id, stp=stp, price=price, qty=qty, qq=qq, auto_borrow=flags["autoBorrow"],
+                        reduce_only=flags["reduceOnly"])
 
 
 def kline_time(t: int) -> str:
@@ -87,7 +88,7 @@ def order_json(o: Order, listed: bool = False) -> dict:
         "side": o.side, "quantity": s(o.quantity), "executedQuantity": s(o.executed),
         "executedQuoteQuantity": s(o.executed_quote), "timeInForce": o.time_in_force,
         "selfTradePrevention": o.stp, "status": o.status, "createdAt": o.created_us // 1000,
-        "reduceOnly": None, "relatedOrderId": None, "strategyId": None, "triggerBy": None,
+        "reduceOnly": o.reduce_only or None, "relatedOrderId": None, "strategyId": None, "triggerBy": None,
         "triggerPrice": None, "triggerQuantity": None, "triggeredAt": None,
         "stopLossTriggerPrice": None, "stopLossLimitPrice": None, "stopLossTriggerBy": None,
         "takeProfitTriggerPrice": None, "takeProfitLimitPrice": None, "takeProfitTriggerBy": None,
@@ -133,7 +134,7 @@ def fill_json(f: Fill) -> dict:
     return {"clientId": None if f.client_id is None else str(f.client_id), "fee": s(f.fee),
             "feeSymbol": f.fee_symbol, "isMaker": f.is_maker, "orderId": f.order_id,
             "price": s(f.price), "quantity": s(f.quantity), "side": f.side, "symbol": f.symbol,
-            "systemOrderType": None, "timestamp": naive_utc(f.ts_us), "tradeId": f.trade_id}
+            "systemOrderType": f.system_type, "timestamp": naive_utc(f.ts_us), "tradeId": f.trade_id}
 
 
 def order_state(o: Order) -> dict:
@@ -142,7 +143,7 @@ def order_state(o: Order) -> dict:
             "executedQuantity": s(o.executed), "executedQuoteQuantity": s(o.executed_quote),
             "status": o.status, "clientId": o.client_id, "postOnly": o.post_only,
             "timeInForce": o.time_in_force, "createdAtUs": o.created_us, "closedAtUs": o.closed_us,
-            "expiryReason": o.expiry_reason}
+            "expiryReason": o.expiry_reason, "reduceOnly": o.reduce_only, "origin": o.origin}
 
 
 def fill_state(f: Fill) -> dict:
@@ -158,7 +159,7 @@ def order_update(order: Order, event: str, fill: Fill | None, now: int) -> dict:
         "e": event, "E": now, "s": order.symbol, "i": order.id, "S": order.side,
         "o": order.order_type.upper(), "f": order.time_in_force, "q": s(order.quantity),
         "X": order.status, "t": fill.trade_id if fill else None, "z": s(order.executed),
-        "Z": s(order.executed_quote), "V": order.stp, "T": now, "O": "USER", "r": False,
+        "Z": s(order.executed_quote), "V": order.stp, "T": now, "O": order.origin, "r": bool(order.reduce_only),
     }
     if order.post_only:
         # Captures of orders that are not post-only have no ``y`` key at all (tests/fixtures/backpack_captures.json

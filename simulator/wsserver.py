@@ -41,7 +41,7 @@ _STREAM = re.compile(
     r"^(?:(?P<pub>ticker|bookTicker|trade|depth|depth\.200ms|depth\.600ms|depth\.1000ms|markPrice|openInterest)"
     r"\.(?P<sym>[A-Z0-9_]+)"
     r"|kline\.(?P<iv>[0-9a-z]+)\.(?P<ksym>[A-Z0-9_]+)"
-    r"|(?P<acct>account\.orderUpdate)(?:\.(?P<asym>[A-Z0-9_]+))?)$")
+    r"|(?P<acct>account\.orderUpdate|account\.positionUpdate)(?:\.(?P<asym>[A-Z0-9_]+))?)$")
 PING_TIMEOUT_CLOSE = (1011, "keepalive ping timeout")
 
 
@@ -195,6 +195,8 @@ class Hub:
         self.messages_sent = 0
         self.faults: FaultBoard | None = None  # set by the Simulator: WebSocket message faults
         self._held: dict[str, tuple[str, Any, str | None, float]] = {}  # ws_reorder's held messages
+        # The account's open positions, sent on a subscription to account.positionUpdate (perp_engine.py).
+        self.position_snapshot: Callable[[str, str | None], list[dict]] | None = None
 
     def is_silent(self) -> bool:
         return time.monotonic() < self.silent_until
@@ -310,6 +312,11 @@ class Hub:
             self._publish("account.orderUpdate", data, account)
             self._publish(f"account.orderUpdate.{symbol}", data, account)
 
+    def position_event(self, account: str, symbol: str, data: dict) -> None:
+        with self._lock:
+            self._publish("account.positionUpdate", data, account)
+            self._publish(f"account.positionUpdate.{symbol}", data, account)
+
     def drop_all(self) -> int:
         with self._lock:
             conns = list(self.connections)
@@ -387,6 +394,10 @@ class Hub:
             with self._lock:
                 self.subscribers.setdefault(p, {})[conn] = account if p.startswith("account.") else None
                 self.subscribed_ms.setdefault(p, self.clock_ms())
+            if p.startswith("account.positionUpdate") and account is not None and self.position_snapshot is not None:
+                # The open positions, one message each and without ``e``, as Backpack sends on subscription.
+                for data in self.position_snapshot(account, p[len("account.positionUpdate."):] or None):
+                    conn.send_json({"stream": p, "data": data})
 
     def valid_stream(self, name: str) -> bool:
         m = _STREAM.match(name)

@@ -192,8 +192,12 @@ def test_account_endpoints_answer_as_for_a_plain_spot_account(sim):
     assets = requests.get(sim.rest_url + "/api/v1/assets", timeout=10).json()
     assert {"SOL", "USDC", "BTC", "ETH"} <= {a["symbol"] for a in assets}
     assert all({"symbol", "displayName", "tokens"} <= set(a) for a in assets)
+    # No position: an empty array; for a symbol, 404 "Position not found" (docs/exchange.md §12)
     r = signed_request(sim.rest_url, signer, "GET", "/api/v1/position", sign_as="positionQuery")
-    assert r.status_code == 404
+    assert r.status_code == 200 and r.json() == []
+    r = signed_request(sim.rest_url, signer, "GET", "/api/v1/position", params={"symbol": "SOL_USDC_PERP"},
+                       sign_as="positionQuery")
+    assert r.status_code == 404 and r.json()["code"] == "RESOURCE_NOT_FOUND"
 
 
 @pytest.mark.parametrize("method", ["POST", "DELETE"])

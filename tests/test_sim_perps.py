@@ -1,4 +1,4 @@
-"""The simulator's perpetual futures, first part: the perp markets and their public data, against real
+"""The simulator's perpetual futures, part one: the perp markets and their public data, against real
 Backpack payloads (tests/fixtures/backpack_captures.json) and the contract's worked examples
 (docs/exchange.md "Perpetual futures"), and read by an independent client (ccxt's Backpack class).
 
@@ -19,7 +19,7 @@ from simulator import running_simulator
 from simulator.markets import DEFAULT_MARKETS
 from simulator.perps import position_imf, position_mmf
 from simulator.server import SimControl
-from tests.helpers import new_signer, order_body, signed_request, wait_until
+from tests.helpers import wait_until
 
 D = Decimal
 CAPTURES = json.loads((Path(__file__).parent / "fixtures" / "backpack_captures.json").read_text())["objects"]
@@ -196,16 +196,6 @@ def test_the_mark_price_stream_is_backpacks(perp_sim):
     for c in captures("WS markPrice"):
         pin(data, c)
     assert data["n"] % HOUR_MS == 0 and data["n"] < 10**13 and data["E"] > 10**15   # n in ms, E in µs
-
-
-def test_orders_on_perps_are_refused_until_positions_are_simulated(perp_sim):
-    signer = new_signer()
-    r = signed_request(perp_sim.rest_url, signer, "POST", "/api/v1/order",
-                       body=order_body("140", "1", symbol="SOL_USDC_PERP"))
-    assert r.status_code == 400 and r.json()["code"] == "INVALID_ORDER"
-    r = signed_request(perp_sim.rest_url, signer, "POST", "/api/v1/orders",
-                       body=[order_body("140", "1"), order_body("140", "1", symbol="SOL_USDC_PERP")])
-    assert r.status_code == 400
 
 
 def test_ccxt_reads_the_perps_unmodified(perp_sim):
