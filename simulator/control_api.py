@@ -32,6 +32,17 @@ def exchange_state(ex: "Exchange", journal_since_us: int = 0) -> dict:
             "accounts": {k: {a: {"available": plain(b.available), "locked": plain(b.locked)}
                              for a, b in acct.balances.items()}
                          for k, acct in ex.accounts.items()},
+            # Perps: each account's leverage limit, liquidation state, open positions (net, entry, settle price,
+            # realized PnL, funding, fees) and its funding and settlement ledgers.
+            "perp_accounts": {k: {"leverageLimit": s(acct.leverage_limit), "liquidating": acct.liquidating,
+                                  "positions": {sym: {"positionId": p.position_id, "netQuantity": s(p.net),
+                                                      "entryPrice": s(p.entry), "settlePrice": s(p.settle),
+                                                      "pnlRealized": s(p.pnl_realized),
+                                                      "cumulativeFunding": plain(p.funding), "fees": plain(p.fees)}
+                                                for sym, p in acct.positions.items()},
+                                  "funding": list(acct.funding_rows), "settlements": list(acct.settlements)}
+                              for k, acct in ex.accounts.items() if acct.positions or acct.funding_rows
+                              or acct.settlements},
             "orders": [order_state(o) for o in ex.orders.values()],
             "fills": [fill_state(f) for f in ex.fills],
             "requests": ex.request_count,

@@ -7,6 +7,9 @@ order fills only when the trade printed strictly through its price, and all the 
 together get at most the trade's quantity, best price first, in the order the trades happened. So a
 real grid's fills can only be better (queue position aside).
 
+On a perp (``_PERP``) it follows the real ``markPrice.<symbol>`` stream too: the paper market's index and
+mark are the real ones.
+
 Never signed, never private: this module sends no key, no signature and no ``account.*`` subscription.
 
 Running for weeks: the stream reconnects with backoff (1 s doubling to 30 s) and, once back, fills the
@@ -35,9 +38,12 @@ HISTORY_PACE_S = 2.0           # 30 requests a minute (docs/exchange.md §8)
 class LiveFeed(Feed):
     def __init__(self, trade: Callable[[str, Decimal, Decimal, int], None], symbol: str, rest_url: str,
                  ws_url: str, *, stale_after: float = 30.0, log: logging.Logger | None = None,
-                 http: requests.Session | None = None) -> None:
+                 http: requests.Session | None = None,
+                 mark: Callable[[str, Decimal, Decimal], None] | None = None) -> None:
         super().__init__()
         self._trade = trade
+        # A perp: the real market's index and mark (``markPrice.<symbol>``) are the paper market's too.
+        self._mark = mark if symbol.endswith("_PERP") else None
         self.symbol = symbol
         self.rest_url = rest_url.rstrip("/")
         self.ws_url = ws_url
@@ -147,8 +153,10 @@ class LiveFeed(Feed):
 
     def _connect(self) -> None:
         self._ws = websocket.create_connection(self.ws_url, timeout=10)
-        self._ws.send(json.dumps({"method": "SUBSCRIBE",
-                                  "params": [f"trade.{self.symbol}", f"ticker.{self.symbol}"]}))
+        streams = [f"trade.{self.symbol}", f"ticker.{self.symbol}"]
+        if self._mark is not None:
+            streams.append(f"markPrice.{self.symbol}")
+        self._ws.send(json.dumps({"method": "SUBSCRIBE", "params": streams}))
         self._ws.settimeout(1.0)
         self.connects += 1
         self.last_message = time.monotonic()
@@ -181,6 +189,14 @@ class LiveFeed(Feed):
             data, stream = msg["data"], msg["stream"]
         except (ValueError, KeyError, TypeError):
             return  # a subscription answer, an error object, or a frame we cannot read
+        if stream == f"markPrice.{self.symbol}" and self._mark is not None:
+            try:
+                index, mark = Decimal(str(data["i"])), Decimal(str(data["p"]))
+            except (KeyError, TypeError, ValueError, InvalidOperation):
+                return
+            if index > 0 and mark > 0:
+                self._mark(self.symbol, index, mark)
+            return
         if stream not in (f"trade.{self.symbol}", f"ticker.{self.symbol}"):
             return
         self.last_message = now

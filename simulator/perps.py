@@ -98,8 +98,13 @@ class PerpMarket:
 
     def set(self, ts_us: int, *, index: Decimal | None = None, mark: Decimal | None = None,
             premium: Decimal | None = None) -> None:
-        """Set the index, the mark or the premium apart (None: follow the rule again)."""
+        """Set the index, the mark or the premium apart (None: follow the rule again). Settings older than the
+        klines' 25 hours leave, but for the one in force then (a live feed sets them every second for weeks)."""
         self.overrides.append((ts_us, index, mark, premium))
+        if len(self.overrides) > 4096:
+            horizon = ts_us - 25 * 3600 * 1_000_000
+            cut = bisect.bisect_left([o[0] for o in self.overrides], horizon)
+            del self.overrides[:max(0, cut - 1)]
 
     def clamped(self, rate: Decimal) -> Decimal:
         p = self.params

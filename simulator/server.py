@@ -87,7 +87,8 @@ class Simulator:
             if not (cfg.live_rest and cfg.live_ws):
                 raise ValueError("the live feed needs live_rest and live_ws")
             self.live = LiveFeed(self._live_trade, cfg.symbol, cfg.live_rest, cfg.live_ws,
-                                 stale_after=cfg.live_stale_after, log=logging.getLogger(cfg.live_logger))
+                                 stale_after=cfg.live_stale_after, log=logging.getLogger(cfg.live_logger),
+                                 mark=self._live_mark)
             if cfg.price is None:
                 prices[cfg.symbol] = self.live.first_price()
         if cfg.feed.startswith("replay:"):
@@ -138,6 +139,15 @@ class Simulator:
         if fault is None:
             return None
         return SimError(400, fault.code or "INVALID_ORDER", fault.message or "")
+
+    def _live_mark(self, symbol: str, index: Decimal, mark: Decimal) -> None:
+        """The real perp's index and mark, set on the paper market (which may then liquidate)."""
+        with self.exchange.lock:
+            p = self.perps.markets.get(symbol)
+            if p is None:
+                return
+            p.set(self.exchange.clock_us(), index=index, mark=mark)
+            self.exchange.perp.after_move(symbol)
 
     def _live_trade(self, symbol: str, price: Decimal, quantity: Decimal, trade_id: int) -> None:
         """A real trade: the paper orders it printed through fill, at most its quantity together."""

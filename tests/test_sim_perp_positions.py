@@ -135,6 +135,8 @@ def test_funding_longs_pay_shorts_when_the_rate_is_positive_at_the_hours_mark(ze
         pin(paid[0], c)
     assert long_.usdc() == before_long - D("0.6") and short.usdc() == before_short + D("0.24")
     assert long_.positions()[0]["cumulativeFundingPayment"] == "-0.6"
+    ledger = long_.control.state()["perp_accounts"][long_.signer.api_key]     # the ledger says the same
+    assert ledger["funding"][0]["quantity"] == "-0.6" and ledger["positions"][SYM]["cumulativeFunding"] == "-0.6"
     fs = long_.get("/wapi/v1/history/settlement", "settlementHistoryQueryAll", source="FundingPayment")
     assert [r["quantity"] for r in fs] == ["-0.6"] and fs[0]["positionId"] == long_.positions()[0]["positionId"]
 
@@ -290,3 +292,33 @@ def test_ccxt_trades_perps_unmodified(fee_sim):
     pass_an_hour(a)
     history = ex.fetch_funding_history("SOL/USDC:USDC")
     assert len(history) == 1 and history[0]["amount"] < 0          # the neutral positive rate: the long pays
+
+
+# ------------------------------------------------------------------------------ paper mode's simulators
+def mark_of(sim):
+    m = requests.get(sim.rest_url + "/api/v1/markPrices", params={"symbol": SYM}, timeout=10).json()[0]
+    return m["indexPrice"], m["markPrice"]
+
+
+def test_a_perp_paper_market_moves_on_the_random_walk():
+    with running_simulator(symbol=SYM, feed="random", tick_seconds=0.05, volatility=0.01) as sim:
+        first = mark_of(sim)
+        wait_until(lambda: mark_of(sim) != first, timeout=20, message="the random walk to move the mark")
+        a = Acct(sim)
+        a.order("Bid", "100", "1", post_only=True)        # orders on the paper perp work as on any
+
+
+def test_a_perp_paper_market_on_live_prices_follows_the_real_index_mark_and_trades():
+    with running_simulator(feed="none", ticker_interval=0.1) as real:
+        SimControl(real.rest_url).set_price("150", symbol=SYM)
+        with running_simulator(feed="live", symbol=SYM, live_rest=real.rest_url, live_ws=real.ws_url,
+                               ticker_interval=0.1) as paper:
+            requests.post(real.rest_url + "/_sim/perp", json={"symbol": SYM, "indexPrice": "149", "markPrice": "151"},
+                          timeout=10)
+            wait_until(lambda: mark_of(paper) == ("149.00", "151.00"), timeout=20,
+                       message="the paper mark to follow the real one")
+            trader = Acct(real)
+            trader.order("Bid", "160", "1")                 # a real trade at 150.01
+            wait_until(lambda: requests.get(paper.rest_url + "/api/v1/ticker", params={"symbol": SYM},
+                                            timeout=10).json()["lastPrice"] == "150.01",
+                       timeout=20, message="the paper price to follow the real trade")

@@ -368,6 +368,10 @@ def load_config(path: str, *, env: Mapping[str, str] | None = None, need_keys: b
         if override:
             section = data.get(name)
             data[name] = {**(section if isinstance(section, dict) else {}), **override}
+    symbol = data.get("trading", {}).get("symbol") if isinstance(data.get("trading"), dict) else None
+    if isinstance(symbol, str) and symbol.endswith("_PERP"):
+        raise ConfigError(f"trading.symbol {symbol} is a perpetual future: this grid trades spot markets only "
+                          f"for now; use the spot market {symbol[:-len('_PERP')]}")
     v = _shape(data)
     for var, key in (("BACKPACK_API_KEY", "api_key"), ("BACKPACK_API_SECRET", "api_secret")):
         if env.get(var):
