@@ -177,9 +177,11 @@ class PerpMarkets:
 
     # -- control
     def control(self, body: Any) -> Reply:
-        """``POST /_sim/perp``: ``{"symbol", "indexPrice"?, "markPrice"?, "premium"?, "fundingRate"?, "realize"?}``; an
-        index, mark or premium of ``null`` follows the rule again (funding falls due as the simulator's clock
-        passes each hour: ``POST /_sim/clock`` moves it)."""
+        """``POST /_sim/perp``: ``{"symbol", "indexPrice"?, "markPrice"?, "premium"?, "fundingRate"?,
+        "fundingRates"?, "fundingDue"?, "realize"?}``. An index, mark or premium of ``null`` follows the rule
+        again. ``fundingRates``: the running interval's rate, then the next intervals', in order (the last
+        stays). ``fundingDue``: the running interval ends now and pays (funding otherwise falls due as the
+        simulator's clock passes each hour; ``POST /_sim/clock`` moves it)."""
         if not isinstance(body, dict) or body.get("symbol") not in self.markets:
             return Reply(400, {"error": f"body must be {{\"symbol\": one of {sorted(self.markets)}, ...}}"})
         p = self.markets[body["symbol"]]
@@ -192,9 +194,20 @@ class PerpMarkets:
         with self.ex.lock:
             if {"indexPrice", "markPrice", "premium"} & set(body):
                 p.set(now_us, index=values["indexPrice"], mark=values["markPrice"], premium=values["premium"])
-            if values["fundingRate"] is not None:
+            rates = body.get("fundingRates")
+            if values["fundingRate"] is not None or rates:
                 self.roll()
-                p.set_rate(now_us // 1000, values["fundingRate"])
+                try:
+                    series = [Decimal(str(x)) for x in rates] if rates else [values["fundingRate"]]
+                except (InvalidOperation, TypeError):
+                    return Reply(400, {"error": "fundingRates must be a list of decimals"})
+                p.set_rate(now_us // 1000, series[0])
+                p.upcoming = series[1:]
+            if body.get("fundingDue"):
+                self.roll()
+                end = p.due_now(now_us // 1000)
+                if self.on_funding is not None:
+                    self.on_funding(p.symbol, end, p.rate_at(end))
             if body.get("realize"):
                 self.ex.perp.realize()
             self.ex.perp.after_move(p.symbol)    # a mark set apart may liquidate

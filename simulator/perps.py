@@ -80,6 +80,7 @@ class PerpMarket:
     funding_rows: list[tuple[int, Decimal]] = field(default_factory=list)  # (interval end ms, rate), oldest first
     rolled_to_ms: int = 0                       # intervals ending at or before this are rows already
     open_interest: Decimal = D(0)
+    upcoming: list[Decimal] = field(default_factory=list)   # the rates of the next intervals, in order
 
     def _override_at(self, ts_us: int) -> tuple[Decimal | None, Decimal | None, Decimal | None]:
         i = bisect.bisect_right([o[0] for o in self.overrides], ts_us)
@@ -117,7 +118,8 @@ class PerpMarket:
         self.funding_rate = rate
 
     def rate_at(self, ts_ms: int) -> Decimal:
-        i = bisect.bisect_right([r[0] for r in self.rates], ts_ms)
+        """The rate that stood at ``ts_ms`` (an interval ending at ``ts_ms`` pays the rate set before it)."""
+        i = bisect.bisect_left([r[0] for r in self.rates], ts_ms)
         return self.clamped(self.rates[i - 1][1] if i else NEUTRAL_FUNDING_RATE)
 
     def roll(self, now_ms: int) -> list[int]:
@@ -129,19 +131,34 @@ class PerpMarket:
         ended = []
         end = self.rolled_to_ms + step
         while end <= now_ms:
-            self.funding_rows.append((end, self.rate_at(end)))
+            self._end_interval(end)
             ended.append(end)
-            self.rolled_to_ms = end
             end += step
         return ended
+
+    def due_now(self, now_ms: int) -> int:
+        """End the running interval now (the control API's "funding due", as tests cannot wait an hour): its
+        row is written with the end it would have had, and that end will not pay again. Returns the end."""
+        self.roll(now_ms)
+        end = self.rolled_to_ms + self.params.funding_interval_ms
+        self._end_interval(end)
+        return end
+
+    def _end_interval(self, end: int) -> None:
+        self.funding_rows.append((end, self.rate_at(end)))
+        self.rolled_to_ms = end
+        if self.upcoming:            # a scheduled series: the next interval's rate from this end on
+            self.set_rate(end, self.upcoming.pop(0))
 
     # -- payloads
     def mark_price_json(self, last: Decimal, now_us: int, tick: Decimal) -> dict:
         now_ms = now_us // 1000
+        step = self.params.funding_interval_ms
         return {"fundingRate": f"{self.clamped(self.funding_rate):f}",
                 "indexPrice": f"{self.index_at(last, now_us).quantize(tick):f}",
                 "markPrice": f"{self.mark_at(last, now_us).quantize(tick):f}",
-                "nextFundingTimestamp": interval_end_ms(now_ms, self.params.funding_interval_ms),
+                # the end of the running interval (one ended early by the control API moves it on)
+                "nextFundingTimestamp": max(interval_end_ms(now_ms, step), self.rolled_to_ms + step),
                 "symbol": self.symbol}
 
     def mark_price_event(self, last: Decimal, now_us: int, tick: Decimal) -> dict:

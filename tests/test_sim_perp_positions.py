@@ -322,3 +322,23 @@ def test_a_perp_paper_market_on_live_prices_follows_the_real_index_mark_and_trad
             wait_until(lambda: requests.get(paper.rest_url + "/api/v1/ticker", params={"symbol": SYM},
                                             timeout=10).json()["lastPrice"] == "150.01",
                        timeout=20, message="the paper price to follow the real trade")
+
+
+def test_funding_made_due_through_the_control_api_follows_a_scheduled_series(zero_fee_sim):
+    """Tests cannot wait an hour: "fundingDue" ends the running interval now (it does not pay again at the
+    hour), and "fundingRates" schedules the rates of the running and the next intervals."""
+    a = Acct(zero_fee_sim)
+    maker_long(a, qty="10", at="100")
+    url = zero_fee_sim.rest_url + "/_sim/perp"
+    before = requests.get(zero_fee_sim.rest_url + "/api/v1/markPrices", params={"symbol": SYM}, timeout=10).json()[0]
+    requests.post(url, json={"symbol": SYM, "fundingRates": ["0.001", "-0.002", "0.0005"]}, timeout=10)
+    for _ in range(3):
+        after = requests.post(url, json={"symbol": SYM, "fundingDue": True}, timeout=10).json()
+    rows = a.get("/wapi/v1/history/funding", "fundingHistoryQueryAll", symbol=SYM, sortDirection="Asc")
+    assert [(r["fundingRate"], r["quantity"]) for r in rows] == [("0.001", "-1"), ("-0.002", "2"), ("0.0005", "-0.5")]
+    ends = [r["intervalEndTimestamp"] for r in rows]
+    assert len(set(ends)) == 3 and ends == sorted(ends)
+    assert after["nextFundingTimestamp"] == before["nextFundingTimestamp"] + 3 * HOUR_MS
+    realized = requests.get(zero_fee_sim.rest_url + "/api/v1/fundingRates", params={"symbol": SYM}, timeout=10).json()
+    assert [r["fundingRate"] for r in realized] == ["0.0005", "-0.002", "0.001"]      # newest first
+    assert D(a.positions()[0]["cumulativeFundingPayment"]) == D("0.5")
