@@ -1,0 +1,138 @@
+"""A perps grid's worst case before its first order: at each end of its range, the position it holds when
+every level on that side has filled, the margin that position needs, and the price at which the exchange
+would liquidate it (docs/exchange.md §12). Pure: prices, quantities and the market's margin functions in,
+decimals out.
+
+The grid's three directions (the perps grid's own issue):
+- **neutral** starts flat: the buys below the price open or extend a long, the sells above a short;
+- **long** first buys the position its sells above will close, then its buys below add to it;
+- **short** mirrors long.
+
+The liquidation price of a position of ``q`` (signed) at average entry ``e`` on collateral ``C`` (less the
+fees paid to get there) is where the equity ``C + q × (P − e)`` falls to the maintenance margin
+``MMF(|q| × P) × |q| × P`` (Backpack liquidates at a maintenance margin ratio of 100 %), with
+``MMF(N) = max(mmf base, mmf factor × √N)``. Round trips completed on the way would only add to the equity,
+so they are left out: the figures are the worst case.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Sequence
+
+ZERO = Decimal(0)
+DIRECTIONS = ("neutral", "long", "short")
+
+
+@dataclass(frozen=True)
+class MarginFunctions:
+    """A perp market's ``imfFunction`` and ``mmfFunction`` (``max(base, factor × √notional)``)."""
+    imf_base: Decimal
+    imf_factor: Decimal
+    mmf_base: Decimal
+    mmf_factor: Decimal
+
+    def imf(self, notional: Decimal, leverage: Decimal | None = None) -> Decimal:
+        floor = self.imf_base if leverage is None else max(self.imf_base, 1 / leverage)
+        return max(floor, self.imf_factor * abs(notional).sqrt())
+
+    def mmf(self, notional: Decimal) -> Decimal:
+        return max(self.mmf_base, self.mmf_factor * abs(notional).sqrt())
+
+
+@dataclass(frozen=True)
+class EndState:
+    """The grid at one end of its range with every level on that side filled."""
+    end: str                          # "bottom" or "top"
+    price: Decimal                    # the end level
+    position: Decimal                 # signed: positive long
+    entry: Decimal                    # average entry price of that position (0 when flat)
+    fees: Decimal                     # paid to get there, in quote
+    initial_margin: Decimal           # IMF × notional at the end price
+    maintenance_margin: Decimal       # MMF × notional at the end price
+    liquidation_price: Decimal | None  # None: flat, or no price liquidates it
+
+    @property
+    def notional(self) -> Decimal:
+        return abs(self.position) * self.price
+
+    def distance(self) -> Decimal | None:
+        """How far the liquidation price lies beyond the end, as a fraction of the end price (negative:
+        inside the range)."""
+        if self.liquidation_price is None:
+            return None
+        gap = self.price - self.liquidation_price if self.position > 0 else self.liquidation_price - self.price
+        return gap / self.price
+
+
+def liquidation_price(collateral: Decimal, position: Decimal, entry: Decimal, fns: MarginFunctions,
+                      tick: Decimal = Decimal("1e-8")) -> Decimal | None:
+    """The price at which equity ``collateral + position × (P − entry)`` meets the maintenance margin, found by
+    halving the interval to ``tick`` (the margin's square-root term makes it no closed form). A long is
+    liquidated at or below it, a short at or above; None when flat, or when a long's collateral covers a fall
+    to zero."""
+    if not position:
+        return None
+    q = abs(position)
+
+    def healthy(p: Decimal) -> bool:
+        return collateral + position * (p - entry) > fns.mmf(q * p) * q * p
+
+    if position > 0:
+        if healthy(tick):
+            return None
+        lo, hi = ZERO, entry            # liquidated at lo, healthy at hi (or the entry is already too low)
+        if not healthy(hi):
+            return hi
+        while hi - lo > tick:
+            mid = (lo + hi) / 2
+            if healthy(mid):
+                hi = mid
+            else:
+                lo = mid
+        return hi if not healthy(hi) else lo
+    lo, hi = entry, entry * 2 + collateral / q + 1     # healthy at lo, liquidated at hi
+    if not healthy(lo):
+        return lo
+    while hi - lo > tick:
+        mid = (lo + hi) / 2
+        if healthy(mid):
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def _state(end: str, price: Decimal, fills: Sequence[tuple[Decimal, Decimal, Decimal]], collateral: Decimal,
+           fns: MarginFunctions, leverage: Decimal | None) -> EndState:
+    """``fills``: (signed quantity, price, fee rate) of every fill that leads to this end."""
+    position = sum((q for q, _, _ in fills), ZERO)
+    fees = sum((abs(q) * p * rate for q, p, rate in fills), ZERO)
+    same = [(q, p) for q, p, _ in fills if position and (q > 0) == (position > 0)]
+    entry = sum((q * p for q, p in same), ZERO) / sum((q for q, _ in same), ZERO) if same else ZERO
+    notional = abs(position) * price
+    return EndState(end, price, position, entry, fees, fns.imf(notional, leverage) * notional,
+                    fns.mmf(notional) * notional,
+                    liquidation_price(collateral - fees, position, entry, fns))
+
+
+def end_states(levels: Sequence[Decimal], price: Decimal, quantity: Decimal, direction: str, collateral: Decimal,
+               fns: MarginFunctions, *, leverage: Decimal | None = None, maker_fee: Decimal = ZERO,
+               taker_fee: Decimal = ZERO) -> tuple[EndState, EndState]:
+    """The grid's worst case at its bottom and at its top. ``levels``: ascending; the buys rest at the levels
+    below ``price``, the sells at those above. A long (short) grid's opening purchase (sale) is bought at
+    ``price`` with the taker fee; every level fills with the maker fee."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}")
+    buys = [lv for lv in levels if lv < price]
+    sells = [lv for lv in levels if lv > price]
+    opening: list[tuple[Decimal, Decimal, Decimal]] = []
+    if direction == "long" and sells:
+        opening = [(quantity * len(sells), price, taker_fee)]
+    elif direction == "short" and buys:
+        opening = [(-quantity * len(buys), price, taker_fee)]
+    bottom = _state("bottom", buys[0] if buys else price,
+                    opening + [(quantity, lv, maker_fee) for lv in buys], collateral, fns, leverage)
+    top = _state("top", sells[-1] if sells else price,
+                 opening + [(-quantity, lv, maker_fee) for lv in sells], collateral, fns, leverage)
+    return bottom, top

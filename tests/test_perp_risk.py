@@ -1,0 +1,87 @@
+"""A perps grid's worst case before its first order (gridbot/core/perp_risk.py): the position at each end of
+the range, its margin and its liquidation price, against the contract's worked example and against the
+simulator, which liquidates by its own code at the price computed here."""
+from __future__ import annotations
+
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+
+import pytest
+
+from gridbot.core.perp_risk import MarginFunctions, end_states, liquidation_price
+from simulator import running_simulator
+from tests.test_sim_perp_positions import Acct
+
+D = Decimal
+SOL = MarginFunctions(D("0.02"), D("0.00006"), D("0.0135"), D("0.000036"))   # SOL_USDC_PERP's
+LEVELS = tuple(D(x) for x in range(100, 145, 5))                              # 100, 105, ..., 140
+
+
+def test_the_contracts_liquidation_point():
+    """1,000 USDC, 50 SOL long at 120: liquidated at 101.368 (5000 / 49.325)."""
+    p = liquidation_price(D(1000), D(50), D(120), SOL)
+    assert p is not None and abs(p - D(5000) / D("49.325")) < D("0.000001")
+    assert liquidation_price(D(10**6), D(50), D(120), SOL) is None        # collateral covers a fall to zero
+    assert liquidation_price(D(1000), D(0), D(120), SOL) is None          # flat
+    short = liquidation_price(D(1000), D(-50), D(120), SOL)              # 1000 - 50 (P - 120) = 0.675 P
+    assert short is not None and abs(short - D(7000) / D("50.675")) < D("0.000001")
+
+
+@pytest.mark.parametrize("direction, bottom, top", [
+    ("neutral", (D(8), D("107.5")), (D(-8), D("132.5"))),
+    ("long", (D(16), D("113.75")), (D(0), D(0))),
+    ("short", (D(0), D(0)), (D(-16), D("126.25"))),
+])
+def test_each_direction_at_each_end(direction, bottom, top):
+    """Price 120 between 100 and 140: four buys below (100..115), four sells above (125..140), 2 each."""
+    b, t = end_states(LEVELS, D(120), D(2), direction, D(1000), SOL, leverage=D(10))
+    assert (b.position, b.entry) == bottom and (t.position, t.entry) == top
+    assert (b.price, t.price) == (D(100), D(140))
+    for s in (b, t):
+        if s.position:
+            assert s.initial_margin == D("0.1") * s.notional         # leverage 10: IMF 0.1 at these sizes
+            assert s.maintenance_margin == D("0.0135") * s.notional
+        else:
+            assert s.liquidation_price is None and s.distance() is None
+
+
+def test_fees_paid_on_the_way_bring_the_liquidation_closer():
+    free, _ = end_states(LEVELS, D(120), D(2), "neutral", D(300), SOL)
+    paid, _ = end_states(LEVELS, D(120), D(2), "neutral", D(300), SOL, maker_fee=D("0.0002"))
+    assert paid.fees == D(2) * (100 + 105 + 110 + 115) * D("0.0002")
+    assert paid.liquidation_price > free.liquidation_price
+
+
+@pytest.mark.parametrize("direction", ["neutral", "short"])
+def test_the_simulator_liquidates_where_the_plan_says(direction):
+    """The worst case built on the simulator (every level of one side filled as a maker), then the price
+    walked toward the computed liquidation price: healthy a tick before it, liquidated at it."""
+    collateral, qty, fee = D(300), D(2), D("0.0002")
+    with running_simulator(feed="none", maker_fee=fee, taker_fee=fee) as sim:
+        a = Acct(sim, usdc=str(collateral))
+        bottom, top = end_states(LEVELS, D(120), qty, direction, collateral, SOL, leverage=D(10), maker_fee=fee,
+                                 taker_fee=fee)
+        state = top if direction == "short" else bottom
+        if direction == "short":
+            a.price("120.01")
+            a.order("Ask", "119", str(qty * 4))                          # the opening sale: a taker at 120.00
+            for lv in LEVELS[5:]:
+                a.order("Ask", str(lv), str(qty), post_only=True)
+            a.price("140.01")                                           # every sell above fills at its level
+        else:
+            a.price("120")
+            for lv in LEVELS[:4]:
+                a.order("Bid", str(lv), str(qty), post_only=True)
+            a.price("99.99")                                            # every buy below fills at its level
+        pos = a.positions()[0]
+        assert D(pos["netQuantity"]) == state.position
+        liq = state.liquidation_price
+        assert liq is not None
+        tick = D("0.01")
+        if state.position > 0:
+            safe, fatal = liq.quantize(tick, ROUND_CEILING) + tick, liq.quantize(tick, ROUND_FLOOR)
+        else:
+            safe, fatal = liq.quantize(tick, ROUND_FLOOR) - tick, liq.quantize(tick, ROUND_CEILING)
+        a.price(str(safe))
+        assert a.positions(), f"liquidated before the computed {liq}"
+        a.price(str(fatal))
+        assert a.positions() == [], f"not liquidated past the computed {liq}"
