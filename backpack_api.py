@@ -27,7 +27,8 @@ import requests
 
 import gridbot.exchange.wire as wire
 from gridbot.core.errors import GridBotError, Rejected, Transient
-from gridbot.core.models import AccountSettings, BatchError, Fill, MarketRules, Order, Side
+from gridbot.core.models import (AccountSettings, BatchError, Fill, FundingPayment, MarginSummary, MarketRules, MarkPrice,
+                                 Order, Position, Side)
 from gridbot.exchange.net_errors import NEVER_CONNECTED, network_cause
 from gridbot.exchange.wire import ParseError
 # Signing lives in backpack_auth; its names are part of this module's interface too.
@@ -91,16 +92,23 @@ class OrderRequest:
     client_id: int
     post_only: bool = True
     time_in_force: str = "GTC"
+    reduce_only: bool = False          # perps: may only reduce the position
 
     def to_wire(self) -> dict[str, Any]:
-        return {"symbol": self.symbol, "side": self.side.value, "orderType": "Limit",
-                "price": f"{self.price:f}", "quantity": f"{self.quantity:f}",
-                "timeInForce": self.time_in_force, "postOnly": self.post_only,
-                "clientId": self.client_id, "selfTradePrevention": "RejectTaker",
-                # Never a loan: whatever the account's margin settings, the exchange refuses an order the
-                # balance does not cover (the default when the flag is absent is not documented).
-                # autoLendRedeem is left to the exchange's default (docs/exchange.md §6.1).
-                "autoBorrow": False}
+        out: dict[str, Any] = {"symbol": self.symbol, "side": self.side.value, "orderType": "Limit",
+                               "price": f"{self.price:f}", "quantity": f"{self.quantity:f}",
+                               "timeInForce": self.time_in_force, "postOnly": self.post_only,
+                               "clientId": self.client_id, "selfTradePrevention": "RejectTaker"}
+        if self.symbol.endswith("_PERP"):
+            # The borrow and lend flags are "spot margin only" (docs/exchange.md §12): a perp order has none.
+            if self.reduce_only:
+                out["reduceOnly"] = True
+            return out
+        # Never a loan: whatever the account's margin settings, the exchange refuses an order the balance
+        # does not cover (the default when the flag is absent is not documented). autoLendRedeem is left
+        # to the exchange's default (docs/exchange.md §6.1).
+        out["autoBorrow"] = False
+        return out
 
 
 CANCEL_PENDING = "cancel-pending"  # a 202: the cancel was accepted but not yet executed
@@ -301,6 +309,37 @@ class BackpackClient:
 
     def account_settings(self) -> AccountSettings:
         return self._parse(wire.parse_account_settings, self._json(self._call("GET", "/api/v1/account")))
+
+    # -- perps (docs/exchange.md §12)
+    def positions(self, symbol: str | None = None) -> list[Position]:
+        """The open positions; flat is an empty list, whether the exchange answers ``[]``, 404 or a zero."""
+        try:
+            data = self._json(self._call("GET", "/api/v1/position", params={"symbol": symbol} if symbol else None))
+        except NotFound:
+            return []
+        if not isinstance(data, list):
+            raise TransientError("position: expected a list")
+        return [p for p in (self._parse(wire.parse_position, d) for d in data) if p.net_quantity]
+
+    def margin(self) -> MarginSummary:
+        return self._parse(wire.parse_margin, self._json(self._call("GET", "/api/v1/capital/collateral")))
+
+    def set_leverage(self, limit: Decimal) -> None:
+        """The subaccount's ``leverageLimit`` (a decimal string; Backpack answers 200 with no body)."""
+        self._call("PATCH", "/api/v1/account", body={"leverageLimit": f"{limit:f}"})
+
+    def mark_price(self, symbol: str) -> MarkPrice:
+        data = self._json(self._call("GET", "/api/v1/markPrices", params={"symbol": symbol}))
+        if not isinstance(data, list) or not data:
+            raise TransientError("markPrices: expected a list with the market")
+        return self._parse(wire.parse_mark_price, data[0])
+
+    def funding_payments(self, symbol: str, limit: int = 100) -> list[FundingPayment]:
+        data = self._json(self._call("GET", "/wapi/v1/history/funding",
+                                     params={"symbol": symbol, "limit": limit, "sortDirection": "Desc"}))
+        if not isinstance(data, list):
+            raise TransientError("funding: expected a list")
+        return [self._parse(wire.parse_funding_payment, d) for d in data]
 
     def open_orders(self, symbol: str) -> list[Order]:
         data = self._json(self._call("GET", "/api/v1/orders", params={"symbol": symbol}))

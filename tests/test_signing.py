@@ -20,6 +20,9 @@ ORDER_BODY = {"symbol": "SOL_USDC", "side": "Bid", "orderType": "Limit", "price"
 BATCH = [{"symbol": "SOL_USDC_PERP", "side": "Bid", "orderType": "Limit", "price": "141", "quantity": "12"},
          {"symbol": "SOL_USDC_PERP", "side": "Bid", "orderType": "Limit", "price": "140", "quantity": "11"}]
 
+PERP_ORDER = {"symbol": "SOL_USDC_PERP", "side": "Ask", "orderType": "Limit", "price": "125.50", "quantity": "0.50",
+              "timeInForce": "GTC", "postOnly": True, "reduceOnly": True, "clientId": 42}
+
 # (instruction, query pairs, body, timestamp, expected string, expected signature)
 VECTORS = [
     ("balanceQuery", [], None, TS,
@@ -43,6 +46,37 @@ VECTORS = [
     ("subscribe", [], None, TS,
      "instruction=subscribe&timestamp=1700000000000&window=5000",
      "mxIdZT3relFG10SYkdl4nIzm1LhhlW8oC6qF2MO03/JWvhFiRSeHidCVk8UGX+cyLu3UdxatFYnoPs+ngqkdBQ=="),
+    # Perps (docs/exchange.md §12): a reduce-only order, the leverage update, positions, collateral, the account,
+    # funding history and order limits, with the same test key.
+    ("orderExecute", [], PERP_ORDER, TS,
+     "instruction=orderExecute&clientId=42&orderType=Limit&postOnly=true&price=125.50&quantity=0.50&reduceOnly=true"
+     "&side=Ask&symbol=SOL_USDC_PERP&timeInForce=GTC&timestamp=1700000000000&window=5000",
+     "uyM+T4WR2T64MsXjkErvpY3o4oWkPxGr12B30OkkPvzNQYAuhMO3F0faLBlOKzymaVC9a98f+Df85yg9r5GqCA=="),
+    ("accountUpdate", [], {"leverageLimit": "10"}, TS,
+     "instruction=accountUpdate&leverageLimit=10&timestamp=1700000000000&window=5000",
+     "NvRfqNWOOOR1Nf4YdT1KNQsCwK9FXgZBGx2Lj7yZoxyC3FSoSUn+11svTy8ghXRlxvC9iyYlqHLTGQCNVNaeDA=="),
+    ("positionQuery", [("symbol", "SOL_USDC_PERP")], None, TS,
+     "instruction=positionQuery&symbol=SOL_USDC_PERP&timestamp=1700000000000&window=5000",
+     "LP4c15kqnktXqBckcB5eJTfB8aXML8bbMKP0rqnuGT9DTbz22dKBfV8FJhCQc1HzLDehQXZO+j/3mPbMDQjjCw=="),
+    ("positionQuery", [], None, TS,
+     "instruction=positionQuery&timestamp=1700000000000&window=5000",
+     "0P+bA7L+zTWrqxkEErhnercnNZDbjxUI/5inRdlF7Y0If9RJ3VDIBB3VzPRvvnglxWbhQLxqU2W0ZBzK97bxBQ=="),
+    ("collateralQuery", [], None, TS,
+     "instruction=collateralQuery&timestamp=1700000000000&window=5000",
+     "lNwaHKcUBi5B+xx+m4kinKQIXGaMf8qrfNLH9ny7nPQy9HOxGYMEsDq+EyI4pQR8V7dsPSxwyD2l8RaAVI0VCA=="),
+    ("accountQuery", [], None, TS,
+     "instruction=accountQuery&timestamp=1700000000000&window=5000",
+     "dV6+sY4YS6HRRwKMkNLWjwftbof1zt5Qa3rQpf3yKAOx6bFscqNB+bWdH6+fINDYJna6QBlQdxaUtYwj65XzCQ=="),
+    ("fundingHistoryQueryAll", [("symbol", "SOL_USDC_PERP"), ("limit", "100"), ("offset", "0"),
+                                ("sortDirection", "Desc")], None, TS,
+     "instruction=fundingHistoryQueryAll&limit=100&offset=0&sortDirection=Desc&symbol=SOL_USDC_PERP"
+     "&timestamp=1700000000000&window=5000",
+     "pjipmlrHqkyvP1wNqZDCZ5cUMgMj6LoOYNO8rNo10q/mDUrb89spzOh/INzN41aRL4ImejfTtPyLlHuzvQcTAQ=="),
+    ("maxOrderQuantity", [("symbol", "SOL_USDC_PERP"), ("side", "Bid"), ("price", "120"), ("reduceOnly", "false")],
+     None, TS,
+     "instruction=maxOrderQuantity&price=120&reduceOnly=false&side=Bid&symbol=SOL_USDC_PERP"
+     "&timestamp=1700000000000&window=5000",
+     "Sq4XyEwpKOVb6CB7WZLK7W642g2q09YTVz2nNl80H4TI9nfOzWCPawjjrjfyMTO7+uZZrFBEbYzMOoXGvzv6BA=="),
 ]
 
 

@@ -128,3 +128,50 @@ class AccountSettings:
     auto_borrow_settlements: bool | None
     auto_repay_borrows: bool | None
     borrow_limit: Decimal | None
+    leverage_limit: Decimal | None = None   # perps: the subaccount's
+
+
+# ------------------------------------------------------------------------------ perpetual futures
+@dataclass(frozen=True)
+class Position:
+    """A perp position (``GET /api/v1/position``): ``net_quantity`` positive long, negative short."""
+    symbol: str
+    position_id: str
+    net_quantity: Decimal
+    entry_price: Decimal
+    mark_price: Decimal
+    net_exposure_quantity: Decimal
+    pnl_realized: Decimal
+    pnl_unrealized: Decimal
+    cumulative_funding: Decimal          # negative: paid
+
+
+@dataclass(frozen=True)
+class MarginSummary:
+    """``GET /api/v1/capital/collateral``: the account's equity and margin (perps valued at the mark)."""
+    net_equity: Decimal
+    available: Decimal
+    locked: Decimal
+    pnl_unrealized: Decimal
+    margin_fraction: Decimal | None      # None: no exposure
+    imf: Decimal
+    mmf: Decimal
+
+
+@dataclass(frozen=True)
+class MarkPrice:
+    """``GET /api/v1/markPrices``: a perp's mark and index, and the running funding interval's rate and end."""
+    symbol: str
+    mark: Decimal
+    index: Decimal | None
+    funding_rate: Decimal | None
+    next_funding_ms: int | None
+
+
+@dataclass(frozen=True)
+class FundingPayment:
+    """A ``/wapi/v1/history/funding`` row: ``quantity`` positive received, negative paid (USDC)."""
+    symbol: str
+    quantity: Decimal
+    rate: Decimal
+    interval_end_ms: int

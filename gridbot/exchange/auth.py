@@ -39,6 +39,11 @@ INSTRUCTIONS: dict[tuple[str, str], str] = {
     ("DELETE", "/api/v1/orders"): "orderCancelAll",
     ("GET", "/wapi/v1/history/fills"): "fillHistoryQueryAll",
     ("GET", "/wapi/v1/history/orders"): "orderHistoryQueryAll",
+    # perps (docs/exchange.md §12)
+    ("PATCH", "/api/v1/account"): "accountUpdate",
+    ("GET", "/api/v1/position"): "positionQuery",
+    ("GET", "/api/v1/capital/collateral"): "collateralQuery",
+    ("GET", "/wapi/v1/history/funding"): "fundingHistoryQueryAll",
 }
 
 class KeyFormatError(InputError):

@@ -14,7 +14,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Mapping, TypeVar
 
 from gridbot.core.errors import Transient
-from gridbot.core.models import AccountSettings, BatchError, Fill, MarketRules, Order, OrderStatus, OrderUpdate, Side, Ticker
+from gridbot.core.models import (AccountSettings, BatchError, Fill, FundingPayment, MarginSummary, MarketRules, MarkPrice,
+                                 Order, OrderStatus, OrderUpdate, Position, Side, Ticker)
 
 T = TypeVar("T")
 
@@ -200,7 +201,49 @@ def parse_account_settings(d: Mapping[str, Any]) -> AccountSettings:
 
     limit = d.get("borrowLimit")
     return AccountSettings(fee("spotMakerFee"), fee("spotTakerFee"), flag("autoLend"), flag("autoBorrowSettlements"),
-                           flag("autoRepayBorrows"), None if limit is None else dec(limit, "account.borrowLimit"))
+                           flag("autoRepayBorrows"), None if limit is None else dec(limit, "account.borrowLimit"),
+                           opt_dec(d.get("leverageLimit"), "account.leverageLimit"))
+
+
+# ------------------------------------------------------------------------------ perpetual futures
+# Decimals and ids are accepted as strings or numbers (docs/exchange.md §12: recorders and the docs' own
+# examples write some as numbers).
+@_an_object
+def parse_position(d: Mapping[str, Any]) -> Position:
+    w = "position"
+    return Position(str(_req(d, "symbol", w)), str(_req(d, "positionId", w)),
+                    dec(_req(d, "netQuantity", w), "netQuantity"), dec(_req(d, "entryPrice", w), "entryPrice"),
+                    dec(_req(d, "markPrice", w), "markPrice"),
+                    dec(d.get("netExposureQuantity") or 0, "netExposureQuantity"),
+                    dec(d.get("pnlRealized") or 0, "pnlRealized"), dec(d.get("pnlUnrealized") or 0, "pnlUnrealized"),
+                    dec(d.get("cumulativeFundingPayment") or 0, "cumulativeFundingPayment"))
+
+
+@_an_object
+def parse_margin(d: Mapping[str, Any]) -> MarginSummary:
+    w = "collateral"
+    return MarginSummary(dec(_req(d, "netEquity", w), "netEquity"), dec(_req(d, "netEquityAvailable", w),
+                                                                        "netEquityAvailable"),
+                         dec(_req(d, "netEquityLocked", w), "netEquityLocked"),
+                         dec(d.get("pnlUnrealized") or 0, "pnlUnrealized"),
+                         opt_dec(d.get("marginFraction"), "marginFraction"), dec(d.get("imf") or 0, "imf"),
+                         dec(d.get("mmf") or 0, "mmf"))
+
+
+@_an_object
+def parse_mark_price(d: Mapping[str, Any]) -> MarkPrice:
+    nxt = d.get("nextFundingTimestamp")
+    return MarkPrice(str(_req(d, "symbol", "markPrice")), dec(_req(d, "markPrice", "markPrice"), "markPrice"),
+                     opt_dec(d.get("indexPrice"), "indexPrice"), opt_dec(d.get("fundingRate"), "fundingRate"),
+                     None if nxt is None else int(dec(nxt, "nextFundingTimestamp")))
+
+
+@_an_object
+def parse_funding_payment(d: Mapping[str, Any]) -> FundingPayment:
+    w = "funding"
+    return FundingPayment(str(_req(d, "symbol", w)), dec(_req(d, "quantity", w), "quantity"),
+                          dec(_req(d, "fundingRate", w), "fundingRate"),
+                          naive_utc_ms(_req(d, "intervalEndTimestamp", w), "intervalEndTimestamp"))
 
 
 @_an_object
