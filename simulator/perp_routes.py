@@ -105,6 +105,7 @@ class PerpMarkets:
         return Reply(200, rows[offset:offset + limit], headers=headers)
 
     def open_interest(self, r: "Request") -> Reply:
+        self.roll()
         symbol = r.q("symbol")
         now_ms = self.ex.clock_us() // 1000
         with self.ex.lock:

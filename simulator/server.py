@@ -32,7 +32,6 @@ from .wsserver import Hub, WsServer
 
 log = logging.getLogger("simulator")
 
-OPEN_INTEREST_EVERY_S = 60.0   # Backpack pushes openInterest.<symbol> once a minute
 DEFAULT_BALANCES = {"USDC": Decimal("100000"), "SOL": Decimal("1000"), "BTC": Decimal("10"),
                     "ETH": Decimal("100")}
 
@@ -71,6 +70,7 @@ class SimConfig:
     reduce_only_reject: bool = True
     liquidation_step: Decimal = Decimal(1)
     pnl_settle_seconds: float = 10.0
+    open_interest_seconds: float = 60.0   # Backpack pushes openInterest.<symbol> once a minute
     id_base: int = 0                      # trade and order ids start above this (paper mode: the time, so
                                           # no two paper runs ever hand out one id)
 
@@ -243,7 +243,7 @@ class Simulator:
                 self.hub.public_event(stream, self.perps.mark_price_event(sym))
         now = time.monotonic()
         if now >= self._next_open_interest:
-            self._next_open_interest = now + OPEN_INTEREST_EVERY_S
+            self._next_open_interest = now + self.config.open_interest_seconds
             for stream in self.hub.streams("openInterest."):
                 sym = stream[len("openInterest."):]
                 if sym in self.perps.markets:

@@ -212,3 +212,20 @@ def test_ccxt_reads_the_perps_unmodified(perp_sim):
     oi = ex.fetch_open_interest("BTC/USDC:USDC")
     assert oi["symbol"] == "BTC/USDC:USDC" and oi["openInterestValue"] == 0
     assert ex.fetch_ticker("SOL/USDC")["last"] == 150.0
+
+
+def test_the_open_interest_stream_is_the_longs_open():
+    with running_simulator(feed="none", ticker_interval=0.05, open_interest_seconds=0.2) as sim:
+        from tests.test_sim_perp_positions import Acct
+        a = Acct(sim)
+        a.price("150")
+        a.order("Bid", "151", "3")                       # a long of 3: the open interest
+        ws = websocket.create_connection(sim.ws_url, timeout=10)
+        try:
+            ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["openInterest.SOL_USDC_PERP"]}))
+            data = wait_until(lambda: json.loads(ws.recv())["data"], timeout=10, message="an openInterest frame")
+        finally:
+            ws.close()
+        rest = get(sim, "/api/v1/openInterest", symbol="SOL_USDC_PERP")[0]
+    assert data == {"e": "openInterest", "E": data["E"], "s": "SOL_USDC_PERP", "o": "3"} and data["E"] > 10**15
+    assert rest["openInterest"] == "3"
