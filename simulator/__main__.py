@@ -72,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=50, help="most orders in one batch request")
     p.add_argument("--clock-offset-ms", type=int, default=0,
                    help="run the simulator's clock this far ahead of the machine's (negative: behind)")
+    p.add_argument("--reduce-only", choices=("reject", "expire"), default="reject",
+                   help="perps: a reduce-only order that cannot reduce is rejected (400, the default) or accepted "
+                        "then expired ReduceOnlyNotReduced")
+    p.add_argument("--liquidation-step", type=_decimal, default=Decimal(1),
+                   help="perps: the share of a position each liquidation step closes (default 1: all at once)")
+    p.add_argument("--pnl-settle-seconds", type=float, default=10.0,
+                   help="perps: seconds between realizations of the positions' PnL into USDC (default 10)")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     return p
 
@@ -90,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
                     balances=balances, ticker_interval=args.ticker_interval,
                     ping_interval=args.ws_ping_interval, pong_timeout=args.ws_pong_timeout,
                     rate_limit=args.rate_limit, max_batch=args.max_batch, clock_offset_ms=args.clock_offset_ms,
-                    live_rest=args.live_rest, live_ws=args.live_ws)
+                    live_rest=args.live_rest, live_ws=args.live_ws,
+                    reduce_only_reject=args.reduce_only == "reject", liquidation_step=args.liquidation_step,
+                    pnl_settle_seconds=args.pnl_settle_seconds)
     try:
         sim = Simulator(cfg).start()
     except (FeedError, ValueError, OSError) as e:
