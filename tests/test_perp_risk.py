@@ -85,3 +85,21 @@ def test_the_simulator_liquidates_where_the_plan_says(direction):
         assert a.positions(), f"liquidated before the computed {liq}"
         a.price(str(fatal))
         assert a.positions() == [], f"not liquidated past the computed {liq}"
+
+
+@pytest.mark.parametrize("direction", ["neutral", "long", "short"])
+def test_the_quantity_per_level_spends_the_leverage_at_the_worse_end(direction):
+    from gridbot.core.perp_risk import quantity_for
+    step = D("0.01")
+    q = quantity_for(LEVELS, D(120), direction, D(1000), D(3), step)
+    bottom, top = end_states(LEVELS, D(120), q, direction, D(1000), SOL)
+    worst = max(abs(s.position) * s.entry for s in (bottom, top))
+    assert worst <= D(3000) < worst + step * max(LEVELS) * 8            # the most the step allows
+    # 3000 / 530 (the sells above), 3000 / (4 x 120 + 430), 3000 / (4 x 120 + 530), down to the step
+    assert {"neutral": D("5.66"), "long": D("3.29"), "short": D("2.97")}[direction] == q
+
+
+def test_funding_per_day_follows_the_sign_rule():
+    from gridbot.core.perp_risk import funding_per_day
+    assert funding_per_day(D(2), D(150), D("0.0000125")) == D("-0.09")      # a long pays a positive rate
+    assert funding_per_day(D(-2), D(150), D("0.0000125")) == D("0.09")

@@ -136,3 +136,30 @@ def end_states(levels: Sequence[Decimal], price: Decimal, quantity: Decimal, dir
     top = _state("top", sells[-1] if sells else price,
                  opening + [(-quantity, lv, maker_fee) for lv in sells], collateral, fns, leverage)
     return bottom, top
+
+
+def quantity_for(levels: Sequence[Decimal], price: Decimal, direction: str, investment: Decimal, leverage: Decimal,
+                 step: Decimal) -> Decimal:
+    """The quantity per level that makes the grid's largest exposure, at the worse end of its range and at
+    the levels' own prices, ``investment × leverage`` (the investment is the collateral), down to ``step``.
+    neutral: the buys below or the sells above, whichever is worth more; long: its opening purchase at
+    ``price`` for every sell above, plus the buys below; short: mirrored."""
+    buys = [lv for lv in levels if lv < price]
+    sells = [lv for lv in levels if lv > price]
+    if direction == "neutral":
+        per_unit = max(sum(buys, ZERO), sum(sells, ZERO))
+    elif direction == "long":
+        per_unit = price * len(sells) + sum(buys, ZERO)
+    elif direction == "short":
+        per_unit = price * len(buys) + sum(sells, ZERO)
+    else:
+        raise ValueError(f"direction must be one of {DIRECTIONS}")
+    if per_unit <= 0:
+        return ZERO
+    return (investment * leverage / per_unit / step).to_integral_value(rounding="ROUND_DOWN") * step
+
+
+def funding_per_day(position: Decimal, mark: Decimal, rate: Decimal, interval_hours: Decimal = Decimal(1)) -> Decimal:
+    """What a position receives in a day at ``rate`` per interval (negative: pays): a positive rate makes
+    longs pay."""
+    return -rate * position * mark * 24 / interval_hours
