@@ -8,7 +8,6 @@ import signal
 import subprocess
 import time
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
@@ -252,13 +251,3 @@ def test_version_names_the_release_and_the_state_schema_and_the_changelog_has_it
     changelog = open(os.path.join(ROOT, "CHANGELOG.md")).read()
     assert f"## {__version__}" in changelog and f"schema {SCHEMA_VERSION}" in changelog
 
-
-def test_a_perp_symbol_is_refused_in_one_line_naming_the_spot_market(tmp_path):
-    """The simulator trades perps; the grid does not yet: a _PERP symbol is a clear refusal, nothing started."""
-    cfg = json.loads((Path(__file__).resolve().parent.parent / "config.json").read_text())
-    cfg["trading"]["symbol"] = "SOL_USDC_PERP"
-    (tmp_path / "perp.json").write_text(json.dumps(cfg))
-    r = run_bot(["--paper", "--config", str(tmp_path / "perp.json")], tmp_path)
-    assert r.returncode == 2 and r.stderr.count("\n") == 1
-    assert "SOL_USDC_PERP is a perpetual future" in r.stderr and "use the spot market SOL_USDC" in r.stderr
-    assert not list(tmp_path.glob("*.db"))

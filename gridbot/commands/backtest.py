@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any, Callable
 
 from backpack_api import BackpackClient, TransientError, wall_clock_ms
-from gridbot.commands.common import public_client, read_config
+from gridbot.commands.common import public_client, read_config, refuse_perps
 from gridbot.ops.config import Config, check_flag
 from gridbot.core.models import MarketRules
 from gridbot.core.errors import EXIT_OK, FatalError, InputError
@@ -86,6 +86,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     configs = [read_config(args.config, need_keys=False, trading=trading_of(c),
                            risk={k: v for k, v in c.items() if k in RISK_SWEEP_KEYS}) for c in combos]
     cfg, t = configs[0], configs[0].trading
+    refuse_perps(cfg, "backtested")
     client = public_client(cfg)
     rules, note = backtest_market(cfg, client, offline_ok=args.klines is not None)
     if note:

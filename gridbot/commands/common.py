@@ -28,6 +28,14 @@ def read_config(path: str, **kwargs: Any) -> Config:
         raise ConfigError(str(e) if named else f"{path}: {e}") from None
 
 
+def refuse_perps(cfg: Config, what: str) -> None:
+    """A perps grid is planned, not yet run or backtested: one line that says so and what works."""
+    if cfg.trading.is_perp:
+        raise InputError(f"{cfg.trading.symbol} is a perpetual future: a perps grid can be planned "
+                         f"(python grid_bot.py plan --config {cfg.path}) but not {what} yet; use the spot market "
+                         f"{cfg.trading.symbol[:-len('_PERP')]} to trade")
+
+
 def grid_title(cfg: Config, paper: bool) -> str:
     """How notifications name a grid: its config's name and its market (``sol (SOL_USDC grid)``), so two
     grids on one symbol are told apart."""

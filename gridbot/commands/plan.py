@@ -10,7 +10,7 @@ from typing import Any
 
 from backpack_api import RequestRejected, Signer, TransientError
 from gridbot.ops.config import Config, ConfigError
-from gridbot.core.errors import EXIT_OK, FatalError, InputError
+from gridbot.core.errors import EXIT_INPUT, EXIT_OK, FatalError, InputError
 from order_manager import OrderManager
 from gridbot.paper import live_market, paper_market
 from gridbot.ops.reports import level_view
@@ -34,6 +34,44 @@ def saved_for_plan(cfg: Config, paper: bool) -> dict[str, Any] | None:
             "params_now": grid_params(cfg.trading)}
 
 
+def plan_perps(args: argparse.Namespace, cfg: Config) -> int:
+    """``plan`` of a perps grid (analysis/perp_plan.py): the mark, the funding rate and, with keys, the
+    account's available equity read from the exchange; exit 2 when the grid is refused."""
+    from gridbot.analysis.perp_plan import perp_plan_report, print_perp_plan
+    from gridbot.paper import rules_from_spec
+    t = cfg.trading
+    available = None
+    if args.paper:
+        if args.live_prices:
+            raise InputError("plan --paper --live-prices does not cover perps yet: use plan (public data) or plan --paper")
+        spec, mark, _, _ = paper_market(cfg)
+        rules, index, rate = rules_from_spec(spec), mark, Decimal("0.0000125")
+        source = "paper mode: the simulator's starting price and neutral funding rate"
+    else:
+        try:
+            with_keys = keys_set(cfg)
+        except ConfigError as e:
+            raise ConfigError(f"{args.config}: {e}" if e.from_file else str(e)) from None
+        client = public_client(cfg, Signer(cfg.api.api_secret) if with_keys else None)
+        rules = market_rules(client, t.symbol, cfg.api.base_url)
+        try:
+            mp = client.mark_price(t.symbol)
+            available = client.margin().available if with_keys else None
+        except RequestRejected as e:
+            raise keys_refused(e) from None
+        except TransientError as e:
+            raise FatalError(f"cannot read from {cfg.api.base_url}: {e}") from None
+        mark, index, rate = mp.mark, mp.index, mp.funding_rate or Decimal(0)
+        source = f"mark price on {cfg.api.base_url}"
+    report = perp_plan_report(cfg, rules, mark=mark, index=index, funding_rate=rate, price_source=source,
+                              available=available)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_perp_plan(report)
+    return EXIT_INPUT if report["refused"] else EXIT_OK
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from gridbot.analysis.planner import plan_report, print_plan
     from gridbot.paper import rules_from_spec
@@ -41,6 +79,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     cfg = read_config(args.config, need_keys=False)
     if args.live_prices and not args.paper:
         raise InputError("--live-prices is for paper mode: add --paper")
+    if cfg.trading.is_perp:
+        return plan_perps(args, cfg)
     try:
         with_keys = not args.paper and keys_set(cfg)
     except ConfigError as e:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
 
+from gridbot.core.perp_risk import MarginFunctions
+
 
 class Side(Enum):
     BID = "Bid"
@@ -52,6 +54,7 @@ class MarketRules:
     max_multiplier: Decimal | None
     min_multiplier: Decimal | None
     order_book_state: str
+    margin: MarginFunctions | None = None    # a perp's imfFunction and mmfFunction; None on spot
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ class RiskConfig:
     trail_up_limit: Decimal | None = None
     trail_down_limit: Decimal | None = None
     max_slippage: Decimal = Decimal("0.005")
+    liquidation_buffer: Decimal = Decimal("0.05")   # perps: refuse a grid liquidated within this of its range
 
 
 @dataclass

@@ -14,6 +14,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Mapping, TypeVar
 
 from gridbot.core.errors import Transient
+from gridbot.core.perp_risk import MarginFunctions
 from gridbot.core.models import (AccountSettings, BatchError, Fill, FundingPayment, MarginSummary, MarketRules, MarkPrice,
                                  Order, OrderStatus, OrderUpdate, Position, Side, Ticker)
 
@@ -120,7 +121,19 @@ def parse_market(d: Mapping[str, Any]) -> MarketRules:
         max_multiplier=opt_dec(price.get("maxMultiplier"), "maxMultiplier"),
         min_multiplier=opt_dec(price.get("minMultiplier"), "minMultiplier"),
         order_book_state=d.get("orderBookState") or "Open",
+        margin=_margin_functions(d),
     )
+
+
+def _margin_functions(d: Mapping[str, Any]) -> MarginFunctions | None:
+    """A perp's ``imfFunction`` and ``mmfFunction`` (``{"type": "sqrt", "base", "factor"}``); None on spot."""
+    imf, mmf = d.get("imfFunction"), d.get("mmfFunction")
+    if not isinstance(imf, Mapping) or not isinstance(mmf, Mapping):
+        return None
+    return MarginFunctions(dec(_req(imf, "base", "imfFunction"), "imfFunction.base"),
+                           dec(_req(imf, "factor", "imfFunction"), "imfFunction.factor"),
+                           dec(_req(mmf, "base", "mmfFunction"), "mmfFunction.base"),
+                           dec(_req(mmf, "factor", "mmfFunction"), "mmfFunction.factor"))
 
 
 @_an_object

@@ -21,6 +21,7 @@ from gridbot.ops.config_checks import (TEN_YEARS, Check, ConfigError, _show, bal
                            secret_http_url, secret_urls, seconds, string_list, text)
 from gridbot.ops.grid_files import SYSTEM, SystemDirs, default_files, grid_name
 from gridbot.ops.notify import DEFAULT_EVENTS, EVENTS, HEARTBEAT_ENV, URLS_ENV, NotifyConfig
+from gridbot.core.perp_risk import DIRECTIONS
 from gridbot.core.risk import ON_STOP, OUT_OF_RANGE, RiskConfig
 
 DEFAULT_BASE_URL = "https://api.backpack.exchange"
@@ -61,7 +62,8 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
         "requests_per_minute": (integer(30, 2000), 1800),
     },
     "trading": {
-        "symbol": (text(pattern=r"[A-Z0-9]+_[A-Z0-9]+", hint="BASE_QUOTE in capitals, e.g. SOL_USDC"), REQUIRED),
+        "symbol": (text(pattern=r"[A-Z0-9]+_[A-Z0-9]+(_PERP)?", hint="BASE_QUOTE in capitals, e.g. SOL_USDC "
+                                                                        "(SOL_USDC_PERP: a perp, plan only)"), REQUIRED),
         "grid_upper": (decimal(positive=True, nullable=True), None),
         "grid_lower": (decimal(positive=True, nullable=True), None),
         "grid_num": (integer(2, 1000), REQUIRED),
@@ -79,6 +81,9 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
         "taker_fee": (decimal(nonneg=True, below=Decimal("0.05")), Decimal("0.001")),
         "on_exit": (text(ON_EXIT), "cancel"),
         "trigger_price": (decimal(positive=True, nullable=True), None),
+        # perps (plan only for now): the grid's direction and the leverage its investment is used at
+        "direction": (text(DIRECTIONS), "neutral"),
+        "leverage": (decimal(positive=True, nullable=True), None),
     },
     "risk": {
         "stop_loss_price": (decimal(positive=True, nullable=True), None),
@@ -91,6 +96,7 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
         "trail_up_limit": (decimal(positive=True, nullable=True), None),
         "trail_down_limit": (decimal(positive=True, nullable=True), None),
         "max_slippage": (decimal(positive=True, below=Decimal("0.1")), Decimal("0.005")),
+        "liquidation_buffer": (decimal(nonneg=True, below=Decimal("1")), Decimal("0.05")),
     },
     "log": {
         "level": (text(LOG_LEVELS), "INFO"),
@@ -152,6 +158,12 @@ class TradingConfig:
     investment: Decimal | None = None
     entry: str = "none"               # buy: buy the base the sells need before the grid starts
     taker_fee: Decimal = Decimal("0.001")   # the entry purchase's fee when the account does not say it
+    direction: str = "neutral"        # perps: neutral, long or short
+    leverage: Decimal | None = None   # perps: the investment's leverage (1 when not set)
+
+    @property
+    def is_perp(self) -> bool:
+        return self.symbol.endswith("_PERP")
 
 
 @dataclass(frozen=True)
@@ -308,6 +320,18 @@ def _rules(v: dict[str, dict[str, Any]], *, need_keys: bool) -> list[str]:
         if t["grid_lower"] >= t["grid_upper"]:
             raise ConfigError(f"trading.grid_lower ({t['grid_lower']}) must be below trading.grid_upper "
                               f"({t['grid_upper']})")
+    perp = t["symbol"].endswith("_PERP")
+    if not perp and (t["direction"] != "neutral" or t["leverage"] is not None):
+        raise ConfigError("trading.direction and trading.leverage are for perpetual futures (a _PERP symbol): "
+                          "remove them for a spot grid")
+    if perp:
+        if t["investment"] is None or t["quantity"] is not None:
+            raise ConfigError("on a perpetual future, trading.investment is the grid's collateral in USDC and sizes "
+                              "its levels with trading.leverage: set it, and remove trading.quantity")
+        lev = t["leverage"] if t["leverage"] is not None else Decimal(1)
+        if not Decimal(1) <= lev <= Decimal(50):
+            raise ConfigError(f"trading.leverage must be from 1 to 50 (got {lev})")
+        t["leverage"], t["entry"] = lev, "none"
     if (t["quantity"] is None) == (t["investment"] is None):
         raise ConfigError("set exactly one of trading.quantity (base per order) and trading.investment (the quote "
                           "the grid may use; the bot sizes the orders)" + (": both are set" if t["quantity"] else ""))
@@ -368,10 +392,6 @@ def load_config(path: str, *, env: Mapping[str, str] | None = None, need_keys: b
         if override:
             section = data.get(name)
             data[name] = {**(section if isinstance(section, dict) else {}), **override}
-    symbol = data.get("trading", {}).get("symbol") if isinstance(data.get("trading"), dict) else None
-    if isinstance(symbol, str) and symbol.endswith("_PERP"):
-        raise ConfigError(f"trading.symbol {symbol} is a perpetual future: this grid trades spot markets only "
-                          f"for now; use the spot market {symbol[:-len('_PERP')]}")
     v = _shape(data)
     for var, key in (("BACKPACK_API_KEY", "api_key"), ("BACKPACK_API_SECRET", "api_secret")):
         if env.get(var):
