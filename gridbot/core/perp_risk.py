@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Sequence
+from typing import Callable, Sequence
 
 ZERO = Decimal(0)
 DIRECTIONS = ("neutral", "long", "short")
@@ -81,26 +81,22 @@ def liquidation_price(collateral: Decimal, position: Decimal, entry: Decimal, fn
     if position > 0:
         if healthy(tick):
             return None
-        lo, hi = ZERO, entry            # liquidated at lo, healthy at hi (or the entry is already too low)
-        if not healthy(hi):
-            return hi
-        while hi - lo > tick:
-            mid = (lo + hi) / 2
-            if healthy(mid):
-                hi = mid
-            else:
-                lo = mid
-        return hi if not healthy(hi) else lo
-    lo, hi = entry, entry * 2 + collateral / q + 1     # healthy at lo, liquidated at hi
-    if not healthy(lo):
-        return lo
-    while hi - lo > tick:
-        mid = (lo + hi) / 2
+        return _first_unhealthy(healthy, entry, ZERO, tick)
+    return _first_unhealthy(healthy, entry, entry * 2 + collateral / q + 1, tick)   # liquidated up there
+
+
+def _first_unhealthy(healthy: Callable[[Decimal], bool], safe: Decimal, fatal: Decimal, tick: Decimal) -> Decimal:
+    """Walking from ``safe`` toward ``fatal``, the first price at which ``healthy`` fails, to ``tick``, by
+    halving the interval (``safe`` itself when it already fails)."""
+    if not healthy(safe):
+        return safe
+    while abs(fatal - safe) > tick:
+        mid = (safe + fatal) / 2
         if healthy(mid):
-            lo = mid
+            safe = mid
         else:
-            hi = mid
-    return hi
+            fatal = mid
+    return fatal
 
 
 def _state(end: str, price: Decimal, fills: Sequence[tuple[Decimal, Decimal, Decimal]], collateral: Decimal,
