@@ -46,8 +46,6 @@ class PerpEngine:
         self.ex, self.perps = ex, perps
         self.reduce_only_reject = reduce_only_reject
         self.liquidation_step = liquidation_step
-        self.maker_fee: Decimal | None = None     # None: the exchange's own rates
-        self.taker_fee: Decimal | None = None
         self._next_position_id = 5_400_000_000
         self._busy = False     # a liquidation's own fills move no further liquidation
 
@@ -134,8 +132,7 @@ class PerpEngine:
 
     def fee(self, acct: Account, m: MarketState, qty: Decimal, price: Decimal, is_maker: bool) -> tuple[str, Decimal]:
         """A perp fill's fee, in USDC, out of the USDC balance."""
-        rate = (self.maker_fee if is_maker else self.taker_fee)
-        rate = rate if rate is not None else (self.ex.maker_fee if is_maker else self.ex.taker_fee)
+        rate = self.ex.maker_fee if is_maker else self.ex.taker_fee
         fee = fee_of(price * qty, rate)
         self.ex._bal(acct, "USDC").available -= fee
         if fee:
@@ -215,7 +212,7 @@ class PerpEngine:
             payment = usdc(-rate * pos.net * mark)
             self.ex._bal(acct, "USDC").available += payment
             pos.funding += payment
-            acct.funding_rows.append({"fundingRate": f"{rate:f}", "intervalEndTimestamp": _naive_ms(end_ms),
+            acct.funding_rows.append({"fundingRate": f"{rate:f}", "intervalEndTimestamp": naive_hour(end_ms),
                                       "quantity": plain(payment), "subaccountId": 0, "symbol": symbol,
                                       "userId": _user_id(acct)})
             self._settle(acct, "FundingPayment", payment, pos.position_id)
@@ -317,6 +314,3 @@ def _user_id(acct: Account) -> int:
     """A stable number for an account (Backpack's userId): from its key."""
     return int.from_bytes(acct.api_key.encode()[:6], "big") % 10_000_000
 
-
-def _naive_ms(ms: int) -> str:
-    return naive_hour(ms)

@@ -163,17 +163,17 @@ class PerpMarkets:
         return _paged(r, rows, key=lambda row: (row["openedAt"], row["id"]), render=lambda row: row)
 
     def funding_history(self, r: "Request") -> Reply:
-        from .rest import _paged
-        symbol = r.q("symbol")
-        with self.ex.lock:
-            rows = [row for row in self.ex.account(r.account).funding_rows if symbol is None or row["symbol"] == symbol]
-        return _paged(r, list(enumerate(rows)), key=lambda x: x[0], render=lambda x: x[1])
+        return self._ledger(r, "funding_rows", "symbol")
 
     def settlement_history(self, r: "Request") -> Reply:
+        return self._ledger(r, "settlements", "source")
+
+    def _ledger(self, r: "Request", ledger: str, key: str) -> Reply:
+        """An account's ledger rows (filtered by the query's ``key`` when given), paged in the order written."""
         from .rest import _paged
-        source = r.q("source")
+        want = r.q(key)
         with self.ex.lock:
-            rows = [row for row in self.ex.account(r.account).settlements if source is None or row["source"] == source]
+            rows = [row for row in getattr(self.ex.account(r.account), ledger) if want is None or row[key] == want]
         return _paged(r, list(enumerate(rows)), key=lambda x: x[0], render=lambda x: x[1])
 
     # -- control

@@ -16,7 +16,7 @@ account; the perp engine (perp_engine.py) calls it under the exchange's lock.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Iterable
 
@@ -95,7 +95,6 @@ class Margin:
     exposure_notional: Decimal
     mmf_notional: Decimal                  # Σ MMF × position notional: liquidation when net equity ≤ this
     imf_notional: Decimal
-    markets: dict[str, dict[str, Decimal]] = field(default_factory=dict)
 
     @property
     def available(self) -> Decimal:
@@ -116,7 +115,6 @@ def margin(collateral: Decimal, spot_locked: Decimal, markets: Iterable[tuple[st
     its spot orders hold, valued; ``markets``: (symbol, params, mark, position or None, exposure quantity)
     for each perp market the account holds a position or an open order in."""
     equity, locked, upnl, total, mmf_n, imf_n = collateral, spot_locked, ZERO, ZERO, ZERO, ZERO
-    rows: dict[str, dict[str, Decimal]] = {}
     for symbol, params, mark, pos, exposure_qty in markets:
         u = pos.unrealized(mark) if pos is not None else ZERO
         notional = exposure_qty * mark
@@ -129,8 +127,7 @@ def margin(collateral: Decimal, spot_locked: Decimal, markets: Iterable[tuple[st
         total += notional
         mmf_n += mmf * pos_notional
         imf_n += imf * notional
-        rows[symbol] = {"imf": imf, "mmf": mmf, "notional": notional, "exposure": exposure_qty}
-    return Margin(equity, locked, upnl, total, mmf_n, imf_n, rows)
+    return Margin(equity, locked, upnl, total, mmf_n, imf_n)
 
 
 def position_json(p: Position, mark: Decimal, params: PerpParams, exposure_qty: Decimal, leverage_limit: Decimal,

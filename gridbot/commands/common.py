@@ -42,11 +42,16 @@ def grid_title(cfg: Config, paper: bool) -> str:
     return f"{'[paper] ' if paper else ''}{cfg.name} ({cfg.trading.symbol} grid)"
 
 
+def own_state_path(cfg: Config, paper: bool) -> str:
+    """The config's own state file (paper mode's beside it)."""
+    return paper_path(cfg.state_file, ".db") if paper else cfg.state_file
+
+
 def state_path(cfg: Config, paper: bool) -> str:
     """The state file the commands read: the config's, or (until ``run`` moves it) the file an earlier
     version kept this config's running grid in (grid_files.legacy_state)."""
     if paper:
-        return paper_path(cfg.state_file, ".db")
+        return own_state_path(cfg, paper)
     if not cfg.state_named:
         try:
             old = legacy_state(cfg.path, cfg.trading.symbol, cfg.state_file)
@@ -58,15 +63,14 @@ def state_path(cfg: Config, paper: bool) -> str:
 
 
 def open_store(cfg: Config, paper: bool, *, readonly: bool = False) -> StateStore:
-    return StateStore(state_path(cfg, paper) if readonly else
-                      paper_path(cfg.state_file, ".db") if paper else cfg.state_file, readonly=readonly)
+    return StateStore(state_path(cfg, paper) if readonly else own_state_path(cfg, paper), readonly=readonly)
 
 
 def take_state(cfg: Config, paper: bool) -> tuple[StateLock, str | None]:
     """``run``'s hold on its state file: the lock, after moving this config's running grid from where an
     earlier version kept it (under that file's lock too, so never while an old bot still runs on it).
     Returns the lock and the old path when a move happened (for the log)."""
-    path = paper_path(cfg.state_file, ".db") if paper else cfg.state_file
+    path = own_state_path(cfg, paper)
     old = None if paper or cfg.state_named else state_path(cfg, paper)
     if old == path:
         old = None

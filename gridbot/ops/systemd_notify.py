@@ -56,9 +56,6 @@ class SystemdNotify:
         self.send("READY=1", f"STATUS={status}")
         self.kick(force=True)
 
-    def status(self, status: str) -> None:
-        self.send(f"STATUS={status}")
-
     def stopping(self, status: str) -> None:
         self.send("STOPPING=1", f"STATUS={status}")
 
