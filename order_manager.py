@@ -41,6 +41,8 @@ from gridbot.core.order_state import (Action, Cancel, Changes, GridOrder, Lookup
 from gridbot.core.risk import RiskState
 
 SEQ_MAX = SEQ_MASK
+# Refusals that mean "not now, for funds" (a perp's margin among them): the level waits and tries again.
+FUNDS_CODES = frozenset({"INSUFFICIENT_FUNDS", "INSUFFICIENT_MARGIN", "MAX_LEVERAGE_REACHED", "POSITION_LIMIT"})
 # A finished order stays in memory this long after it closed (late news about it is still recognised:
 # a fill that raced its cancel, a stale snapshot), then leaves with its trade ids; the state file keeps
 # everything the figures and ``report`` need. A year of fills thus costs no memory.
@@ -395,7 +397,7 @@ class OrderManager:
         pair = self._pair(o.pair)
         if pair is None:
             return
-        if code == "INSUFFICIENT_FUNDS":
+        if code in FUNDS_CODES:
             # Held back for funds: its own outcome and backoff (the level waits for the balance, which
             # a fill or a deposit brings), not a refusal of the order itself.
             pair.funds_refusals += 1
@@ -428,7 +430,7 @@ class OrderManager:
             return False
         if fill.client_id is not None and self.risk.exit is not None and self.risk.exit.sale is not None \
                 and fill.client_id in self.risk.exit.sale.orders and fill.symbol == self.grid.symbol \
-                and fill.side is Side.ASK:
+                and fill.side.value == self.risk.exit.sale.side:
             return self.outside.sale_fill(fill)
         o = self._find_fill(fill)
         if o is None or fill.symbol != self.grid.symbol:
@@ -491,5 +493,7 @@ class OrderManager:
         bids, asks = open_sides.count(Side.BID), open_sides.count(Side.ASK)
         waiting = sum(1 for p in self.pairs if p.order is None)
         lg = self.ledger
-        return Stats(price, bids, asks, lg.round_trips, lg.grid_profit, dict(lg.fees), lg.position,
-                     lg.quote_flow, lg.floating_pnl(price), lg.fill_count, waiting)
+        perp = self.grid.symbol.endswith("_PERP")   # its position: the whole, opening included (the exchange's)
+        opening = self.risk.start.base if perp and self.risk.start is not None else 0
+        return Stats(price, bids, asks, lg.round_trips, lg.grid_profit, dict(lg.fees), lg.position + opening,
+                     lg.quote_flow, lg.floating_pnl(price), lg.fill_count, waiting, lg.funding if perp else None)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from grid_calculator import nearest_level
 from gridbot.core.perp_risk import MarginFunctions, end_states, quantity_for
 from simulator import running_simulator
 from tests.test_sim_perp_positions import Acct
@@ -49,20 +50,22 @@ def test_plan_sizes_a_neutral_grid_and_names_its_liquidation_prices(tmp_path):
     r = bot("plan", "--paper", "--json", "--config", perp_config(tmp_path), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     p = json.loads(r.stdout)
-    levels = [D(x) for x in p["levels"]]
-    q = quantity_for(levels, D(150), "neutral", D(300), D(3), D("0.01"))
-    assert D(p["quantity"]) == q == D("1.08")
+    every = tuple(D(x) for x in p["levels"])
+    levels = [lv for i, lv in enumerate(every) if i != nearest_level(every, D(150))]   # the empty level: none
+    assert len(levels) == 9 and sum(1 for lv in levels if lv < 150) == 4
+    q = quantity_for(levels, D(150), "neutral", D(300), D(3), D("0.01"), SOL, D("0.0005"), D("0.0002"))
+    assert D(p["quantity"]) == q == D("0.81")
     bottom, top = end_states(levels, D(150), q, "neutral", D(300), SOL, leverage=D(3), maker_fee=D("0.0002"),
                              taker_fee=D("0.0005"))
-    assert D(p["bottom"]["position"]) == bottom.position == 5 * q and D(p["top"]["position"]) == -5 * q
+    assert D(p["bottom"]["position"]) == bottom.position == 4 * q and D(p["top"]["position"]) == -5 * q
     # to the tick, rounded toward the range: the side that warns earlier
     assert D(p["bottom"]["liquidation_price"]) - bottom.liquidation_price < D("0.01")
     assert D(p["bottom"]["liquidation_price"]) >= bottom.liquidation_price
     assert D(p["top"]["liquidation_price"]) <= top.liquidation_price
     assert p["refused"] == [] and not p["bottom"]["too_close"] and not p["top"]["too_close"]
-    assert [o["side"] for o in p["orders"]] == ["Bid"] * 5 + ["Ask"] * 5 and not any(o["reduce_only"] for o in p["orders"])
+    assert [o["side"] for o in p["orders"]] == ["Bid"] * 4 + ["Ask"] * 5 and not any(o["reduce_only"] for o in p["orders"])
     text = bot("plan", "--paper", "--config", perp_config(tmp_path), cwd=tmp_path).stdout
-    assert f"liquidated at {p['bottom']['liquidation_price']}" in text and "planned only" in text
+    assert f"liquidated at {p['bottom']['liquidation_price']}" in text
 
 
 def test_a_long_grid_opens_its_position_and_its_sells_only_reduce_it(tmp_path):
@@ -77,10 +80,11 @@ def test_a_grid_too_leveraged_for_its_range_is_refused_with_the_price_named(tmp_
     r = bot("plan", "--paper", "--json", "--config", perp_config(tmp_path, leverage="20"), cwd=tmp_path)
     assert r.returncode == 2
     p = json.loads(r.stdout)
-    assert len(p["refused"]) == 2 and p["bottom"]["too_close"] and p["top"]["too_close"]
-    assert f"liquidated at {p['bottom']['liquidation_price']}, inside the range" in p["refused"][0]
+    # Sized to keep its initial margin across the range, a grid is liquidated beyond it: at 20x only just.
+    assert len(p["refused"]) == 1 and p["top"]["too_close"] and not p["bottom"]["too_close"]
+    assert f"liquidated at {p['top']['liquidation_price']}, only 3.6% beyond it" in p["refused"][0]
     text = bot("plan", "--paper", "--config", perp_config(tmp_path, leverage="20"), cwd=tmp_path)
-    assert text.returncode == 2 and "REFUSED: at the bottom (120.00) the grid is long" in text.stdout
+    assert text.returncode == 2 and "REFUSED: at the top (180.00) the grid is short" in text.stdout
 
 
 def test_plan_reads_the_mark_and_the_accounts_available_equity_with_keys(tmp_path):
@@ -96,11 +100,11 @@ def test_plan_reads_the_mark_and_the_accounts_available_equity_with_keys(tmp_pat
         assert bot("plan", "--config", perp_config(tmp_path, sim, a.secret), cwd=tmp_path).returncode == 0
 
 
-@pytest.mark.parametrize("command", [[], ["backtest", "--klines", str(ROOT / "docs" / "example_klines.csv")]])
-def test_run_and_backtest_refuse_a_perps_grid_in_one_line(tmp_path, command):
-    r = bot(*command, "--config", perp_config(tmp_path), *([] if command else ["--paper"]), cwd=tmp_path)
+def test_backtest_refuses_a_perps_grid_in_one_line(tmp_path):
+    r = bot("backtest", "--klines", str(ROOT / "docs" / "example_klines.csv"), "--config", perp_config(tmp_path),
+            cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.count("\n") == 1
-    assert "SOL_USDC_PERP is a perpetual future: a perps grid can be planned" in r.stderr
+    assert "SOL_USDC_PERP is a perpetual future: a perps grid can be planned and run" in r.stderr
 
 
 @pytest.mark.parametrize("trading, words", [

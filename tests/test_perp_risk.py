@@ -87,16 +87,41 @@ def test_the_simulator_liquidates_where_the_plan_says(direction):
         assert a.positions() == [], f"not liquidated past the computed {liq}"
 
 
+def _margin_shortfalls(q, direction, leverage=D(3), taker=D(0), maker=D(0)):
+    """How far the equity exceeds the initial margin at the start and at each end, for ``q`` per level
+    (independently of quantity_for: the positions from end_states, the margin by hand)."""
+    bottom, top = end_states(LEVELS, D(120), q, direction, D(1000), SOL, maker_fee=maker, taker_fee=taker)
+    below, above = sum(1 for lv in LEVELS if lv < 120), sum(1 for lv in LEVELS if lv > 120)
+    start_exposure = (max(below, above) if direction == "neutral" else below + above) * q
+    opening = {"neutral": 0, "long": above, "short": below}[direction] * q
+    out = [D(1000) - taker * opening * 120 - start_exposure * 120 / leverage]
+    for s in (bottom, top):
+        out.append(D(1000) - s.fees + s.position * (s.price - s.entry) - abs(s.position) * s.price / leverage)
+    return out
+
+
 @pytest.mark.parametrize("direction", ["neutral", "long", "short"])
-def test_the_quantity_per_level_spends_the_leverage_at_the_worse_end(direction):
+def test_the_quantity_per_level_keeps_every_order_within_the_initial_margin_across_the_range(direction):
     from gridbot.core.perp_risk import quantity_for
     step = D("0.01")
     q = quantity_for(LEVELS, D(120), direction, D(1000), D(3), step)
-    bottom, top = end_states(LEVELS, D(120), q, direction, D(1000), SOL)
-    worst = max(abs(s.position) * s.entry for s in (bottom, top))
-    assert worst <= D(3000) < worst + step * max(LEVELS) * 8            # the most the step allows
-    # 3000 / 530 (the sells above), 3000 / (4 x 120 + 430), 3000 / (4 x 120 + 530), down to the step
-    assert {"neutral": D("5.66"), "long": D("3.29"), "short": D("2.97")}[direction] == q
+    assert min(_margin_shortfalls(q, direction)) >= 0                     # covered at the start and both ends
+    assert min(_margin_shortfalls(q + step, direction)) < 0               # and no step more
+    # neutral: its top (4 sells from 125, entry 132.5, at 140: a loss of 30 and a margin of 186.67 per unit);
+    # long: its bottom (4 opened at 120 and 4 buys, entry 113.75, at 100); short: its top.
+    assert {"neutral": D("4.61"), "long": D("2.65"), "short": D("2.06")}[direction] == q
+
+
+def test_the_quantity_leaves_room_for_the_fees_and_the_market_imf():
+    from gridbot.core.perp_risk import quantity_for
+    step = D("0.01")
+    q = quantity_for(LEVELS, D(120), "long", D(1000), D(3), step, taker_fee=D("0.001"), maker_fee=D("0.001"))
+    assert min(_margin_shortfalls(q, "long", taker=D("0.001"), maker=D("0.001"))) >= 0
+    assert min(_margin_shortfalls(q + step, "long", taker=D("0.001"), maker=D("0.001"))) < 0
+    # At 50x the market's IMF (2 % at this size) and the bottom's loss bind: 1000 / (110 + 0.02 x 800).
+    q50 = quantity_for(LEVELS, D(120), "long", D(1000), D(50), step, fns=SOL)
+    assert q50 == D("7.93") and min(_margin_shortfalls(q50, "long", leverage=D(50))) >= 0
+    assert min(_margin_shortfalls(q50 + step, "long", leverage=D(50))) < 0
 
 
 def test_funding_per_day_follows_the_sign_rule():

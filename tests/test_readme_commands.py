@@ -55,6 +55,7 @@ EXPECTED = {
     "python grid_bot.py status": ("exit", 2, "no saved state at"),
     "python grid_bot.py list": "ok",
     "python grid_bot.py plan --config perp.json": ("exit", 2, "config file not found"),
+    "python grid_bot.py run --paper --config perp.json": ("exit", 2, "config file not found"),
     "python grid_bot.py status --config /etc/grid-bot/sol.json": ("exit", 2, "config file not found"),
     "python grid_bot.py notify-test": ("exit", 2, "no notification URLs: set notify.urls"),
     "python grid_bot.py backtest": ("exit", 2, "one of the arguments --klines --fetch is required"),

@@ -29,11 +29,11 @@ def read_config(path: str, **kwargs: Any) -> Config:
 
 
 def refuse_perps(cfg: Config, what: str) -> None:
-    """A perps grid is planned, not yet run or backtested: one line that says so and what works."""
+    """A perps grid is planned and run, not yet backtested: one line that says so and what works."""
     if cfg.trading.is_perp:
-        raise InputError(f"{cfg.trading.symbol} is a perpetual future: a perps grid can be planned "
-                         f"(python grid_bot.py plan --config {cfg.path}) but not {what} yet; use the spot market "
-                         f"{cfg.trading.symbol[:-len('_PERP')]} to trade")
+        raise InputError(f"{cfg.trading.symbol} is a perpetual future: a perps grid can be planned and run "
+                         f"(python grid_bot.py plan --config {cfg.path}; run --paper to try it) but not {what} yet; "
+                         f"backtest the spot market {cfg.trading.symbol[:-len('_PERP')]} meanwhile")
 
 
 def grid_title(cfg: Config, paper: bool) -> str:

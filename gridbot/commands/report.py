@@ -13,15 +13,15 @@ import os
 from collections import defaultdict
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, Sequence
 
 from gridbot.core.accounting import figures
 from gridbot.commands.common import open_store, read_config, saved_grid
 from gridbot.core.errors import EXIT_OK, InputError
-from gridbot.core.models import Fill, Side
+from gridbot.core.models import Fill, FundingPayment, Side
 from order_manager import OrderManager
 from gridbot.core.order_state import OrderState
-from gridbot.ops.reports import describe_exit, describe_params, fmt_amount, fmt_price, format_duration, iso, pct
+from gridbot.ops.reports import describe_exit, describe_params, fmt_amount, fmt_price, format_duration, iso, pct, signed
 from gridbot.engine.state_store import SavedGrid
 
 ZERO = Decimal(0)
@@ -68,7 +68,7 @@ def fill_rows(saved: SavedGrid, om: OrderManager, fills: list[Fill]) -> list[dic
 
 
 def build_report(saved: SavedGrid, om: OrderManager, fills: list[Fill], prices: list[tuple[int, Decimal]],
-                 now_ms: int) -> dict[str, Any]:
+                 now_ms: int, funding: Sequence[FundingPayment] = ()) -> dict[str, Any]:
     st, spec = om.risk, saved.spec
     rows = fill_rows(saved, om, fills)
     price = st.last_price if st.last_price is not None else (fills[-1].price if fills else None)
@@ -91,6 +91,9 @@ def build_report(saved: SavedGrid, om: OrderManager, fills: list[Fill], prices: 
         "trail_offset": st.offset, "trail_moves": len(st.moves),
         "fills": rows,
         "prices": len(prices),
+        # perps: the exchange's funding history rows the grid counted, oldest first
+        "funding": [{"time": iso(p.interval_end_ms), "time_ms": p.interval_end_ms, "symbol": p.symbol,
+                     "rate": f"{p.rate:f}", "quantity": f"{p.quantity:f}"} for p in funding],
     }
 
 
@@ -126,6 +129,9 @@ def print_report(r: dict[str, Any], show_fills: bool) -> None:
               f"{fmt_amount(Decimal(f['hold_value']), 6)} {q})")
         print(f"  grid profit         {fmt_amount(Decimal(f['grid_profit']), 6)} {q} from {r['round_trips']} round "
               f"trip(s), net of both fees")
+        if g["symbol"].endswith("_PERP"):
+            print(f"  funding             {signed(Decimal(f['funding']))} {q} in {len(r['funding'])} payment(s), "
+                  f"from the exchange's funding history (+ received, - paid)")
         print(f"  floating PnL        {fmt_amount(Decimal(f['floating_pnl']), 6)} {q}")
         print(f"  fees                {fees} ({fmt_amount(Decimal(f['fees_quote']), 6)} {q} in all)")
         be = f["break_even"]
@@ -134,6 +140,11 @@ def print_report(r: dict[str, Any], show_fills: bool) -> None:
         ay = f["annual_yield"]
         print(f"  annual grid yield   {pct(Decimal(ay)) if ay is not None else 'too early (under 30 days)'}")
     print(f"  fills               {r['fills_count']}")
+    if show_fills and r["funding"]:
+        print()
+        print(f"{'funding interval end':<23}  {'rate':>12}  {'paid (-) / received (+)':>24}")
+        for x in r["funding"]:
+            print(f"{x['time']:<23}  {x['rate']:>12}  {x['quantity']:>24}")
     if show_fills:
         print()
         print(f"{'time':<23}  {'fill id':>10}  {'order id':>12}  {'clientId':>11}  {'kind':<4}  {'side':<4}  "
@@ -155,9 +166,10 @@ def write_csv(path: str, rows: list[dict[str, Any]]) -> None:
         raise InputError(f"cannot write the CSV {path}: {e.strerror}") from None
 
 
-def picture(saved: SavedGrid, om: OrderManager, fills: list[Fill], prices: list[tuple[int, Decimal]]) -> Any:
+def picture(saved: SavedGrid, om: OrderManager, fills: list[Fill], prices: list[tuple[int, Decimal]],
+            funding: Sequence[FundingPayment] = ()) -> Any:
     """The grid's life as ``plots.Picture``: its price samples (and fills) on their dates, with its equity
-    and the starting funds held, each replayed from the fills up to that moment."""
+    and the starting funds held, each replayed from the fills (and a perp's funding) up to that moment."""
     from gridbot.analysis.plots import Picture
     st, spec = om.risk, saved.spec
     if st.start is None:
@@ -169,11 +181,14 @@ def picture(saved: SavedGrid, om: OrderManager, fills: list[Fill], prices: list[
         raise InputError("--plot: no price has been recorded for this grid yet (one comes with each statistics line)")
     base, quote = st.start.base, st.start.quote
     times, px, eq, hold = [], [], [], []
+    paid = sorted(funding, key=lambda x: x.interval_end_ms)
     for t, p, f in points:
+        while paid and paid[0].interval_end_ms <= t:
+            quote += paid.pop(0).quantity
         if f is not None:
-            signed = f.quantity if f.side is Side.BID else -f.quantity
-            base += signed - (f.fee if f.fee_symbol == spec.base else ZERO)
-            quote += -signed * f.price - (f.fee if f.fee_symbol == spec.quote else ZERO)
+            moved = f.quantity if f.side is Side.BID else -f.quantity
+            base += moved - (f.fee if f.fee_symbol == spec.base else ZERO)
+            quote += -moved * f.price - (f.fee if f.fee_symbol == spec.quote else ZERO)
         times.append(datetime.fromtimestamp(t / 1000, tz=timezone.utc))
         px.append(p)
         eq.append(base * p + quote)
@@ -197,16 +212,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     store = open_store(cfg, args.paper, readonly=True)
     try:
         saved, om = saved_grid(store, full=True)
-        fills, prices = store.fills(saved.id), store.prices(saved.id)
+        fills, prices, funding = store.fills(saved.id), store.prices(saved.id), store.funding(saved.id)
     finally:
         store.close()
-    report = build_report(saved, om, fills, prices, wall_clock_ms())
+    report = build_report(saved, om, fills, prices, wall_clock_ms(), funding)
     if args.csv:
         write_csv(args.csv, report["fills"])
     if args.plot:
         from gridbot.analysis.plots import draw
         try:
-            draw(picture(saved, om, fills, prices), args.plot)
+            draw(picture(saved, om, fills, prices, funding), args.plot)
         except OSError as e:
             raise InputError(f"cannot write the plot {args.plot}: {e.strerror}") from None
     if args.json:

@@ -15,7 +15,7 @@ from gridbot.ops.notify import Notifier
 from gridbot.ops.reports import forced_exit_message
 from gridbot.ops.systemd_notify import SystemdNotify
 from gridbot.paper import paper_path, sim_state_path, start_paper
-from gridbot.commands.common import grid_title, open_store, read_config, refuse_perps, take_state
+from gridbot.commands.common import grid_title, open_store, read_config, take_state
 
 
 log = logging.getLogger("grid_bot")
@@ -61,7 +61,6 @@ def install_signals(bot: GridBot) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = read_config(args.config, need_keys=not args.paper)
-    refuse_perps(cfg, "run")
     sim = None
     signer = None
     lock, moved_from = take_state(cfg, args.paper)

@@ -29,6 +29,7 @@ class Stats:
     floating_pnl: Decimal | None      # (position valued at price + quote flow) - grid profit
     fills: int
     waiting: int                      # pairs with no order on the book right now
+    funding: Decimal | None = None    # perps: funding received (+) or paid (-) by the grid's position; None on spot
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Ledger:
     fill_count: int = 0
     last_fill_ms: int = 0
     fees_quote: Decimal = ZERO        # every fee valued in quote (a fee in base at its fill's price)
+    funding: Decimal = ZERO           # perps: funding received (+) or paid (-), in quote (the exchange's rows)
 
     def record_fill(self, fill: Fill) -> Decimal:
         """Account one fill; returns its fee valued in quote."""
@@ -81,7 +83,7 @@ class Ledger:
 
     def copy(self) -> "Ledger":
         return Ledger(self.base, self.quote, dict(self.fees), self.position, self.quote_flow, self.grid_profit,
-                      self.round_trips, self.fill_count, self.last_fill_ms, self.fees_quote)
+                      self.round_trips, self.fill_count, self.last_fill_ms, self.fees_quote, self.funding)
 
 
 @dataclass
@@ -107,8 +109,16 @@ class StartFunds:
 
 def equity(funds: StartFunds, ledger: Ledger, price: Decimal) -> Decimal:
     """What the grid's funds are worth at ``price``: its starting funds plus everything it traded
-    (fees included: they left the position or the cash flow)."""
-    return (funds.base + ledger.position) * price + funds.quote + ledger.quote_flow
+    (fees included: they left the position or the cash flow), plus the funding a perp position received.
+    A perps grid's starting funds are its opening position and its collateral less what that position
+    cost (``perp_start_funds``), so its value is the collateral."""
+    return (funds.base + ledger.position) * price + funds.quote + ledger.quote_flow + ledger.funding
+
+
+def perp_start_funds(investment: Decimal, position: Decimal, price: Decimal, time_ms: int | None = None) -> StartFunds:
+    """A perps grid's starting funds: its collateral, holding its opening ``position`` (signed; 0 for
+    neutral) valued at ``price``: the equity formula then gives collateral + PnL."""
+    return StartFunds(position, investment - position * price, price, time_ms)
 
 
 def total_return(funds: StartFunds | None, ledger: Ledger, price: Decimal | None) -> Decimal | None:
@@ -128,8 +138,10 @@ class Figures:
 
     - equity: the starting funds plus the grid's flows, valued at the price;
     - grid profit: completed round trips, net of both fees; floating PnL: the grid's inventory now against
-      its starting inventory, valued at the price, less the grid profit (the open legs);
-    - against holding: equity - the starting funds untouched at the price = grid profit + floating PnL;
+      its starting inventory, valued at the price, less the grid profit (the open legs); funding (perps):
+      what the position received or paid, its own line;
+    - against holding: equity - the starting funds untouched at the price = grid profit + floating PnL
+      + funding;
     - total return: equity / starting value - 1 (what holding did to the starting funds, plus the
       above); break-even: the price at which the total return is zero. Fees are inside all of these:
       they left the inventory (base) or the cash (quote);
@@ -149,6 +161,7 @@ class Figures:
     break_even: Decimal | None
     age_s: float
     annual_yield: Decimal | None
+    funding: Decimal = ZERO
 
     def to_json(self) -> dict:
         def d(x: Decimal | None) -> str | None:
@@ -161,7 +174,8 @@ class Figures:
                 "equity": d(self.equity), "grid_profit": d(self.grid_profit), "floating_pnl": d(self.floating_pnl),
                 "fees": {k: d(v) for k, v in sorted(self.fees.items())}, "fees_quote": d(self.fees_quote),
                 "total_return": r(self.total_return), "hold_value": d(self.hold_value), "vs_hold": d(self.vs_hold),
-                "break_even": r(self.break_even), "age_s": int(self.age_s), "annual_yield": r(self.annual_yield)}
+                "break_even": r(self.break_even), "age_s": int(self.age_s), "annual_yield": r(self.annual_yield),
+                "funding": d(self.funding)}
 
 
 def figures_since(start: StartFunds | None, ledger: Ledger, price: Decimal | None, now_ms: int,
@@ -182,13 +196,13 @@ def figures(start: StartFunds, ledger: Ledger, price: Decimal, age_s: float) -> 
     # A break-even price means something only while the grid holds base worth counting: after a sale on a
     # stop-loss a few satoshis left would give a price far from any market (4049 for SOL), so below 1% of
     # the starting value in base there is none.
-    break_even = ((value - start.quote - ledger.quote_flow) / base_now
+    break_even = ((value - start.quote - ledger.quote_flow - ledger.funding) / base_now
                   if base_now > 0 and base_now * price >= value / 100 else None)
     if break_even is not None and break_even < 0:
         break_even = None
     # Scaled to a year only from 30 days on: two lucky days would read as a yield of hundreds of percent.
     annual = (ledger.grid_profit / value * Decimal(YEAR_S) / Decimal(age_s)
               if age_s >= 30 * 86400 and value > 0 else None)
-    return Figures(price, start, value, eq, ledger.grid_profit, eq - hold - ledger.grid_profit, dict(ledger.fees),
-                   ledger.fees_quote, eq / value - 1 if value > 0 else ZERO, hold, eq - hold, break_even, age_s,
-                   annual)
+    return Figures(price, start, value, eq, ledger.grid_profit, eq - hold - ledger.grid_profit - ledger.funding,
+                   dict(ledger.fees), ledger.fees_quote, eq / value - 1 if value > 0 else ZERO, hold, eq - hold,
+                   break_even, age_s, annual, ledger.funding)

@@ -119,6 +119,7 @@ class OrderUpdate:
     expiry_reason: str | None
     event_time_us: int
     engine_time_us: int
+    origin: str | None = None       # ``O``: USER, or the exchange's own (LIQUIDATION_AUTOCLOSE, ADL_AUTOCLOSE...)
 
 
 @dataclass(frozen=True)

@@ -135,24 +135,37 @@ def end_states(levels: Sequence[Decimal], price: Decimal, quantity: Decimal, dir
 
 
 def quantity_for(levels: Sequence[Decimal], price: Decimal, direction: str, investment: Decimal, leverage: Decimal,
-                 step: Decimal) -> Decimal:
-    """The quantity per level that makes the grid's largest exposure, at the worse end of its range and at
-    the levels' own prices, ``investment × leverage`` (the investment is the collateral), down to ``step``.
-    neutral: the buys below or the sells above, whichever is worth more; long: its opening purchase at
-    ``price`` for every sell above, plus the buys below; short: mirrored."""
+                 step: Decimal, fns: MarginFunctions | None = None, taker_fee: Decimal = ZERO,
+                 maker_fee: Decimal = ZERO) -> Decimal:
+    """The largest quantity per level, down to ``step``, whose every order the exchange's initial-margin check
+    accepts anywhere in the range: the equity (the investment less the fees paid, plus the open position's
+    PnL) covers ``IMF × exposure × price`` (docs/exchange.md §12) at the start, when the orders first rest and a
+    long's or a short's opening has paid its taker fee, and at each end of the range with every level on that
+    side filled, where the counter-orders restore the exposure. Between those the position's loss grows no
+    faster than at the ends. ``levels``: those that hold an order (the empty level left out). The initial
+    margin fraction is ``1 / leverage``, or the market's (``fns``) at ``investment × leverage`` when larger.
+    Round trips completed on the way would only add to the equity."""
     buys = [lv for lv in levels if lv < price]
     sells = [lv for lv in levels if lv > price]
     if direction == "neutral":
-        per_unit = max(sum(buys, ZERO), sum(sells, ZERO))
-    elif direction == "long":
-        per_unit = price * len(sells) + sum(buys, ZERO)
-    elif direction == "short":
-        per_unit = price * len(buys) + sum(sells, ZERO)
+        start_exposure, opening = max(len(buys), len(sells)), 0
+    elif direction in ("long", "short"):
+        start_exposure, opening = len(buys) + len(sells), len(sells) if direction == "long" else len(buys)
     else:
         raise ValueError(f"direction must be one of {DIRECTIONS}")
-    if per_unit <= 0:
+    imf = 1 / leverage if fns is None else fns.imf(investment * leverage, leverage)
+    # What one unit per level costs in equity at the start and at each end (the margin it must keep, the
+    # fees it paid, the loss of its position there); the investment pays for the dearest.
+    costs = [imf * start_exposure * price + taker_fee * opening * price]
+    unit = MarginFunctions(imf, ZERO, ZERO, ZERO)
+    for s in end_states(levels, price, Decimal(1), direction, investment, unit, maker_fee=maker_fee,
+                        taker_fee=taker_fee):
+        if s.position:
+            costs.append(s.fees - s.position * (s.price - s.entry) + imf * abs(s.position) * s.price)
+    dearest = max(costs)
+    if dearest <= 0:
         return ZERO
-    return (investment * leverage / per_unit / step).to_integral_value(rounding="ROUND_DOWN") * step
+    return (investment / dearest / step).to_integral_value(rounding="ROUND_DOWN") * step
 
 
 def funding_per_day(position: Decimal, mark: Decimal, rate: Decimal, interval_hours: Decimal = Decimal(1)) -> Decimal:

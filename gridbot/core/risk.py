@@ -27,7 +27,7 @@ from gridbot.core.errors import InputError
 from grid_calculator import Ladder
 
 ZERO = Decimal(0)
-ON_STOP = ("keep", "sell_base")
+ON_STOP = ("keep", "sell_base", "close")   # close: perps only (a reduce-only close of the position)
 OUT_OF_RANGE = ("wait", "stop", "trail")
 
 # The conditions, in the order they win when several fire on one price update.
@@ -53,11 +53,13 @@ class RiskConfig:
     trail_down_limit: Decimal | None = None
     max_slippage: Decimal = Decimal("0.005")
     liquidation_buffer: Decimal = Decimal("0.05")   # perps: refuse a grid liquidated within this of its range
+    stop_margin_fraction: Decimal | None = None     # perps: stop and close at this margin fraction (None: 2 x MMF)
 
 
 @dataclass
 class Sale:
-    """The sale of the grid's base when it stops with ``on_stop: sell_base``."""
+    """The sale of the grid's base when it stops with ``on_stop: sell_base``; on perps (``on_stop: close``)
+    the reduce-only close of its position: a sale of a long, a purchase (``side`` Bid) of a short."""
     target: Decimal                    # what is to be sold (the grid's base, at most the free balance)
     floor: Decimal                     # no fill below this price: the last price x (1 - max_slippage)
     orders: list[int] = field(default_factory=list)   # clientIds of the IOC orders, recorded before sent
@@ -67,6 +69,7 @@ class Sale:
     done: bool = False
     note: str = ""                     # why it ended short, if it did
     sent_ms: int = 0                   # when its last order was sent (0: before this was recorded)
+    side: str = "Ask"                  # Ask: sells; Bid: buys back a short (perps); ``floor`` is then a ceiling
 
     @property
     def left(self) -> Decimal:
@@ -75,13 +78,13 @@ class Sale:
     def to_json(self) -> dict:
         return {"target": f"{self.target:f}", "floor": f"{self.floor:f}", "orders": self.orders,
                 "sold": f"{self.sold:f}", "proceeds": f"{self.proceeds:f}", "fees": f"{self.fees:f}",
-                "done": self.done, "note": self.note, "sent_ms": self.sent_ms}
+                "done": self.done, "note": self.note, "sent_ms": self.sent_ms, "side": self.side}
 
     @classmethod
     def from_json(cls, d: dict) -> "Sale":
         return cls(Decimal(d["target"]), Decimal(d["floor"]), [int(x) for x in d["orders"]], Decimal(d["sold"]),
                    Decimal(d["proceeds"]), Decimal(d["fees"]), bool(d["done"]), str(d.get("note", "")),
-                   int(d.get("sent_ms", 0)))
+                   int(d.get("sent_ms", 0)), str(d.get("side", "Ask")))
 
 
 @dataclass
@@ -416,16 +419,23 @@ class GridRisk:
             moves += 1
             decision = self.guard.decide(st, om.grid.levels, om.ledger, price, now_ms)
         if isinstance(decision, StopNow):
-            st.exit = Exit(decision.reason, decision.detail, price, now_ms, self.cfg.on_stop)
-            om.risk_changed()
-            self.notes.append(("exit", f"{decision.reason}: {decision.detail}; stopping the grid"
-                               + (" and selling its base" if self.cfg.on_stop == "sell_base" else "")))
+            self.stop(om, decision.reason, decision.detail, price, now_ms, self.cfg.on_stop)
             return CarryOutExit(price)
         why = self.guard.trail_limits_reached(st, om.grid.levels, price)
         if why != self.limit_told and why is not None:
             self.notes.append(("trail-limit", f"the grid stays where it is: {why}"))
         self.limit_told = why
         return PlaceOrders()
+
+    def stop(self, om: Any, reason: str, detail: str, price: Decimal, now_ms: int, on_stop: str) -> None:
+        """Write an exit down (the guard's, or one the engine found: a perps grid's margin stop, a change the
+        exchange made); the next ``decide`` carries it out. A grid already exiting keeps its exit."""
+        if om.risk.exit is not None:
+            return
+        om.risk.exit = Exit(reason, detail, price, now_ms, on_stop)
+        om.risk_changed()
+        self.notes.append(("exit", f"{reason}: {detail}; stopping the grid" + {
+            "sell_base": " and selling its base", "close": " and closing its position"}.get(on_stop, "")))
 
     def lay_out(self, om: Any, price: Decimal, now_ms: int) -> None:
         """The engine's part of a lay-out is done: the grid's first orders are planned at ``price``."""

@@ -19,7 +19,7 @@ from typing import Any, Callable
 from backpack_api import BackpackClient
 from gridbot.core.errors import StartRefused
 from gridbot.core.models import Fill, MarketRules, Side
-from gridbot.core.risk import buy_ceiling
+from gridbot.core.risk import buy_ceiling, sale_floor
 from gridbot.engine.ioc_campaign import IocCampaign, Paused, down_to_step
 from gridbot.ops.reports import fmt_amount
 
@@ -30,8 +30,8 @@ ZERO = Decimal(0)
 
 @dataclass
 class Entry:
-    target: Decimal                 # base to buy (gross, on the step)
-    ceiling: Decimal                # no fill above this price
+    target: Decimal                 # base to buy (gross, on the step); perps: the position to open
+    ceiling: Decimal                # no fill above this price (a short's opening: none below it)
     orders: list[int] = field(default_factory=list)
     sent_ms: int = 0                # when the last order was sent (its window must pass before a lookup)
     bought: Decimal = ZERO          # gross base bought, from the orders' fills
@@ -39,6 +39,7 @@ class Entry:
     fees: dict[str, str] = field(default_factory=dict)
     done: bool = False
     note: str = ""
+    side: str = "Bid"               # perps: a short's opening sells (Ask), its ``ceiling`` then a floor
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -48,7 +49,7 @@ class Entry:
     def from_json(cls, d: dict[str, Any]) -> "Entry":
         return cls(Decimal(d["target"]), Decimal(d["ceiling"]), [int(x) for x in d["orders"]], int(d["sent_ms"]),
                    Decimal(d["bought"]), Decimal(d["spent"]), dict(d.get("fees", {})), bool(d["done"]),
-                   str(d.get("note", "")))
+                   str(d.get("note", "")), str(d.get("side", "Bid")))
 
 
 class EntryPurchase:
@@ -63,23 +64,28 @@ class EntryPurchase:
         self.new_client_id, self.save = new_client_id, save
 
     @staticmethod
-    def start(target: Decimal, price: Decimal, max_slippage: Decimal, rules: MarketRules) -> Entry:
+    def start(target: Decimal, price: Decimal, max_slippage: Decimal, rules: MarketRules, side: Side = Side.BID) -> Entry:
+        if side is Side.ASK:
+            return Entry(target, sale_floor(price, max_slippage, rules.tick_size), side=side.value)
         return Entry(target, buy_ceiling(price, max_slippage, rules.tick_size))
 
-    def run(self, e: Entry, quote_kept: Decimal) -> None:
+    def run(self, e: Entry, quote_kept: Decimal, *, fit: Callable[[Decimal, Any], tuple[Decimal, str]] | None = None,
+            read: Callable[[], Any] | None = None) -> None:
         """Buy until ``e.target`` is bought, the price leaves the cap, or the book gives nothing; raise
         StartRefused (the start refused) when it ends short. ``quote_kept``: the quote the grid's buys
-        will lock, which the purchase must leave free."""
+        will lock, which the purchase must leave free. A perps grid's opening gives its own ``fit`` and
+        ``read`` (the margin), and a short's opening sells (``e.side``)."""
         r = self.rules
-        campaign = IocCampaign(self.client, r, Side.BID, e.ceiling, label="entry", what="purchase", window_ms=self.window_ms,
-                               wall_ms=self.wall_ms, sleep=self.sleep)
+        campaign = IocCampaign(self.client, r, Side(e.side), e.ceiling, label="entry",
+                               what="purchase" if e.side == Side.BID.value else "sale", window_ms=self.window_ms,
+                               wall_ms=self.wall_ms, sleep=self.sleep, read=read)
         fills: dict[int, dict[int, Fill]] = {}   # clientId -> its fills by trade id
 
         def left() -> tuple[Decimal, str]:
             qty = down_to_step(e.target - e.bought, r)
             return (ZERO, "") if qty <= 0 else (max(qty, r.min_quantity), "")
 
-        def fit(qty: Decimal, balances: dict[str, tuple[Decimal, Decimal]]) -> tuple[Decimal, str]:
+        def fit_quote(qty: Decimal, balances: dict[str, tuple[Decimal, Decimal]]) -> tuple[Decimal, str]:
             free_quote = balances.get(r.quote, (ZERO, ZERO))[0]
             if free_quote - quote_kept < qty * e.ceiling:
                 return ZERO, (f"the free {r.quote} ({fmt_amount(free_quote)}) does not cover the grid's buys "
@@ -104,17 +110,18 @@ class EntryPurchase:
             e.fees = {k: f"{v:f}" for k, v in fees.items()}
 
         try:
-            campaign.run(e, left=left, fit=fit, reserve=reserve, save=lambda: self.save(e), settle=settle,
+            campaign.run(e, left=left, fit=fit or fit_quote, reserve=reserve, save=lambda: self.save(e), settle=settle,
                          filled=lambda: e.bought)
         except Paused as p:
-            raise StartRefused(f"the entry purchase {p}; start again (its orders are looked up again, never "
-                               f"bought twice)") from None
+            raise StartRefused(f"the entry {campaign.what} {p}; start again (its orders are looked up again, never "
+                               f"sent twice)") from None
+        verb = "bought" if e.side == Side.BID.value else "sold"
         if e.bought < e.target and down_to_step(e.target - e.bought, r) > 0:
             e.done = False     # short: the next start of a grid buys what is still missing
             self.save(e)
-            raise StartRefused(f"the entry purchase bought {fmt_amount(e.bought)} of {fmt_amount(e.target)} {r.base} "
+            raise StartRefused(f"the entry {campaign.what} {verb} {fmt_amount(e.bought)} of {fmt_amount(e.target)} {r.base} "
                                f"(for {fmt_amount(e.spent)} {r.quote}): {e.note}. Refusing to start a lopsided grid: "
-                               f"nothing was placed, and what was bought stays in the account (the next start buys "
-                               f"only what is still missing)")
-        log.info("entry: bought %s %s for %s %s (at most %s)", fmt_amount(e.bought), r.base, fmt_amount(e.spent),
-                 r.quote, e.ceiling)
+                               f"nothing was placed, and what was {verb} stays in the account (the next start "
+                               f"{'buys' if e.side == Side.BID.value else 'sells'} only what is still missing)")
+        log.info("entry: %s %s %s for %s %s (%s %s)", verb, fmt_amount(e.bought), r.base, fmt_amount(e.spent),
+                 r.quote, "at most" if e.side == Side.BID.value else "at least", e.ceiling)

@@ -16,7 +16,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from backpack_api import (CANCEL_PENDING, BackpackClient, BackpackError, NotFound, OrderRejected, OrderRequest,
                           TransientError, UnknownOutcome)
@@ -26,6 +26,9 @@ from order_manager import OrderManager
 from gridbot.core.order_state import Action, Cancel, Lookup, OrderState, Place
 from gridbot.ops.reports import describe, describe_orders
 from gridbot.engine.state_store import StateStore
+
+if TYPE_CHECKING:
+    from gridbot.engine.perp_account import PerpFunds
 
 log = logging.getLogger("grid_bot")
 
@@ -110,6 +113,7 @@ class Executor:
         self._pool: ThreadPoolExecutor | None = None
         self._budget: dict[str, Decimal] | None = None   # free balances less what was placed since (covered)
         self._budget_at = 0.0
+        self.perp: PerpFunds | None = None    # a perps grid's margin check and reduce-only side (perp_account.py)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -137,7 +141,8 @@ class Executor:
         g.publish()
 
     def _request(self, g: ActiveGrid, p: Place) -> OrderRequest:
-        return OrderRequest(g.symbol, p.side, p.price, p.quantity, p.client_id, self.post_only)
+        return OrderRequest(g.symbol, p.side, p.price, p.quantity, p.client_id, self.post_only,
+                            reduce_only=self.perp is not None and self.perp.reduce_only(p.side))
 
     def note_balances(self, balances: dict[str, tuple[Decimal, Decimal]]) -> None:
         """Free balances just read (by start-up, or by ``covered``): the budget placements draw on."""
@@ -152,9 +157,12 @@ class Executor:
         overstates). When it falls short the balances are read again, less every placement whose outcome
         is unknown (it may still land), and what is still not covered is held back here and retried
         later. With no fresh budget (a counter-order after a quiet second) nothing is read: the order
-        goes out at once, and the exchange's refusal is the check."""
+        goes out at once, and the exchange's refusal is the check. On perps the budget is the available
+        margin, and each order costs the margin it adds (``covered_margin``)."""
         om = g.om
         now = self.wall_ms()
+        if self.perp is not None:
+            return self.covered_margin(g, places)
 
         def need(side: Side, price: Decimal, quantity: Decimal) -> tuple[str, Decimal]:
             return (om.grid.quote, price * quantity) if side is Side.BID else (om.grid.base, quantity)
@@ -194,6 +202,43 @@ class Executor:
             free[asset] = free.get(asset, ZERO) - amount
             out.append(p)
         return out
+
+    def covered_margin(self, g: ActiveGrid, places: Sequence[Place]) -> list[Place]:
+        """``covered`` on perps: the available margin (read less than ``BUDGET_TTL_S`` ago, less what was
+        placed since) against the margin each order adds to the grid's exposure (``PerpFunds.costs``:
+        reduce-only orders and orders on the side that lowers the exposure add none)."""
+        om, pf = g.om, self.perp
+        assert pf is not None
+        now = self.wall_ms()
+        if self._budget is None or self.clock() - self._budget_at > BUDGET_TTL_S:
+            self._budget = None
+            return list(places)
+        ours = {p.client_id for p in places}
+        resting = [(o.side, o.quantity - o.executed) for o in om.live.values() if o.client_id not in ours]
+        total: list[Decimal] = []
+        pf.costs(resting, places, lambda i, c: total.append(c) is None)
+        if sum(total, ZERO) > self._budget.get("margin", ZERO):
+            try:
+                self._budget, self._budget_at = {"margin": pf.available()}, self.clock()
+            except BackpackError as e:
+                log.warning("cannot read the margin before placing (%s): placing nothing now", e)
+                for p in places:
+                    om.not_sent(p.client_id, now)
+                return []
+        free = self._budget
+        taken: list[Place] = []
+
+        def take(i: int, cost: Decimal) -> bool:
+            p = places[i]
+            if cost > free.get("margin", ZERO):
+                om.rejected(p.client_id, "INSUFFICIENT_MARGIN", f"not sent: the available margin "
+                            f"({free.get('margin', ZERO):f}) does not cover the {cost:f} it adds", now)
+                return False
+            free["margin"] = free.get("margin", ZERO) - cost
+            taken.append(p)
+            return True
+        pf.costs(resting, places, take)
+        return taken
 
     def place(self, g: ActiveGrid, places: Sequence[Place]) -> None:
         """Send orders the free balance covers: one request for one, batch requests for several. Never

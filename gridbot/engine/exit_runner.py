@@ -1,5 +1,6 @@
 """Carrying out an exit over the signed REST client: cancel the grid's orders, then (``on_stop:
-sell_base``) sell the grid's base with IOC limit orders no worse than the cap.
+sell_base``) sell the grid's base with IOC limit orders no worse than the cap; on perps (``on_stop: close``)
+close the position with reduce-only IOC orders no worse than the cap.
 
 Crash-safe by construction (docs/architecture.md "Money in motion"): the exit (reason, price, time, phase)
 is in the state file before the first cancel; the sale's target and floor before its first order; each
@@ -16,9 +17,10 @@ from typing import Callable
 
 from backpack_api import BackpackClient, BackpackError
 from gridbot.core.models import MarketRules, Side
-from gridbot.core.risk import RiskConfig, Sale, sale_floor
+from gridbot.core.risk import RiskConfig, Sale, buy_ceiling, sale_floor
 from gridbot.engine.executor import ActiveGrid, Executor
 from gridbot.engine.ioc_campaign import IocCampaign, Paused, down_to_step
+from gridbot.engine.perp_account import net_position
 from gridbot.ops.reports import fmt_amount
 
 log = logging.getLogger("grid_bot")
@@ -59,7 +61,18 @@ class ExitRunner:
             if not result.ok:
                 log.warning("exit: cannot read the last fills yet (%s); trying again", result.error)
                 return False
-            if ex.on_stop == "sell_base":
+            if ex.on_stop == "close":
+                try:
+                    net = net_position(self.client, self.rules.symbol)
+                except BackpackError as e:
+                    log.warning("exit: cannot read the position to close it (%s); trying again", e)
+                    return False
+                ex.sale = close_of(net, price, self.cfg.max_slippage, self.rules)
+                ex.phase = "selling"
+                log.info("exit: closing the %s position of %s %s with reduce-only IOC orders no worse than %s (the "
+                         "last price %s and max_slippage %s)", "long" if net > 0 else "short", fmt_amount(abs(net)),
+                         self.rules.base, ex.sale.floor, price, self.cfg.max_slippage)
+            elif ex.on_stop == "sell_base":
                 start_base = om.risk.start.base if om.risk.start is not None else Decimal(0)
                 try:
                     free = self.client.balances().get(self.rules.base, (Decimal(0), Decimal(0)))[0]
@@ -108,6 +121,11 @@ class ExitRunner:
             qty = min(qty, down_to_step(free, r))
             return (qty, "") if qty >= r.min_quantity else (ZERO, f"only {fmt_amount(free)} {r.base} is free")
 
+        def fit_close(qty: Decimal, net: Decimal) -> tuple[Decimal, str]:
+            """A close never exceeds the position left (its orders are reduce-only besides)."""
+            qty = min(qty, down_to_step(abs(net), r))
+            return (qty, "") if qty >= r.min_quantity else (ZERO, f"the position left is {fmt_amount(net)} {r.base}")
+
         def settle(cids: list[int]) -> None:
             for cid in cids:
                 for f in campaign.fills_of(cid, since):
@@ -119,17 +137,30 @@ class ExitRunner:
             g.save()
 
         try:
-            campaign.run(sale, left=left, fit=fit, reserve=om.outside.new_sale_order, save=save, settle=settle,
+            campaign.run(sale, left=left, fit=fit_close if ex.on_stop == "close" else fit,
+                         reserve=om.outside.new_sale_order, save=save, settle=settle,
                          filled=lambda: sale.sold)
         except Paused as p:
             log.warning("exit: the sale %s; trying again", p)
             return False
         g.publish()
-        log.info("exit: sold %s of %s %s for %s %s%s", fmt_amount(sale.sold), fmt_amount(sale.target), r.base,
-                 fmt_amount(sale.proceeds), r.quote,
+        log.info("exit: %s %s of %s %s for %s %s%s", "bought back" if sale.side == Side.BID.value else "sold",
+                 fmt_amount(sale.sold), fmt_amount(sale.target), r.base, fmt_amount(sale.proceeds), r.quote,
                  f"; {fmt_amount(sale.left)} {r.base} not sold: {sale.note}" if sale.left else "")
         return True
 
     def campaign(self, sale: Sale) -> IocCampaign:
-        return IocCampaign(self.client, self.rules, Side.ASK, sale.floor, label="exit", what="sale",
-                           window_ms=self.window_ms, wall_ms=self.wall_ms, sleep=self.sleep)
+        perp = self.rules.margin is not None
+        return IocCampaign(self.client, self.rules, Side(sale.side), sale.floor, label="exit",
+                           what="close" if perp else "sale", window_ms=self.window_ms, wall_ms=self.wall_ms,
+                           sleep=self.sleep, reduce_only=perp,
+                           read=(lambda: net_position(self.client, self.rules.symbol)) if perp else None)
+
+
+def close_of(net: Decimal, price: Decimal, max_slippage: Decimal, rules: MarketRules) -> Sale:
+    """The close of a perp position ``net`` (signed): a sale of a long no lower than the price less the
+    slippage cap, a purchase of a short no higher than the price plus it (``Sale.floor`` is the cap)."""
+    target = down_to_step(abs(net), rules)
+    if net >= 0:
+        return Sale(target, sale_floor(price, max_slippage, rules.tick_size))
+    return Sale(target, buy_ceiling(price, max_slippage, rules.tick_size), side=Side.BID.value)

@@ -34,6 +34,8 @@ def grid_params(t: Any) -> dict[str, Any]:
         params["investment"] = f"{t.investment:f}"
     else:
         params["quantity"] = f"{t.quantity:f}"
+    if t.is_perp:
+        params["direction"], params["leverage"] = t.direction, f"{t.leverage:f}"
     if t.auto_price:
         params["price_range"] = f"{t.price_range:f}"
     else:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from decimal import ROUND_DOWN, Decimal
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from backpack_api import BackpackClient, BackpackError, OrderRejected, OrderRequest
 from gridbot.core.models import Fill, MarketRules, Side
@@ -51,10 +51,14 @@ def down_to_step(qty: Decimal, rules: MarketRules) -> Decimal:
 
 class IocCampaign:
     def __init__(self, client: BackpackClient, rules: MarketRules, side: Side, cap: Decimal, *, label: str,
-                 what: str, window_ms: int, wall_ms: Callable[[], int], sleep: Callable[[float], None]) -> None:
+                 what: str, window_ms: int, wall_ms: Callable[[], int], sleep: Callable[[float], None],
+                 reduce_only: bool = False, read: Callable[[], Any] | None = None) -> None:
         self.client, self.rules, self.side, self.cap = client, rules, side, cap
         self.label, self.what = label, what    # "entry", "purchase"; "exit", "sale": the log's and the notes' words
         self.window_ms, self.wall_ms, self.sleep = window_ms, wall_ms, sleep
+        self.reduce_only = reduce_only         # perps: a close that may only reduce the position
+        # What ``fit`` weighs each order against: the balances (spot), the margin or the position (perps).
+        self.read: Callable[[], Any] = read or client.balances
 
     def beyond_cap(self, price: Decimal) -> str | None:
         if self.side is Side.BID and price > self.cap:
@@ -64,7 +68,7 @@ class IocCampaign:
         return None
 
     def run(self, book: Book, *, left: Callable[[], tuple[Decimal, str]],
-            fit: Callable[[Decimal, dict[str, tuple[Decimal, Decimal]]], tuple[Decimal, str]],
+            fit: Callable[[Decimal, Any], tuple[Decimal, str]],
             reserve: Callable[[], int], save: Callable[[], None], settle: Callable[[list[int]], None],
             filled: Callable[[], Decimal]) -> None:
         """Take the campaign as far as it goes: until ``left`` says nothing is (0, with a note when that is
@@ -87,12 +91,12 @@ class IocCampaign:
                 break
             try:
                 price = self.client.ticker_price(self.rules.symbol)
-                balances = self.client.balances()
+                funds = self.read()
             except BackpackError as e:
                 raise Paused(f"cannot read the price or balances: {e}") from None
             short = self.beyond_cap(price)
             if short is None:
-                qty, short = fit(qty, balances)
+                qty, short = fit(qty, funds)
                 short = short if qty <= 0 else None
             if short is not None:
                 book.done, book.note = True, short
@@ -105,7 +109,8 @@ class IocCampaign:
                      qty, self.rules.base, self.cap, cid)
             try:
                 self.client.place_order(OrderRequest(self.rules.symbol, self.side, self.cap, qty, cid,
-                                                     post_only=False, time_in_force="IOC"))
+                                                     post_only=False, time_in_force="IOC",
+                                                     reduce_only=self.reduce_only))
             except OrderRejected as e:
                 log.warning("%s: the %s order was refused: %s %s", self.label, self.what, e.code, e.message)
                 book.done, book.note = True, f"the exchange refused the {self.what}: {e.message or e.code}"

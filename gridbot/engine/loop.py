@@ -26,11 +26,13 @@ from gridbot.core.errors import GridBotError
 from gridbot.core.models import MarketRules
 from gridbot.engine.executor import ActiveGrid, Executor
 from gridbot.engine.exit_runner import ExitRunner
+from gridbot.engine.stopping import shut_down
+from gridbot.engine.perp_watch import PerpWatch, perp_watch_for
 from gridbot.core.order_state import OrderState
 from gridbot.ops.notify import Digest, ErrorWatch, Notifier
 from gridbot.ops.systemd_notify import SystemdNotify
 from gridbot.core.prices import LastPrice, PriceSource  # noqa: F401 (PriceSource: tests read the source)
-from gridbot.ops.reports import (WaitWatch, describe_exit, format_figures, format_stats,
+from gridbot.ops.reports import (WaitWatch, format_figures, format_stats,
                                 start_message)
 from gridbot.core.risk import CarryOutExit, GridDecision, GridRisk, LayOut, PlaceOrders
 from gridbot.engine.startup import Startup
@@ -110,6 +112,7 @@ class GridBot:
         self.failure: BaseException | None = None   # what stopped the loop, if not a request or an exit
         self.exits: ExitRunner | None = None
         self.rules: MarketRules | None = None   # the market's rules, once the grid is known
+        self.perp: PerpWatch | None = None      # a perps grid's position, margin and funding (perp_watch.py)
 
     @property
     def om(self) -> Any:
@@ -173,6 +176,7 @@ class GridBot:
                                 window_ms=self.cfg.api.window_ms, sleep=self.sleep, wall_ms=self.wall_ms)
         self.rules = started.rules
         self.risk = GridRisk(self.cfg.risk)
+        self.perp = perp_watch_for(self.cfg, self.client, self.executor, self.g, started.rules, self.clock)
         if self.notifier is not None:
             self.digest = Digest(self.notifier, self.notifier.cfg, self.g.om.grid.quote, self.clock())
             self.watch = ErrorWatch(self.notifier, self.notifier.cfg.error_after)
@@ -285,6 +289,8 @@ class GridBot:
         if self.clock() >= self.next_check() or self.gap_fill is not None:
             self.check()
             self.last_check = self.clock()
+        if self.perp is not None and self.ready and self.perp.due() and not self.risk.finished:
+            self.perp.check(self.g)
         self.act()
         if self.clock() >= self.next_stats:
             self.log_stats()
@@ -325,6 +331,8 @@ class GridBot:
                 # Our fill is the latest trade: fresher than the ticker (pushed once a second), and the
                 # price at which the fill's own counter-order is sure to rest.
                 self.last.from_stream(fill.price, ev.update.engine_time_us, self.clock())
+            if self.perp is not None:
+                self.perp.on_update(ev.update, self.g.om)
             self.g.om.news.apply_update(ev.update, self.wall_ms())
         elif isinstance(ev, StreamUp):
             self.stream_up, self.stream_verified = True, False
@@ -388,6 +396,9 @@ class GridBot:
         when an exit fires, no grid order is sent."""
         assert self.g is not None and self.risk is not None and self.exits is not None and self.rules is not None
         if self.ready and not self.risk.finished:
+            if self.perp is not None and self.perp.pending is not None and self.g.om.risk.exit is None:
+                self.risk.stop(self.g.om, *self.perp.pending[:2], self.price or self.g.om.grid.levels[0],
+                               self.wall_ms(), self.perp.pending[2])
             decision = self.decide()
             if isinstance(decision, LayOut) and self.entry_at_trigger(self.rules, decision.price):
                 self.risk.lay_out(self.g.om, decision.price, self.wall_ms())
@@ -457,39 +468,7 @@ class GridBot:
 
     # -- stopping
     def shutdown(self) -> None:
-        assert self.g is not None
-        self.shutting_down = True
-        self.systemd.stopping(f"stopping: {self.stop_reason or 'asked to stop'}")
-        log.info("stopping: %s", self.stop_reason or "asked to stop")
-        if self.stream is not None:
-            self.stream.stop()
-        for hook in self.on_stopping:
-            hook()
-        closed = False
-        if self.t.on_exit == "keep":
-            log.info("on_exit is keep: leaving %d order(s) on the book; the next start resumes this grid",
-                     len(self.g.om.live_orders()))
-        else:
-            closed = self.executor.cancel_all(self.g)
-        result = self.executor.sync(self.g, orders=False)  # the last fills
-        if not result.ok:
-            log.warning("cannot read the last fills: %s", result.error)
-        if self.last is not None:
-            self.g.note_price(self.last.price, self.wall_ms())
-        self.g.save()
-        self.executor.close()
-        ex = self.g.om.risk.exit
-        if ex is not None and ex.phase == "done":
-            log.info("%s", describe_exit(ex, self.g.om.grid))
-        if closed and ex is None and self.store is not None and self.g.grid_id is not None:
-            # A grid whose orders are all cancelled is closed: the next start lays out a new one. One with
-            # orders left (kept, or not confirmed cancelled) stays running, so the next start resumes it.
-            self.store.set_status(self.g.grid_id, "stopped", self.wall_ms())
-        log.info("final %s", format_stats(self.g.om.stats(self.price), self.g.om.grid, self.clock() - self.started,
-                                          final=True))
-        fig = self.figures()
-        if fig is not None:
-            log.info("final %s", format_figures(fig, self.g.om.grid))
+        shut_down(self)
 
     def figures(self) -> Figures | None:
         """The profit figures at the last price (None before the grid has started)."""

@@ -23,7 +23,7 @@ from typing import Any, Callable, Collection, Sequence
 from gridbot.core.accounting import Leg, Ledger
 from gridbot.core.errors import InputError
 from grid_calculator import GridMode, GridSpec
-from gridbot.core.models import Fill, Side
+from gridbot.core.models import Fill, FundingPayment, Side
 from gridbot.core.order_state import Changes, GridOrder, OrderState, Pair, Snapshot
 from gridbot.core.risk import RiskState
 from order_manager import RETAIN_MS
@@ -73,6 +73,11 @@ CREATE INDEX IF NOT EXISTS orders_by_grid ON orders (grid_id, state);
 CREATE TABLE IF NOT EXISTS prices (
     grid_id INTEGER NOT NULL, ts_ms INTEGER NOT NULL, price TEXT NOT NULL,
     PRIMARY KEY (grid_id, ts_ms)
+);
+CREATE TABLE IF NOT EXISTS funding (
+    grid_id INTEGER NOT NULL, symbol TEXT NOT NULL, interval_end_ms INTEGER NOT NULL, quantity TEXT NOT NULL,
+    rate TEXT NOT NULL,
+    PRIMARY KEY (grid_id, symbol, interval_end_ms)
 );
 """
 
@@ -337,6 +342,27 @@ class StateStore:
         return [(r[0], _d(r[1])) for r in self.conn.execute(
             "SELECT ts_ms, price FROM prices WHERE grid_id = ? ORDER BY ts_ms", (grid_id,))]
 
+    def add_funding(self, grid_id: int, payments: Sequence[FundingPayment]) -> list[FundingPayment]:
+        """A perps grid's funding payments, as the exchange's funding history lists them (one per symbol and
+        interval). Returns those not saved before: the ledger counts each once."""
+        new = []
+        with self.conn:
+            for p in payments:
+                cur = self.conn.execute("INSERT OR IGNORE INTO funding VALUES (?,?,?,?,?)",
+                                        (grid_id, p.symbol, p.interval_end_ms, _s(p.quantity), _s(p.rate)))
+                if cur.rowcount:
+                    new.append(p)
+        return new
+
+    @_checked
+    def funding(self, grid_id: int) -> list[FundingPayment]:
+        """The grid's funding payments, oldest first (none in a state file written before perps grids)."""
+        if not self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'funding'").fetchone():
+            return []
+        return [FundingPayment(r[0], _d(r[1]), _d(r[2]), r[3]) for r in self.conn.execute(
+            "SELECT symbol, quantity, rate, interval_end_ms FROM funding WHERE grid_id = ? ORDER BY interval_end_ms",
+            (grid_id,))]
+
     # ------------------------------------------------------------------------------ reading
     @_checked
     def fills(self, grid_id: int) -> list[Fill]:
@@ -396,7 +422,8 @@ class StateStore:
         trades = frozenset(recent)
         ledger = Ledger(saved.spec.base, saved.spec.quote, {k: _d(v) for k, v in json.loads(g["fees"]).items()},
                         _d(g["position"]), _d(g["quote_flow"]), _d(g["grid_profit"]), g["round_trips"],
-                        g["fill_count"], g["last_fill_ms"], self.fees_in_quote(saved))
+                        g["fill_count"], g["last_fill_ms"], self.fees_in_quote(saved),
+                        sum((p.quantity for p in self.funding(saved.id)), Decimal(0)))
         all_pairs = self.conn.execute("SELECT count(*) FROM pairs WHERE grid_id = ?", (saved.id,)).fetchone()[0]
         window = range(offset, offset + n_pairs)
         if (sorted(p.index for p in pairs) != list(window) and (pairs or all_pairs)) or any(

@@ -302,4 +302,5 @@ def parse_order_update(d: Mapping[str, Any]) -> OrderUpdate:
         executed_quantity=opt_dec(d.get("z"), "orderUpdate.z"),
         executed_quote_quantity=opt_dec(d.get("Z"), "orderUpdate.Z"),
         fill=fill, expiry_reason=d.get("R"),
-        event_time_us=opt_int(d.get("E"), "orderUpdate.E") or 0, engine_time_us=engine_us)
+        event_time_us=opt_int(d.get("E"), "orderUpdate.E") or 0, engine_time_us=engine_us,
+        origin=str(d["O"]) if d.get("O") is not None else None)

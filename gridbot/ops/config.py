@@ -81,7 +81,7 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
         "taker_fee": (decimal(nonneg=True, below=Decimal("0.05")), Decimal("0.001")),
         "on_exit": (text(ON_EXIT), "cancel"),
         "trigger_price": (decimal(positive=True, nullable=True), None),
-        # perps (plan only for now): the grid's direction and the leverage its investment is used at
+        # perps: the grid's direction and the leverage its investment is used at
         "direction": (text(DIRECTIONS), "neutral"),
         "leverage": (decimal(positive=True, nullable=True), None),
     },
@@ -97,6 +97,7 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
         "trail_down_limit": (decimal(positive=True, nullable=True), None),
         "max_slippage": (decimal(positive=True, below=Decimal("0.1")), Decimal("0.005")),
         "liquidation_buffer": (decimal(nonneg=True, below=Decimal("1")), Decimal("0.05")),
+        "stop_margin_fraction": (decimal(positive=True, below=Decimal("1"), nullable=True), None),
     },
     "log": {
         "level": (text(LOG_LEVELS), "INFO"),
@@ -332,6 +333,10 @@ def _rules(v: dict[str, dict[str, Any]], *, need_keys: bool) -> list[str]:
         if not Decimal(1) <= lev <= Decimal(50):
             raise ConfigError(f"trading.leverage must be from 1 to 50 (got {lev})")
         t["leverage"], t["entry"] = lev, "none"
+        _perp_rules(v["risk"], t)
+    elif v["risk"]["on_stop"] == "close" or v["risk"]["stop_margin_fraction"] is not None:
+        raise ConfigError("risk.on_stop close and risk.stop_margin_fraction are for perpetual futures: on spot, "
+                          "on_stop is keep or sell_base")
     if (t["quantity"] is None) == (t["investment"] is None):
         raise ConfigError("set exactly one of trading.quantity (base per order) and trading.investment (the quote "
                           "the grid may use; the bot sizes the orders)" + (": both are set" if t["quantity"] else ""))
@@ -345,6 +350,16 @@ def _rules(v: dict[str, dict[str, Any]], *, need_keys: bool) -> list[str]:
         check_keys(v["api"]["api_key"], v["api"]["api_secret"], key_from=v["api"].get("_key_from", "api.api_key"),
                    secret_from=v["api"].get("_secret_from", "api.api_secret"))
     return warnings
+
+
+def _perp_rules(r: dict[str, Any], t: dict[str, Any]) -> None:
+    """A perps grid's rules: what it closes on a stop, and what it does not do yet."""
+    if r["on_stop"] == "sell_base":
+        raise ConfigError("risk.on_stop sell_base is for spot: a perps grid's on_stop is keep (leave the position) "
+                          "or close (a reduce-only, capped close of it)")
+    if t["trigger_price"] is not None:
+        raise ConfigError("trading.trigger_price does not work on perps grids yet: remove it (the grid starts at "
+                          "once)")
 
 
 def _risk_rules(r: dict[str, Any], t: dict[str, Any], warnings: list[str]) -> None:

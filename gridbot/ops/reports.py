@@ -125,10 +125,16 @@ def format_stats(st: Stats, grid: GridSpec, uptime: float, source: str = "", fin
     floating = f"{fmt_amount(st.floating_pnl, 4)} {grid.quote}" if st.floating_pnl is not None else "?"
     sign = "+" if st.position > 0 else ""
     waiting = f" ({st.waiting} waiting)" if st.waiting and not final else ""
+    funding = f" | funding {signed(st.funding)} {grid.quote}" if st.funding is not None else ""
     return (f"stats | price {price}{source} | open {plural(st.open_bids, 'buy')} / {plural(st.open_asks, 'sell')}"
-            f"{waiting} | round trips {st.round_trips} | grid profit {fmt_amount(st.grid_profit)} {grid.quote} | "
-            f"fees {fees} | position {sign}{fmt_amount(st.position)} {grid.base} | floating PnL {floating} | "
+            f"{waiting} | round trips {st.round_trips} | grid profit {fmt_amount(st.grid_profit)} {grid.quote}"
+            f"{funding} | fees {fees} | position {sign}{fmt_amount(st.position)} {grid.base} | floating PnL {floating} | "
             f"uptime {format_duration(uptime)}")
+
+
+def signed(d: Decimal) -> str:
+    """An amount with its sign (funding: + received, - paid)."""
+    return ("+" if d > 0 else "") + fmt_amount(d)
 
 
 def pct(d: Decimal | None) -> str:
@@ -142,8 +148,10 @@ def format_figures(f: Any, grid: GridSpec) -> str:
     return (f"figures | started with {fmt_amount(f.start.base)} {b} + {fmt_amount(f.start.quote, 4)} {q} at "
             f"{fmt_price(f.start.price, grid.levels[0])} = {fmt_amount(f.start_value, 4)} {q} | equity "
             f"{fmt_amount(f.equity, 4)} {q} | total return {pct(f.total_return)} | against holding "
-            f"{fmt_amount(f.vs_hold, 4)} {q} | grid profit {fmt_amount(f.grid_profit, 6)} {q} | floating PnL "
-            f"{fmt_amount(f.floating_pnl, 4)} {q} | fees {fees} ({fmt_amount(f.fees_quote, 6)} {q}) | break-even "
+            f"{fmt_amount(f.vs_hold, 4)} {q} | grid profit {fmt_amount(f.grid_profit, 6)} {q} | "
+            + (f"funding {signed(f.funding)} {q} | " if grid.symbol.endswith("_PERP") else "")
+            + f"floating PnL {fmt_amount(f.floating_pnl, 4)} {q} | fees {fees} ({fmt_amount(f.fees_quote, 6)} {q}) | "
+            + "break-even "
             + (fmt_price(f.break_even, grid.levels[0]) if f.break_even is not None else "none (little or no base held)")
             + " | annualised grid yield "
             + (pct(f.annual_yield) if f.annual_yield is not None else "too early (under 30 days)"))
@@ -163,14 +171,16 @@ def describe_exit(ex: Any, grid: GridSpec) -> str:
     sale = ex.sale
     if ex.on_stop == "keep":
         return text + "; on_stop keep: the grid's orders were cancelled and what it holds was kept"
+    word = "close" if ex.on_stop == "close" else "sale"
     if sale is None:
-        return text + "; the sale has not started"
+        return text + f"; the {word} has not started"
     avg = f" at {fmt_price(sale.proceeds / sale.sold, grid.levels[0])} on average" if sale.sold else ""
-    text += (f"; sold {fmt_amount(sale.sold)} of {fmt_amount(sale.target)} {grid.base}{avg} for "
-             f"{fmt_amount(sale.proceeds)} {grid.quote} (fees {fmt_amount(sale.fees)} {grid.quote}), no lower than "
-             f"{sale.floor}")
+    buy = sale.side == "Bid"
+    text += (f"; {'bought back' if buy else 'sold'} {fmt_amount(sale.sold)} of {fmt_amount(sale.target)} {grid.base}"
+             f"{avg} for {fmt_amount(sale.proceeds)} {grid.quote} (fees {fmt_amount(sale.fees)} {grid.quote}), no "
+             f"{'higher' if buy else 'lower'} than {sale.floor}")
     if sale.left:
-        text += f"; {fmt_amount(sale.left)} {grid.base} not sold: {sale.note}"
+        text += f"; {fmt_amount(sale.left)} {grid.base} not {'bought back' if buy else 'sold'}: {sale.note}"
     elif sale.note:
         text += f" ({sale.note})"
     return text
@@ -300,7 +310,7 @@ def status_report(saved: Any, om: OrderManager, state_path: str, now_ms: int, *,
         "stats": {"round_trips": st.round_trips, "grid_profit": f"{st.grid_profit:f}",
                   "fees": {k: f"{v:f}" for k, v in sorted(st.fees.items())}, "position": f"{st.position:f}",
                   "quote_flow": f"{st.quote_flow:f}", "fills": st.fills, "open_buys": st.open_bids,
-                  "open_sells": st.open_asks},
+                  "open_sells": st.open_asks, "funding": None if st.funding is None else f"{st.funding:f}"},
         "risk": risk_view(om),
         "figures": grid_figures(om, saved.created_ms, now_ms),
         "levels": [{**row, "price": f"{row['price']:f}",
@@ -379,8 +389,9 @@ def print_status(r: dict[str, Any]) -> None:
                                                        if last else ""))
     print(f"  state file: {r['state_file']}")
     fees = ", ".join(f"{fmt_amount(Decimal(v))} {k}" for k, v in s["fees"].items()) or f"0 {g['quote']}"
+    funding = f"funding {signed(Decimal(s['funding']))} {g['quote']} | " if s.get("funding") is not None else ""
     print(f"round trips {s['round_trips']} | grid profit {fmt_amount(Decimal(s['grid_profit']))} {g['quote']} | "
-          f"fees {fees} | position {fmt_amount(Decimal(s['position']))} {g['base']} | fills {s['fills']} | "
+          f"{funding}fees {fees} | position {fmt_amount(Decimal(s['position']))} {g['base']} | fills {s['fills']} | "
           f"open {plural(s['open_buys'], 'buy')} / {plural(s['open_sells'], 'sell')}")
     f = r["figures"]
     if f is not None:

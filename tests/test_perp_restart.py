@@ -1,0 +1,96 @@
+"""A perps grid survives ``kill -9`` where it moves money: the bot as a process, killed while the opening of a
+long position is under way and while a close is under way, then started again. The restart looks the
+order up by clientId and finishes what was started; nothing is bought or sold twice."""
+from __future__ import annotations
+
+import signal
+from decimal import Decimal
+
+import pytest
+import requests
+
+from simulator import SimControl, running_simulator
+from tests.e2e import open_orders_of, orders_of, write_config
+from tests.helpers import wait_until
+from tests.test_perp_grid_e2e import GRID, SYM, sim_position
+from tests.test_restart import spawn, status_json, stop
+
+D = Decimal
+
+
+def ioc_orders(st, key):
+    return [o for o in orders_of(st, key) if o["timeInForce"] == "IOC"]
+
+
+def held_then_killed(sim, control, p, fault_id) -> None:
+    """Wait until the fault holds the bot's request at the exchange, kill the bot there (-9), then wait for
+    the held request to be processed after the bot died."""
+    def hit() -> bool:
+        faults = requests.get(sim.rest_url + "/_sim/faults", timeout=5).json()["faults"]
+        return not any(f["id"] == fault_id and f["hits"] == 0 for f in faults)
+    wait_until(hit, timeout=30, message="the request held at the exchange")
+    stop(p, signal.SIGKILL)
+
+
+def perp_sim():
+    return running_simulator(feed="none", ticker_interval=0.1, maker_fee=D("0.0002"), taker_fee=D("0.0005"))
+
+
+def funded(tmp_path, sim, **extra):
+    path, signer = write_config(tmp_path, sim, **{**GRID, "direction": "long", **extra})
+    control = SimControl(sim.rest_url)
+    control.set_price("150", symbol=SYM)
+    for asset, amount in (("USDC", D(GRID["investment"])), ("SOL", 0), ("BTC", 0), ("ETH", 0)):
+        control.set_balance(signer.api_key, asset, amount)
+    return path, signer.api_key, control
+
+
+@pytest.mark.slow
+def test_kill9_during_the_opening_of_a_long_never_opens_twice(tmp_path):
+    with perp_sim() as sim:
+        path, key, control = funded(tmp_path, sim)
+        held = control.fault(kind="delay", method="POST", path="/api/v1/order", seconds=3, count=1)
+        p = spawn(path, tmp_path)
+        held_then_killed(sim, control, p, held["id"])
+        assert ioc_orders(control.state(), key) == []                    # not yet at the exchange when killed
+        wait_until(lambda: ioc_orders(control.state(), key), timeout=30, message="the held opening processed")
+        opened = sim_position(control.state(), key)
+        assert opened > 0
+        p = spawn(path, tmp_path)
+        wait_until(lambda: len(open_orders_of(control.state(), key)) == 9, timeout=60, message="the grid")
+        assert stop(p) == 0
+        st = control.state()
+    # Found by clientId and counted: one opening order, and the position the grid's sells close, once.
+    assert len(ioc_orders(st, key)) == 1 and sim_position(st, key) == opened
+    log = (tmp_path / "grid_bot.log").read_text()
+    assert "the entry purchase was under way" in log
+    q = D(status_json(path, tmp_path)["grid"]["quantity"])
+    assert opened == 5 * q
+
+
+@pytest.mark.slow
+def test_kill9_during_the_close_of_a_stop_never_closes_twice_and_the_restart_finishes_it(tmp_path):
+    # A long grid at 150 with a stop-loss at 147: the fall to 146.9 fills no level (146.67 is the empty one),
+    # so the stop's reduce-only IOC sale is the only order sent; it is held at the exchange and the bot killed.
+    with perp_sim() as sim:
+        path, key, control = funded(tmp_path, sim, risk={"stop_loss_price": "147", "on_stop": "close"})
+        p = spawn(path, tmp_path)
+        wait_until(lambda: len(open_orders_of(control.state(), key)) == 9, timeout=60, message="the grid")
+        opened = sim_position(control.state(), key)
+        held = control.fault(kind="delay", method="POST", path="/api/v1/order", seconds=3, count=1)
+        control.set_price("146.9", symbol=SYM)
+        held_then_killed(sim, control, p, held["id"])
+        wait_until(lambda: len(ioc_orders(control.state(), key)) == 2, timeout=30, message="the held close processed")
+        p = spawn(path, tmp_path)
+        assert p.wait(timeout=90) == 0          # the restart finishes the exit, and the bot stops
+        p.stderr.close()
+        st = control.state()
+    closes = ioc_orders(st, key)[1:]
+    assert len(closes) == 1 and closes[0]["reduceOnly"] and closes[0]["side"] == "Ask"
+    assert D(closes[0]["executedQuantity"]) == opened and sim_position(st, key) == 0
+    assert open_orders_of(st, key) == []
+    status = status_json(path, tmp_path)
+    ex = status["risk"]["exit"]
+    assert status["grid"]["status"] == "stopped" and ex["phase"] == "done" and ex["on_stop"] == "close"
+    assert D(ex["sale"]["sold"]) == opened and ex["sale"]["side"] == "Ask"
+    assert "exit was under way" in (tmp_path / "grid_bot.log").read_text()
