@@ -111,15 +111,19 @@ def rules_from_spec(spec: Any) -> MarketRules:
 
 
 def spec_from_rules(rules: MarketRules) -> Any:
-    """The exchange's rules as the simulator's market. Backpack's price band (the multipliers) is
-    unknown for some markets: then no band is applied, the reading that refuses no order."""
+    """The exchange's rules as the simulator's market (a perp's margin functions included: the paper
+    market then has margin, funding and liquidation). Backpack's price band (the multipliers) is unknown
+    for some markets: then no band is applied, the reading that refuses no order."""
     from simulator.markets import MarketSpec
+    from simulator.perps import PerpParams
 
+    m = rules.margin
+    perp = PerpParams(m.imf_base, m.imf_factor, m.mmf_base, m.mmf_factor) if m is not None else None
     return MarketSpec(rules.symbol, rules.base, rules.quote, rules.tick_size, rules.step_size,
                       rules.min_quantity, rules.max_quantity, rules.min_price, rules.max_price,
                       rules.max_multiplier if rules.max_multiplier is not None else Decimal("1e9"),
                       rules.min_multiplier if rules.min_multiplier is not None else Decimal(0),
-                      rules.min_price)
+                      rules.min_price, perp=perp)
 
 
 def builtin_rules(symbol: str) -> MarketRules | None:

@@ -205,3 +205,47 @@ def test_kill9_and_restart_on_live_prices_never_counts_a_fill_twice(tmp_path, re
     assert status["stats"]["fills"] == len(saved["fills"])     # the bot's count is the paper exchange's
     trade_ids = [f["trade_id"] for f in saved["fills"]]
     assert len(trade_ids) == len(set(trade_ids))
+
+
+def test_a_perps_grid_on_live_prices_trades_the_paper_perp_market_following_the_real_mark(tmp_path):
+    """``--paper --live-prices`` on SOL_USDC_PERP: the paper market is built from the real one's rules (its
+    margin functions too), its fills follow the real trades, its mark is the real mark, and the grid's
+    position is the paper exchange's."""
+    import requests
+    with running_simulator(SimConfig(feed="random", symbol="SOL_USDC_PERP", seed=7, price=D("150"),
+                                     tick_seconds=0.1, volatility=0.002, reversion=0.05,
+                                     ticker_interval=0.5)) as real:
+        path = write_config(tmp_path, real, symbol="SOL_USDC_PERP", grid_lower="146", grid_upper="154",
+                            grid_num=9, quantity=None, investment="300", leverage="3", direction="neutral",
+                            maker_fee="0.0002", taker_fee="0.0005")
+        cfg = json.loads(Path(path).read_text())
+        cfg["paper"] = {"balances": {"USDC": "300"}}
+        Path(path).write_text(json.dumps(cfg))
+        plan = subprocess.run([sys.executable, BOT, "plan", "--paper", "--live-prices", "--json", "--config", path],
+                              cwd=str(ROOT), capture_output=True, text=True, timeout=60)
+        assert plan.returncode == 0, plan.stderr
+        p = json.loads(plan.stdout)
+        assert p["symbol"] == "SOL_USDC_PERP" and D(p["available"]) == D(300) and "live prices" in p["price"]["source"]
+        proc = start_bot(path)
+        try:
+            paper = paper_control(tmp_path)
+            wait_until(lambda: len(paper.state()["fills"]) >= 3, timeout=90, message="three paper fills")
+
+            # The real mark set 1 % above its index: the paper market's mark follows the real one, not its
+            # own trades.
+            requests.post(real.rest_url + "/_sim/perp", json={"symbol": "SOL_USDC_PERP", "premium": "0.01"},
+                          timeout=10).raise_for_status()
+
+            def premium():
+                m = requests.get(paper.base + "/api/v1/markPrices", params={"symbol": "SOL_USDC_PERP"},
+                                 timeout=5).json()[0]
+                return D(m["markPrice"]) / D(m["indexPrice"]) - 1
+            wait_until(lambda: premium() > D("0.009"), timeout=30, message="the real premium on the paper mark")
+            state = paper.state()
+        finally:
+            stop_bot(proc)
+        assert real.exchange.accounts == {}                         # nothing signed reached the real exchange
+    fills = [f for f in state["fills"] if f["symbol"] == "SOL_USDC_PERP"]
+    assert fills and all(f["feeSymbol"] == "USDC" for f in fills)
+    log = (tmp_path / "grid_bot.paper.log").read_text()
+    assert "placing the initial neutral perps grid" in log and "Traceback" not in log

@@ -115,3 +115,15 @@ def test_backtest_refuses_a_perps_grid_in_one_line(tmp_path):
 def test_perps_keys_are_checked(tmp_path, trading, words):
     r = bot("plan", "--paper", "--config", perp_config(tmp_path, **trading), cwd=tmp_path)
     assert r.returncode == 2 and words in r.stderr and r.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("direction", ["neutral", "short"])
+def test_run_paper_trades_a_perps_grid_on_the_random_walk(tmp_path, direction):
+    r = bot("run", "--paper", "--config", perp_config(tmp_path, direction=direction, duration=4, interval=1),
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    log = (tmp_path / "perp.paper.log").read_text()
+    assert f"placing the initial {direction} perps grid at leverage 3" in log and "Traceback" not in log
+    assert log.count("placing Bid") + log.count("placing Ask") >= 9 and "| funding " in log
+    if direction == "short":
+        assert "entry: IOC sell" in log and "entry: sold" in log

@@ -41,9 +41,17 @@ def plan_perps(args: argparse.Namespace, cfg: Config) -> int:
     from gridbot.paper import rules_from_spec
     t = cfg.trading
     available = None
-    if args.paper:
-        if args.live_prices:
-            raise InputError("plan --paper --live-prices does not cover perps yet: use plan (public data) or plan --paper")
+    if args.paper and args.live_prices:
+        spec, _, funds = live_market(cfg)
+        rules, available = rules_from_spec(spec), funds.get(spec.quote)
+        client = public_client(cfg)
+        try:
+            mp = client.mark_price(t.symbol)
+        except TransientError as e:
+            raise FatalError(f"cannot read from {cfg.api.base_url}: {e}") from None
+        mark, index, rate = mp.mark, mp.index, mp.funding_rate or Decimal(0)
+        source = f"paper mode on live prices: the mark price on {cfg.api.base_url}"
+    elif args.paper:
         spec, mark, _, _ = paper_market(cfg)
         rules, index, rate = rules_from_spec(spec), mark, Decimal("0.0000125")
         source = "paper mode: the simulator's starting price and neutral funding rate"
