@@ -3,7 +3,8 @@ simulated account across restarts, so a restarted bot resumes its paper grid as 
 
 What is kept: every account's balances, every order (open ones go back on the book), every fill, each
 market's next trade id and the next order id (ids never repeat: the bot de-duplicates fills by trade
-id). What is not: the price (the live feed brings the market's own), the journal, the event streams.
+id); on perps each account's positions (open and closed), leverage limit and funding and settlement
+ledgers. What is not: the price (the live feed brings the market's own), the journal, the event streams.
 The file is written whole to a temporary file and renamed into place, mode 0600.
 """
 from __future__ import annotations
@@ -16,10 +17,11 @@ from decimal import Decimal
 from typing import Any
 
 from .engine import Exchange
+from .positions import Position
 from .records import Account, Balance, Fill, Order
 
 VERSION = 1
-_DECIMAL_FIELDS = {f.name for cls in (Order, Fill) for f in fields(cls)
+_DECIMAL_FIELDS = {f.name for cls in (Order, Fill, Position) for f in fields(cls)
                    if "Decimal" in str(f.type)}
 
 
@@ -37,7 +39,11 @@ def dump(ex: Exchange, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         return {
             "version": VERSION,
             "accounts": {k: {"created_us": a.created_us,
-                             "balances": {s: [f"{b.available:f}", f"{b.locked:f}"] for s, b in a.balances.items()}}
+                             "balances": {s: [f"{b.available:f}", f"{b.locked:f}"] for s, b in a.balances.items()},
+                             "leverage_limit": f"{a.leverage_limit:f}",
+                             "positions": [_plain(asdict(p)) for p in a.positions.values()],
+                             "closed_positions": [_plain(asdict(p)) for p in a.closed_positions],
+                             "funding_rows": a.funding_rows, "settlements": a.settlements}
                          for k, a in ex.accounts.items()},
             "orders": [_plain(asdict(o)) for o in ex.orders.values()],
             "fills": [_plain(asdict(f)) for f in ex.fills],
@@ -53,8 +59,13 @@ def restore(ex: Exchange, data: dict[str, Any]) -> None:
         raise ValueError(f"unknown simulator state version {data.get('version')!r}")
     with ex.lock:
         for key, a in data["accounts"].items():
-            ex.accounts[key] = Account(key, {s: Balance(Decimal(av), Decimal(lk)) for s, (av, lk) in a["balances"].items()},
-                                       a["created_us"])
+            acct = Account(key, {s: Balance(Decimal(av), Decimal(lk)) for s, (av, lk) in a["balances"].items()},
+                           a["created_us"])
+            acct.leverage_limit = Decimal(a.get("leverage_limit", acct.leverage_limit))
+            acct.positions = {p.symbol: p for p in (Position(**_typed(d)) for d in a.get("positions", []))}
+            acct.closed_positions = [Position(**_typed(d)) for d in a.get("closed_positions", [])]
+            acct.funding_rows, acct.settlements = list(a.get("funding_rows", [])), list(a.get("settlements", []))
+            ex.accounts[key] = acct
         for d in data["orders"]:
             o = Order(**_typed(d))
             ex.orders[o.id] = o

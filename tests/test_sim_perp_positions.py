@@ -342,3 +342,23 @@ def test_funding_made_due_through_the_control_api_follows_a_scheduled_series(zer
     realized = requests.get(zero_fee_sim.rest_url + "/api/v1/fundingRates", params={"symbol": SYM}, timeout=10).json()
     assert [r["fundingRate"] for r in realized] == ["0.0005", "-0.002", "0.001"]      # newest first
     assert D(a.positions()[0]["cumulativeFundingPayment"]) == D("0.5")
+
+
+def test_a_paper_account_saved_and_restored_keeps_its_positions_leverage_and_ledgers(fee_sim):
+    """Paper mode on live prices saves its simulated account between runs (simulator/persist.py): a perp
+    position, the leverage limit and the funding ledger come back as they were."""
+    from simulator import Simulator, persist
+    from simulator.server import SimConfig
+    a = Acct(fee_sim, leverage="5")
+    maker_long(a, qty="2", at="120")
+    requests.post(fee_sim.rest_url + "/_sim/perp", json={"symbol": SYM, "fundingRate": "0.0001", "fundingDue": True},
+                  timeout=10).raise_for_status()
+    before = fee_sim.exchange.accounts[a.signer.api_key]
+    data = json.loads(json.dumps(persist.dump(fee_sim.exchange)))        # through JSON, as the file holds it
+    fresh = Simulator(SimConfig(feed="none"))
+    persist.restore(fresh.exchange, data)
+    after = fresh.exchange.accounts[a.signer.api_key]
+    assert after.leverage_limit == D(5) == before.leverage_limit
+    assert after.positions == before.positions and after.positions[SYM].net == D(2)
+    assert after.funding_rows == before.funding_rows and len(after.funding_rows) == 1
+    assert after.settlements == before.settlements
