@@ -334,6 +334,14 @@ class BackpackClient:
             raise TransientError("markPrices: expected a list with the market")
         return self._parse(wire.parse_mark_price, data[0])
 
+    def funding_rates(self, symbol: str, limit: int = 1000, offset: int = 0) -> list[tuple[int, Decimal]]:
+        """A perp's realized funding rates, newest first: (interval end in ms, rate); public."""
+        data = self._json(self._call("GET", "/api/v1/fundingRates",
+                                     params={"symbol": symbol, "limit": limit, "offset": offset}))
+        if not isinstance(data, list):
+            raise TransientError("fundingRates: expected a list")
+        return [self._parse(wire.parse_funding_rate, d) for d in data]
+
     def funding_payments(self, symbol: str, limit: int = 100) -> list[FundingPayment]:
         data = self._json(self._call("GET", "/wapi/v1/history/funding",
                                      params={"symbol": symbol, "limit": limit, "sortDirection": "Desc"}))

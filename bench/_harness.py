@@ -45,6 +45,7 @@ class BotProcess:
         t = {"symbol": "SOL_USDC", "grid_lower": "140", "grid_upper": "158", "grid_num": 10,
              "quantity": "0.1", "interval": 10, "use_websocket": True}
         t.update(trading)
+        self.symbol = t["symbol"]
         cfg = {"api": {"base_url": sim.urls["rest"], "ws_url": sim.urls["ws"], "api_key": api_key,
                        "api_secret": secret},
                "trading": t, "log": {"file": os.path.join(self.dir, "bot.log"), "console": False,
@@ -60,7 +61,7 @@ class BotProcess:
                                       self.config], cwd=self.dir)
 
     def open_orders(self) -> list:
-        return self.client.open_orders("SOL_USDC")
+        return self.client.open_orders(self.symbol)
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the bot process so far (Linux /proc)."""
@@ -93,21 +94,22 @@ def percentile(values: list[float], p: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
-def bare_place_rtt(sim: SimProcess, samples: int, pause: Callable[[], float] | None = None) -> list[float]:
-    """Round trips (ms) of a bare signed order placement, each followed by its cancel; with ``pause``,
-    each placement comes after that many seconds of quiet (as a bot's reaction comes after a wait)."""
+def bare_place_rtt(sim: SimProcess, samples: int, pause: Callable[[], float] | None = None,
+                   symbol: str = "SOL_USDC") -> list[float]:
+    """Round trips (ms) of a bare signed order placement on ``symbol``, each followed by its cancel; with
+    ``pause``, each placement comes after that many seconds of quiet (as a bot's reaction comes after a wait)."""
     from backpack_api import OrderRequest
     from gridbot.core.models import Side
     client = BackpackClient(sim.urls["rest"], Signer(generate_keypair()[1]))
     out = []
     for i in range(samples + 5):
-        req = OrderRequest("SOL_USDC", Side.BID, Decimal("139.00"), Decimal("0.10"), 5_000_000 + i)
+        req = OrderRequest(symbol, Side.BID, Decimal("139.00"), Decimal("0.10"), 5_000_000 + i)
         if pause is not None:
             time.sleep(pause())
         t0 = time.perf_counter()
         o = client.place_order(req)
         rtt = (time.perf_counter() - t0) * 1000
-        client.cancel_order("SOL_USDC", o.id)
+        client.cancel_order(symbol, o.id)
         if i >= 5:  # the first few warm the connection and the account
             out.append(rtt)
     return out

@@ -1,6 +1,6 @@
 """Reaction latency: from a fill to the arrival of its counter-order, stream-driven vs polling.
 
-    python bench/reaction_latency.py [--moves 60] [--interval 1]
+    python bench/reaction_latency.py [--moves 60] [--interval 1] [--perp]
 
 Starts the simulator (``--feed none``) and the bot, each in its own process, then moves the price
 ``--moves`` times, in two patterns: across one level and back (each move fills one order), and in bursts
@@ -14,7 +14,9 @@ leave (0.1 to 0.25 s), as a bot's reaction comes after a wait; the goals are jud
 like-for-like floor, and both are printed. Prints p50 and p99
 for the stream-driven bot (``use_websocket: true``) in both patterns and for polling (``use_websocket:
 false``, checks every ``--interval`` s), each as a ratio to the bare round trip.
-Goals: single-level p50 <= 1.5x and p99 <= 3x the bare round trip; bursts p50 <= 1.5x.
+Goals: single-level p50 <= 1.5x and p99 <= 3x the bare round trip; bursts p50 <= 1.5x. ``--perp`` runs
+the same on SOL_USDC_PERP: a neutral perps grid of the same levels (sized from an investment at leverage
+3), whose every placement passes the bot's margin check and the simulator's.
 """
 from __future__ import annotations
 
@@ -35,6 +37,11 @@ BURST = [("143.50", [("Ask", D(146)), ("Ask", D(148)), ("Ask", D(150))]),
          ("150.50", [("Bid", D(144)), ("Bid", D(146)), ("Bid", D(148))])]
 
 
+SYMBOL = "SOL_USDC"
+PERP = dict(symbol="SOL_USDC_PERP", quantity=None, investment="2000", leverage="3", maker_fee="0.0002",
+            taker_fee="0.0005")
+
+
 def run_mode(sim: SimProcess, moves: int, rng: random.Random, pattern=SINGLE, notify: dict | None = None,
              **trading) -> list[float]:
     bot = BotProcess(sim, notify=notify, **trading)
@@ -46,7 +53,7 @@ def run_mode(sim: SimProcess, moves: int, rng: random.Random, pattern=SINGLE, no
             price, wanted = pattern[i % 2]
             # A random pause first, so fills do not fall in step with the bot's REST checks.
             time.sleep(rng.uniform(0, interval) if polling else rng.uniform(0.05, 0.2))
-            sim.control.set_price(price)
+            sim.control.set_price(price, symbol=trading.get("symbol", SYMBOL))
             # Stay off the simulator while the bot reacts: its placement must not queue behind ours.
             time.sleep(0.05)
             wait_for(lambda: all(w in {(o.side.value, o.price) for o in bot.open_orders()} for w in wanted),
@@ -74,17 +81,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--moves", type=int, default=60)
     ap.add_argument("--interval", type=float, default=1, help="polling mode: seconds between checks")
+    ap.add_argument("--perp", action="store_true", help="on SOL_USDC_PERP: a neutral perps grid")
     args = ap.parse_args()
     sim = SimProcess("--price", "149.5", "--ticker-interval", "1")
+    market = PERP if args.perp else {}
+    if args.perp:
+        sim.control.set_price("149.5", symbol=PERP["symbol"])
+        print("on SOL_USDC_PERP: a neutral perps grid, 140..158 x 10, investment 2000 USDC at leverage 3")
     try:
-        bare = bare_place_rtt(sim, 200)
+        on = market.get("symbol", SYMBOL)
+        bare = bare_place_rtt(sim, 200, symbol=on)
         rng = random.Random(1)
-        paused = bare_place_rtt(sim, 100, pause=lambda: rng.uniform(0.1, 0.25))
-        stream = run_mode(sim, args.moves, rng, use_websocket=True, interval=10)
-        burst = run_mode(sim, args.moves // 2, rng, pattern=BURST, use_websocket=True, interval=10)
-        polling = run_mode(sim, args.moves // 2, rng, use_websocket=False, interval=args.interval)
-        bare_after = bare_place_rtt(sim, 200)
-        paused += bare_place_rtt(sim, 100, pause=lambda: rng.uniform(0.1, 0.25))
+        paused = bare_place_rtt(sim, 100, pause=lambda: rng.uniform(0.1, 0.25), symbol=on)
+        stream = run_mode(sim, args.moves, rng, use_websocket=True, interval=10, **market)
+        burst = run_mode(sim, args.moves // 2, rng, pattern=BURST, use_websocket=True, interval=10, **market)
+        polling = run_mode(sim, args.moves // 2, rng, use_websocket=False, interval=args.interval, **market)
+        bare_after = bare_place_rtt(sim, 200, symbol=on)
+        paused += bare_place_rtt(sim, 100, pause=lambda: rng.uniform(0.1, 0.25), symbol=on)
     finally:
         sim.close()
     hot = percentile(bare + bare_after, 50)

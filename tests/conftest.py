@@ -42,3 +42,12 @@ def exact_sim() -> Iterator[Simulator]:
 @pytest.fixture
 def control(sim: Simulator) -> SimControl:
     return SimControl(sim.rest_url)
+
+
+@pytest.fixture
+def perp_sim() -> Iterator[Simulator]:
+    """The perps grid's tier: SOL_USDC_PERP at 150, Backpack's tier-1 futures fees (maker 0.02 %, taker 0.05 %)."""
+    with running_simulator(feed="none", ticker_interval=0.1, maker_fee=Decimal("0.0002"),
+                           taker_fee=Decimal("0.0005")) as s:
+        SimControl(s.rest_url).set_price("150", symbol="SOL_USDC_PERP")
+        yield s

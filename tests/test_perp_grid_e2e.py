@@ -15,7 +15,6 @@ from decimal import Decimal
 import pytest
 import requests
 
-from simulator import running_simulator
 from simulator.server import SimControl
 from tests.e2e import BotThread, ledger_totals, open_orders_of, tagged, write_config
 from tests.helpers import wait_until
@@ -26,14 +25,6 @@ LEVELS = [D("120.00"), D("126.67"), D("133.33"), D("140.00"), D("146.67"), D("15
           D("173.33"), D("180.00")]
 GRID = dict(symbol=SYM, grid_lower="120", grid_upper="180", grid_num=10, quantity=None, investment="300",
             leverage="3", maker_fee="0.0002", taker_fee="0.0005")
-
-
-@pytest.fixture
-def perp_sim():
-    """SOL_USDC_PERP at 150 (the grid's level 4, 146.67, stays empty), maker 0.02 %, taker 0.05 %."""
-    with running_simulator(feed="none", ticker_interval=0.1, maker_fee=D("0.0002"), taker_fee=D("0.0005")) as s:
-        SimControl(s.rest_url).set_price("150", symbol=SYM)
-        yield s
 
 
 def funded(tmp_path, sim, *, risk=None, **trading):

@@ -69,6 +69,7 @@ class BacktestResult:
     levels: tuple[Decimal, ...] = ()         # the levels the grid was laid out on (auto_price: where the trigger was)
     # For plots: (candle index, close) and (candle index, side, price) of fills, equity per candle.
     series: dict[str, list] = field(default_factory=dict, repr=False)
+    perp: dict[str, Any] | None = None       # a perps grid's funding, margin and liquidation (perp_backtest.py)
 
     def summary(self) -> dict[str, Any]:
         """Decimals as strings; the keys the issue names come first."""
@@ -340,9 +341,10 @@ def iter_pairs(values: Iterable[str]) -> list[tuple[str, list[str]]]:
 
 # ------------------------------------------------------------------------------ sweeps and output
 SWEEP_KEYS = ("grid_num", "grid_lower", "grid_upper", "quantity", "investment", "price_range", "maker_fee",
-              "trigger_price")
+              "trigger_price", "direction", "leverage")
 RISK_SWEEP_KEYS = ("stop_loss_price", "take_profit_price", "stop_loss_return", "take_profit_return", "stop_delay",
-                   "on_stop", "out_of_range", "trail_up_limit", "trail_down_limit", "max_slippage")
+                   "on_stop", "out_of_range", "trail_up_limit", "trail_down_limit", "max_slippage",
+                   "stop_margin_fraction", "liquidation_buffer")
 
 
 def sweep_settings(pairs: list[tuple[str, list[str]]]) -> list[dict[str, Any]]:
@@ -381,6 +383,11 @@ def _change(value: Decimal, base: Decimal) -> str:
     return f"{'+' if value >= base else ''}{_pct((value - base) / base)}"
 
 
+def perp_lines(r: BacktestResult, quote: str) -> list[str]:
+    from gridbot.analysis.perp_backtest import perp_lines as lines
+    return lines(r, quote)
+
+
 def format_result(r: BacktestResult, grid: GridSpec, maker_fee: Decimal) -> list[str]:
     fees = ", ".join(f"{v.normalize():f} {k}" for k, v in sorted(r.fees.items()) if v) or "0"
     q = grid.quote
@@ -404,6 +411,7 @@ def format_result(r: BacktestResult, grid: GridSpec, maker_fee: Decimal) -> list
         f"  time in range   {_pct(r.time_in_range)} of candles closed inside the grid",
         *figure_lines(r, grid),
         *risk_lines(r, grid),
+        *perp_lines(r, q),
     ]
 
 
@@ -436,11 +444,14 @@ def risk_lines(r: BacktestResult, grid: GridSpec) -> list[str]:
     e = r.exit
     if e is not None:
         out.append(f"  exit            {e['reason']} in candle {e['candle']} ({e['time']}) at {e['price']}: {e['detail']}")
-        if e["on_stop"] == "sell_base":
+        if e["on_stop"] == "close":
+            out.append(f"  close           {'bought back' if e['side'] == 'Bid' else 'sold'} {fmt_amount(e['sold'])} "
+                       f"{grid.base} for {fmt_amount(e['proceeds'])} {grid.quote}")
+        elif e["on_stop"] == "sell_base":
             out.append(f"  sale            sold {fmt_amount(e['sold'])} {grid.base} for {fmt_amount(e['proceeds'])} "
                        f"{grid.quote}" + (f"; {fmt_amount(e['not_sold'])} {grid.base} not sold: {e['sale_note']}"
                                           if e["not_sold"] else ""))
-        else:
+        elif e["reason"] != "liquidation":
             out.append("  on stop         keep: the orders cancelled, what the grid held kept")
     return out
 

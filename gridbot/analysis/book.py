@@ -13,7 +13,9 @@ tests that compare a backtest with a live run on the simulator hold the two to t
   completely, at its own price, as a maker.
 - An order that crosses on arrival takes at the touch (one tick through the last price), all of it, as a
   taker; an IOC order never rests.
-- Fees are charged in the asset received: the base on a buy, the quote on a sell.
+- Fees are charged in the asset received: the base on a buy, the quote on a sell. On a perp (``perp``) every
+  fee is in the quote (USDC), and nothing is locked: a perp's margin is the backtester's to watch
+  (``perp_backtest.py``).
 
 Market rules whose price band is unknown (no multipliers) apply no band: the reading that refuses no
 order a real exchange might take.
@@ -65,6 +67,7 @@ class Book:
     maker_fee: Decimal
     taker_fee: Decimal
     now_ms: int = 0
+    perp: bool = False
     fills: list[Fill] = field(default_factory=list)
     _open: dict[str, _Resting] = field(default_factory=dict)
     _next_id: int = 1000
@@ -80,9 +83,11 @@ class Book:
             raise BookRefusal("INVALID_ORDER", "Order would immediately match and take.")
         r = self.rules
         need, asset = (price * quantity, r.quote) if side is Side.BID else (quantity, r.base)
+        if self.perp:
+            need = ZERO
         if self.balances.get(asset, ZERO) < need:
             raise BookRefusal("INSUFFICIENT_FUNDS", "Insufficient funds")
-        self.balances[asset] -= need
+        self.balances[asset] = self.balances.get(asset, ZERO) - need
         self._next_id += 1
         o = _Resting(str(self._next_id), client_id, side, price, quantity, post_only, self.now_ms, self._next_id, need)
         fills: list[Fill] = []
@@ -146,7 +151,10 @@ class Book:
         r = self.rules
         rate = self.maker_fee if maker else self.taker_fee
         quote_amount = price * qty
-        if o.side is Side.BID:
+        if self.perp:
+            fee_asset, fee = r.quote, _fee(quote_amount, rate)
+            self.balances[r.quote] = self.balances.get(r.quote, ZERO) - fee
+        elif o.side is Side.BID:
             release = o.price * qty           # a taker fill at a better price frees the rest of its lock
             o.locked -= release
             self.balances[r.quote] = self.balances.get(r.quote, ZERO) + release - quote_amount

@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any, Callable
 
 from backpack_api import BackpackClient, TransientError, wall_clock_ms
-from gridbot.commands.common import public_client, read_config, refuse_perps
+from gridbot.commands.common import public_client, read_config
 from gridbot.ops.config import Config, check_flag
 from gridbot.core.models import MarketRules
 from gridbot.core.errors import EXIT_OK, FatalError, InputError
@@ -48,6 +48,47 @@ def backtest_market(cfg: Config, client: BackpackClient, offline_ok: bool) -> tu
             raise
         return builtin, (f"{e}; using the built-in rules of {builtin.symbol} (tick {builtin.tick_size}, "
                          f"step {builtin.step_size}, min quantity {builtin.min_quantity})")
+
+
+def perp_runs(args: argparse.Namespace, cfg: Config, client: BackpackClient, rules: MarketRules, candles: list[Any],
+              combos: list[dict[str, Any]], configs: list[Config]) -> list[tuple[dict[str, Any], Any, Any]]:
+    """A perps grid's backtests (analysis/perp_backtest.py) with the funding of the candles' time: the klines
+    file's ``funding_rate`` column, or the exchange's funding-rate history, cached beside the klines."""
+    from gridbot.analysis.perp_backtest import PerpBacktest
+    from gridbot.engine.perp_grid import perp_grid
+    from gridbot.marketdata.candles import FeedError, read_funding_column
+    from gridbot.marketdata.history import _parse_start, cached_funding
+
+    def ms(start: str) -> int:
+        return int(_parse_start(start).timestamp() * 1000)
+    symbol = cfg.trading.symbol
+    if args.klines:
+        try:
+            funding = [(ms(start), rate) for start, rate in read_funding_column(args.klines)]
+        except FeedError as e:
+            raise InputError(str(e)) from None
+        if not funding:
+            print(f"grid_bot: {args.klines} has no funding_rate column: the backtest pays no funding",
+                  file=sys.stderr)
+    else:
+        cache = os.path.join(os.path.dirname(args.cache or cfg.path) or ".", f"funding_{symbol}.csv")
+        last = ms(candles[-1].start) + 1 + (ms(candles[-1].start) - ms(candles[0].start)) // max(1, len(candles) - 1)
+        try:
+            funding = cached_funding(cache, lambda limit, offset: client.funding_rates(symbol, limit, offset),
+                                     ms(candles[0].start), last)
+        except TransientError as e:
+            raise FatalError(f"cannot fetch funding rates from {cfg.api.base_url}: {e}") from None
+        except OSError as e:
+            raise InputError(f"cannot write the funding cache {cache}: {e.strerror}") from None
+        print(f"grid_bot: {len(funding)} funding rates cached in {cache}", file=sys.stderr)
+    runs = []
+    for c, run_cfg in zip(combos, configs):
+        pg = perp_grid(rules, run_cfg.trading, run_cfg.risk, candles[0].open)
+        for line in pg.refused:
+            print(f"grid_bot: warning: run would refuse this grid: {line}", file=sys.stderr)
+        runs.append((c, pg.grid, PerpBacktest(pg, rules, run_cfg.trading, run_cfg.risk, funding,
+                                              keep_series=bool(args.plot)).run(candles)))
+    return runs
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
@@ -86,7 +127,6 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     configs = [read_config(args.config, need_keys=False, trading=trading_of(c),
                            risk={k: v for k, v in c.items() if k in RISK_SWEEP_KEYS}) for c in combos]
     cfg, t = configs[0], configs[0].trading
-    refuse_perps(cfg, "backtested")
     client = public_client(cfg)
     rules, note = backtest_market(cfg, client, offline_ok=args.klines is not None)
     if note:
@@ -115,7 +155,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     if not candles:
         raise InputError("no candles to backtest: the file or the time range is empty")
     runs = []
-    for c, run_cfg in zip(combos, configs):
+    if t.is_perp:
+        runs = perp_runs(args, cfg, client, rules, candles, combos, configs)
+    for c, run_cfg in ([] if t.is_perp else zip(combos, configs)):
         t_ = run_cfg.trading
         trigger = run_cfg.risk.trigger_price
         # As run: an investment is sized at the trigger price, and auto_price centres the grid on the price

@@ -28,14 +28,6 @@ def read_config(path: str, **kwargs: Any) -> Config:
         raise ConfigError(str(e) if named else f"{path}: {e}") from None
 
 
-def refuse_perps(cfg: Config, what: str) -> None:
-    """A perps grid is planned and run, not yet backtested: one line that says so and what works."""
-    if cfg.trading.is_perp:
-        raise InputError(f"{cfg.trading.symbol} is a perpetual future: a perps grid can be planned and run "
-                         f"(python grid_bot.py plan --config {cfg.path}; run --paper to try it) but not {what} yet; "
-                         f"backtest the spot market {cfg.trading.symbol[:-len('_PERP')]} meanwhile")
-
-
 def grid_title(cfg: Config, paper: bool) -> str:
     """How notifications name a grid: its config's name and its market (``sol (SOL_USDC grid)``), so two
     grids on one symbol are told apart."""

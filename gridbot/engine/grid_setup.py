@@ -96,8 +96,9 @@ def placement_notes(grid: GridSpec, rules: MarketRules, price: Decimal) -> list[
     if price < lo or price > hi:
         below = price < lo
         gap = (lo - price if below else price - hi) / price
+        needs = "margin" if grid.symbol.endswith("_PERP") else grid.base if below else grid.quote
         notes.append(f"the price {price} is {'below' if below else 'above'} the grid ({lo}..{hi}): it starts with "
-                     f"{'sells only and needs ' + grid.base if below else 'buys only and needs ' + grid.quote} for "
+                     f"{'sells' if below else 'buys'} only and needs {needs} for "
                      f"all of them, and trades only once the price {'rises' if below else 'falls'} into the range"
                      + (f"; the range is {gap:.0%} away from the price: a typo?" if gap > Decimal("0.2") else ""))
     elif hi / lo > 10:

@@ -252,6 +252,14 @@ def parse_mark_price(d: Mapping[str, Any]) -> MarkPrice:
 
 
 @_an_object
+def parse_funding_rate(d: Mapping[str, Any]) -> tuple[int, Decimal]:
+    """A ``/api/v1/fundingRates`` row: (the interval's end in ms, its rate)."""
+    w = "fundingRate"
+    return (naive_utc_ms(_req(d, "intervalEndTimestamp", w), "intervalEndTimestamp"),
+            dec(_req(d, "fundingRate", w), "fundingRate"))
+
+
+@_an_object
 def parse_funding_payment(d: Mapping[str, Any]) -> FundingPayment:
     w = "funding"
     return FundingPayment(str(_req(d, "symbol", w)), dec(_req(d, "quantity", w), "quantity"),

@@ -81,3 +81,22 @@ def read_klines_csv(path: str) -> Iterator[Candle]:
             if not (lo <= o <= h and lo <= c <= h) or lo <= 0:
                 raise FeedError(f"{path}:{lineno}: inconsistent candle (low {lo}, high {h}, open {o}, close {c})")
             yield Candle(start, o, h, lo, c)
+
+
+def read_funding_column(path: str) -> list[tuple[str, Decimal]]:
+    """A perps backtest's funding from the klines file: (candle start, rate) of every row whose optional
+    ``funding_rate`` column is filled in: a funding interval that ends within that candle, paid at its close."""
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or "funding_rate" not in [h.strip() for h in reader.fieldnames]:
+            return []
+        out = []
+        for lineno, row in enumerate(reader, start=2):
+            row = {k.strip(): v for k, v in row.items() if k is not None}
+            cell = (row.get("funding_rate") or "").strip()
+            if cell:
+                try:
+                    out.append((row["start"], Decimal(cell)))
+                except InvalidOperation:
+                    raise FeedError(f"{path}:{lineno}: funding_rate {cell!r} is not a number") from None
+        return out

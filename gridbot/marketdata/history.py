@@ -112,3 +112,38 @@ def cached_history(path: str, get: Callable[[int, int], list[dict]], interval_s:
                 raise FeedError(f"{path}: candle {r['start']} is not numbers: delete the file to fetch "
                                 f"it again") from None
     return out
+
+
+FUNDING_PAGE = 1000   # rates asked per request (newest first, paged by offset)
+
+
+def cached_funding(path: str, get: Callable[[int, int], list[tuple[int, Decimal]]], start_ms: int, end_ms: int, *,
+                   pace_s: float = HISTORY_PACE_S, sleep: Callable[[float], None] = time.sleep) -> list[tuple[int, Decimal]]:
+    """A perp's realized funding rates (interval end in ms, rate) in [start_ms, end_ms), from the cache file at
+    ``path`` (CSV ``interval_end_ms,rate``), fetched through ``get(limit, offset)`` (newest first) when the
+    cache does not reach back to ``start_ms`` or up to the last hour before ``end_ms``, paced as klines are."""
+    rows: dict[int, Decimal] = {}
+    try:
+        with open(path, newline="") as fh:
+            for r in csv.DictReader(fh):
+                rows[int(r["interval_end_ms"])] = Decimal(r["rate"])
+    except (OSError, ValueError, KeyError, ArithmeticError):
+        rows = {}   # no cache, or an unreadable one: fetched again
+    hour = 3_600_000
+    if not rows or min(rows) > start_ms + hour or max(rows) < end_ms - 2 * hour:
+        offset = 0
+        while True:
+            page = get(FUNDING_PAGE, offset)
+            for t, rate in page:
+                rows[t] = rate
+            if len(page) < FUNDING_PAGE or min(t for t, _ in page) < start_ms:
+                break
+            offset += FUNDING_PAGE
+            sleep(pace_s)
+        tmp = path + ".tmp"
+        with open(tmp, "w", newline="") as fh:
+            fh.write("interval_end_ms,rate\n")
+            for t in sorted(rows):
+                fh.write(f"{t},{rows[t]:f}\n")
+        os.replace(tmp, path)
+    return [(t, rows[t]) for t in sorted(rows) if start_ms <= t < end_ms]
