@@ -193,3 +193,38 @@ def test_funding_made_due_shows_to_the_decimal_in_the_stats_status_and_report(tm
     assert D(report["figures"]["funding"]) == paid
     text = cli("report", "--fills")
     assert f"funding             {'+' if paid > 0 else ''}{paid.normalize():f} USDC in 2 payment(s)" in text
+
+
+def _external_ioc(sim, signer, side: str, qty) -> None:
+    """Another client on the grid's subaccount trades at the market (the bot must not take it for its own)."""
+    from tests.helpers import order_body, signed_request
+    price = "140" if side == "Ask" else "160"
+    r = signed_request(sim.rest_url, signer, "POST", "/api/v1/order",
+                       body=order_body(price, f"{qty:f}", side=side, symbol=SYM, post_only=False, timeInForce="IOC"))
+    assert r.status_code == 200 and r.json()["status"] == "Filled", r.text
+
+
+@pytest.mark.parametrize("direction,side,part,words", [
+    ("neutral", "Bid", 1, "position change: the exchange's position is"),
+    ("long", "Ask", D("0.5"), "shrank our reduce-only order"),
+    ("long", "Ask", 1, "expired our reduce-only order"),
+])
+def test_a_position_changed_behind_the_grids_back_stops_it_with_an_alert(tmp_path, perp_sim, caplog, direction, side,
+                                                                       part, words):
+    """Neutral: another client buys on the subaccount; the position check finds the difference. Long: another
+    client sells part of the position, and the exchange shrinks a reduce-only sell (``orderModified``), or,
+    sold a whole level, expires one (``ReduceOnlyNotReduced``)."""
+    caplog.set_level(logging.INFO, logger="grid_bot")
+    path, signer, control = funded(tmp_path, perp_sim, direction=direction)
+    key = signer.api_key
+    with BotThread(path) as b:
+        wait_until(lambda: len(open_orders_of(control.state(), key)) == 9, timeout=20, message="the initial grid")
+        ours_before = {o["id"] for o in tagged(control.state(), key, b.bot.tag)}
+        _external_ioc(perp_sim, signer, side, (b.bot.om.grid.quantity * part).quantize(D("0.01")))
+        wait_until(lambda: not b.thread.is_alive(), timeout=30, message="the grid stopped")
+        result = b.result
+    assert result is not None and result.error is None
+    assert words in caplog.text and "EXIT: " in caplog.text
+    st = control.state()
+    assert open_orders_of(st, key) == []                                      # its orders cancelled
+    assert {o["id"] for o in tagged(st, key, b.bot.tag)} == ours_before      # and nothing placed after

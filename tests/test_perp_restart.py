@@ -68,17 +68,37 @@ def test_kill9_during_the_opening_of_a_long_never_opens_twice(tmp_path):
     assert opened == 5 * q
 
 
+def margin_fraction(q: Decimal, mark: Decimal) -> Decimal:
+    """A long grid's margin fraction at ``mark`` with its opening (5 levels, bought at 150) and its 4 buys
+    resting (its sells are reduce-only): equity over the exposure (9 levels) at the mark."""
+    return (D(GRID["investment"]) + 5 * q * (mark - 150)) / (9 * q * mark)
+
+
 @pytest.mark.slow
-def test_kill9_during_the_close_of_a_stop_never_closes_twice_and_the_restart_finishes_it(tmp_path):
-    # A long grid at 150 with a stop-loss at 147: the fall to 146.9 fills no level (146.67 is the empty one),
-    # so the stop's reduce-only IOC sale is the only order sent; it is held at the exchange and the bot killed.
+@pytest.mark.parametrize("stop", ["stop-loss", "margin stop"])
+def test_kill9_during_the_close_of_a_stop_never_closes_twice_and_the_restart_finishes_it(tmp_path, stop):
+    """The close is the only order the stop sends, held at the exchange while the bot is killed. The stop-loss:
+    a long grid at 150 with a stop-loss at 147, the price to 146.9 (no level fills: 146.67 is the empty one).
+    The margin stop: the mark alone set to 143, below the margin fraction the config stops at (halfway between
+    the fractions at 150 and at 143)."""
+    from tests.e2e import plan_of
     with perp_sim() as sim:
-        path, key, control = funded(tmp_path, sim, risk={"stop_loss_price": "147", "on_stop": "close"})
+        path, key, control = funded(tmp_path, sim)
+        if stop == "stop-loss":
+            risk = {"stop_loss_price": "147", "on_stop": "close"}
+        else:
+            q = D(plan_of(path)["quantity"])
+            risk = {"stop_margin_fraction": f"{(margin_fraction(q, D(150)) + margin_fraction(q, D(143))) / 2:.6f}"}
+        path, key, control = funded(tmp_path, sim, risk=risk, secret=None)
         p = spawn(path, tmp_path)
         wait_until(lambda: len(open_orders_of(control.state(), key)) == 9, timeout=60, message="the grid")
         opened = sim_position(control.state(), key)
         held = control.fault(kind="delay", method="POST", path="/api/v1/order", seconds=3, count=1)
-        control.set_price("146.9", symbol=SYM)
+        if stop == "stop-loss":
+            control.set_price("146.9", symbol=SYM)
+        else:
+            requests.post(sim.rest_url + "/_sim/perp", json={"symbol": SYM, "markPrice": "143"},
+                          timeout=10).raise_for_status()
         held_then_killed(sim, control, p, held["id"])
         wait_until(lambda: len(ioc_orders(control.state(), key)) == 2, timeout=30, message="the held close processed")
         p = spawn(path, tmp_path)
@@ -92,5 +112,6 @@ def test_kill9_during_the_close_of_a_stop_never_closes_twice_and_the_restart_fin
     status = status_json(path, tmp_path)
     ex = status["risk"]["exit"]
     assert status["grid"]["status"] == "stopped" and ex["phase"] == "done" and ex["on_stop"] == "close"
+    assert ex["reason"] == ("stop-loss price" if stop == "stop-loss" else "margin stop")
     assert D(ex["sale"]["sold"]) == opened and ex["sale"]["side"] == "Ask"
     assert "exit was under way" in (tmp_path / "grid_bot.log").read_text()

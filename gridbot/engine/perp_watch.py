@@ -71,6 +71,10 @@ class PerpWatch:
         elif u.event == "orderModified" and (u.order_id in om.by_order_id or u.client_id in om.orders):
             self.flag(EXCHANGE_CHANGE, f"the exchange shrank our reduce-only order {u.order_id} to {u.quantity} "
                                        f"{om.grid.base}: the position fell below what the grid's orders close")
+        elif u.event == "orderExpired" and u.expiry_reason == "ReduceOnlyNotReduced" and (
+                u.order_id in om.by_order_id or u.client_id in om.orders):
+            self.flag(EXCHANGE_CHANGE, f"the exchange expired our reduce-only order {u.order_id} "
+                                       f"({u.expiry_reason}): the position fell below what the grid's orders close")
 
     def on_event(self, ev: Any) -> None:
         if isinstance(ev, OrderRefused) and ev.code == "ACCOUNT_LIQUIDATING":
