@@ -160,3 +160,21 @@ def test_backtest_sweeps_the_direction_and_the_leverage(tmp_path):
     by = {(x["settings"]["direction"], x["settings"]["leverage"]): x for x in rows}
     assert D(by[("neutral", "3")]["grid_profit"]) > D(by[("neutral", "2")]["grid_profit"]) > 0
     assert D(by[("long", "3")]["perp"]["opening"]) > 0 > D(by[("short", "3")]["perp"]["opening"])
+
+
+def test_a_backtest_with_a_trigger_lays_the_grid_out_and_opens_it_where_the_trigger_is_crossed(tmp_path):
+    cfg = json.loads((ROOT / "config.json").read_text())
+    del cfg["trading"]["quantity"]
+    cfg["trading"].update({"symbol": SYM, "investment": "300", "leverage": "3", "auto_price": False,
+                           "grid_lower": "120", "grid_upper": "180", "grid_num": 10, "maker_fee": "0.0002",
+                           "taker_fee": "0.0005", "direction": "short", "trigger_price": "158"})
+    config = tmp_path / "perp.json"
+    config.write_text(json.dumps(cfg))
+    file = tmp_path / "path.csv"
+    klines(file, ["152", "157", "158.5", "161", "153"], {})
+    bt = backtest(str(config), file)
+    assert bt["triggered"] == {"candle": 3, "time": "2025-01-01 00:03:00"}
+    # laid out at 158.5 (160 stays empty): the short opens the six buys below it, then 161 fills nothing
+    # (no sell below 166.67), and the fall to 153 fills the buy at 153.33: one of the opening's levels closed
+    q = D(bt["grid"]["quantity"])
+    assert D(bt["perp"]["opening"]) == -6 * q and bt["fills"] == 1 and D(bt["perp"]["position"]) == -5 * q

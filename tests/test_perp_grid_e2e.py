@@ -228,3 +228,20 @@ def test_a_position_changed_behind_the_grids_back_stops_it_with_an_alert(tmp_pat
     st = control.state()
     assert open_orders_of(st, key) == []                                      # its orders cancelled
     assert {o["id"] for o in tagged(st, key, b.bot.tag)} == ours_before      # and nothing placed after
+
+
+def test_a_long_grid_with_a_trigger_opens_and_lays_out_only_once_the_price_crosses_it(tmp_path, perp_sim):
+    path, signer, control = funded(tmp_path, perp_sim, direction="long", trigger_price="146")
+    key = signer.api_key
+    with BotThread(path) as b:
+        wait_until(lambda: b.bot.polls >= 2, timeout=20, message="two checks while waiting")
+        assert control.state()["orders"] == [] and sim_position(control.state(), key) == 0    # nothing yet
+        control.set_price("145.5", symbol=SYM)
+        wait_until(lambda: len(open_orders_of(control.state(), key)) == 9, timeout=20, message="the grid laid out")
+        q = b.bot.om.grid.quantity
+        st = control.state()
+        # laid out at 145.5: 146.67 stays empty; the long opens the five sells above it, no more
+        assert sim_position(st, key) == 5 * q == b.bot.om.risk.start.base
+        assert sorted(D(o["price"]) for o in open_orders_of(st, key) if o["side"] == "Ask") == LEVELS[5:]
+        result = b.stop()
+    assert result.error is None and result.stats.position == 5 * q

@@ -25,6 +25,7 @@ SOL = MarginFunctions(D("0.02"), D("0.00006"), D("0.0135"), D("0.000036"))
 
 def perp_config(tmp_path, sim=None, secret=None, **trading) -> str:
     cfg = json.loads((ROOT / "config.json").read_text())
+    cfg["risk"] = trading.pop("_risk", {})
     t = cfg["trading"]
     del t["quantity"]
     t.update({"symbol": "SOL_USDC_PERP", "investment": "300", "leverage": "3", "auto_price": False,
@@ -100,16 +101,28 @@ def test_plan_reads_the_mark_and_the_accounts_available_equity_with_keys(tmp_pat
         assert bot("plan", "--config", perp_config(tmp_path, sim, a.secret), cwd=tmp_path).returncode == 0
 
 
-def test_backtest_refuses_a_perps_grid_in_one_line(tmp_path):
-    r = bot("backtest", "--klines", str(ROOT / "docs" / "example_klines.csv"), "--config", perp_config(tmp_path),
+def test_a_quantity_instead_of_an_investment_plans_the_collateral_it_needs(tmp_path):
+    from grid_calculator import nearest_level
+    from gridbot.core.perp_risk import collateral_for
+    r = bot("plan", "--paper", "--json", "--config", perp_config(tmp_path, investment=None, quantity="0.5"),
             cwd=tmp_path)
-    assert r.returncode == 2 and r.stderr.count("\n") == 1
-    assert "SOL_USDC_PERP is a perpetual future: a perps grid can be planned and run" in r.stderr
+    assert r.returncode == 0, r.stderr
+    p = json.loads(r.stdout)
+    every = tuple(D(x) for x in p["levels"])
+    levels = [lv for i, lv in enumerate(every) if i != nearest_level(every, D(150))]
+    need = collateral_for(levels, D(150), "neutral", D("0.5"), D(3), SOL, D("0.0005"), D("0.0002"))
+    assert p["sized_by"] == "quantity" and D(p["quantity"]) == D("0.5") and D(p["investment"]) == need
+    # the investment that sizes the same grid gives it the same quantity, at most a step more
+    assert D("0.5") <= quantity_for(levels, D(150), "neutral", need, D(3), D("0.01"), SOL, D("0.0005"),
+                                    D("0.0002")) <= D("0.51")
+    text = bot("plan", "--paper", "--config", perp_config(tmp_path, investment=None, quantity="0.5"), cwd=tmp_path)
+    assert f"collateral needed {p['investment']} USDC at leverage 3" in text.stdout
 
 
 @pytest.mark.parametrize("trading, words", [
     ({"symbol": "SOL_USDC", "direction": "long"}, "trading.direction and trading.leverage are for perpetual futures"),
-    ({"quantity": "1"}, "trading.investment is the grid's collateral"),
+    ({"quantity": "1"}, "set exactly one of trading.quantity"),
+    ({"_risk": {"on_stop": "sell_base"}}, "risk.on_stop sell_base is for spot"),
     ({"leverage": "60"}, "trading.leverage must be from 1 to 50"),
 ])
 def test_perps_keys_are_checked(tmp_path, trading, words):

@@ -247,11 +247,8 @@ class Backtest:
     def _step_once(self, ex: Book, om: OrderManager, gr: GridRisk, price: Decimal) -> None:
         now_ms = self.now_us // 1000
         decision = gr.decide(om, price, now_ms)
-        if isinstance(decision, LayOut):     # the backtest's account holds what an entry purchase would buy
-            if self.recentre is not None:
-                om.trail.recentre(self.recentre(price), self.rules.tick_size)
-            gr.lay_out(om, price, now_ms)
-            self.laid_out = om.grid.levels
+        if isinstance(decision, LayOut):
+            self._lay_out(om, gr, price, now_ms)
             decision = gr.decide(om, price, now_ms)
         if isinstance(decision, CarryOutExit):
             if self._exit(ex, om, decision.price, self.base0):
@@ -260,6 +257,14 @@ class Backtest:
             self._cancel(ex, om, om.trail.take_orphan_cancels())
             self._act(ex, om, price)
         self.events.extend((self.candle, kind, text) for kind, text in gr.take_notes())
+
+    def _lay_out(self, om: OrderManager, gr: GridRisk, price: Decimal, now_ms: int) -> None:
+        """The grid laid out at ``price`` (its trigger crossed); the backtest's account holds what an entry
+        purchase would buy."""
+        if self.recentre is not None:
+            om.trail.recentre(self.recentre(price), self.rules.tick_size)
+        gr.lay_out(om, price, now_ms)
+        self.laid_out = om.grid.levels
 
     def _cancel(self, ex: Book, om: OrderManager, cancels: Sequence[Any]) -> None:
         now_ms = self.now_us // 1000

@@ -26,7 +26,8 @@ from gridbot.core.models import MarketRules, Side
 from gridbot.core.perp_risk import liquidation_price
 from gridbot.core.risk import Exit, GridRisk, RiskConfig
 from gridbot.engine.exit_runner import close_of
-from gridbot.engine.perp_grid import PerpGrid, margin_stop_fraction, reduce_side, shown_liquidation
+from gridbot.engine.perp_grid import (PerpGrid, margin_stop_fraction, opening_position, perp_grid, reduce_side,
+                                     shown_liquidation)
 from gridbot.engine.perp_watch import LIQUIDATION, MARGIN_STOP
 from gridbot.marketdata.candles import Candle, candle_path
 from gridbot.marketdata.history import _parse_start
@@ -51,10 +52,22 @@ class PerpBacktest(Backtest):
         self.payments: list[dict[str, Any]] = []
         self.min_mf: Decimal | None = None
         self.last_price = ZERO
+        self.opening = ZERO
 
     def position(self, om: OrderManager) -> Decimal:
-        assert om.risk.start is not None
-        return om.risk.start.base + om.ledger.position
+        """The grid's position: its opening and its fills (0 before it is laid out)."""
+        return ZERO if om.risk.start is None else om.risk.start.base + om.ledger.position
+
+    def _lay_out(self, om: OrderManager, gr: GridRisk, price: Decimal, now_ms: int) -> None:
+        """Laid out at ``price`` (at once, or where its trigger is crossed): centred there with ``auto_price``,
+        a long's or a short's opening at that price, its starting funds on its collateral."""
+        if self.t.auto_price and om.risk.trigger is not None:
+            om.trail.recentre(perp_grid(self.rules, self.t, self.risk, price).grid.levels, self.rules.tick_size)
+        self.opening = opening_position(om.grid.levels, price, om.grid.quantity, self.t.direction)
+        om.risk.start = perp_start_funds(self.pg.collateral, self.opening, price, now_ms)
+        self.stop_at = self.risk.stop_margin_fraction or margin_stop_fraction(om.grid, price, self.t, self.rules,
+                                                                              self.pg.collateral)
+        super()._lay_out(om, gr, price, now_ms)
 
     def run(self, candles: Sequence[Candle]) -> BacktestResult:
         grid, t, rules = self.grid, self.t, self.rules
@@ -67,16 +80,15 @@ class PerpBacktest(Backtest):
         if len(candles) > 1:
             step_us = max(1, int((_parse_start(candles[1].start) - t0).total_seconds() * 1_000_000))
         base_us = self.now_us = int(t0.timestamp()) * 1_000_000
-        ex = Book(rules, first, {rules.quote: t.investment}, maker_fee=t.maker_fee, taker_fee=t.taker_fee,
+        ex = Book(rules, first, {rules.quote: self.pg.collateral}, maker_fee=t.maker_fee, taker_fee=t.taker_fee,
                   now_ms=base_us // 1000, perp=True)
         gr = GridRisk(self.risk)
-        om.start(first)
-        om.risk.start = perp_start_funds(t.investment, self.pg.opening, first, base_us // 1000)
-        self.stop_at = self.risk.stop_margin_fraction or margin_stop_fraction(grid, first, t, rules)
+        om.risk.arm(self.risk.trigger_price, first)
+        if om.risk.triggered:
+            self._lay_out(om, gr, first, base_us // 1000)
         self.last_price = first
         self._step(ex, om, gr, first)
-        start = om.risk.start
-        peak, max_dd, in_range, exit_candle, f_i = t.investment, ZERO, 0, None, 0
+        peak, max_dd, in_range, exit_candle, f_i = self.pg.collateral, ZERO, 0, None, 0
         closes: list = []
         equity_series: list = []
         for i, c in enumerate(candles):
@@ -112,7 +124,9 @@ class PerpBacktest(Backtest):
                     self.payments.append({"candle": i, "time": c.start, "rate": rate, "quantity": pay})
             if om.grid.levels[0] <= c.close <= om.grid.levels[-1]:
                 in_range += 1
-            eq = self.frozen if self.frozen is not None else equity(start, om.ledger, c.close)
+            start = om.risk.start
+            eq = (self.frozen if self.frozen is not None else self.pg.collateral if start is None
+                  else equity(start, om.ledger, c.close))
             if eq > peak:
                 peak = eq
             elif peak and (peak - eq) / peak > max_dd:
@@ -120,8 +134,7 @@ class PerpBacktest(Backtest):
             if self.keep_series:
                 closes.append(c.close)
                 equity_series.append(eq)
-        return self._result(candles, om, start, step_us, base_us, max_dd, in_range, exit_candle, closes,
-                            equity_series)
+        return self._result(candles, om, step_us, base_us, max_dd, in_range, exit_candle, closes, equity_series)
 
     # -------------------------------------------------------------------------- margin
     def _exposure(self, om: OrderManager, ex: Book) -> Decimal:
@@ -195,10 +208,10 @@ class PerpBacktest(Backtest):
         return True
 
     # -------------------------------------------------------------------------- the result
-    def _result(self, candles: Sequence[Candle], om: OrderManager, start: Any, step_us: int, base_us: int,
-                max_dd: Decimal, in_range: int, exit_candle: int | None, closes: list,
-                equity_series: list) -> BacktestResult:
+    def _result(self, candles: Sequence[Candle], om: OrderManager, step_us: int, base_us: int, max_dd: Decimal,
+                in_range: int, exit_candle: int | None, closes: list, equity_series: list) -> BacktestResult:
         first, last = candles[0].open, candles[-1].close
+        start = om.risk.start or perp_start_funds(self.pg.collateral, ZERO, first)   # never laid out: its collateral
         valued_at = self.liquidation["price"] if self.liquidation else last
         st = om.stats(last)
         final = self.frozen if self.frozen is not None else equity(start, om.ledger, last)
@@ -214,8 +227,8 @@ class PerpBacktest(Backtest):
                          "not_sold": sale.left if sale else ZERO, "sale_note": sale.note if sale else "",
                          "side": sale.side if sale else None}
         b, tp = self.pg.bottom, self.pg.top
-        perp = {"direction": self.t.direction, "leverage": self.t.leverage, "investment": self.t.investment,
-                "opening": self.pg.opening, "position": self.position(om) if self.frozen is None else ZERO,
+        perp = {"direction": self.t.direction, "leverage": self.t.leverage, "investment": self.pg.collateral,
+                "opening": self.opening, "position": self.position(om) if self.frozen is None else ZERO,
                 "funding": om.ledger.funding, "funding_payments": self.payments,
                 "liquidation": self.liquidation, "stop_margin_fraction": self.stop_at,
                 "min_margin_fraction": None if self.min_mf is None else self.min_mf.quantize(Decimal("0.0001")),
@@ -225,16 +238,19 @@ class PerpBacktest(Backtest):
         return BacktestResult(
             candles=len(candles), start=candles[0].start, end=candles[-1].start, start_price=first, end_price=last,
             round_trips=st.round_trips, grid_profit=st.grid_profit, fees=st.fees, fills=st.fills,
-            start_funds={self.grid.quote: self.t.investment}, start_equity=self.t.investment, final_equity=final,
-            hold_equity=start.base * last + start.quote, buy_and_hold_equity=self.t.investment / first * last,
+            start_funds={self.grid.quote: self.pg.collateral}, start_equity=self.pg.collateral, final_equity=final,
+            hold_equity=start.base * last + start.quote, buy_and_hold_equity=self.pg.collateral / first * last,
             max_drawdown=max_dd.quantize(q), time_in_range=(Decimal(in_range) / len(candles)).quantize(q),
             fills_per_day=(Decimal(st.fills) / days).quantize(Decimal("0.01")) if days >= 1 else None,
             final_base=perp["position"], final_quote=final - perp["position"] * last,
             exit=exit_info, trail_moves=[{"candle": i, "time": candles[i].start, "text": text}
                                          for i, kind, text in self.events if kind == "trail"],
             trail_offset=om.offset, levels=self.grid.levels,
-            figures=figures(start, om.ledger, valued_at, (base_us + len(candles) * step_us) / 1_000_000
-                            - (start.time_ms or 0) / 1000).to_json(),
+            figures=None if om.risk.start is None else figures(
+                start, om.ledger, valued_at, (base_us + len(candles) * step_us) / 1_000_000 - (start.time_ms or 0) / 1000
+            ).to_json(),
+            triggered=None if self.risk.trigger_price is None else next(
+                ({"candle": i, "time": candles[i].start} for i, kind, _ in self.events if kind == "trigger"), None),
             series={"close": closes, "equity": equity_series, "fills": self.fill_marks,
                     "start": [c.start for c in candles]} if self.keep_series else {},
             perp=perp)

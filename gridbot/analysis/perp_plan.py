@@ -38,7 +38,7 @@ def perp_plan_report(cfg: Config, rules: MarketRules, *, mark: Decimal, index: D
     t = cfg.trading
     pg = perp_grid(rules, t, cfg.risk, mark)
     fns, grid, q = rules.margin, pg.grid, pg.grid.quantity
-    assert fns is not None and t.leverage is not None and t.investment is not None
+    assert fns is not None and t.leverage is not None
     placed = placed_levels(grid.levels, mark)
     buys = [lv for lv in placed if lv < mark]
     sells = [lv for lv in placed if lv > mark]
@@ -48,13 +48,15 @@ def perp_plan_report(cfg: Config, rules: MarketRules, *, mark: Decimal, index: D
               for lv in placed]
     start_margin = _start_margin(fns, t.leverage, mark, pg.opening, q * len(buys), q * len(sells), t.direction)
     refused = list(pg.refused)
-    if available is not None and available < t.investment:
+    if available is not None and available < pg.collateral:
         refused.append(f"the account has {fmt_amount(available)} {rules.quote} available, less than "
-                       f"trading.investment {t.investment}")
+                       + (f"trading.investment {t.investment}" if t.investment is not None else
+                          f"the {pg.collateral} this grid of trading.quantity {t.quantity} needs"))
     buffer = cfg.risk.liquidation_buffer
     bottom, top = pg.bottom, pg.top
     return {
-        "symbol": t.symbol, "direction": t.direction, "leverage": _s(t.leverage), "investment": _s(t.investment),
+        "symbol": t.symbol, "direction": t.direction, "leverage": _s(t.leverage), "investment": _s(pg.collateral),
+        "sized_by": "investment" if t.investment is not None else "quantity",
         "base": rules.base, "quote": rules.quote, "mode": grid.mode.value, "levels": [_s(x) for x in grid.levels],
         "quantity": _s(q), "price": {"mark": _s(mark), "index": _s(index), "source": price_source},
         "funding_rate": _s(funding_rate), "opening_position": _s(pg.opening), "orders": orders,
@@ -93,8 +95,10 @@ def print_perp_plan(r: dict[str, Any]) -> None:
     p = r["price"]
     print(f"  mark {p['mark']}" + (f" (index {p['index']})" if p["index"] else "") + f", {p['source']}; funding "
           f"{r['funding_rate']} per hour")
-    print(f"  investment (collateral) {r['investment']} {q} at leverage {r['leverage']}: sized so that it carries "
-          f"the initial margin of every order anywhere in the range (the exchange refuses none)")
+    print(f"  {'investment (collateral)' if r['sized_by'] == 'investment' else 'collateral needed'} "
+          f"{r['investment']} {q} at leverage {r['leverage']}: " + ("sized so that it carries" if r["sized_by"] ==
+          "investment" else "what carries") + " the initial margin of every order anywhere in the range (the "
+          "exchange refuses none)")
     if Decimal(r["opening_position"]):
         side = "buys" if Decimal(r["opening_position"]) > 0 else "sells"
         print(f"  opening: the grid first {side} {abs(Decimal(r['opening_position'])):f} {b} at the market "

@@ -145,6 +145,27 @@ def quantity_for(levels: Sequence[Decimal], price: Decimal, direction: str, inve
     faster than at the ends. ``levels``: those that hold an order (the empty level left out). The initial
     margin fraction is ``1 / leverage``, or the market's (``fns``) at ``investment × leverage`` when larger.
     Round trips completed on the way would only add to the equity."""
+    imf = 1 / leverage if fns is None else fns.imf(investment * leverage, leverage)
+    dearest = _unit_cost(levels, price, direction, imf, taker_fee, maker_fee)[0]
+    if dearest <= 0:
+        return ZERO
+    return (investment / dearest / step).to_integral_value(rounding="ROUND_DOWN") * step
+
+
+def collateral_for(levels: Sequence[Decimal], price: Decimal, direction: str, quantity: Decimal, leverage: Decimal,
+                   fns: MarginFunctions, taker_fee: Decimal = ZERO, maker_fee: Decimal = ZERO) -> Decimal:
+    """The other way round: the collateral a grid of ``quantity`` per level needs, by the rule of
+    ``quantity_for`` (the IMF at the largest notional the grid reaches), to the cent."""
+    _, notional = _unit_cost(levels, price, direction, 1 / leverage, taker_fee, maker_fee)
+    imf = fns.imf(quantity * notional, leverage)
+    dearest = _unit_cost(levels, price, direction, imf, taker_fee, maker_fee)[0]
+    return (quantity * dearest).quantize(Decimal("0.01"), rounding="ROUND_UP")
+
+
+def _unit_cost(levels: Sequence[Decimal], price: Decimal, direction: str, imf: Decimal, taker_fee: Decimal,
+               maker_fee: Decimal) -> tuple[Decimal, Decimal]:
+    """What one unit per level costs in equity at the dearest of the start and the two ends (the margin it must
+    keep, the fees it paid, the loss of its position there), and the largest notional per unit among them."""
     buys = [lv for lv in levels if lv < price]
     sells = [lv for lv in levels if lv > price]
     if direction == "neutral":
@@ -153,19 +174,14 @@ def quantity_for(levels: Sequence[Decimal], price: Decimal, direction: str, inve
         start_exposure, opening = len(buys) + len(sells), len(sells) if direction == "long" else len(buys)
     else:
         raise ValueError(f"direction must be one of {DIRECTIONS}")
-    imf = 1 / leverage if fns is None else fns.imf(investment * leverage, leverage)
-    # What one unit per level costs in equity at the start and at each end (the margin it must keep, the
-    # fees it paid, the loss of its position there); the investment pays for the dearest.
     costs = [imf * start_exposure * price + taker_fee * opening * price]
+    notional = start_exposure * price
     unit = MarginFunctions(imf, ZERO, ZERO, ZERO)
-    for s in end_states(levels, price, Decimal(1), direction, investment, unit, maker_fee=maker_fee,
-                        taker_fee=taker_fee):
+    for s in end_states(levels, price, Decimal(1), direction, ZERO, unit, maker_fee=maker_fee, taker_fee=taker_fee):
         if s.position:
             costs.append(s.fees - s.position * (s.price - s.entry) + imf * abs(s.position) * s.price)
-    dearest = max(costs)
-    if dearest <= 0:
-        return ZERO
-    return (investment / dearest / step).to_integral_value(rounding="ROUND_DOWN") * step
+            notional = max(notional, abs(s.position) * s.price)
+    return max(costs), notional
 
 
 def funding_per_day(position: Decimal, mark: Decimal, rate: Decimal, interval_hours: Decimal = Decimal(1)) -> Decimal:

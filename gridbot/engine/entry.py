@@ -40,6 +40,7 @@ class Entry:
     done: bool = False
     note: str = ""
     side: str = "Bid"               # perps: a short's opening sells (Ask), its ``ceiling`` then a floor
+    collateral: str = ""            # perps: the grid's collateral, for its starting funds once it has opened
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -49,7 +50,7 @@ class Entry:
     def from_json(cls, d: dict[str, Any]) -> "Entry":
         return cls(Decimal(d["target"]), Decimal(d["ceiling"]), [int(x) for x in d["orders"]], int(d["sent_ms"]),
                    Decimal(d["bought"]), Decimal(d["spent"]), dict(d.get("fees", {})), bool(d["done"]),
-                   str(d.get("note", "")), str(d.get("side", "Bid")))
+                   str(d.get("note", "")), str(d.get("side", "Bid")), str(d.get("collateral", "")))
 
 
 class EntryPurchase:

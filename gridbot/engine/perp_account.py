@@ -83,7 +83,7 @@ class PerpAccount:
     def __init__(self, client: BackpackClient, cfg: Any, rules: MarketRules) -> None:
         self.client, self.cfg, self.t, self.rules = client, cfg, cfg.trading, rules
 
-    def check(self, opening: Decimal, *, resumed: bool) -> Decimal:
+    def check(self, opening: Decimal, collateral: Decimal, *, resumed: bool) -> Decimal:
         """The subaccount may run this grid: no position or open order on another market (leverage and
         margin are per subaccount: one grid per subaccount), the leverage set to ``trading.leverage``, and
         the investment available. Returns the position already held on the grid's market (a new grid
@@ -103,9 +103,11 @@ class PerpAccount:
                                  f"first, or use another subaccount")
             self.set_leverage()
             m = signed_read(self.client.margin, "read the margin")
-            if m.available < t.investment - (abs(held) * self.mark_of() / t.leverage if held else ZERO):
+            if m.available < collateral - (abs(held) * self.mark_of() / t.leverage if held else ZERO):
+                what = (f"trading.investment {t.investment}" if t.investment is not None else
+                        f"the {fmt_amount(collateral)} this grid of trading.quantity {t.quantity} needs")
                 raise InputError(f"the subaccount has {fmt_amount(m.available)} {self.rules.quote} available, less than "
-                                 f"trading.investment {t.investment}: deposit collateral, or invest less")
+                                 f"{what}: deposit collateral, or invest less")
         return held
 
     def mark_of(self) -> Decimal:

@@ -17,7 +17,7 @@ from typing import Any
 from grid_calculator import GridError, GridMode, GridSpec, build_grid, nearest_level
 from gridbot.core.errors import InputError
 from gridbot.core.models import MarketRules, Side
-from gridbot.core.perp_risk import EndState, end_states, quantity_for
+from gridbot.core.perp_risk import EndState, collateral_for, end_states, quantity_for
 from gridbot.ops.reports import fmt_amount
 
 ZERO = Decimal(0)
@@ -53,12 +53,14 @@ class PerpGrid:
     top: EndState
     opening: Decimal          # signed: the position opened first
     refused: list[str]        # why this grid must not run (empty: it may)
+    collateral: Decimal       # trading.investment, or with trading.quantity what the grid needs (collateral_for)
 
 
 def perp_grid(rules: MarketRules, t: Any, risk: Any, price: Decimal) -> PerpGrid:
     """The perps grid a config asks for at ``price`` (the mark): its levels, the quantity per level that its
-    investment carries at its leverage (``perp_risk.quantity_for``), its worst case at each end and the
-    reasons it is refused: liquidated inside its range or within ``risk.liquidation_buffer`` of it."""
+    investment carries at its leverage (``perp_risk.quantity_for``; with ``trading.quantity`` instead, the
+    collateral that quantity needs, ``collateral_for``), its worst case at each end and the reasons it is
+    refused: liquidated inside its range or within ``risk.liquidation_buffer`` of it."""
     fns = rules.margin
     if fns is None:
         raise InputError(f"{t.symbol} is not a perpetual future on this exchange (its market has no margin functions)")
@@ -68,18 +70,25 @@ def perp_grid(rules: MarketRules, t: Any, risk: Any, price: Decimal) -> PerpGrid
                           post_only=t.post_only, lower=t.grid_lower, upper=t.grid_upper, auto_price=t.auto_price,
                           price_range=t.price_range, price=price)
     try:
-        probe = build(rules.min_quantity)[0]
-        q = quantity_for(placed_levels(probe.levels, price), price, t.direction, t.investment, t.leverage,
-                         rules.step_size, fns, t.taker_fee, t.maker_fee)
-        if q < rules.min_quantity:
-            raise InputError(f"trading.investment {t.investment} at leverage {t.leverage} gives each level {q} "
-                             f"{rules.base}, below the market's minimum {rules.min_quantity}: invest more, use more "
-                             f"leverage, or fewer levels")
-        grid, notes = build(q)
+        if t.investment is None:
+            grid, notes = build(t.quantity)
+            collateral = collateral_for(placed_levels(grid.levels, price), price, t.direction, grid.quantity,
+                                        t.leverage, fns, t.taker_fee, t.maker_fee)
+        else:
+            probe = build(rules.min_quantity)[0]
+            q = quantity_for(placed_levels(probe.levels, price), price, t.direction, t.investment, t.leverage,
+                             rules.step_size, fns, t.taker_fee, t.maker_fee)
+            if q < rules.min_quantity:
+                raise InputError(f"trading.investment {t.investment} at leverage {t.leverage} gives each level {q} "
+                                 f"{rules.base}, below the market's minimum {rules.min_quantity}: invest more, use "
+                                 f"more leverage, or fewer levels")
+            grid, notes = build(q)
+            collateral = t.investment
     except GridError as e:
         raise InputError(str(e)) from None
+    q = grid.quantity
     placed = placed_levels(grid.levels, price)
-    bottom, top = end_states(placed, price, q, t.direction, t.investment, fns, leverage=t.leverage,
+    bottom, top = end_states(placed, price, q, t.direction, collateral, fns, leverage=t.leverage,
                              maker_fee=t.maker_fee, taker_fee=t.taker_fee)
     refused = []
     for s in (bottom, top):
@@ -91,7 +100,8 @@ def perp_grid(rules: MarketRules, t: Any, risk: Any, price: Decimal) -> PerpGrid
                            f"(entry {s.entry.quantize(rules.tick_size)}) and is liquidated at "
                            f"{shown_liquidation(s, rules.tick_size)}, {where} (risk.liquidation_buffer "
                            f"{risk.liquidation_buffer:.0%}): invest more, use less leverage, or narrow the range")
-    return PerpGrid(grid, notes, bottom, top, opening_position(grid.levels, price, q, t.direction), refused)
+    return PerpGrid(grid, notes, bottom, top, opening_position(grid.levels, price, q, t.direction), refused,
+                    collateral)
 
 
 def shown_liquidation(s: EndState, tick: Decimal) -> Decimal | None:
@@ -101,7 +111,8 @@ def shown_liquidation(s: EndState, tick: Decimal) -> Decimal | None:
     return s.liquidation_price.quantize(tick, ROUND_CEILING if s.position > 0 else ROUND_FLOOR)
 
 
-def margin_stop_fraction(grid: GridSpec, start_price: Decimal, t: Any, rules: MarketRules) -> Decimal | None:
+def margin_stop_fraction(grid: GridSpec, start_price: Decimal, t: Any, rules: MarketRules,
+                         collateral: Decimal) -> Decimal | None:
     """The margin fraction at which a perps grid stops and closes when ``risk.stop_margin_fraction`` is not
     set: halfway between the maintenance fraction and the margin fraction of the grid's worst case at the
     nearer end of its range (so the grid never stops inside its range, and stops well before the exchange
@@ -109,10 +120,10 @@ def margin_stop_fraction(grid: GridSpec, start_price: Decimal, t: Any, rules: Ma
     fns = rules.margin
     assert fns is not None
     bottom, top = end_states(placed_levels(grid.levels, start_price), start_price, grid.quantity, t.direction,
-                             t.investment, fns, leverage=t.leverage, maker_fee=t.maker_fee, taker_fee=t.taker_fee)
+                             collateral, fns, leverage=t.leverage, maker_fee=t.maker_fee, taker_fee=t.taker_fee)
     out = []
     for s in (bottom, top):
         if s.position:
-            equity = t.investment - s.fees + s.position * (s.price - s.entry)
+            equity = collateral - s.fees + s.position * (s.price - s.entry)
             out.append((equity / s.notional + fns.mmf(s.notional)) / 2)
     return min(out) if out else None

@@ -135,7 +135,8 @@ def perp_watch_for(cfg: Any, client: BackpackClient, executor: Executor, g: Acti
     if not cfg.trading.is_perp or executor.perp is None:
         return None
     start = g.om.risk.start
-    stop_at = margin_stop_fraction(g.om.grid, start.price, cfg.trading, rules) if start is not None else None
+    stop_at = (margin_stop_fraction(g.om.grid, start.price, cfg.trading, rules, start.value) if start is not None
+               else None)
     watch = PerpWatch(client, executor, cfg, executor.perp, stop_at, clock=clock)
     g.listeners.append(watch.on_event)
     log.info("perps: the grid stops and closes its position at a margin fraction of %s%s",

@@ -26,12 +26,12 @@ from gridbot.core.order_state import Settings
 from gridbot.ops.reports import describe_exit, describe_params, fmt_amount
 from gridbot.core.risk import RiskState, exit_notes, start_funds
 from gridbot.engine.grid_setup import (Balances, check_funds, grid_params, log_grid, make_grid,
-                                      manager_settings, market_rules, placement_notes, read_balances, signed_read)
+                                      manager_settings, market_rules, read_balances, signed_read)
+from gridbot.engine.perp_start import PerpStart
 from gridbot.engine.state_locks import TagLock, tags_beside
 from gridbot.core.accounting import perp_start_funds
-from gridbot.engine.ioc_campaign import down_to_step
-from gridbot.engine.perp_account import PerpAccount, PerpFunds, grid_position
-from gridbot.engine.perp_grid import perp_grid, reduce_side, shown_liquidation
+from gridbot.engine.perp_account import PerpAccount, net_position
+from gridbot.engine.perp_grid import perp_grid
 from gridbot.engine.state_store import SavedGrid, StateStore
 
 log = logging.getLogger("grid_bot")
@@ -53,7 +53,7 @@ def _describe(orders: list[Order], most: int = 10) -> str:
     return text + (f" and {len(orders) - most} more" if len(orders) > most else "")
 
 
-class Startup:
+class Startup(PerpStart):
     def __init__(self, cfg: Config, client: BackpackClient, executor: Executor, store: StateStore | None, *,
                  wall_ms: Callable[[], int], tag: int | None = None, adopt: bool = False) -> None:
         self.cfg = cfg
@@ -169,80 +169,6 @@ class Startup:
         log.info("placing the initial grid (level %d stays empty)", empty)
         return g
 
-    def fresh_perp(self, rules: MarketRules, price: Decimal, settings: Settings) -> ActiveGrid:
-        """A new perps grid (docs/perps.md): sized at the price and refused when its worst case is liquidated
-        inside its range or within the buffer; the subaccount checked (perp_account.py); a long's or a short's
-        position opened first; then laid out like a spot grid."""
-        pg = perp_grid(rules, self.t, self.cfg.risk, price)
-        if pg.refused:
-            raise StartRefused("; ".join(pg.refused))
-        grid = pg.grid
-        ladder = Ladder(grid.levels[0], grid.levels[-1], len(grid.levels), grid.mode, rules.tick_size)
-        for n in pg.notes + placement_notes(grid, rules, price) + exit_notes(self.cfg.risk, grid.levels, price, ladder):
-            log.warning("%s", n)
-        account = PerpAccount(self.client, self.cfg, rules)
-        held = account.check(pg.opening, resumed=False)
-        book = self.open_orders()
-        taken = self.orders_to_adopt(grid, book)
-        tag = self.tag if self.tag is not None else self.choose_tag(book)
-        om = OrderManager(grid, tag=tag, settings=settings)
-        om.risk = RiskState(ladder=ladder)
-        g = ActiveGrid(om, self.store, None, self.wall_ms(), self.wall_ms)
-        for s in (pg.bottom, pg.top):
-            log.info("perps: at the %s (%s) the grid is %s; %s", s.end, s.price,
-                     f"{'long' if s.position > 0 else 'short'} {fmt_amount(abs(s.position))} {grid.base}" if s.position
-                     else "flat", f"liquidated at {shown_liquidation(s, rules.tick_size)} ({s.distance():.1%} beyond it)"
-                     if s.liquidation_price is not None else "never liquidated")
-        target = down_to_step(abs(pg.opening) - abs(held), rules)
-        if target > 0:
-            side = Side.BID if pg.opening > 0 else Side.ASK
-            om.risk.entry = EntryPurchase.start(target, price, self.cfg.risk.max_slippage, rules, side).to_json()
-            log.info("perps: opening a %s of %s %s (%s %s already held) with IOC orders no %s than %s",
-                     self.t.direction, fmt_amount(abs(pg.opening)), grid.base, fmt_amount(abs(held)), grid.base,
-                     "worse", Entry.from_json(om.risk.entry).ceiling)
-        if self.store is not None:
-            g.grid_id = self.store.create_grid(grid_params(self.t), grid, tag, g.created_ms, om.risk)
-        g.save()
-        if target > 0:
-            self.open_perp(g, rules)
-        om.risk.start = perp_start_funds(self.t.investment, pg.opening, price, self.wall_ms())
-        self.perp_funds(g, rules, price)
-        empty = om.start(price)
-        om.adopt(taken, g.created_ms)
-        om.risk_changed()
-        g.save()
-        log.info("placing the initial %s perps grid at leverage %s (level %d stays empty): %d levels %s..%s, %s %s "
-                 "each", self.t.direction, self.t.leverage, empty, len(grid.levels), grid.levels[0], grid.levels[-1],
-                 grid.quantity, grid.base)
-        return g
-
-    def open_perp(self, g: ActiveGrid, rules: MarketRules) -> None:
-        """A long's or a short's opening (or the rest of it, resumed): the entry's IOC campaign, against the
-        margin."""
-        om = g.om
-
-        def save(e: Entry) -> None:
-            om.risk.entry = e.to_json()
-            om.risk_changed()
-            g.save()
-
-        e = Entry.from_json(om.risk.entry)
-        opening = EntryPurchase(self.client, rules, window_ms=self.cfg.api.window_ms, wall_ms=self.wall_ms,
-                                new_client_id=om.outside.reserve_client_id, save=save)
-        try:
-            opening.run(e, ZERO, fit=PerpAccount(self.client, self.cfg, rules).fit_opening(e), read=self.client.margin)
-        except (InputError, StartRefused):
-            self.close_unplaced(g)
-            raise
-
-    def perp_funds(self, g: ActiveGrid, rules: MarketRules, price: Decimal) -> None:
-        """The executor's margin check for this grid's orders, its budget read now."""
-        assert rules.margin is not None and self.t.leverage is not None
-        om = g.om
-        self.executor.perp = PerpFunds(self.client, rules.margin, self.t.leverage, reduce_side(self.t.direction), price,
-                                       lambda: grid_position(om))
-        self.executor.note_balances({"margin": (signed_read(self.client.margin, "read the margin").available, ZERO)})
-
     def read_account(self) -> None:
         """The account's settings (``GET /api/v1/account``): its taker fee sizes the entry purchase, and
         the log says what its lending and borrowing mean for the grid."""
@@ -318,10 +244,19 @@ class Startup:
         price it is laid out at. True when the grid may be laid out; False to try again at the next price
         update (the balances could not be read). InputError when the purchase ends short."""
         if self.t.auto_price and g.om.risk.trigger is not None and not g.om.pairs and g.om.risk.start is None:
-            grid, _ = make_grid(rules, self.t, price, size_at=self.cfg.risk.trigger_price)
+            grid = (perp_grid(rules, self.t, self.cfg.risk, price).grid if self.t.is_perp else
+                    make_grid(rules, self.t, price, size_at=self.cfg.risk.trigger_price)[0])
             g.om.trail.recentre(grid.levels, rules.tick_size)
             log.info("auto_price: the grid is centred on %s, the price at which the trigger was crossed: levels %s..%s",
                      price, grid.levels[0], grid.levels[-1])
+        if self.t.is_perp:
+            try:
+                held = net_position(self.client, self.t.symbol)
+            except BackpackError as e:
+                log.warning("perps: cannot read the position (%s); trying again", e)
+                return False
+            self.start_perp(g, rules, price, held)
+            return True
         if self.t.entry != "buy" or (g.om.risk.entry or {}).get("done"):
             return True
         try:
@@ -397,18 +332,18 @@ class Startup:
         self.resume_risk(g, rules.tick_size)
         self.recover(g)
         if self.t.is_perp:
-            PerpAccount(self.client, self.cfg, rules).check(ZERO, resumed=True)
+            PerpAccount(self.client, self.cfg, rules).check(ZERO, ZERO, resumed=True)
             self.perp_funds(g, rules, price)
         entry = g.om.risk.entry
         if entry is not None and not entry.get("done") and not g.om.pairs:
             log.warning("the entry purchase was under way: looking its orders up by clientId, then buying what is "
                         "still missing")
             if self.t.is_perp:
+                collateral = Decimal(Entry.from_json(g.om.risk.entry).collateral)
                 self.open_perp(g, rules)
-                assert self.t.investment is not None
                 opened = Entry.from_json(g.om.risk.entry)
                 held = opened.bought if opened.side == Side.BID.value else -opened.bought
-                g.om.risk.start = perp_start_funds(self.t.investment, held, price, self.wall_ms())
+                g.om.risk.start = perp_start_funds(collateral, held, price, self.wall_ms())
                 g.om.risk_changed()
                 return g
             _, plan = initial_plan(g.om.grid, price)

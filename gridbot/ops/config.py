@@ -326,9 +326,6 @@ def _rules(v: dict[str, dict[str, Any]], *, need_keys: bool) -> list[str]:
         raise ConfigError("trading.direction and trading.leverage are for perpetual futures (a _PERP symbol): "
                           "remove them for a spot grid")
     if perp:
-        if t["investment"] is None or t["quantity"] is not None:
-            raise ConfigError("on a perpetual future, trading.investment is the grid's collateral in USDC and sizes "
-                              "its levels with trading.leverage: set it, and remove trading.quantity")
         lev = t["leverage"] if t["leverage"] is not None else Decimal(1)
         if not Decimal(1) <= lev <= Decimal(50):
             raise ConfigError(f"trading.leverage must be from 1 to 50 (got {lev})")
@@ -353,13 +350,10 @@ def _rules(v: dict[str, dict[str, Any]], *, need_keys: bool) -> list[str]:
 
 
 def _perp_rules(r: dict[str, Any], t: dict[str, Any]) -> None:
-    """A perps grid's rules: what it closes on a stop, and what it does not do yet."""
+    """A perps grid's rules: what it does on a stop."""
     if r["on_stop"] == "sell_base":
         raise ConfigError("risk.on_stop sell_base is for spot: a perps grid's on_stop is keep (leave the position) "
                           "or close (a reduce-only, capped close of it)")
-    if t["trigger_price"] is not None:
-        raise ConfigError("trading.trigger_price does not work on perps grids yet: remove it (the grid starts at "
-                          "once)")
 
 
 def _risk_rules(r: dict[str, Any], t: dict[str, Any], warnings: list[str]) -> None:
