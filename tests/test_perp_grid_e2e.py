@@ -66,7 +66,8 @@ def test_each_direction_trades_and_its_books_equal_the_simulators_ledger(tmp_pat
         assert book == sorted([("Bid", lv, reduce == "Bid") for lv in LEVELS[:4]]
                               + [("Ask", lv, reduce == "Ask") for lv in LEVELS[5:]])
         start = b.bot.om.risk.start.base
-        for price in ("145", "139", "132", "141", "147", "154", "161", "167", "158", "150"):
+        # Two buys, back up through them (two round trips), two sells, back down through one (a third).
+        for price in ("139", "132", "147", "161", "152", "150"):
             control.set_price(price, symbol=SYM)
             wait_until(settled, timeout=20, message=f"counter-orders after the move to {price}")
             checked = b.bot.perp.checks
@@ -245,3 +246,23 @@ def test_a_long_grid_with_a_trigger_opens_and_lays_out_only_once_the_price_cross
         assert sorted(D(o["price"]) for o in open_orders_of(st, key) if o["side"] == "Ask") == LEVELS[5:]
         result = b.stop()
     assert result.error is None and result.stats.position == 5 * q
+
+
+def test_a_neutral_grid_trails_up_as_on_spot_and_its_position_stays_the_exchanges(tmp_path, perp_sim, caplog):
+    caplog.set_level(logging.INFO, logger="grid_bot")
+    path, signer, control = funded(tmp_path, perp_sim, risk={"out_of_range": "trail", "trail_up_limit": "200"})
+    key = signer.api_key
+    with BotThread(path) as b:
+        wait_until(lambda: len(open_orders_of(control.state(), key)) == 9, timeout=20, message="the initial grid")
+        control.set_price("188", symbol=SYM)          # every sell fills; more than a step above the top
+        wait_until(lambda: b.bot.om.offset >= 1 and not b.bot.view.waiting, timeout=20, message="a trail move up")
+        checked = b.bot.perp.checks
+        wait_until(lambda: b.bot.perp.checks >= checked + 2, timeout=15, message="two position checks")
+        st = control.state()
+        buys = sorted(D(o["price"]) for o in open_orders_of(st, key) if o["side"] == "Bid")
+        levels = b.bot.om.grid.levels
+        assert levels[0] > LEVELS[0] and buys[-1] == levels[-2]        # the ladder moved up; a buy under its top
+        assert b.bot.view.position == sim_position(st, key) == -5 * b.bot.om.grid.quantity
+        result = b.stop()
+    assert result.error is None and "moved it one step up" in caplog.text
+    assert "INSUFFICIENT_MARGIN" not in caplog.text
