@@ -349,8 +349,9 @@ class BackpackClient:
             raise TransientError("funding: expected a list")
         return [self._parse(wire.parse_funding_payment, d) for d in data]
 
-    def open_orders(self, symbol: str) -> list[Order]:
-        data = self._json(self._call("GET", "/api/v1/orders", params={"symbol": symbol}))
+    def open_orders(self, symbol: str | None) -> list[Order]:
+        """The open orders of ``symbol``, or of every market (None)."""
+        data = self._json(self._call("GET", "/api/v1/orders", params={"symbol": symbol} if symbol else None))
         if not isinstance(data, list):
             raise TransientError("orders: expected a list")
         return [self._parse(wire.parse_order, d) for d in data]

@@ -235,9 +235,12 @@ class Routes:
 
     def get_orders(self, r: Request) -> Reply:
         mt = r.q("marketType")
-        if mt not in (None, "SPOT"):
-            return Reply(200, [])
-        return Reply(200, [order_json(o, listed=True) for o in self.ex.open_orders(r.account, r.q("symbol"))])
+        orders = self.ex.open_orders(r.account, r.q("symbol"))
+        if mt is not None:
+            # SPOT and PERP filter by the market's kind; the other kinds (IPERP, DATED, PREDICTION, RFQ) list none
+            orders = [o for o in orders
+                      if mt in ("SPOT", "PERP") and self.ex.markets[o.symbol].spec.is_perp == (mt == "PERP")]
+        return Reply(200, [order_json(o, listed=True) for o in orders])
 
     def delete_orders(self, r: Request) -> Reply:
         return Reply(200, [order_json(o) for o in self.ex.cancel_all(r.account, r.body)])

@@ -266,3 +266,24 @@ def test_a_neutral_grid_trails_up_as_on_spot_and_its_position_stays_the_exchange
         result = b.stop()
     assert result.error is None and "moved it one step up" in caplog.text
     assert "INSUFFICIENT_MARGIN" not in caplog.text
+
+
+def test_the_leverage_is_changed_only_on_an_idle_subaccount(tmp_path, perp_sim):
+    """A spot order resting on the subaccount: the leverage (10 there) is not changed to 3, and the start is
+    refused, naming the market. The simulator lists orders by market type as Backpack does."""
+    from tests.helpers import order_body, signed_request
+    path, signer, control = funded(tmp_path, perp_sim)
+    control.set_balance(signer.api_key, "USDC", "1000")
+    r = signed_request(perp_sim.rest_url, signer, "POST", "/api/v1/order", body=order_body("130", "1"))
+    assert r.status_code == 200, r.text
+
+    def listed(**params):
+        return [o["symbol"] for o in signed_request(perp_sim.rest_url, signer, "GET", "/api/v1/orders",
+                                                    params=params or None).json()]
+    assert listed() == listed(marketType="SPOT") == ["SOL_USDC"] and listed(marketType="PERP") == []
+    with BotThread(path) as b:
+        wait_until(lambda: not b.thread.is_alive(), timeout=20, message="the refusal")
+    text = str(b.result.error)
+    assert "the subaccount's leverage is 10, not trading.leverage 3" in text and "(SOL_USDC)" in text
+    assert control.state()["perp_accounts"] == {} or all(
+        a["leverageLimit"] == "10" for a in control.state()["perp_accounts"].values())

@@ -128,3 +128,24 @@ def test_funding_per_day_follows_the_sign_rule():
     from gridbot.core.perp_risk import funding_per_day
     assert funding_per_day(D(2), D(150), D("0.0000125")) == D("-0.09")      # a long pays a positive rate
     assert funding_per_day(D(-2), D(150), D("0.0000125")) == D("0.09")
+
+
+def test_a_perps_grids_return_counts_its_funding_so_do_its_return_exits():
+    from gridbot.core.accounting import Ledger, figures, perp_start_funds, total_return
+    from gridbot.core.risk import RiskConfig, RiskGuard, RiskState
+    start = perp_start_funds(D(300), D(2), D(150))                  # a long of 2 opened at 150 on 300 USDC
+    assert start.value == 300
+    lg = Ledger("SOL", "USDC")
+    assert total_return(start, lg, D(150)) == 0
+    lg.funding = D("-3")                                             # paid 3 USDC of funding
+    assert total_return(start, lg, D(150)) == D("-0.01")
+    f = figures(start, lg, D(160), 0)
+    # against holding its opening (2 x 160 = 320): the funding paid; no grid leg open
+    assert (f.equity, f.funding, f.floating_pnl, f.vs_hold) == (D(317), D(-3), D(0), D(-3))
+    # A stop-loss by return of -1 % fires on the funding alone, the price unchanged.
+    guard = RiskGuard(RiskConfig(stop_loss_return=D("-0.01")))
+    st = RiskState(start=start)
+    levels = tuple(D(x) for x in range(120, 190, 10))
+    assert guard.decide(st, levels, lg, D(150), 0).reason == "stop-loss return"
+    lg.funding = D("-2.99")
+    assert guard.decide(st, levels, lg, D(150), 0) is None

@@ -120,10 +120,11 @@ class PerpAccount:
         now = signed_read(self.client.account_settings, "read the account").leverage_limit
         if now is not None and now == t.leverage:
             return
-        orders = signed_read(lambda: self.client.open_orders(t.symbol), "list open orders")
+        orders = signed_read(lambda: self.client.open_orders(None), "list open orders")
         if orders:
+            where = ", ".join(sorted({o.symbol for o in orders}))
             raise InputError(f"the subaccount's leverage is {now}, not trading.leverage {t.leverage}, and it has "
-                             f"{len(orders)} open order(s) on {t.symbol}: the bot changes the leverage only on an idle "
+                             f"{len(orders)} open order(s) ({where}): the bot changes the leverage only on an idle "
                              f"subaccount; cancel them, or set trading.leverage to {now}")
         try:
             self.client.set_leverage(t.leverage)
