@@ -290,7 +290,7 @@ class GridBot:
             self.check()
             self.last_check = self.clock()
         if self.perp is not None and self.ready and self.perp.due() and not self.risk.finished:
-            self.perp.check(self.g)
+            self.perp.check(self.g, self.price)
         self.act()
         if self.clock() >= self.next_stats:
             self.log_stats()

@@ -41,11 +41,13 @@ ORIGINS = {"LIQUIDATION_AUTOCLOSE": LIQUIDATION, "ADL_AUTOCLOSE": "auto-delevera
 
 
 class PerpWatch:
-    def __init__(self, client: BackpackClient, executor: Executor, cfg: Any, funds: PerpFunds,
-                 stop_at: Decimal | None, *, clock: Callable[[], float]) -> None:
+    def __init__(self, client: BackpackClient, executor: Executor, cfg: Any, funds: PerpFunds, rules: MarketRules,
+                 *, clock: Callable[[], float]) -> None:
         self.client, self.executor, self.cfg, self.funds, self.clock = client, executor, cfg, funds, clock
-        # The margin fraction that stops the grid: risk.stop_margin_fraction, or perp_grid.margin_stop_fraction.
-        self.stop_at = cfg.risk.stop_margin_fraction or stop_at
+        self.rules = rules
+        # The margin fraction that stops the grid: risk.stop_margin_fraction, or (once the grid is laid out and
+        # its starting price known) perp_grid.margin_stop_fraction.
+        self.stop_at: Decimal | None = cfg.risk.stop_margin_fraction
         self.symbol = cfg.trading.symbol
         self.pending: tuple[str, str, str] | None = None   # (reason, detail, on_stop): an exit to write down
         self.next_at = 0.0
@@ -84,9 +86,21 @@ class PerpWatch:
     def due(self) -> bool:
         return self.clock() >= self.next_at
 
-    def check(self, g: ActiveGrid) -> bool:
-        """Position, margin and funding, read now. False when the exchange did not answer (tried again at
-        the next interval)."""
+    def stop_fraction(self, g: ActiveGrid) -> Decimal | None:
+        """The margin fraction that stops the grid (None before it is laid out)."""
+        start = g.om.risk.start
+        if self.stop_at is None and start is not None:
+            self.stop_at = margin_stop_fraction(g.om.grid, start.price, self.cfg.trading, self.rules, start.value)
+            log.info("perps: the grid stops and closes its position at a margin fraction of %s (risk.stop_margin_"
+                     "fraction not set: halfway from maintenance to the grid's own at the worse end of its range)",
+                     f"{self.stop_at:.4f}" if self.stop_at is not None else "twice the maintenance fraction")
+        return self.stop_at
+
+    def check(self, g: ActiveGrid, price: Decimal | None = None) -> bool:
+        """Position, margin and funding, read now (``price``: the last price, at which the margin check values
+        a flat grid's orders). False when the exchange did not answer (tried again at the next interval). A
+        grid not yet laid out (waiting for its trigger) has only its funding counted: a position held for its
+        opening is not a difference."""
         self.next_at = self.clock() + self.cfg.trading.interval
         try:
             held = [p for p in self.client.positions(self.symbol) if p.symbol == self.symbol]
@@ -97,8 +111,13 @@ class PerpWatch:
             return False
         self.count_funding(g, payments)
         net = sum((p.net_quantity for p in held), ZERO)
+        if price is not None:
+            self.funds.mark = price
         for p in held:
             self.funds.mark = p.mark_price        # the margin check values exposure at the mark
+        if g.om.risk.start is None:
+            self.checks += 1
+            return True
         if net != grid_position(g.om):
             self.executor.sync(g, orders=False)   # fills that came between the reads
             try:
@@ -110,7 +129,8 @@ class PerpWatch:
             if net != mine and g.om.risk.exit is None:
                 self.flag(POSITION_CHANGE, f"the exchange's position is {fmt_amount(net)} {g.om.grid.base}, the "
                                            f"grid's fills make it {fmt_amount(mine)}: the exchange's figure stands")
-        stop_at = self.stop_at if self.stop_at is not None else 2 * m.mmf
+        stop_at = self.stop_fraction(g)
+        stop_at = stop_at if stop_at is not None else 2 * m.mmf
         if m.margin_fraction is not None and m.margin_fraction <= stop_at and g.om.risk.exit is None:
             self.flag(MARGIN_STOP, f"the margin fraction {m.margin_fraction:.4f} reached {stop_at:.4f} "
                                    f"(maintenance {m.mmf:.4f})", "close")
@@ -134,13 +154,11 @@ def perp_watch_for(cfg: Any, client: BackpackClient, executor: Executor, g: Acti
     """The watch of a perps grid (None on spot), listening to the grid's events for refusals."""
     if not cfg.trading.is_perp or executor.perp is None:
         return None
-    start = g.om.risk.start
-    stop_at = (margin_stop_fraction(g.om.grid, start.price, cfg.trading, rules, start.value) if start is not None
-               else None)
-    watch = PerpWatch(client, executor, cfg, executor.perp, stop_at, clock=clock)
+    watch = PerpWatch(client, executor, cfg, executor.perp, rules, clock=clock)
     g.listeners.append(watch.on_event)
-    log.info("perps: the grid stops and closes its position at a margin fraction of %s%s",
-             f"{watch.stop_at:.4f}" if watch.stop_at is not None else "twice the maintenance fraction",
-             "" if cfg.risk.stop_margin_fraction else " (risk.stop_margin_fraction not set: halfway from maintenance "
-             "to the grid's own at the worse end of its range)")
+    if watch.stop_at is not None:
+        log.info("perps: the grid stops and closes its position at a margin fraction of %s (risk.stop_margin_"
+                 "fraction)", watch.stop_at)
+    else:
+        watch.stop_fraction(g)
     return watch
