@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 import requests
@@ -194,6 +195,11 @@ def test_funding_made_due_shows_to_the_decimal_in_the_stats_status_and_report(tm
     assert D(report["figures"]["funding"]) == paid
     text = cli("report", "--fills")
     assert f"funding             {'+' if paid > 0 else ''}{paid.normalize():f} USDC in 2 payment(s)" in text
+    listed = subprocess.run([sys.executable, str(Path(__file__).resolve().parent.parent / "grid_bot.py"), "list",
+                             "--json"], cwd=str(tmp_path), capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    grids = json.loads(listed.stdout)
+    assert [D(g["funding"]) for g in grids["grids"]] == [paid] and D(grids["totals"]["USDC"]["funding"]) == paid
 
 
 def _external_ioc(sim, signer, side: str, qty) -> None:

@@ -80,6 +80,7 @@ class Row:
     grid_profit: Decimal | None = None
     floating_pnl: Decimal | None = None
     fees: Decimal | None = None
+    funding: Decimal | None = None          # perps: funding received (+) or paid (-); None on spot
     last_error: str | None = None
     state_file: str | None = None
 
@@ -89,7 +90,7 @@ class Row:
         return {"name": self.name, "config": self.config, "state_file": self.state_file, "symbol": self.symbol,
                 "quote": self.quote, "state": self.state, "uptime_s": self.up_s, "round_trips": self.round_trips,
                 "grid_profit": d(self.grid_profit), "floating_pnl": d(self.floating_pnl), "fees": d(self.fees),
-                "last_error": self.last_error}
+                "funding": d(self.funding), "last_error": self.last_error}
 
 
 def grid_row(config: str, paper: bool, now_ms: int) -> Row:
@@ -123,6 +124,8 @@ def grid_row(config: str, paper: bool, now_ms: int) -> Row:
     row.state, row.symbol, row.quote = report["state"], saved.spec.symbol, saved.spec.quote
     row.round_trips = report["stats"]["round_trips"]
     row.grid_profit = Decimal(report["stats"]["grid_profit"])
+    if report["stats"].get("funding") is not None:
+        row.funding = Decimal(report["stats"]["funding"])
     fig = report["figures"]
     if fig is not None:
         row.floating_pnl, row.fees = Decimal(fig["floating_pnl"]), Decimal(fig["fees_quote"])
@@ -141,10 +144,10 @@ def totals(rows: list[Row]) -> dict[str, dict[str, Any]]:
         if r.quote is None:
             continue
         t = out.setdefault(r.quote, {"grids": 0, "round_trips": 0, "grid_profit": Decimal(0),
-                                     "floating_pnl": Decimal(0), "fees": Decimal(0)})
+                                     "floating_pnl": Decimal(0), "fees": Decimal(0), "funding": Decimal(0)})
         t["grids"] += 1
         t["round_trips"] += r.round_trips
-        for key in ("grid_profit", "floating_pnl", "fees"):
+        for key in ("grid_profit", "floating_pnl", "fees", "funding"):
             t[key] += getattr(r, key) or Decimal(0)
     return out
 
@@ -165,12 +168,15 @@ def print_table(rows: list[Row], sums: dict[str, dict[str, Any]], folders: list[
     if not rows:
         print(f"no grid configs found in {', '.join(folders)} (add --dir FOLDER)")
         return
-    head = ("name", "symbol", "state", "up", "round trips", "grid profit", "floating PnL", "fees")
+    perps = any(r.funding is not None for r in rows)     # the funding column, when a perps grid is listed
+    head = ("name", "symbol", "state", "up", "round trips", "grid profit", "floating PnL", "fees") + (
+        ("funding",) if perps else ())
     table = [head] + [(r.name, r.symbol or "-", r.state, duration(r.up_s), str(r.round_trips),
                        money(r.grid_profit, r.quote), money(r.floating_pnl, r.quote), money(r.fees, r.quote))
-                      for r in rows]
+                      + ((money(r.funding, r.quote),) if perps else ()) for r in rows]
     table += [(f"total {q}", "", f"{t['grids']} grid(s)", "", str(t["round_trips"]), money(t["grid_profit"], q),
-               money(t["floating_pnl"], q), money(t["fees"], q)) for q, t in sorted(sums.items())]
+               money(t["floating_pnl"], q), money(t["fees"], q)) + ((money(t["funding"], q),) if perps else ())
+              for q, t in sorted(sums.items())]
     widths = [max(len(line[i]) for line in table) for i in range(len(head))]
     for i, line in enumerate(table):
         if i == len(rows) + 1:

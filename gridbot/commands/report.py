@@ -85,8 +85,9 @@ def build_report(saved: SavedGrid, om: OrderManager, fills: list[Fill], prices: 
         "figures": None if fig is None else {**fig.to_json(), "price_time": iso(st.last_price_ms)},
         "round_trips": om.ledger.round_trips,
         "fills_count": len(rows),
-        "entry": None if entry is None else {k: entry.get(k) for k in ("target", "ceiling", "orders", "bought",
-                                                                        "spent", "fees", "done", "note")},
+        # a perps grid keeps its collateral there even with no opening (neutral): no purchase to show then
+        "entry": None if entry is None or not Decimal(entry.get("target", "0")) else {
+            k: entry.get(k) for k in ("target", "ceiling", "orders", "bought", "spent", "fees", "done", "note", "side")},
         "exit": None if st.exit is None else describe_exit(st.exit, spec),
         "trail_offset": st.offset, "trail_moves": len(st.moves),
         "fills": rows,
@@ -107,8 +108,10 @@ def print_report(r: dict[str, Any], show_fills: bool) -> None:
           + f"; age {format_duration(g['age_s'])}")
     if r["entry"] is not None:
         e = r["entry"]
-        print(f"  entry purchase: bought {fmt_amount(Decimal(e['bought']))} of {fmt_amount(Decimal(e['target']))} {b} "
-              f"for {fmt_amount(Decimal(e['spent']))} {q} (at most {e['ceiling']}; clientIds "
+        sold = e.get("side") == "Ask"
+        print(f"  {'opening' if g['symbol'].endswith('_PERP') else 'entry purchase'}: {'sold' if sold else 'bought'} "
+              f"{fmt_amount(Decimal(e['bought']))} of {fmt_amount(Decimal(e['target']))} {b} "
+              f"for {fmt_amount(Decimal(e['spent']))} {q} (at {'least' if sold else 'most'} {e['ceiling']}; clientIds "
               f"{', '.join(str(c) for c in e['orders'])})")
     if r["exit"] is not None:
         print(f"  {r['exit']}")
