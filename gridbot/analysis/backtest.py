@@ -80,8 +80,22 @@ class BacktestResult:
                                      "max_drawdown")}
         out.update(d)
         # Decimals as a trader reads them: at most 8 places, no trailing zeros ("1377.96575", not
-        # "1377.965750000000000000000000" from a long division).
+        # "1377.965750000000000000000000" from a long division); the figures' too ("3", not "3.00000"), so
+        # that a value reads the same whichever engine computed it (sweep.py keeps other trailing zeros).
+        out["figures"] = _plain(out["figures"])
         return json.loads(json.dumps(out, default=lambda x: fmt_amount(x) if isinstance(x, Decimal) else str(x)))
+
+
+def _plain(v: Any) -> Any:
+    """Decimal strings in ``v`` (nested dicts) as ``fmt_amount`` writes them."""
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, str) and _NUMBER_TEXT.fullmatch(v):
+        return fmt_amount(Decimal(v))
+    return v
+
+
+_NUMBER_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 
 
 class Backtest:

@@ -25,12 +25,12 @@ BACKTEST_FLAGS = ("grid_lower", "grid_upper", "grid_num", "quantity", "investmen
                   "grid_mode", "auto_price")
 
 
-def progress_bar(label: str) -> Callable[[int, int], None]:
+def progress_bar(label: str, unit: str = "requests") -> Callable[[int, int], None]:
     def show(done: int, total: int) -> None:
         width = 30
         filled = width * done // max(total, 1)
         end = "\n" if done >= total else ""
-        print(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} requests", end=end,
+        print(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {unit}", end=end,
               file=sys.stderr, flush=True)
     return show
 
@@ -91,9 +91,35 @@ def perp_runs(args: argparse.Namespace, cfg: Config, client: BackpackClient, rul
     return runs
 
 
+def spot_runs(specs: list[tuple[Any, Config, Any, Any, Decimal]], rules: MarketRules, candles: list[Any], *,
+              plot: bool) -> list[tuple[Any, Any, Any]]:
+    """Spot backtests: a sweep's plain grids on the sweep engine (analysis/sweep.py, the exact engine's
+    results), the rest (exits, trailing, a trigger, a plot's series) on the exact engine."""
+    from gridbot.analysis.backtest import run_backtest
+    from gridbot.analysis.sweep import Candidate, sweep
+
+    def exact(i: int) -> Any:
+        _, run_cfg, grid, recentre, reserve = specs[i]
+        return run_backtest(grid, rules, candles, run_cfg.trading.maker_fee, keep_series=plot, risk=run_cfg.risk,
+                            reserve=reserve, recentre=recentre)
+
+    def plain(run_cfg: Config) -> bool:
+        r = run_cfg.risk
+        return (not plot and r.trigger_price is None and r.stop_loss_price is None and r.take_profit_price is None
+                and r.stop_loss_return is None and r.take_profit_return is None and r.out_of_range == "wait")
+    fast = [i for i, s in enumerate(specs) if len(specs) > 1 and plain(s[1])]
+    results: dict[int, Any] = {}
+    if fast:
+        cands = [Candidate(specs[i][2].levels, specs[i][2].quantity, specs[i][1].trading.maker_fee, specs[i][4])
+                 for i in fast]
+        by_cand = dict(zip(cands, fast))
+        results = dict(zip(fast, sweep(cands, rules, candles, exact=lambda cand: exact(by_cand[cand]),
+                                       progress=progress_bar("sweeping", "grids") if len(fast) >= 50 else None)))
+    return [(s[0], s[2], results[i] if i in results else exact(i)) for i, s in enumerate(specs)]
+
+
 def cmd_backtest(args: argparse.Namespace) -> int:
-    from gridbot.analysis.backtest import (format_result, format_sweep, iter_pairs, picture, run_backtest,
-                          sweep_order, sweep_settings)
+    from gridbot.analysis.backtest import (format_result, format_sweep, iter_pairs, picture, sweep_order, sweep_settings)
     from gridbot.marketdata.history import cached_history
     from gridbot.analysis.plots import draw, require_matplotlib
     from gridbot.marketdata.candles import FeedError, read_klines_csv
@@ -157,6 +183,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     runs = []
     if t.is_perp:
         runs = perp_runs(args, cfg, client, rules, candles, combos, configs)
+    specs = []
     for c, run_cfg in ([] if t.is_perp else zip(combos, configs)):
         t_ = run_cfg.trading
         trigger = run_cfg.risk.trigger_price
@@ -169,8 +196,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         for note in exit_notes(run_cfg.risk, grid.levels, candles[0].open, ladder):
             print(f"grid_bot: warning: {note}", file=sys.stderr)
         reserve = grid.quantity * t_.maker_fee * (len(grid.levels) - 1) if t_.investment is not None else Decimal(0)
-        runs.append((c, grid, run_backtest(grid, rules, candles, t_.maker_fee, keep_series=bool(args.plot),
-                                           risk=run_cfg.risk, reserve=reserve, recentre=recentre)))
+        specs.append((c, run_cfg, grid, recentre, reserve))
+    if specs:
+        runs = spot_runs(specs, rules, candles, plot=bool(args.plot))
     if args.sweep:
         if args.json:
             print(json.dumps([{"settings": c, **r.summary()} for c, _, r in
