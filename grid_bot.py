@@ -41,13 +41,14 @@ from gridbot.commands.plan import cmd_plan
 from gridbot.commands.run import cmd_run
 from gridbot.commands.grids import cmd_list
 from gridbot.commands.status import cmd_status
+from gridbot.commands.suggest import cmd_suggest
 from gridbot.core.errors import EXIT_FORCED, EXIT_OK, EXIT_RUNTIME, GridBotError
 from gridbot.engine.state_store import SCHEMA_VERSION
 from gridbot.ops.log_setup import log_file_of
 from gridbot.commands.report import cmd_report
 
 
-COMMANDS = ("run", "keygen", "status", "list", "plan", "backtest", "report", "notify-test")
+COMMANDS = ("run", "keygen", "status", "list", "plan", "backtest", "suggest", "report", "notify-test")
 
 
 def positive_float(text: str) -> float:
@@ -134,6 +135,21 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--plot", metavar="FILE.png", help="draw price, grid, fills and equity (needs matplotlib)")
     bt.add_argument("--json", action="store_true", help="print JSON")
     bt.set_defaults(func=cmd_backtest)
+    sg = sub.add_parser("suggest", help="grid parameters chosen on past prices and judged on later prices they "
+                                        "were not chosen on (walk-forward)")
+    sg.add_argument("--config", default="config.json", help="config file (default config.json): market, fees")
+    sg.add_argument("--klines", metavar="FILE.csv", help="one-minute candles from a file instead of the exchange")
+    sg.add_argument("--days", type=positive_float, default=90.0, help="days of one-minute candles (default 90)")
+    size = sg.add_mutually_exclusive_group()
+    size.add_argument("--investment", metavar="Q", help="size every candidate from this much quote")
+    size.add_argument("--quantity", metavar="Q", help="every candidate's base quantity per order")
+    sg.add_argument("--candidates", type=int, default=200, help="how many candidate rules to try (default 200)")
+    sg.add_argument("--folds", type=int, default=6, help="walk-forward folds, at least 6 (default 6)")
+    sg.add_argument("--top", type=int, default=10, help="rows in the table (default 10)")
+    sg.add_argument("--json", action="store_true", help="print JSON: every fold's windows and figures")
+    sg.add_argument("--plot", metavar="FILE.png", help="draw the top candidates' held-out equity against holding")
+    sg.add_argument("--write", metavar="NEW.json", help="write the config with the recommended grid")
+    sg.set_defaults(func=cmd_suggest)
     rp = sub.add_parser("report", help="what the saved grid did: profit figures, every fill, a CSV, a picture")
     rp.add_argument("--config", default="config.json", help="config file (default config.json)")
     rp.add_argument("--paper", action="store_true", help="the paper-mode state")

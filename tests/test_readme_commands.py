@@ -56,6 +56,7 @@ EXPECTED = {
     "python grid_bot.py list": "ok",
     "python grid_bot.py plan --config perp.json": ("exit", 2, "config file not found"),
     "python grid_bot.py run --paper --config perp.json": ("exit", 2, "config file not found"),
+    "python grid_bot.py suggest --config config.json": ("skip", "fetches the real exchange's candles"),
     "python grid_bot.py status --config /etc/grid-bot/sol.json": ("exit", 2, "config file not found"),
     "python grid_bot.py notify-test": ("exit", 2, "no notification URLs: set notify.urls"),
     "python grid_bot.py backtest": ("exit", 2, "one of the arguments --klines --fetch is required"),

@@ -155,8 +155,10 @@ class Backtest:
         self.now_us = base_us
         # A buy pays its fee in the base asset it receives, and its counter-sell sells the full
         # quantity: the difference comes from spare base on the account, as it does live. The account
-        # holds a reserve for that; the figures below are the grid's own: its funds plus its flows.
-        reserve = {grid.base: grid.quantity * len(grid.levels)}
+        # holds a reserve for that, enough for every buy the candles could fill (one per level at each
+        # point of each candle's path), so a long run is never cut short by it; the figures below are the
+        # grid's own: its funds plus its flows.
+        reserve = {grid.base: grid.quantity * len(grid.levels) * (1 + 4 * len(candles) * self.maker_fee)}
         # Trailing up places each new buy higher than the buy it cancels: the account is assumed to hold
         # that extra quote (plan shows how much). Trailing down swaps a sell for a lower one: no extra.
         reserve[grid.quote] = trail_needs(self.risk, om.risk.ladder, grid.quantity)[2]

@@ -40,6 +40,7 @@ except ImportError:  # pragma: no cover - numba is in requirements.txt
 
 ZERO = Decimal(0)
 OK, NEEDS_EXACT = 0, 1
+LIMIT = 2 ** 60             # a running total this large hands the candidate to the exact engine
 
 
 def _places(d: Decimal) -> int:
@@ -82,7 +83,8 @@ def _run_one(pts: np.ndarray, ends: np.ndarray, closes: np.ndarray, first: int, 
     # the exact engine's account holds besides: a reserve of one quantity of base per level.
     base0 = (n - 1 - e) * q * scale + reserve
     quote0 = (cum[e] - cum[0]) * q * scale
-    base_free = q * n * scale + reserve             # the sells' own base is locked in them
+    # the sells' own base is locked in them; the exact engine's account holds spare base for every buy's fee
+    base_free = q * n * scale + reserve + q * n * 4 * ends.shape[0] * rn
     buy_ticks = 0
     quote_free = 0
     pos = 0
@@ -137,6 +139,8 @@ def _run_one(pts: np.ndarray, ends: np.ndarray, closes: np.ndarray, first: int, 
                 pos -= cnt * q * scale
                 flow += notional * scale - fee
                 fee_q += fee
+                if abs(flow) > LIMIT or fee_q > LIMIT:
+                    status = 1                      # nearing 64 bits: the exact engine's Decimals instead
                 # the base they locked is sold; their counter-buys at e..mm-1 lock quote at their prices
                 quote_free += notional * scale - fee - (cum[mm] - cum[e]) * q * scale
                 if quote_free < 0:
@@ -235,11 +239,12 @@ def sweep(candidates: Sequence[Candidate], rules: Any, candles: Sequence[Candle]
     scale = 10 ** fee_places
     fast: list[int] = []
     if path is not None:
+        top = int(path.pts.max(initial=0))
         for i, c in enumerate(candidates):
             on_grid = all((lv / tick) == (lv / tick).to_integral_value() for lv in c.levels)
             if on_grid and (c.quantity / step) == (c.quantity / step).to_integral_value() and len(c.levels) >= 2 \
                     and (c.reserve * scale / step) == (c.reserve * scale / step).to_integral_value() \
-                    and _fits(c, path, tick, step, scale):
+                    and _fits(c, top, tick, step, scale):
                 fast.append(i)
     results: list[Any] = [None] * len(candidates)
     done = 0
@@ -289,12 +294,12 @@ def _band(rules: Any) -> tuple[int, int, int]:
     return int(mx * den), int(mn * den), den
 
 
-def _fits(c: Candidate, path: Path, tick: Decimal, step: Decimal, scale: int) -> bool:
-    """Whether every amount the kernel keeps stays far inside 64 bits for this candidate."""
-    top = max(int(path.pts.max(initial=0)), int(c.levels[-1] / tick))
-    q = int(c.quantity / step)
-    per_fill = top * q * scale * max(1, len(c.levels))
-    return per_fill * max(1, len(path.pts)) * 4 < 2 ** 62
+def _fits(c: Candidate, top: int, tick: Decimal, step: Decimal, scale: int) -> bool:
+    """Whether one price point's amounts (every level filling at the highest price) stay far inside 64 bits.
+    The running totals are bounded by the grid's inventory and its profit; the kernel checks them as it goes
+    (``LIMIT``) and hands a candidate that nears it to the exact engine."""
+    top = max(top, int(c.levels[-1] / tick))
+    return top * int(c.quantity / step) * scale * max(1, len(c.levels)) * 8 < 2 ** 44
 
 
 def _result(c: Candidate, rules: Any, candles: Sequence[Candle], counts: np.ndarray, out: np.ndarray,
