@@ -121,3 +121,11 @@ def test_suggest_is_deterministic_and_writes_a_config_plan_and_run_take(tmp_path
     run = subprocess.run([sys.executable, str(ROOT / "grid_bot.py"), "run", "--paper", "--config", "new.json"],
                          cwd=str(tmp_path), capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
+
+
+def test_suggest_plots_the_top_candidates_held_out_returns(tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text((ROOT / "docs" / "example_config.json").read_text())
+    k = klines_file(tmp_path, walk(1400, seed=12))
+    suggest("--config", str(config), "--klines", k, "--candidates", "20", "--plot", "wf.png", cwd=tmp_path)
+    assert (tmp_path / "wf.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

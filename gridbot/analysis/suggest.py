@@ -42,26 +42,33 @@ class InSample:
 
     def __init__(self, candles: Sequence[Candle]) -> None:
         self._candles = tuple(candles)
+        self._closes: list[Decimal] | None = None
+        self._atr: Decimal | None = None
 
     @property
     def candles(self) -> tuple[Candle, ...]:
         return self._candles
 
     def closes(self) -> list[Decimal]:
-        return sorted(c.close for c in self._candles)
+        """Its closes, sorted (computed once)."""
+        if self._closes is None:
+            self._closes = sorted(c.close for c in self._candles)
+        return self._closes
 
     def quantile(self, pct: int) -> Decimal:
         xs = self.closes()
         return xs[min(len(xs) - 1, len(xs) * pct // 100)]
 
     def atr(self) -> Decimal:
-        """The average true range of its candles."""
-        prev = self._candles[0].open
-        total = ZERO
-        for c in self._candles:
-            total += max(c.high - c.low, abs(c.high - prev), abs(c.low - prev))
-            prev = c.close
-        return total / len(self._candles)
+        """The average true range of its candles (computed once)."""
+        if self._atr is None:
+            prev = self._candles[0].open
+            total = ZERO
+            for c in self._candles:
+                total += max(c.high - c.low, abs(c.high - prev), abs(c.low - prev))
+                prev = c.close
+            self._atr = total / len(self._candles)
+        return self._atr
 
 
 @dataclass(frozen=True)
