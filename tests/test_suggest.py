@@ -129,3 +129,21 @@ def test_suggest_plots_the_top_candidates_held_out_returns(tmp_path):
     k = klines_file(tmp_path, walk(1400, seed=12))
     suggest("--config", str(config), "--klines", k, "--candidates", "20", "--plot", "wf.png", cwd=tmp_path)
     assert (tmp_path / "wf.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_suggest_judges_candidates_with_the_configs_exits(tmp_path):
+    """A stop-loss by return in the config: the candidates stop when it fires (on the exact engine), so they
+    complete fewer round trips than the same candidates without it."""
+    k = klines_file(tmp_path, walk(1400, seed=13, drift=-1))
+    cfg = json.loads((ROOT / "docs" / "example_config.json").read_text())
+    (tmp_path / "plain.json").write_text(json.dumps(cfg))
+    cfg["risk"] = {"stop_loss_return": "-0.002"}
+    (tmp_path / "stops.json").write_text(json.dumps(cfg))
+    plain = json.loads(suggest("--config", "plain.json", "--klines", k, "--candidates", "10", "--json", cwd=tmp_path))
+    stops = json.loads(suggest("--config", "stops.json", "--klines", k, "--candidates", "10", "--json", cwd=tmp_path))
+    assert plain["folds"][0]["held_out"] == stops["folds"][0]["held_out"]          # the same windows
+    trips = {x["rule"]: x["held_out"]["round_trips"] for x in stops["ranking"]}
+    before = {x["rule"]: x["held_out"]["round_trips"] for x in plain["ranking"]}
+    both = [r for r in trips if r in before]
+    assert both and all(trips[r] <= before[r] for r in both)                      # a stopped grid trades no more
+    assert any(trips[r] < before[r] for r in both)                                # and the stop did fire

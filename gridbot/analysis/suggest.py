@@ -19,7 +19,7 @@ round trip that only pays its fees is no grid.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, Callable, Sequence
 
@@ -27,6 +27,7 @@ from grid_calculator import GridError, GridMode, GridSpec, build_grid, size_for_
 from gridbot.analysis.backtest import BacktestResult, run_backtest
 from gridbot.analysis.sweep import Candidate, sweep
 from gridbot.core.models import MarketRules
+from gridbot.core.risk import RiskConfig
 from gridbot.marketdata.candles import Candle
 
 ZERO = Decimal(0)
@@ -169,8 +170,9 @@ def windows(candles: Sequence[Candle], folds: int) -> list[tuple[Sequence[Candle
 
 def walk_forward(candles: Sequence[Candle], rules: MarketRules, to_try: Sequence[Rule], *, folds: int,
                  maker_fee: Decimal, investment: Decimal | None, quantity: Decimal | None,
-                 progress: Callable[[int, int], None] | None = None) -> list[Fold]:
-    """Every rule on every fold, in-sample and held-out (see the module's docstring)."""
+                 progress: Callable[[int, int], None] | None = None, risk: RiskConfig | None = None) -> list[Fold]:
+    """Every rule on every fold, in-sample and held-out (see the module's docstring), with the config's exits
+    (``risk``; a trigger is left out: a candidate starts at once)."""
     out = []
     pairs = windows(candles, folds)
     for i, (inside, after) in enumerate(pairs):
@@ -185,7 +187,7 @@ def walk_forward(candles: Sequence[Candle], rules: MarketRules, to_try: Sequence
                                 quantity=quantity)
                 if g is not None:
                     grids[rule] = g
-            found = run_grids(list(grids.values()), rules, window, maker_fee)
+            found = run_grids(list(grids.values()), rules, window, maker_fee, risk)
             figs = {rule: Figures.of(r) for rule, r in zip(grids, found)}
             if label == "in":
                 fold.inside = figs
@@ -197,12 +199,22 @@ def walk_forward(candles: Sequence[Candle], rules: MarketRules, to_try: Sequence
     return out
 
 
-def run_grids(grids: Sequence[GridSpec], rules: MarketRules, candles: Sequence[Candle],
-              maker_fee: Decimal) -> list[BacktestResult]:
-    """Grids over the same candles on the sweep engine (the exact engine for any it cannot take)."""
+def run_grids(grids: Sequence[GridSpec], rules: MarketRules, candles: Sequence[Candle], maker_fee: Decimal,
+              risk: RiskConfig | None = None) -> list[BacktestResult]:
+    """Grids over the same candles on the sweep engine (the exact engine for any it cannot take), or, with
+    exits or a range policy in ``risk``, all on the exact engine."""
+    if risk is not None and not plain(risk):
+        bare = replace(risk, trigger_price=None)
+        return [run_backtest(g, rules, candles, maker_fee, risk=bare) for g in grids]
     cands = [Candidate(g.levels, g.quantity, maker_fee) for g in grids]
     by = dict(zip(cands, grids))
     return sweep(cands, rules, candles, exact=lambda c: run_backtest(by[c], rules, candles, maker_fee))
+
+
+def plain(r: RiskConfig) -> bool:
+    """No exit and no range policy: what the sweep engine models."""
+    return (r.stop_loss_price is None and r.take_profit_price is None and r.stop_loss_return is None
+            and r.take_profit_return is None and r.out_of_range == "wait")
 
 
 @dataclass

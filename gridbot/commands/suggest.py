@@ -59,7 +59,7 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     to_try = rules_to_try(args.candidates)
     try:
         folds = walk_forward(candles, rules, to_try, folds=args.folds, maker_fee=t.maker_fee, investment=investment,
-                             quantity=quantity, progress=progress_bar("walking forward", "folds"))
+                             quantity=quantity, progress=progress_bar("walking forward", "folds"), risk=cfg.risk)
     except ValueError as e:
         raise InputError(str(e)) from None
     ranked = rank(folds)
