@@ -23,12 +23,11 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 from grid_calculator import GridSpec, Ladder, funds_needed, initial_plan
 from gridbot.marketdata.history import _parse_start
 from gridbot.core.accounting import figures
-from gridbot.ops.config import check_flag
 from gridbot.analysis.book import Book, BookRefusal
 from gridbot.core.models import Fill, MarketRules, Side
 from order_manager import OrderManager, Settings
@@ -215,15 +214,7 @@ class Backtest:
         st = om.stats(last)
         days = Decimal(max(1, len(candles)) * step_us) / Decimal(86_400_000_000)
         q = Decimal("0.000001")
-        exit_info = None
-        if om.risk.exit is not None:
-            e, sale = om.risk.exit, om.risk.exit.sale
-            exit_info = {"reason": e.reason, "detail": e.detail, "price": e.price, "candle": exit_candle,
-                         "time": candles[exit_candle].start if exit_candle is not None else candles[0].start,
-                         "on_stop": e.on_stop,
-                         "sold": sale.sold if sale else ZERO, "proceeds": sale.proceeds if sale else ZERO,
-                         "sale_fees": sale.fees if sale else ZERO, "not_sold": sale.left if sale else ZERO,
-                         "sale_note": sale.note if sale else ""}
+        exit_info = describe_exit(om, exit_candle, candles)
         moves = [{"candle": i, "time": candles[i].start, "text": text} for i, kind, text in events if kind == "trail"]
         return BacktestResult(
             candles=len(candles), start=candles[0].start, end=candles[-1].start, start_price=first,
@@ -325,6 +316,18 @@ class Backtest:
                 self._apply(om, f, self.candle)
 
 
+def describe_exit(om: OrderManager, exit_candle: int | None, candles: Sequence[Candle]) -> dict[str, Any] | None:
+    """The grid's exit, if it stopped: why, when, at what price, and what its sale (or close) did."""
+    if om.risk.exit is None:
+        return None
+    e, sale = om.risk.exit, om.risk.exit.sale
+    return {"reason": e.reason, "detail": e.detail, "price": e.price, "candle": exit_candle,
+            "time": candles[exit_candle].start if exit_candle is not None else candles[0].start, "on_stop": e.on_stop,
+            "sold": sale.sold if sale else ZERO, "proceeds": sale.proceeds if sale else ZERO,
+            "sale_fees": sale.fees if sale else ZERO, "not_sold": sale.left if sale else ZERO,
+            "sale_note": sale.note if sale else "", "side": sale.side if sale else None}
+
+
 def picture(r: BacktestResult, grid: GridSpec) -> Any:
     """The backtest as ``plots.Picture``: candle closes on their dates, the fills, equity against holding."""
     from gridbot.analysis.plots import Picture
@@ -347,47 +350,6 @@ def run_backtest(grid: GridSpec, rules: MarketRules, candles: Sequence[Candle], 
                  recentre: Callable[[Decimal], tuple[Decimal, ...]] | None = None) -> BacktestResult:
     return Backtest(grid, rules, maker_fee=maker_fee, keep_series=keep_series, risk=risk, reserve=reserve,
                     recentre=recentre).run(candles)
-
-
-def iter_pairs(values: Iterable[str]) -> list[tuple[str, list[str]]]:
-    """``grid_num=10,20,40`` -> ("grid_num", ["10", "20", "40"])."""
-    out = []
-    for v in values:
-        key, sep, rest = v.partition("=")
-        if not sep or not rest:
-            raise ValueError(f"--sweep takes KEY=V1,V2,... (got {v!r})")
-        out.append((key.strip(), [x.strip() for x in rest.split(",") if x.strip()]))
-    return out
-
-
-# ------------------------------------------------------------------------------ sweeps and output
-SWEEP_KEYS = ("grid_num", "grid_lower", "grid_upper", "quantity", "investment", "price_range", "maker_fee",
-              "trigger_price", "direction", "leverage")
-RISK_SWEEP_KEYS = ("stop_loss_price", "take_profit_price", "stop_loss_return", "take_profit_return", "stop_delay",
-                   "on_stop", "out_of_range", "trail_up_limit", "trail_down_limit", "max_slippage",
-                   "stop_margin_fraction", "liquidation_buffer")
-
-
-def sweep_settings(pairs: list[tuple[str, list[str]]]) -> list[dict[str, Any]]:
-    """Every combination of the swept values, as trading-key overrides (grid_num as a whole number
-    when it is one; the config's checks judge every value)."""
-    combos: list[dict[str, Any]] = [{}]
-    for key, values in pairs:
-        if key not in SWEEP_KEYS + RISK_SWEEP_KEYS:
-            raise ValueError(f"--sweep {key}: the keys that can be swept are {', '.join(SWEEP_KEYS + RISK_SWEEP_KEYS)}")
-        if not values:
-            raise ValueError(f"--sweep {key}: give values, e.g. {key}=10,20,40")
-        typed: list[Any] = [int(v) if key == "grid_num" and v.isdigit() else v for v in values]
-        if key == "stop_delay":
-            typed = [Decimal(v) if _NUMBER.fullmatch(v) else v for v in values]   # seconds are numbers
-        for v in typed:
-            # named by the flag, not the config file
-            check_flag(f"--sweep {key}", key, v, section="risk" if key in RISK_SWEEP_KEYS else "trading")
-        combos = [{**c, key: v} for c in combos for v in typed]
-    return combos
-
-
-_NUMBER = re.compile(r"[0-9]+(\.[0-9]+)?")
 
 
 def _pct(d: Decimal) -> str:
@@ -474,27 +436,4 @@ def risk_lines(r: BacktestResult, grid: GridSpec) -> list[str]:
                                           if e["not_sold"] else ""))
         elif e["reason"] != "liquidation":
             out.append("  on stop         keep: the orders cancelled, what the grid held kept")
-    return out
-
-
-def sweep_order(r: BacktestResult) -> Decimal:
-    """What "best" means in a sweep: the return on the starting funds (the runs need different
-    funds, so their final equities alone do not compare)."""
-    return -(r.final_equity / r.start_equity) if r.start_equity else ZERO
-
-
-def format_sweep(rows: list[tuple[dict[str, Any], BacktestResult]], quote: str) -> list[str]:
-    """One line per run, best return first."""
-    keys = list(rows[0][0]) if rows else []
-    head = "  ".join(f"{k:>12}" for k in keys)
-    out = [f"{head}  {'return':>8}  {'final equity':>14}  {'vs hold':>8}  {'grid profit':>12}  {'round trips':>11}  "
-           f"{'fills/day':>9}  {'max drawdown':>12}  {'exit':>18}"]
-    for settings, r in sorted(rows, key=lambda x: sweep_order(x[1])):
-        cells = "  ".join(f"{str(settings[k]):>12}" for k in keys)
-        out.append(f"{cells}  {_change(r.final_equity, r.start_equity):>8}  {_money(r.final_equity):>14}  "
-                   f"{_change(r.final_equity, r.hold_equity):>8}  "
-                   f"{_money(r.grid_profit, '0.0001'):>12}  {r.round_trips:>11}  "
-                   f"{str(r.fills_per_day if r.fills_per_day is not None else '-'):>9}  "
-                   f"{_pct(r.max_drawdown):>12}  {(r.exit['reason'] if r.exit else '-'):>18}")
-    out.append(f"(return on the starting funds, best first; equity in {quote})")
     return out

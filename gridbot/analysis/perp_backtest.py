@@ -19,7 +19,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Sequence
 
 from grid_calculator import Ladder
-from gridbot.analysis.backtest import Backtest, BacktestResult
+from gridbot.analysis.backtest import Backtest, BacktestResult, describe_exit
 from gridbot.analysis.book import Book
 from gridbot.core.accounting import equity, figures, perp_start_funds
 from gridbot.core.models import MarketRules, Side
@@ -217,15 +217,7 @@ class PerpBacktest(Backtest):
         final = self.frozen if self.frozen is not None else equity(start, om.ledger, last)
         days = Decimal(max(1, len(candles)) * step_us) / Decimal(86_400_000_000)
         q = Decimal("0.000001")
-        exit_info = None
-        if om.risk.exit is not None:
-            e, sale = om.risk.exit, om.risk.exit.sale
-            exit_info = {"reason": e.reason, "detail": e.detail, "price": e.price, "candle": exit_candle,
-                         "time": candles[exit_candle].start if exit_candle is not None else candles[0].start,
-                         "on_stop": e.on_stop, "sold": sale.sold if sale else ZERO,
-                         "proceeds": sale.proceeds if sale else ZERO, "sale_fees": sale.fees if sale else ZERO,
-                         "not_sold": sale.left if sale else ZERO, "sale_note": sale.note if sale else "",
-                         "side": sale.side if sale else None}
+        exit_info = describe_exit(om, exit_candle, candles)
         b, tp = self.pg.bottom, self.pg.top
         perp = {"direction": self.t.direction, "leverage": self.t.leverage, "investment": self.pg.collateral,
                 "opening": self.opening, "position": self.position(om) if self.frozen is None else ZERO,

@@ -50,6 +50,35 @@ def backtest_market(cfg: Config, client: BackpackClient, offline_ok: bool) -> tu
                          f"step {builtin.step_size}, min quantity {builtin.min_quantity})")
 
 
+def load_candles(cfg: Config, client: BackpackClient, klines: str | None, interval: str, days: float,
+                 cache: str | None) -> list[Any]:
+    """The candles of a backtest or of ``suggest``: a klines file, or ``days`` of the exchange's public
+    candles fetched (paced, with a progress bar) into the cache beside the config (extended, never refetched)."""
+    from gridbot.marketdata.candles import KLINE_SECONDS, FeedError, read_klines_csv
+    from gridbot.marketdata.history import cached_history
+    symbol = cfg.trading.symbol
+    try:
+        if klines:
+            return list(read_klines_csv(klines))
+        iv = KLINE_SECONDS[interval]
+        # Up to the start of the candle still forming: every candle before it has closed, so the cache never
+        # records a range that lacks one.
+        now = int(wall_clock_ms() // 1000) // iv * iv
+        start = now - int(days * 86400) // iv * iv
+        cache = cache or os.path.join(os.path.dirname(cfg.path), f"klines_{symbol}_{interval}.csv")
+        try:
+            candles = cached_history(cache, lambda a, b: client.klines(symbol, interval, a, b), iv, start, now,
+                                     progress=progress_bar(f"fetching {symbol} {interval} klines"))
+        except TransientError as e:
+            raise FatalError(f"cannot fetch klines from {cfg.api.base_url}: {e}") from None
+        except OSError as e:
+            raise InputError(f"cannot write the klines cache {cache}: {e.strerror} (use --cache)") from None
+        print(f"grid_bot: {len(candles)} candles cached in {cache}", file=sys.stderr)
+        return candles
+    except FeedError as e:
+        raise InputError(str(e)) from None
+
+
 def perp_runs(args: argparse.Namespace, cfg: Config, client: BackpackClient, rules: MarketRules, candles: list[Any],
               combos: list[dict[str, Any]], configs: list[Config]) -> list[tuple[dict[str, Any], Any, Any]]:
     """A perps grid's backtests (analysis/perp_backtest.py) with the funding of the candles' time: the klines
@@ -119,10 +148,9 @@ def spot_runs(specs: list[tuple[Any, Config, Any, Any, Decimal]], rules: MarketR
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
-    from gridbot.analysis.backtest import (format_result, format_sweep, iter_pairs, picture, sweep_order, sweep_settings)
-    from gridbot.marketdata.history import cached_history
+    from gridbot.analysis.backtest import format_result, picture
+    from gridbot.analysis.sweep_table import format_sweep, iter_pairs, sweep_order, sweep_settings
     from gridbot.analysis.plots import draw, require_matplotlib
-    from gridbot.marketdata.candles import FeedError, read_klines_csv
     from gridbot.marketdata.candles import KLINE_SECONDS
 
     overrides: dict[str, Any] = {k: getattr(args, k) for k in BACKTEST_FLAGS if getattr(args, k) is not None}
@@ -140,7 +168,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         raise InputError(str(e)) from None
     if args.plot:
         require_matplotlib()
-    from gridbot.analysis.backtest import RISK_SWEEP_KEYS
+    from gridbot.analysis.sweep_table import RISK_SWEEP_KEYS
 
     def trading_of(c: dict[str, Any]) -> dict[str, Any]:
         t = {**overrides, **{k: v for k, v in c.items() if k not in RISK_SWEEP_KEYS}}
@@ -157,27 +185,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     rules, note = backtest_market(cfg, client, offline_ok=args.klines is not None)
     if note:
         print(f"grid_bot: {note}", file=sys.stderr)
-    try:
-        if args.klines:
-            candles = list(read_klines_csv(args.klines))
-        else:
-            iv = KLINE_SECONDS[args.interval]
-            # Up to the start of the candle still forming: every candle before it has closed, so the
-            # cache never records a range that lacks one.
-            now = int(wall_clock_ms() // 1000) // iv * iv
-            start = now - int(args.days * 86400) // iv * iv
-            cache = args.cache or os.path.join(os.path.dirname(cfg.path), f"klines_{t.symbol}_{args.interval}.csv")
-            try:
-                candles = cached_history(
-                    cache, lambda a, b: client.klines(t.symbol, args.interval, a, b), iv, start, now,
-                    progress=progress_bar(f"fetching {t.symbol} {args.interval} klines"))
-            except TransientError as e:
-                raise FatalError(f"cannot fetch klines from {cfg.api.base_url}: {e}") from None
-            except OSError as e:
-                raise InputError(f"cannot write the klines cache {cache}: {e.strerror} (use --cache)") from None
-            print(f"grid_bot: {len(candles)} candles cached in {cache}", file=sys.stderr)
-    except FeedError as e:
-        raise InputError(str(e)) from None
+    candles = load_candles(cfg, client, args.klines, args.interval, args.days, args.cache)
     if not candles:
         raise InputError("no candles to backtest: the file or the time range is empty")
     runs = []

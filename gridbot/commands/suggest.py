@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from decimal import Decimal
 from typing import Any
 
-from backpack_api import TransientError, wall_clock_ms
-from gridbot.commands.backtest import backtest_market, progress_bar
+from gridbot.commands.backtest import backtest_market, load_candles, progress_bar
 from gridbot.commands.common import public_client, read_config
-from gridbot.core.errors import EXIT_OK, FatalError, InputError
+from gridbot.core.errors import EXIT_OK, InputError
 from gridbot.ops.config import check_flag, read_json
 
 ZERO = Decimal(0)
@@ -22,8 +20,6 @@ ZERO = Decimal(0)
 
 def cmd_suggest(args: argparse.Namespace) -> int:
     from gridbot.analysis.suggest import InSample, instantiate, rank, rules_to_try, walk_forward
-    from gridbot.marketdata.candles import FeedError, read_klines_csv
-    from gridbot.marketdata.history import cached_history
 
     cfg = read_config(args.config, need_keys=False)
     t = cfg.trading
@@ -43,19 +39,7 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     rules, note = backtest_market(cfg, client, offline_ok=args.klines is not None)
     if note:
         print(f"grid_bot: {note}", file=sys.stderr)
-    try:
-        if args.klines:
-            candles = list(read_klines_csv(args.klines))
-        else:
-            now = int(wall_clock_ms() // 1000) // 60 * 60
-            start = now - int(args.days * 86400) // 60 * 60
-            cache = os.path.join(os.path.dirname(cfg.path), f"klines_{t.symbol}_1m.csv")
-            candles = cached_history(cache, lambda a, b: client.klines(t.symbol, "1m", a, b), 60, start, now,
-                                     progress=progress_bar(f"fetching {t.symbol} 1m klines"))
-    except FeedError as e:
-        raise InputError(str(e)) from None
-    except TransientError as e:
-        raise FatalError(f"cannot fetch klines from {cfg.api.base_url}: {e}") from None
+    candles = load_candles(cfg, client, args.klines, "1m", args.days, None)
     to_try = rules_to_try(args.candidates)
     try:
         folds = walk_forward(candles, rules, to_try, folds=args.folds, maker_fee=t.maker_fee, investment=investment,
