@@ -79,8 +79,7 @@ def _run_one(pts: np.ndarray, ends: np.ndarray, closes: np.ndarray, first: int, 
     last close (quote units), base0, quote0, the buys' summed prices (ticks), the buys, and the peak and
     trough of the largest drawdown (quote units). ``dd``: that drawdown, as a float."""
     e = _nearest(lv, n, first)
-    # What the grid holds at the start (its funds, investment mode's fee reserve in base included) and what
-    # the exact engine's account holds besides: a reserve of one quantity of base per level.
+    # What the grid holds at the start (its funds, investment mode's fee reserve in base included).
     base0 = (n - 1 - e) * q * scale + reserve
     quote0 = (cum[e] - cum[0]) * q * scale
     # the sells' own base is locked in them; the exact engine's account holds spare base for every buy's fee
