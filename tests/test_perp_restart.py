@@ -115,3 +115,37 @@ def test_kill9_during_the_close_of_a_stop_never_closes_twice_and_the_restart_fin
     assert ex["reason"] == ("stop-loss price" if stop == "stop-loss" else "margin stop")
     assert D(ex["sale"]["sold"]) == opened and ex["sale"]["side"] == "Ask"
     assert "exit was under way" in (tmp_path / "grid_bot.log").read_text()
+
+
+def test_a_perps_grid_stopped_with_its_orders_kept_resumes_and_its_position_still_matches(tmp_path):
+    """on_exit keep: the orders and the position stay; the next start resumes the grid (no new opening, no
+    second grid), its position check agrees with the exchange, and it trades on."""
+    import os
+
+    from gridbot.engine.state_store import StateStore
+    from tests.e2e import BotThread, tagged
+    with perp_sim() as sim:
+        path, key, control = funded(tmp_path, sim, on_exit="keep")
+        db = os.path.join(os.path.dirname(path), "grid_state.db")
+        with BotThread(path, store=StateStore(db)) as b:
+            wait_until(lambda: len(open_orders_of(control.state(), key)) == 9, timeout=30, message="the grid")
+            control.set_price("132", symbol=SYM)                   # two buys fill: the long grows
+            wait_until(lambda: b.bot.view is not None and b.bot.view.position == 7 * b.bot.om.grid.quantity,
+                       timeout=20, message="two buys")
+            first = b.stop()
+            b.bot.store.close()
+        tag = b.bot.tag
+        before = {o["id"] for o in tagged(control.state(), key, tag)}
+        assert len(open_orders_of(control.state(), key)) == 9 and first.error is None
+        with BotThread(path, store=StateStore(db)) as b2:
+            wait_until(lambda: b2.bot.perp is not None and b2.bot.perp.checks >= 2, timeout=30,
+                       message="two position checks after the restart")
+            assert b2.bot.tag == tag and b2.bot.perp.pending is None           # the same grid, no difference
+            control.set_price("150", symbol=SYM)                              # the two sells fill: round trips
+            wait_until(lambda: b2.bot.view.round_trips == 2, timeout=20, message="two round trips")
+            result = b2.stop()
+            b2.bot.store.close()
+        st = control.state()
+    assert result.error is None and result.stats.position == sim_position(st, key) == 5 * b2.bot.om.grid.quantity
+    opening = [o for o in tagged(st, key, tag) if o["timeInForce"] == "IOC"]
+    assert len(opening) == 1 and before <= {o["id"] for o in tagged(st, key, tag)}   # opened once, resumed
