@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     size = sg.add_mutually_exclusive_group()
     size.add_argument("--investment", metavar="Q", help="size every candidate from this much quote")
     size.add_argument("--quantity", metavar="Q", help="every candidate's base quantity per order")
-    sg.add_argument("--candidates", type=int, default=200, help="how many candidate rules to try (default 200)")
+    sg.add_argument("--candidates", type=int, default=None,
+                    help="how many candidate rules to try (default 200; on perps 24: each runs on the exact engine)")
     sg.add_argument("--folds", type=int, default=6, help="walk-forward folds, at least 6 (default 6)")
     sg.add_argument("--top", type=int, default=10, help="rows in the table (default 10)")
     sg.add_argument("--json", action="store_true", help="print JSON: every fold's windows and figures")

@@ -147,3 +147,38 @@ def test_suggest_judges_candidates_with_the_configs_exits(tmp_path):
     both = [r for r in trips if r in before]
     assert both and all(trips[r] <= before[r] for r in both)                      # a stopped grid trades no more
     assert any(trips[r] < before[r] for r in both)                                # and the stop did fire
+
+
+def test_suggest_on_perps_tries_directions_and_leverages_counts_funding_and_proposes_nothing_refused(tmp_path):
+    cfg = json.loads((ROOT / "docs" / "example_config.json").read_text())
+    t = cfg["trading"]
+    t.pop("quantity", None)
+    t.update({"symbol": "SOL_USDC_PERP", "investment": "300", "maker_fee": "0.0002", "taker_fee": "0.0005",
+              "duration": 3})
+    cfg.setdefault("log", {})["console"] = False
+    (tmp_path / "perp.json").write_text(json.dumps(cfg))
+    candles = walk(1050, seed=21, wide=80)
+
+    def with_funding(name, rate):
+        path = tmp_path / name
+        path.write_text("start,open,high,low,close,funding_rate\n" + "".join(
+            f"{c.start},{c.open},{c.high},{c.low},{c.close},{rate if i % 60 == 59 else ''}\n"
+            for i, c in enumerate(candles)))
+        return str(path)
+    args = ("--config", "perp.json", "--candidates", "6", "--json")
+    calm = json.loads(suggest(*args, "--klines", with_funding("k0.csv", "0"), cwd=tmp_path))
+    paid = json.loads(suggest(*args, "--klines", with_funding("k1.csv", "0.002"), cwd=tmp_path))
+    rules = [x["rule"] for x in calm["ranking"]]
+    assert rules and all(" at 2x" in r for r in rules)
+    assert {d for d in ("neutral", "long", "short") if any(f", {d} at" in r for r in rules)} == {"neutral", "long",
+                                                                                                 "short"}
+    # A positive rate makes longs pay and shorts receive: the same candidates, other held-out figures.
+    by = {x["rule"]: D(x["held_out"]["vs_hold"]) for x in paid["ranking"]}
+    assert any(by[r] != D(x["held_out"]["vs_hold"]) for x in calm["ranking"] for r in [x["rule"]] if r in by)
+    suggest("--config", "perp.json", "--candidates", "6", "--klines", with_funding("k0.csv", "0"), "--write",
+            "new.json", cwd=tmp_path)
+    new = json.loads((tmp_path / "new.json").read_text())["trading"]
+    assert new["direction"] in ("neutral", "long", "short") and new["leverage"] == "2"
+    plan = subprocess.run([sys.executable, str(ROOT / "grid_bot.py"), "plan", "--paper", "--config", "new.json"],
+                          cwd=str(tmp_path), capture_output=True, text=True, timeout=60)
+    assert plan.returncode == 0 and "REFUSED" not in plan.stdout, plan.stdout + plan.stderr

@@ -101,7 +101,8 @@ class PerpBacktest(Backtest):
                 busy = ((bid is not None and c.low < bid) or (ask is not None and c.high > ask)
                         or any((a is None or c.high >= a) and (b is None or c.low <= b) for a, b in waits)
                         or self._busy(om, gr, c.low, c.high) or self._margin_at_risk(om, ex, c))
-                for price in (candle_path(c) if busy else [c.close]):
+                # A quiet candle (nothing can fill, wait, exit or near the margin) changes nothing: not replayed.
+                for price in (candle_path(c) if busy else ()):
                     for f in ex.set_price(price):
                         self._apply(om, f, i)
                     if self._margin(om, ex, gr, price, candles[i].start):
@@ -113,6 +114,8 @@ class PerpBacktest(Backtest):
                         exit_candle = i
                         break
                 om.take_events()
+                if not busy:
+                    self.last_price = c.close
             end_ms = (base_us + (i + 1) * step_us) // 1000
             while f_i < len(self.funding) and self.funding[f_i][0] < end_ms:
                 at_ms, rate = self.funding[f_i]

@@ -26,6 +26,7 @@ from typing import Any, Callable, Sequence
 from grid_calculator import GridError, GridMode, GridSpec, build_grid, size_for_investment
 from gridbot.analysis.backtest import BacktestResult, run_backtest
 from gridbot.analysis.sweep import Candidate, sweep
+from gridbot.core.errors import InputError
 from gridbot.core.models import MarketRules
 from gridbot.core.risk import RiskConfig
 from gridbot.marketdata.candles import Candle
@@ -75,16 +76,19 @@ class InSample:
 @dataclass(frozen=True)
 class Rule:
     """Where a candidate puts its range (``kind`` quantile, extremes or atr, with its ``arg``), its levels and
-    its mode."""
+    its mode; on perps its direction and leverage too."""
     kind: str
     arg: int
     levels: int
     mode: str
+    direction: str | None = None
+    leverage: Decimal | None = None
 
     def describe(self) -> str:
         where = {"quantile": f"closes' {self.arg}-{100 - self.arg}% band", "extremes": "low..high",
                  "atr": f"last close +-{self.arg} ATR"}[self.kind]
-        return f"{where}, {self.levels} levels {self.mode}"
+        perp = f", {self.direction} at {self.leverage:f}x" if self.direction is not None and self.leverage else ""
+        return f"{where}, {self.levels} levels {self.mode}{perp}"
 
     def bounds(self, s: InSample) -> tuple[Decimal, Decimal]:
         if self.kind == "quantile":
@@ -95,11 +99,43 @@ class Rule:
         return last - atr * self.arg, last + atr * self.arg
 
 
-def rules_to_try(count: int) -> list[Rule]:
-    """Up to ``count`` rules, in a fixed order (the same arguments, the same rules)."""
+PERP_KINDS = (("quantile", 10), ("atr", 16), ("extremes", 0), ("quantile", 20), ("atr", 8))
+PERP_LEVELS = (20, 10, 30)
+PERP_LEVERAGE = (Decimal(2), Decimal(3), Decimal(1), Decimal(5))
+DIRECTIONS = ("neutral", "long", "short")
+
+
+def rules_to_try(count: int, perp: bool = False) -> list[Rule]:
+    """Up to ``count`` rules, in a fixed order (the same arguments, the same rules). On perps every range rule
+    comes in each direction, at leverages 2, 3, 1 and 5, arithmetic (each runs on the exact engine)."""
+    if perp:
+        return [Rule(k, a, n, "arithmetic", d, lev) for lev in PERP_LEVERAGE for k, a in PERP_KINDS
+                for n in PERP_LEVELS for d in DIRECTIONS][:count]
     kinds = ([("quantile", lo) for lo, _ in QUANTILES] + [("extremes", 0)] + [("atr", k) for k in ATR_MULTIPLES])
     out = [Rule(k, a, n, m) for n in LEVELS for k, a in kinds for m in MODES]
     return out[:count]
+
+
+def instantiate_perp(rule: Rule, s: InSample, rules: MarketRules, t: Any, risk: RiskConfig, *,
+                     price: Decimal) -> tuple[Any, Any] | None:
+    """A perps rule's grid (engine/perp_grid.py) sized at ``price``, with the config's trading keys ``t`` for the
+    rest, and those keys: None when it is no valid grid, its step is below ``MIN_STEP_FEES`` maker fees, or the
+    perps rules refuse it (its worst case liquidated within ``risk.liquidation_buffer`` of its range)."""
+    from gridbot.engine.perp_grid import perp_grid
+    lo, hi = rule.bounds(s)
+    tick = rules.tick_size
+    lo, hi = lo.quantize(tick, ROUND_FLOOR), hi.quantize(tick, ROUND_CEILING)
+    if lo <= 0 or hi <= lo:
+        return None
+    t2 = replace(t, grid_lower=lo, grid_upper=hi, grid_num=rule.levels, grid_mode=rule.mode, auto_price=False,
+                 price_range=None, direction=rule.direction, leverage=rule.leverage, trigger_price=None)
+    try:
+        pg = perp_grid(rules, t2, risk, price)
+    except (GridError, InputError):
+        return None
+    if pg.refused or min(b / a for a, b in zip(pg.grid.levels, pg.grid.levels[1:])) - 1 < MIN_STEP_FEES * t.maker_fee:
+        return None
+    return pg, t2
 
 
 def instantiate(rule: Rule, s: InSample, rules: MarketRules, *, maker_fee: Decimal, price: Decimal,
@@ -170,9 +206,11 @@ def windows(candles: Sequence[Candle], folds: int) -> list[tuple[Sequence[Candle
 
 def walk_forward(candles: Sequence[Candle], rules: MarketRules, to_try: Sequence[Rule], *, folds: int,
                  maker_fee: Decimal, investment: Decimal | None, quantity: Decimal | None,
-                 progress: Callable[[int, int], None] | None = None, risk: RiskConfig | None = None) -> list[Fold]:
+                 progress: Callable[[int, int], None] | None = None, risk: RiskConfig | None = None,
+                 perp: Any = None, funding: Sequence[tuple[int, Decimal]] = ()) -> list[Fold]:
     """Every rule on every fold, in-sample and held-out (see the module's docstring), with the config's exits
-    (``risk``; a trigger is left out: a candidate starts at once)."""
+    (``risk``; a trigger is left out: a candidate starts at once). ``perp``: a perps market's trading keys (the
+    rules then carry a direction and a leverage, run on the perps backtest with ``funding``)."""
     out = []
     pairs = windows(candles, folds)
     for i, (inside, after) in enumerate(pairs):
@@ -181,13 +219,22 @@ def walk_forward(candles: Sequence[Candle], rules: MarketRules, to_try: Sequence
         # Drawn on the in-sample candles only, and sized at a price of that window too: its first open for
         # its in-sample run, its last close (the moment of the choice) for the held-out run.
         for label, window, sized_at in (("in", inside, inside[0].open), ("out", after, inside[-1].close)):
-            grids = {}
+            grids: dict[Rule, Any] = {}
             for rule in to_try:
+                if perp is not None:
+                    made = instantiate_perp(rule, s, rules, perp, risk or RiskConfig(), price=sized_at)
+                    if made is not None:
+                        grids[rule] = made
+                    continue
                 g = instantiate(rule, s, rules, maker_fee=maker_fee, price=sized_at, investment=investment,
                                 quantity=quantity)
                 if g is not None:
                     grids[rule] = g
-            found = run_grids(list(grids.values()), rules, window, maker_fee, risk)
+            if perp is not None:
+                found = run_perp_grids(list(grids.values()), rules, window, risk or RiskConfig(), funding)
+                grids = {rule: pg.grid for rule, (pg, _) in grids.items()}
+            else:
+                found = run_grids(list(grids.values()), rules, window, maker_fee, risk)
             figs = {rule: Figures.of(r) for rule, r in zip(grids, found)}
             if label == "in":
                 fold.inside = figs
@@ -209,6 +256,14 @@ def run_grids(grids: Sequence[GridSpec], rules: MarketRules, candles: Sequence[C
     cands = [Candidate(g.levels, g.quantity, maker_fee) for g in grids]
     by = dict(zip(cands, grids))
     return sweep(cands, rules, candles, exact=lambda c: run_backtest(by[c], rules, candles, maker_fee))
+
+
+def run_perp_grids(made: Sequence[tuple[Any, Any]], rules: MarketRules, candles: Sequence[Candle], risk: RiskConfig,
+                   funding: Sequence[tuple[int, Decimal]]) -> list[BacktestResult]:
+    """Perps grids over the same candles, on the perps backtest (the exact engine: funding, margin, liquidation)."""
+    from gridbot.analysis.perp_backtest import PerpBacktest
+    bare = replace(risk, trigger_price=None)
+    return [PerpBacktest(pg, rules, t2, bare, funding).run(candles) for pg, t2 in made]
 
 
 def plain(r: RiskConfig) -> bool:

@@ -79,37 +79,45 @@ def load_candles(cfg: Config, client: BackpackClient, klines: str | None, interv
         raise InputError(str(e)) from None
 
 
-def perp_runs(args: argparse.Namespace, cfg: Config, client: BackpackClient, rules: MarketRules, candles: list[Any],
-              combos: list[dict[str, Any]], configs: list[Config]) -> list[tuple[dict[str, Any], Any, Any]]:
-    """A perps grid's backtests (analysis/perp_backtest.py) with the funding of the candles' time: the klines
-    file's ``funding_rate`` column, or the exchange's funding-rate history, cached beside the klines."""
-    from gridbot.analysis.perp_backtest import PerpBacktest
-    from gridbot.engine.perp_grid import perp_grid
+def load_funding(cfg: Config, client: BackpackClient, candles: list[Any], klines: str | None,
+                 cache: str | None) -> list[tuple[int, Decimal]]:
+    """A perps backtest's funding rates (interval end in ms, rate): the klines file's ``funding_rate`` column,
+    or the exchange's funding-rate history over the candles' time, cached beside the klines."""
     from gridbot.marketdata.candles import FeedError, read_funding_column
     from gridbot.marketdata.history import _parse_start, cached_funding
 
     def ms(start: str) -> int:
         return int(_parse_start(start).timestamp() * 1000)
     symbol = cfg.trading.symbol
-    if args.klines:
+    if klines:
         try:
-            funding = [(ms(start), rate) for start, rate in read_funding_column(args.klines)]
+            funding = [(ms(start), rate) for start, rate in read_funding_column(klines)]
         except FeedError as e:
             raise InputError(str(e)) from None
         if not funding:
-            print(f"grid_bot: {args.klines} has no funding_rate column: the backtest pays no funding",
-                  file=sys.stderr)
-    else:
-        cache = os.path.join(os.path.dirname(args.cache or cfg.path) or ".", f"funding_{symbol}.csv")
-        last = ms(candles[-1].start) + 1 + (ms(candles[-1].start) - ms(candles[0].start)) // max(1, len(candles) - 1)
-        try:
-            funding = cached_funding(cache, lambda limit, offset: client.funding_rates(symbol, limit, offset),
-                                     ms(candles[0].start), last)
-        except TransientError as e:
-            raise FatalError(f"cannot fetch funding rates from {cfg.api.base_url}: {e}") from None
-        except OSError as e:
-            raise InputError(f"cannot write the funding cache {cache}: {e.strerror}") from None
-        print(f"grid_bot: {len(funding)} funding rates cached in {cache}", file=sys.stderr)
+            print(f"grid_bot: {klines} has no funding_rate column: no funding is paid", file=sys.stderr)
+        return funding
+    path = os.path.join(os.path.dirname(cache or cfg.path) or ".", f"funding_{symbol}.csv")
+    last = ms(candles[-1].start) + 1 + (ms(candles[-1].start) - ms(candles[0].start)) // max(1, len(candles) - 1)
+    try:
+        funding = cached_funding(path, lambda limit, offset: client.funding_rates(symbol, limit, offset),
+                                 ms(candles[0].start), last)
+    except TransientError as e:
+        raise FatalError(f"cannot fetch funding rates from {cfg.api.base_url}: {e}") from None
+    except OSError as e:
+        raise InputError(f"cannot write the funding cache {path}: {e.strerror}") from None
+    print(f"grid_bot: {len(funding)} funding rates cached in {path}", file=sys.stderr)
+    return funding
+
+
+def perp_runs(args: argparse.Namespace, cfg: Config, client: BackpackClient, rules: MarketRules, candles: list[Any],
+              combos: list[dict[str, Any]], configs: list[Config]) -> list[tuple[dict[str, Any], Any, Any]]:
+    """A perps grid's backtests (analysis/perp_backtest.py) with the funding of the candles' time: the klines
+    file's ``funding_rate`` column, or the exchange's funding-rate history, cached beside the klines."""
+    from gridbot.analysis.perp_backtest import PerpBacktest
+    from gridbot.engine.perp_grid import perp_grid
+
+    funding = load_funding(cfg, client, candles, args.klines, args.cache)
     runs = []
     for c, run_cfg in zip(combos, configs):
         pg = perp_grid(rules, run_cfg.trading, run_cfg.risk, candles[0].open)

@@ -7,25 +7,25 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
-from gridbot.commands.backtest import backtest_market, load_candles, progress_bar
+from gridbot.commands.backtest import backtest_market, load_candles, load_funding, progress_bar
 from gridbot.commands.common import public_client, read_config
 from gridbot.core.errors import EXIT_OK, InputError
 from gridbot.ops.config import check_flag, read_json
 
 ZERO = Decimal(0)
+SPOT_CANDIDATES = 200      # the default --candidates on spot (the sweep engine)
+PERP_CANDIDATES = 24       # on perps (each candidate runs on the perps backtest, the exact engine)
 
 
 def cmd_suggest(args: argparse.Namespace) -> int:
-    from gridbot.analysis.suggest import InSample, instantiate, rank, rules_to_try, walk_forward
+    from gridbot.analysis.suggest import InSample, instantiate, instantiate_perp, rank, rules_to_try, walk_forward
 
     cfg = read_config(args.config, need_keys=False)
     t = cfg.trading
-    if t.is_perp:
-        raise InputError(f"suggest does not cover perps grids yet ({t.symbol}): backtest --sweep direction=... "
-                         f"leverage=... compares perps grids on past prices")
     for flag, key in (("--investment", "investment"), ("--quantity", "quantity")):
         if getattr(args, key) is not None:
             check_flag(flag, key, getattr(args, key))
@@ -33,6 +33,8 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     quantity = Decimal(args.quantity) if args.quantity else None
     if investment is None and quantity is None:
         investment, quantity = t.investment, (t.quantity if t.investment is None else None)
+    t = replace(t, investment=investment, quantity=quantity)
+    count = args.candidates if args.candidates is not None else (PERP_CANDIDATES if t.is_perp else SPOT_CANDIDATES)
     if args.folds < 6:
         raise InputError(f"--folds {args.folds}: walk-forward needs at least 6 folds")
     client = public_client(cfg)
@@ -40,10 +42,12 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     if note:
         print(f"grid_bot: {note}", file=sys.stderr)
     candles = load_candles(cfg, client, args.klines, "1m", args.days, None)
-    to_try = rules_to_try(args.candidates)
+    funding = load_funding(cfg, client, candles, args.klines, None) if t.is_perp else []
+    to_try = rules_to_try(count, perp=t.is_perp)
     try:
         folds = walk_forward(candles, rules, to_try, folds=args.folds, maker_fee=t.maker_fee, investment=investment,
-                             quantity=quantity, progress=progress_bar("walking forward", "folds"), risk=cfg.risk)
+                             quantity=quantity, progress=progress_bar("walking forward", "folds"), risk=cfg.risk,
+                             perp=t if t.is_perp else None, funding=funding)
     except ValueError as e:
         raise InputError(str(e)) from None
     ranked = rank(folds)
@@ -52,13 +56,17 @@ def cmd_suggest(args: argparse.Namespace) -> int:
                          "lower trading.maker_fee if yours is lower, or suggest over more days")
     best = next((r for r in ranked if not r.flagged), ranked[0])
     latest = InSample(candles[-(len(candles) // (args.folds + 1)):])
-    grid = instantiate(best.rule, latest, rules, maker_fee=t.maker_fee, price=candles[-1].close,
-                       investment=investment, quantity=quantity)
-    report = build_report(args, cfg, folds, ranked, best, grid, investment, quantity, len(candles))
+    if t.is_perp:
+        made = instantiate_perp(best.rule, latest, rules, t, cfg.risk, price=candles[-1].close)
+        grid = made[0].grid if made is not None else None
+    else:
+        grid = instantiate(best.rule, latest, rules, maker_fee=t.maker_fee, price=candles[-1].close,
+                           investment=investment, quantity=quantity)
+    report = build_report(args, cfg, folds, ranked, best, grid, investment, quantity, len(candles), count)
     if args.write:
         write_config(args.config, args.write, report["recommended"]["config"])
     if args.plot:
-        plot(args.plot, folds, ranked[:3], rules, candles, t.maker_fee)
+        plot(args.plot, folds, ranked[:3], rules, candles, t, cfg.risk, funding)
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=False))
     else:
@@ -69,7 +77,7 @@ def cmd_suggest(args: argparse.Namespace) -> int:
 
 
 def build_report(args: argparse.Namespace, cfg: Any, folds: list, ranked: list, best: Any, grid: Any,
-                 investment: Decimal | None, quantity: Decimal | None, candles: int) -> dict[str, Any]:
+                 investment: Decimal | None, quantity: Decimal | None, candles: int, count: int) -> dict[str, Any]:
     t = cfg.trading
     top = ranked[:args.top]
     recommended: dict[str, Any] = {"rule": best.rule.describe(), "flagged": best.flagged}
@@ -78,10 +86,12 @@ def build_report(args: argparse.Namespace, cfg: Any, folds: list, ranked: list, 
                    "grid_num": len(grid.levels), "grid_mode": grid.mode.value, "auto_price": False}
         trading.update({"investment": f"{investment:f}", "quantity": None} if investment is not None else
                        {"quantity": f"{grid.quantity:f}", "investment": None})
+        if best.rule.direction is not None:
+            trading.update({"direction": best.rule.direction, "leverage": f"{best.rule.leverage:f}"})
         recommended.update({"levels": [f"{x:f}" for x in grid.levels], "quantity": f"{grid.quantity:f}",
                             "config": trading})
     return {
-        "symbol": t.symbol, "candles": candles, "candidates_tried": args.candidates, "folds": [
+        "symbol": t.symbol, "candles": candles, "candidates_tried": count, "folds": [
             {"in_sample": {"from": f.in_start, "to": f.in_end}, "held_out": {"from": f.out_start, "to": f.out_end},
              "candidates": [{"rule": r.rule.describe(), "in_sample": f.inside[r.rule].to_json(),
                              "held_out": f.held_out[r.rule].to_json()} for r in top]} for f in folds],
@@ -148,14 +158,17 @@ def write_config(source: str, target: str, trading: dict[str, Any]) -> None:
     read_config(target, need_keys=False)     # what plan and run will read: checked now
 
 
-def plot(path: str, folds: list, top: list, rules: Any, candles: list, maker_fee: Decimal) -> None:
-    """The held-out equity of the top candidates against holding, window after window, on a date axis."""
+def plot(path: str, folds: list, top: list, rules: Any, candles: list, t: Any, risk: Any, funding: list) -> None:
+    """The held-out equity of the top candidates against holding, window after window, on a date axis (a perps
+    grid's replayed on the perps backtest, drawn again from its fold's in-sample window)."""
     from gridbot.analysis.plots import require_matplotlib
     require_matplotlib()
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from gridbot.analysis.backtest import run_backtest
+    from gridbot.analysis.perp_backtest import PerpBacktest
+    from gridbot.analysis.suggest import InSample, instantiate_perp
     from gridbot.marketdata.history import _parse_start
     by_start = {c.start: i for i, c in enumerate(candles)}
     fig, ax = plt.subplots(figsize=(11, 5))
@@ -170,7 +183,14 @@ def plot(path: str, folds: list, top: list, rules: Any, candles: list, maker_fee
             if grid is None:
                 continue
             window = candles[by_start[f.out_start]:by_start[f.out_end] + 1]
-            res = run_backtest(grid, rules, window, maker_fee, keep_series=True)
+            if t.is_perp:
+                inside = InSample(candles[by_start[f.in_start]:by_start[f.in_end] + 1])
+                made = instantiate_perp(r.rule, inside, rules, t, risk, price=inside.candles[-1].close)
+                assert made is not None     # it was drawn the same way in its fold
+                res = PerpBacktest(made[0], rules, made[1], replace(risk, trigger_price=None), funding,
+                                   keep_series=True).run(window)
+            else:
+                res = run_backtest(grid, rules, window, t.maker_fee, keep_series=True)
             base = res.start_equity
             for start, eq in zip(res.series["start"], res.series["equity"]):
                 xs.append(_parse_start(start))
