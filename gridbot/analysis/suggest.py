@@ -90,13 +90,16 @@ class Rule:
         perp = f", {self.direction} at {self.leverage:f}x" if self.direction is not None and self.leverage else ""
         return f"{where}, {self.levels} levels {self.mode}{perp}"
 
-    def bounds(self, s: InSample) -> tuple[Decimal, Decimal]:
+    def bounds(self, s: InSample, tick: Decimal) -> tuple[Decimal, Decimal]:
+        """The range this rule draws from ``s``, widened to the tick."""
         if self.kind == "quantile":
-            return s.quantile(self.arg), s.quantile(100 - self.arg)
-        if self.kind == "extremes":
-            return min(c.low for c in s.candles), max(c.high for c in s.candles)
-        last, atr = s.candles[-1].close, s.atr()
-        return last - atr * self.arg, last + atr * self.arg
+            lo, hi = s.quantile(self.arg), s.quantile(100 - self.arg)
+        elif self.kind == "extremes":
+            lo, hi = min(c.low for c in s.candles), max(c.high for c in s.candles)
+        else:
+            last, atr = s.candles[-1].close, s.atr()
+            lo, hi = last - atr * self.arg, last + atr * self.arg
+        return lo.quantize(tick, ROUND_FLOOR), hi.quantize(tick, ROUND_CEILING)
 
 
 PERP_KINDS = (("quantile", 10), ("atr", 16), ("extremes", 0), ("quantile", 20), ("atr", 8))
@@ -122,9 +125,7 @@ def instantiate_perp(rule: Rule, s: InSample, rules: MarketRules, t: Any, risk: 
     rest, and those keys: None when it is no valid grid, its step is below ``MIN_STEP_FEES`` maker fees, or the
     perps rules refuse it (its worst case liquidated within ``risk.liquidation_buffer`` of its range)."""
     from gridbot.engine.perp_grid import perp_grid
-    lo, hi = rule.bounds(s)
-    tick = rules.tick_size
-    lo, hi = lo.quantize(tick, ROUND_FLOOR), hi.quantize(tick, ROUND_CEILING)
+    lo, hi = rule.bounds(s, rules.tick_size)
     if lo <= 0 or hi <= lo:
         return None
     t2 = replace(t, grid_lower=lo, grid_upper=hi, grid_num=rule.levels, grid_mode=rule.mode, auto_price=False,
@@ -142,9 +143,7 @@ def instantiate(rule: Rule, s: InSample, rules: MarketRules, *, maker_fee: Decim
                 investment: Decimal | None, quantity: Decimal | None) -> GridSpec | None:
     """The grid a rule draws from in-sample candles, laid out at ``price`` (None: no valid grid, or a step
     below ``MIN_STEP_FEES`` maker fees)."""
-    lo, hi = rule.bounds(s)
-    tick = rules.tick_size
-    lo, hi = lo.quantize(tick, ROUND_FLOOR), hi.quantize(tick, ROUND_CEILING)
+    lo, hi = rule.bounds(s, rules.tick_size)
     if lo <= 0 or hi <= lo:
         return None
     try:
