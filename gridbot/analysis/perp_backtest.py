@@ -53,6 +53,7 @@ class PerpBacktest(Backtest):
         self.min_mf: Decimal | None = None
         self.last_price = ZERO
         self.opening = ZERO
+        self.exposure = ZERO                      # the grid's exposure (quantity), as of the last busy candle
 
     def position(self, om: OrderManager) -> Decimal:
         """The grid's position: its opening and its fills (0 before it is laid out)."""
@@ -91,12 +92,16 @@ class PerpBacktest(Backtest):
         peak, max_dd, in_range, exit_candle, f_i = self.pg.collateral, ZERO, 0, None, 0
         closes: list = []
         equity_series: list = []
+        stale = True      # the book's extremes and the exposure: read again after a busy candle (only it changes them)
+        bid = ask = None
         for i, c in enumerate(candles):
             self.candle = i
             self.now_us = base_us + i * step_us
             ex.now_ms = self.now_us // 1000
             if om.risk.exit is None and self.frozen is None:
-                bid, ask = ex.resting_extremes()
+                if stale:
+                    bid, ask = ex.resting_extremes()
+                    self.exposure = self._exposure(om, ex)
                 waits = om.waiting_ranges(self.now_us // 1000)
                 busy = ((bid is not None and c.low < bid) or (ask is not None and c.high > ask)
                         or any((a is None or c.high >= a) and (b is None or c.low <= b) for a, b in waits)
@@ -114,6 +119,7 @@ class PerpBacktest(Backtest):
                         exit_candle = i
                         break
                 om.take_events()
+                stale = busy
                 if not busy:
                     self.last_price = c.close
             end_ms = (base_us + (i + 1) * step_us) // 1000
@@ -156,7 +162,7 @@ class PerpBacktest(Backtest):
         worst = c.low if pos > 0 else c.high
         eq = equity(om.risk.start, om.ledger, worst)
         notional = abs(pos) * worst
-        exposure = self._exposure(om, ex) * worst
+        exposure = self.exposure * worst
         return (eq <= self.fns.mmf(notional) * notional
                 or (self.stop_at is not None and exposure > 0 and eq / exposure <= self.stop_at))
 
