@@ -23,6 +23,8 @@ those on ``backtest.run_backtest`` and the rest here: the caller gets one list o
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Callable, Sequence
@@ -30,6 +32,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from gridbot.marketdata.candles import Candle, candle_path
+
+# numba caches the compiled kernel beside this file; a checkout the user cannot write (the service's, owned
+# by root) caches it in a folder of the temporary directory instead.
+if "NUMBA_CACHE_DIR" not in os.environ and not os.access(os.path.dirname(os.path.abspath(__file__)), os.W_OK):
+    os.environ["NUMBA_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), f"grid-bot-numba-{os.getuid()}")
 
 try:   # numba compiles the kernel; without it the same function runs as plain Python (slowly)
     from numba import njit, prange
