@@ -27,7 +27,7 @@ from gridbot.core.perp_risk import liquidation_price
 from gridbot.core.risk import Exit, GridRisk, RiskConfig
 from gridbot.engine.exit_runner import close_of
 from gridbot.engine.perp_grid import (PerpGrid, margin_stop_fraction, opening_position, perp_grid, reduce_side,
-                                     shown_liquidation)
+                                     shown_liquidation, to_tick_toward)
 from gridbot.engine.perp_watch import LIQUIDATION, MARGIN_STOP
 from gridbot.marketdata.candles import Candle, candle_path
 from gridbot.marketdata.history import _parse_start
@@ -179,7 +179,7 @@ class PerpBacktest(Backtest):
             # Between the last point and this one the price moved one way: the exact price is found there.
             before = equity(start, om.ledger, self.last_price)
             exact = liquidation_price(before, pos, self.last_price, self.fns) or price
-            exact = shown_tick(exact, pos, self.rules.tick_size)
+            exact = to_tick_toward(exact, pos, self.rules.tick_size)
             for o in list(ex._open.values()):
                 ex.cancel(o.id)
             self.frozen = equity(start, om.ledger, exact)
@@ -255,12 +255,6 @@ class PerpBacktest(Backtest):
             series={"close": closes, "equity": equity_series, "fills": self.fill_marks,
                     "start": [c.start for c in candles]} if self.keep_series else {},
             perp=perp)
-
-
-def shown_tick(price: Decimal, position: Decimal, tick: Decimal) -> Decimal:
-    """A liquidation price to the tick, toward where the position still stood (a long's up, a short's down)."""
-    from decimal import ROUND_CEILING, ROUND_FLOOR
-    return price.quantize(tick, ROUND_CEILING if position > 0 else ROUND_FLOOR)
 
 
 def perp_lines(r: BacktestResult, quote: str) -> list[str]:

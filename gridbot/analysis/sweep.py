@@ -80,11 +80,11 @@ def _first_above(lv: np.ndarray, n: int, p: int) -> int:
 @njit(cache=True)
 def _run_one(pts: np.ndarray, ends: np.ndarray, closes: np.ndarray, first: int, lv: np.ndarray, cum: np.ndarray,
              n: int, q: int, rn: int, reserve: int, scale: int, mult_num_hi: int, mult_num_lo: int, mult_den: int,
-             counts: np.ndarray, out: np.ndarray, dd: np.ndarray) -> None:
+             counts: np.ndarray, out: np.ndarray) -> None:
     """One grid through the path. ``counts``: completed orders per pair (written). ``out``: status, fills,
     position (base units), quote flow (quote units), base fees, quote fees, candles in range, equity at the
     last close (quote units), base0, quote0, the buys' summed prices (ticks), the buys, and the peak and
-    trough of the largest drawdown (quote units). ``dd``: that drawdown, as a float."""
+    trough of the largest drawdown (quote units)."""
     e = _nearest(lv, n, first)
     # What the grid holds at the start (its funds, investment mode's fee reserve in base included).
     base0 = (n - 1 - e) * q * scale + reserve
@@ -181,16 +181,15 @@ def _run_one(pts: np.ndarray, ends: np.ndarray, closes: np.ndarray, first: int, 
     out[11] = buys
     out[12] = d_peak
     out[13] = d_low
-    dd[0] = worst
 
 
 @njit(parallel=True, cache=True)
 def _run_all(pts: np.ndarray, ends: np.ndarray, closes: np.ndarray, first: int, levels: np.ndarray, cums: np.ndarray,
              ns: np.ndarray, qs: np.ndarray, rns: np.ndarray, reserves: np.ndarray, scale: int, hi: int, lo: int,
-             den: int, counts: np.ndarray, outs: np.ndarray, dds: np.ndarray) -> None:
+             den: int, counts: np.ndarray, outs: np.ndarray) -> None:
     for i in prange(levels.shape[0]):
         _run_one(pts, ends, closes, first, levels[i], cums[i], ns[i], qs[i], rns[i], reserves[i], scale, hi, lo,
-                 den, counts[i], outs[i], dds[i])
+                 den, counts[i], outs[i])
 
 
 @dataclass(frozen=True)
@@ -238,7 +237,6 @@ def sweep(candidates: Sequence[Candidate], rules: Any, candles: Sequence[Candle]
     """A ``BacktestResult`` for each candidate, in order: the kernel's where it can, ``exact(candidate)`` (the
     exact engine) where it cannot (see the module's docstring). Equal, figure for figure, to running the exact
     engine on every one."""
-    from gridbot.analysis.backtest import BacktestResult   # noqa: F401 (the type built below)
     tick, step = rules.tick_size, rules.step_size
     path = path if path is not None else Path.of(candles, tick)
     fee_places = max((_places(c.maker_fee) for c in candidates), default=0)
@@ -273,10 +271,9 @@ def sweep(candidates: Sequence[Candidate], rules: Any, candles: Sequence[Candle]
         hi, lo, den = _band(rules)
         counts = np.zeros((len(fast), nmax), dtype=np.int64)
         outs = np.zeros((len(fast), 14), dtype=np.int64)
-        dds = np.zeros((len(fast), 1), dtype=np.float64)
         first = candles[0].open
         _run_all(path.pts, path.ends, path.closes, int(first / tick), levels, cums, ns, qs, rns, reserves, scale,
-                 hi, lo, den, counts, outs, dds)
+                 hi, lo, den, counts, outs)
         for row, i in enumerate(fast):
             if outs[row, 0] == OK:
                 results[i] = _result(candidates[i], rules, candles, counts[row], outs[row], scale)

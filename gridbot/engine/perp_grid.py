@@ -106,9 +106,12 @@ def perp_grid(rules: MarketRules, t: Any, risk: Any, price: Decimal) -> PerpGrid
 
 def shown_liquidation(s: EndState, tick: Decimal) -> Decimal | None:
     """The liquidation price to the tick, rounded toward the range (the side that warns earlier)."""
-    if s.liquidation_price is None:
-        return None
-    return s.liquidation_price.quantize(tick, ROUND_CEILING if s.position > 0 else ROUND_FLOOR)
+    return None if s.liquidation_price is None else to_tick_toward(s.liquidation_price, s.position, tick)
+
+
+def to_tick_toward(price: Decimal, position: Decimal, tick: Decimal) -> Decimal:
+    """A liquidation price to the tick, toward where the position still stands (a long's up, a short's down)."""
+    return price.quantize(tick, ROUND_CEILING if position > 0 else ROUND_FLOOR)
 
 
 def margin_stop_fraction(grid: GridSpec, start_price: Decimal, t: Any, rules: MarketRules,

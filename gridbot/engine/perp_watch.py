@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from backpack_api import BackpackClient, BackpackError
 from gridbot.core.events import OrderRefused
-from gridbot.core.models import MarginSummary, MarketRules, OrderUpdate
+from gridbot.core.models import MarketRules, OrderUpdate
 from gridbot.engine.executor import ActiveGrid, Executor
 from gridbot.engine.perp_account import PerpFunds, grid_position, net_position
 from gridbot.engine.perp_grid import margin_stop_fraction
@@ -51,7 +51,6 @@ class PerpWatch:
         self.symbol = cfg.trading.symbol
         self.pending: tuple[str, str, str] | None = None   # (reason, detail, on_stop): an exit to write down
         self.next_at = 0.0
-        self.margin: MarginSummary | None = None
         self.counted: set[int] = set()      # funding intervals counted (by their end), this process
         self.checks = 0                     # completed checks (tests wait on it)
 
@@ -104,7 +103,7 @@ class PerpWatch:
         self.next_at = self.clock() + self.cfg.trading.interval
         try:
             held = [p for p in self.client.positions(self.symbol) if p.symbol == self.symbol]
-            self.margin = m = self.client.margin()
+            m = self.client.margin()
             payments = self.client.funding_payments(self.symbol)
         except BackpackError as e:
             log.warning("perps: cannot read the position, margin or funding (%s); trying again", e)
